@@ -1,0 +1,60 @@
+# videoai: two commands do everything on a fresh Debian 12 machine.
+#   make demo   set up what is missing, build, run the demo pipeline, print what was detected
+#   make test   set up what is missing, then fmt check, clippy -D warnings and every test
+# Other targets: deps (set-up only), build, install (plugin + videoai-events into ~/.local),
+# sample, clean.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+RELEASE_DIR := $(CURDIR)/target/release
+export GST_PLUGIN_PATH := $(RELEASE_DIR)$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
+
+SAMPLE ?= samples/demo.mp4
+MODEL ?= models/common_det.onnx
+LABELS ?= models/common_det.labels
+EVENTS ?= events.db
+PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
+BIN_INSTALL_DIR ?= $(HOME)/.local/bin
+
+.PHONY: all deps build demo sample test install clean
+
+all: build
+
+deps:
+	@scripts/setup.sh
+
+build: deps
+	$(CARGO) build --release
+
+sample:
+	@scripts/make-sample.sh $(SAMPLE)
+
+demo: build sample
+	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer ! raftsink (pipelines/demo-cpu.pipeline)"
+	@scripts/run-pipeline.sh pipelines/demo-cpu.pipeline \
+		INPUT=$(SAMPLE) MODEL=$(MODEL) LABELS=$(LABELS) EVENTS=$(EVENTS) -- -q
+	@echo "[demo] events in $(EVENTS); summary (target/release/videoai-events summary $(EVENTS)):"
+	@$(RELEASE_DIR)/videoai-events summary $(EVENTS)
+	@echo "[demo] text was drawn at (pipelines/sample-text.txt, top-left of each text box):"
+	@scripts/make-sample.sh --places 1280 720
+
+test: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) build --release
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "$(CARGO) test --release --doc"; $(CARGO) test --release --doc; \
+		echo "$(CARGO) nextest run --release"; $(CARGO) nextest run --release; \
+	else \
+		echo "$(CARGO) test --release"; $(CARGO) test --release; \
+	fi
+
+install: build
+	install -d $(PLUGIN_INSTALL_DIR) $(BIN_INSTALL_DIR)
+	install -m 644 $(RELEASE_DIR)/libgstvideoai.so $(PLUGIN_INSTALL_DIR)/
+	install -m 755 $(RELEASE_DIR)/videoai-events $(BIN_INSTALL_DIR)/
+	@echo "installed: $(PLUGIN_INSTALL_DIR)/libgstvideoai.so, $(BIN_INSTALL_DIR)/videoai-events"
+
+clean:
+	$(CARGO) clean
+	rm -rf samples $(EVENTS) $(EVENTS)-wal $(EVENTS)-shm

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Capture timestamps: when a frame was taken, in nanoseconds since the Unix epoch.
+//!
+//! A `GstReferenceTimestampMeta` from upstream wins (first one with reference
+//! `timestamp/x-unix`, else the first one of any reference). Otherwise the buffer's running
+//! time is mapped to the wall clock: the wall-clock time of running time 0 is measured once
+//! (from the pipeline clock and base time when there is one, else from the first frame's
+//! running time) and added to each frame's running time, so frames keep their spacing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gst::prelude::*;
+
+/// Maps running time to wall-clock time for one element; create one per streaming session.
+#[derive(Debug, Default, Clone)]
+pub struct CaptureClock {
+    /// Wall-clock time (ns since the epoch) at running time 0.
+    epoch_at_running_zero: Option<i128>,
+}
+
+fn wall_now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// The upstream capture timestamp of `buffer`, if it carries one.
+pub fn reference_timestamp(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    let mut first = None;
+    for meta in buffer.iter_meta::<gst::ReferenceTimestampMeta>() {
+        let is_unix = meta
+            .reference()
+            .structure(0)
+            .is_some_and(|s| s.name() == "timestamp/x-unix");
+        if is_unix {
+            return Some(meta.timestamp());
+        }
+        first.get_or_insert(meta.timestamp());
+    }
+    first
+}
+
+impl CaptureClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the mapping (on flush or restart).
+    pub fn reset(&mut self) {
+        self.epoch_at_running_zero = None;
+    }
+
+    /// Capture time of `buffer` in ns since the epoch. `running_time` is the buffer's running
+    /// time in its segment; `element` gives the clock and base time.
+    pub fn capture_ns(
+        &mut self,
+        element: &gst::Element,
+        buffer: &gst::BufferRef,
+        running_time: Option<gst::ClockTime>,
+    ) -> i64 {
+        if let Some(ts) = reference_timestamp(buffer) {
+            return ts.nseconds() as i64;
+        }
+        let Some(rt) = running_time else {
+            return wall_now_ns() as i64;
+        };
+        let epoch = *self.epoch_at_running_zero.get_or_insert_with(|| {
+            let now = wall_now_ns();
+            match (element.clock(), element.base_time()) {
+                (Some(clock), Some(base)) => {
+                    let clock_now = clock.time().nseconds() as i128;
+                    now - (clock_now - base.nseconds() as i128)
+                }
+                _ => now - rt.nseconds() as i128,
+            }
+        });
+        (epoch + rt.nseconds() as i128) as i64
+    }
+}

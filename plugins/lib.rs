@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MPL-2.0
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+//! # videoai
+//!
+//! GStreamer elements for real-time AI on video streams:
+//!
+//! * `onnxinfer`: ONNX Runtime inference on raw video, one `GstVideoRegionOfInterestMeta`
+//!   per detection.
+//! * `raftsink`: turns per-frame detections into events stored exactly once in a durable log.
+//!
+//! The modules outside the element folders hold what several elements and the
+//! `videoai-events` tool share: the detection metadata ([`detection`]), the event schema
+//! ([`event`]) and its SQLite store ([`event_store`]), capture timestamps ([`capture_time`]) and
+//! the ONNX Runtime loader ([`ort_runtime`]).
+
+use gst::glib;
+
+pub mod capture_time;
+pub mod detection;
+pub mod event;
+pub mod event_store;
+#[cfg(feature = "onnxinfer")]
+pub mod ort_runtime;
+
+#[cfg(feature = "onnxinfer")]
+pub mod onnxinfer;
+#[cfg(feature = "raftsink")]
+pub mod raftsink;
+
+#[allow(unused_variables)] // with every element feature off
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    detection::register_inference_meta();
+    #[cfg(feature = "onnxinfer")]
+    onnxinfer::register(plugin)?;
+    #[cfg(feature = "raftsink")]
+    raftsink::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    videoai,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

