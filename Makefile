@@ -2,7 +2,7 @@
 #   make demo   set up what is missing, build, run the demo pipeline, print what was detected
 #   make test   set up what is missing, then fmt check, clippy -D warnings and every test
 # Other targets: deps (set-up only), build, install (plugin + videoai-events into ~/.local),
-# sample, clean.
+# sample, bench (all benchmarks; bench-<element> for one), clean.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps build demo sample test install clean
+.PHONY: all deps build demo sample test bench bench-adaptivequeue install clean
 
 all: build
 
@@ -48,6 +48,13 @@ test: deps
 	else \
 		echo "$(CARGO) test --release"; $(CARGO) test --release; \
 	fi
+
+# Benchmarks print their tables (markdown) with ratios against a baseline measured in the same run.
+bench: deps
+	$(CARGO) bench
+
+bench-adaptivequeue: deps
+	$(CARGO) bench --bench adaptivequeue
 
 install: build
 	install -d $(PLUGIN_INSTALL_DIR) $(BIN_INSTALL_DIR)

@@ -8,6 +8,8 @@
 //! * `onnxinfer`: ONNX Runtime inference on raw video, one `GstVideoRegionOfInterestMeta`
 //!   per detection.
 //! * `raftsink`: turns per-frame detections into events stored exactly once in a durable log.
+//! * `adaptivequeue`: a queue that keeps latency bounded under overload without breaking
+//!   decode.
 //!
 //! The modules outside the element folders hold what several elements and the
 //! `videoai-events` tool share: the detection metadata ([`detection`]), the event schema
@@ -23,6 +25,8 @@ pub mod event_store;
 #[cfg(feature = "onnxinfer")]
 pub mod ort_runtime;
 
+#[cfg(feature = "adaptivequeue")]
+pub mod adaptivequeue;
 #[cfg(feature = "onnxinfer")]
 pub mod onnxinfer;
 #[cfg(feature = "raftsink")]
@@ -31,6 +35,8 @@ pub mod raftsink;
 #[allow(unused_variables)] // with every element feature off
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     detection::register_inference_meta();
+    #[cfg(feature = "adaptivequeue")]
+    adaptivequeue::register(plugin)?;
     #[cfg(feature = "onnxinfer")]
     onnxinfer::register(plugin)?;
     #[cfg(feature = "raftsink")]

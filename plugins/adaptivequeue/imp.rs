@@ -1,0 +1,1051 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `adaptivequeue` implementation.
+//!
+//! Threads: upstream's streaming thread runs the sink pad (chain, events, queries); the element's
+//! own task runs the source pad loop. They share one mutex, `state`, with two condition
+//! variables: `item_added` (the task waits for data) and `item_removed` (upstream waits for
+//! room, or for a serialized query to be answered). Each side only signals when the other side
+//! said it is waiting, so the hand-off costs no system call while both are busy.
+//!
+//! Lock order: `settings`, then `state`. Nothing is pushed or queried with `state` held.
+
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::Instant;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::Mode;
+use super::control::Controller;
+use super::store::{Item, PendingQuery, Queued, Store};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "adaptivequeue",
+        gst::DebugColorFlags::empty(),
+        Some("videoai latency-bounded queue"),
+    )
+});
+
+const MS: u64 = 1_000_000;
+const DEFAULT_LOW_WATERMARK: u64 = 200 * MS;
+const DEFAULT_HIGH_WATERMARK: u64 = 800 * MS;
+const DEFAULT_MAX_LATENCY: u64 = 1500 * MS;
+const DEFAULT_TARGET_LATENCY: u64 = 400 * MS;
+const DEFAULT_MAX_SIZE_BUFFERS: u32 = 200;
+const DEFAULT_EWMA_ALPHA: f64 = 0.2;
+const DEFAULT_MODE: Mode = Mode::Adaptive;
+const DEFAULT_LIVE_ONLY: bool = true;
+/// How long (running time) a level class other than `high` must hold before it is reported.
+const LEVEL_DWELL: u64 = 250 * MS;
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    low_watermark: u64,
+    high_watermark: u64,
+    max_latency: u64,
+    target_latency: u64,
+    max_size_buffers: u32,
+    ewma_alpha: f64,
+    mode: Mode,
+    live_only: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            high_watermark: DEFAULT_HIGH_WATERMARK,
+            max_latency: DEFAULT_MAX_LATENCY,
+            target_latency: DEFAULT_TARGET_LATENCY,
+            max_size_buffers: DEFAULT_MAX_SIZE_BUFFERS,
+            ewma_alpha: DEFAULT_EWMA_ALPHA,
+            mode: DEFAULT_MODE,
+            live_only: DEFAULT_LIVE_ONLY,
+        }
+    }
+}
+
+/// What flows, from the caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `video/x-raw`: any frame may go.
+    RawVideo,
+    /// Other `video/*` and `image/*`: only whole GOP tails (by `DELTA_UNIT`) may go.
+    Encoded,
+    /// Anything else (or no caps yet): nothing is dropped.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LevelClass {
+    Low,
+    Normal,
+    High,
+}
+
+impl LevelClass {
+    fn name(self) -> &'static str {
+        match self {
+            LevelClass::Low => "low",
+            LevelClass::Normal => "normal",
+            LevelClass::High => "high",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    input: u64,
+    output: u64,
+    dropped_watermark: u64,
+    dropped_expired: u64,
+    dropped_adaptive: u64,
+    dropped_gop_tail: u64,
+}
+
+impl Stats {
+    fn dropped(&self) -> u64 {
+        self.dropped_watermark
+            + self.dropped_expired
+            + self.dropped_adaptive
+            + self.dropped_gop_tail
+    }
+}
+
+struct State {
+    settings: Settings,
+    store: Store,
+    /// Set while flushing or while the source pad is inactive.
+    flushing: bool,
+    /// EOS is queued: no more data until a flush.
+    eos: bool,
+    /// The last flow return downstream.
+    srcresult: Result<gst::FlowSuccess, gst::FlowError>,
+    waiting_add: bool,
+    waiting_del: bool,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    media: Media,
+    upstream_live: Option<bool>,
+    /// Delta units are dropped until the next keyframe (a GOP tail was cut).
+    skip_until_key: bool,
+    control: Controller,
+    level_class: LevelClass,
+    /// A different class seen since this running time (ns), not reported yet.
+    level_candidate: Option<(LevelClass, u64)>,
+    next_query_id: u64,
+    query_in_flight: Option<u64>,
+    handled_query: Option<(u64, bool)>,
+    stats: Stats,
+}
+
+impl State {
+    fn new(settings: Settings) -> Self {
+        State {
+            settings,
+            store: Store::with_capacity(settings.max_size_buffers.max(16) as usize),
+            flushing: true,
+            eos: false,
+            srcresult: Err(gst::FlowError::Flushing),
+            waiting_add: false,
+            waiting_del: false,
+            segment: gst::FormattedSegment::new(),
+            media: Media::Other,
+            upstream_live: None,
+            skip_until_key: false,
+            control: Controller::new(settings.ewma_alpha),
+            level_class: LevelClass::Low,
+            level_candidate: None,
+            next_query_id: 0,
+            query_in_flight: None,
+            handled_query: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether this stream may lose buffers.
+    fn may_drop(&self) -> bool {
+        self.media != Media::Other && (!self.settings.live_only || self.upstream_live == Some(true))
+    }
+
+    /// Upstream waits while this holds. A stream that may lose buffers is kept under
+    /// max-latency by dropping instead, so only the buffer count blocks it.
+    fn is_full(&self) -> bool {
+        let s = &self.settings;
+        (s.max_size_buffers > 0 && self.store.buffers() >= s.max_size_buffers as usize)
+            || (!self.may_drop() && s.max_latency > 0 && self.store.level() >= s.max_latency)
+    }
+
+    /// Drops head buffers too old to be worth pushing (see [`Self::max_output_age`]). `now` is
+    /// the pipeline's running time, used when upstream is live (its buffers' running times
+    /// are capture times); otherwise ages count from the newest buffer.
+    fn expire(&mut self, now: Option<gst::ClockTime>) -> usize {
+        if !self.may_drop() || self.settings.max_latency == 0 {
+            return 0;
+        }
+        let now = now
+            .filter(|_| self.upstream_live == Some(true))
+            .map(gst::ClockTime::nseconds);
+        let max_age = self.max_output_age();
+        let encoded = self.media == Media::Encoded;
+        let mut total = 0;
+        loop {
+            let (n, tail) = self.store.expire_head(now, max_age, encoded);
+            self.skip_until_key |= tail;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        self.stats.dropped_expired += total as u64;
+        total
+    }
+
+    /// Oldest a buffer may be when it leaves: max-latency less the time downstream needs.
+    fn max_output_age(&self) -> u64 {
+        let processing = self.control.processing.get().unwrap_or(0.0).max(0.0);
+        self.settings
+            .max_latency
+            .saturating_sub((processing * 1e9) as u64)
+    }
+
+    /// Re-classifies the level; returns the message to post when the class changed. Going
+    /// high is reported at once; other changes once they held for [`LEVEL_DWELL`] of running
+    /// time, so a level hovering at a watermark does not flood the bus.
+    fn level_change(&mut self, now: Option<u64>) -> Option<gst::Structure> {
+        let level = self.store.level();
+        let class = if level < self.settings.low_watermark {
+            LevelClass::Low
+        } else if level > self.settings.high_watermark {
+            LevelClass::High
+        } else {
+            LevelClass::Normal
+        };
+        if class == self.level_class {
+            self.level_candidate = None;
+            return None;
+        }
+        if class != LevelClass::High {
+            let now = now?;
+            match self.level_candidate {
+                Some((c, since)) if c == class => {
+                    if now.saturating_sub(since) < LEVEL_DWELL {
+                        return None;
+                    }
+                }
+                _ => {
+                    self.level_candidate = Some((class, now));
+                    return None;
+                }
+            }
+        }
+        self.level_candidate = None;
+        self.level_class = class;
+        Some(
+            gst::Structure::builder("adaptivequeue-level")
+                .field("level", class.name())
+                .field("current-latency", level)
+                .field("buffers", self.store.buffers() as u32)
+                .field("dropped", self.stats.dropped())
+                .field("dropped-watermark", self.stats.dropped_watermark)
+                .field("dropped-expired", self.stats.dropped_expired)
+                .field("dropped-adaptive", self.stats.dropped_adaptive)
+                .field("dropped-gop-tail", self.stats.dropped_gop_tail)
+                .field("pass-ratio", self.control.ratio())
+                .build(),
+        )
+    }
+
+    /// Forgets everything queued (flush or deactivation) and returns the sticky events among
+    /// it other than SEGMENT and EOS: after a flush they still apply, so (like queue) the
+    /// caller stores them on the source pad. Pending queries are answered `false` by their
+    /// waiting threads, which see `flushing`.
+    fn clear(&mut self) -> Vec<gst::Event> {
+        self.skip_until_key = false;
+        self.store
+            .clear()
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Event(e)
+                    if e.is_sticky()
+                        && !matches!(e.type_(), gst::EventType::Segment | gst::EventType::Eos) =>
+                {
+                    Some(e)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub struct AdaptiveQueue {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    item_added: Condvar,
+    item_removed: Condvar,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for AdaptiveQueue {
+    const NAME: &'static str = "GstAdaptiveQueue";
+    type Type = super::AdaptiveQueue;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
+            .chain_function(|pad, parent, buffer| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |q| q.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |q| q.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |q| q.sink_query(pad, query),
+                )
+            })
+            .activatemode_function(|pad, parent, mode, active| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic in sink activation")),
+                    |q| q.sink_activate_mode(pad, mode, active),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .event_function(|pad, parent, event| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |q| q.src_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |q| q.src_query(pad, query),
+                )
+            })
+            .activatemode_function(|pad, parent, mode, active| {
+                AdaptiveQueue::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic in src activation")),
+                    |q| q.src_activate_mode(pad, mode, active),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        let settings = Settings::default();
+        AdaptiveQueue {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(settings),
+            state: Mutex::new(State::new(settings)),
+            item_added: Condvar::new(),
+            item_removed: Condvar::new(),
+        }
+    }
+}
+
+impl AdaptiveQueue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    fn wake_consumer(&self, st: &State) {
+        if st.waiting_add {
+            self.item_added.notify_one();
+        }
+    }
+
+    fn post_level(&self, msg: Option<gst::Structure>) {
+        if let Some(s) = msg {
+            gst::debug!(CAT, imp = self, "level changed: {s}");
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+        }
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut st = self.lock();
+        if st.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        if st.eos {
+            return Err(gst::FlowError::Eos);
+        }
+        st.srcresult?;
+
+        let ts = buffer.pts().or(buffer.dts());
+        let rt = st.segment.to_running_time(ts).map(gst::ClockTime::nseconds);
+        let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        st.stats.input += 1;
+
+        if st.may_drop() {
+            let encoded = st.media == Media::Encoded;
+            // A GOP tail is being cut: delta units go until the next keyframe.
+            if encoded && st.skip_until_key {
+                if !key {
+                    st.stats.dropped_gop_tail += 1;
+                    st.store.mark_gap();
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                st.skip_until_key = false;
+            }
+            if st.settings.mode == Mode::Adaptive {
+                st.control.record_arrival(rt);
+                if let Some(now) = rt {
+                    let (level, target) = (st.store.level(), st.settings.target_latency);
+                    st.control.adjust(level, target, now);
+                }
+                // Keyframes always pass; a refused delta unit starts a GOP tail cut.
+                let passes = (encoded && key) || st.control.admit();
+                if !passes {
+                    st.stats.dropped_adaptive += 1;
+                    st.store.mark_gap();
+                    if encoded {
+                        st.skip_until_key = true;
+                    }
+                    let msg = st.level_change(rt);
+                    drop(st);
+                    self.post_level(msg);
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+            }
+        }
+
+        // Wait for room (only reached when nothing can be dropped, or the buffer count limit).
+        while st.is_full() && !st.flushing {
+            st.waiting_del = true;
+            st = self.item_removed.wait(st).unwrap();
+            st.waiting_del = false;
+        }
+        if st.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+
+        let duration = buffer.duration().map(gst::ClockTime::nseconds);
+        st.store.push_buffer(Queued {
+            buffer,
+            rt,
+            duration,
+            key,
+            discont: false,
+            thinned: false,
+        });
+
+        let s = st.settings;
+        if st.may_drop() && st.store.level() > s.high_watermark {
+            let level = st.store.level();
+            if st.media == Media::RawVideo {
+                let keep_every = s.high_watermark.div_ceil(s.low_watermark.max(1)) as usize;
+                let n = st.store.thin_oldest(s.low_watermark, keep_every);
+                st.stats.dropped_watermark += n as u64;
+            } else {
+                let (n, tail) = st.store.drop_gop_tails(s.low_watermark);
+                st.stats.dropped_watermark += n as u64;
+                st.skip_until_key |= tail;
+            }
+            gst::debug!(
+                CAT,
+                imp = self,
+                "level {} ms over the high watermark: now {} ms",
+                level / MS,
+                st.store.level() / MS
+            );
+        }
+        if st.may_drop() {
+            let now = self.obj().current_running_time();
+            st.expire(now);
+        }
+
+        self.wake_consumer(&st);
+        let msg = st.level_change(rt);
+        drop(st);
+        self.post_level(msg);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Stores sticky events that were queued when a flush emptied the queue on the source pad,
+    /// so they go out before the next data.
+    fn keep_sticky(&self, events: Vec<gst::Event>) {
+        for e in events {
+            let _ = self.srcpad.store_sticky_event(&e);
+        }
+    }
+
+    fn query_upstream_live(&self) -> Option<bool> {
+        let mut q = gst::query::Latency::new();
+        if self.sinkpad.peer_query(&mut q) {
+            Some(q.result().0)
+        } else {
+            None
+        }
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "event {:?}", event.type_());
+        match event.view() {
+            gst::EventView::FlushStart(_) => {
+                let res = self.srcpad.push_event(event);
+                let sticky = {
+                    let mut st = self.lock();
+                    st.flushing = true;
+                    st.srcresult = Err(gst::FlowError::Flushing);
+                    self.item_added.notify_all();
+                    self.item_removed.notify_all();
+                    st.clear()
+                };
+                let _ = self.srcpad.pause_task();
+                self.keep_sticky(sticky);
+                return res;
+            }
+            gst::EventView::FlushStop(_) => {
+                let sticky = {
+                    let mut st = self.lock();
+                    let sticky = st.clear();
+                    st.eos = false;
+                    st.control.reset_input();
+                    if self.srcpad.mode() == gst::PadMode::Push {
+                        st.flushing = false;
+                        st.srcresult = Ok(gst::FlowSuccess::Ok);
+                    }
+                    sticky
+                };
+                self.keep_sticky(sticky);
+                let res = self.srcpad.push_event(event);
+                if self.srcpad.mode() == gst::PadMode::Push {
+                    self.start_task();
+                }
+                return res;
+            }
+            _ => {}
+        }
+        if !event.is_serialized() {
+            return self.srcpad.push_event(event);
+        }
+
+        let mut live_check = None;
+        if let gst::EventView::Caps(c) = event.view() {
+            // Liveness decides whether this stream may lose buffers (property live-only).
+            live_check = self.query_upstream_live();
+            let media = match c.caps().structure(0).map(|s| s.name().as_str()) {
+                Some("video/x-raw") => Media::RawVideo,
+                Some(n) if n.starts_with("video/") || n.starts_with("image/") => Media::Encoded,
+                _ => Media::Other,
+            };
+            gst::debug!(
+                CAT,
+                imp = self,
+                "media {media:?}, upstream live: {live_check:?}"
+            );
+            self.lock().media = media;
+        }
+
+        let mut st = self.lock();
+        if let Some(live) = live_check {
+            st.upstream_live = Some(live);
+        }
+        if st.flushing {
+            return false;
+        }
+        if let Err(err) = st.srcresult {
+            // Like queue: sticky events are stored on the pad and sent once data flows again.
+            let sticky = event.is_sticky() && event.type_() != gst::EventType::Eos;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "refusing {:?}: downstream returned {err:?}",
+                event.type_()
+            );
+            return sticky && err == gst::FlowError::NotLinked;
+        }
+        if st.eos {
+            return false;
+        }
+        match event.view() {
+            gst::EventView::Segment(s) => match s.segment().downcast_ref::<gst::ClockTime>() {
+                Some(seg) => st.segment = seg.clone(),
+                None => {
+                    gst::debug!(CAT, imp = self, "non-time segment: level from durations");
+                    st.segment = gst::FormattedSegment::new();
+                    st.segment.set_start(gst::ClockTime::NONE);
+                }
+            },
+            gst::EventView::StreamStart(_) => {
+                st.skip_until_key = false;
+                st.control.reset_input();
+            }
+            gst::EventView::Eos(_) => st.eos = true,
+            _ => {}
+        }
+        st.store.push_other(Item::Event(event));
+        self.wake_consumer(&st);
+        true
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if !query.is_serialized() {
+            return gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        }
+        // Serialized (ALLOCATION, DRAIN, …): answered in order, after what is queued.
+        let mut st = self.lock();
+        if st.flushing || st.srcresult.is_err() || st.eos {
+            return false;
+        }
+        st.next_query_id += 1;
+        let id = st.next_query_id;
+        st.store.push_other(Item::Query(PendingQuery {
+            ptr: query.as_mut_ptr(),
+            id,
+        }));
+        self.wake_consumer(&st);
+        loop {
+            if let Some((handled, res)) = st.handled_query
+                && handled == id
+            {
+                return res;
+            }
+            // While the task is answering it, the query must stay alive even when flushing.
+            if st.flushing && st.query_in_flight != Some(id) {
+                return false;
+            }
+            st.waiting_del = true;
+            st = self.item_removed.wait(st).unwrap();
+            st.waiting_del = false;
+        }
+    }
+
+    fn sink_activate_mode(
+        &self,
+        _pad: &gst::Pad,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "only push mode is supported"));
+        }
+        if !active {
+            let mut st = self.lock();
+            st.flushing = true;
+            st.srcresult = Err(gst::FlowError::Flushing);
+            // Deactivation is a full flush: sticky events go too.
+            drop(st.clear());
+            self.item_added.notify_all();
+            self.item_removed.notify_all();
+        }
+        Ok(())
+    }
+
+    fn src_activate_mode(
+        &self,
+        pad: &gst::Pad,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "only push mode is supported"));
+        }
+        if active {
+            {
+                let settings = *self.settings.lock().unwrap();
+                let mut st = self.lock();
+                *st = State::new(settings);
+                st.flushing = false;
+                st.srcresult = Ok(gst::FlowSuccess::Ok);
+            }
+            self.start_task();
+            Ok(())
+        } else {
+            {
+                let mut st = self.lock();
+                st.flushing = true;
+                st.srcresult = Err(gst::FlowError::Flushing);
+                self.item_added.notify_all();
+                self.item_removed.notify_all();
+            }
+            pad.stop_task()
+                .map_err(|e| gst::loggable_error!(CAT, "cannot stop the task: {e}"))
+        }
+    }
+
+    fn start_task(&self) {
+        let element = self.obj().downgrade();
+        let res = self.srcpad.start_task(move || {
+            let Some(element) = element.upgrade() else {
+                return;
+            };
+            element.imp().src_loop();
+        });
+        if let Err(e) = res {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Thread,
+                ("cannot start the queue thread: {e}")
+            );
+        }
+    }
+
+    fn src_loop(&self) {
+        let mut st = self.lock();
+        let item = loop {
+            if st.flushing {
+                drop(st);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            let now = if st.may_drop() {
+                self.obj().current_running_time()
+            } else {
+                None
+            };
+            let n = st.expire(now);
+            if n > 0 {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "dropped {n} buffers older than {} ms",
+                    st.max_output_age() / MS
+                );
+            }
+            if let Some(item) = st.store.pop() {
+                break item;
+            }
+            st.waiting_add = true;
+            st = self.item_added.wait(st).unwrap();
+            st.waiting_add = false;
+        };
+        let now = match &item {
+            Item::Query(q) => {
+                st.query_in_flight = Some(q.id);
+                None
+            }
+            Item::Buffer(b) => b.rt,
+            Item::Event(_) => None,
+        };
+        if st.waiting_del {
+            self.item_removed.notify_all();
+        }
+        let msg = st.level_change(now);
+        drop(st);
+        self.post_level(msg);
+
+        match item {
+            Item::Buffer(q) => {
+                let mut buffer = q.buffer;
+                if q.discont {
+                    buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                }
+                let start = Instant::now();
+                let res = self.srcpad.push(buffer);
+                let took = start.elapsed().as_secs_f64();
+                let mut st = self.lock();
+                st.stats.output += 1;
+                st.control.record_processing(took);
+                if let Err(err) = res {
+                    self.handle_push_error(st, err);
+                }
+            }
+            Item::Event(event) => {
+                let is_eos = event.type_() == gst::EventType::Eos;
+                self.srcpad.push_event(event);
+                if is_eos {
+                    let mut st = self.lock();
+                    st.srcresult = Err(gst::FlowError::Eos);
+                    drop(st);
+                    let _ = self.srcpad.pause_task();
+                }
+            }
+            Item::Query(q) => {
+                // SAFETY: the sink-pad thread that queued this query waits until `handled_query`
+                // names it (see `sink_query`), so the query outlives this use.
+                let res = self
+                    .srcpad
+                    .peer_query(unsafe { gst::QueryRef::from_mut_ptr(q.ptr) });
+                let mut st = self.lock();
+                st.query_in_flight = None;
+                st.handled_query = Some((q.id, res));
+                self.item_removed.notify_all();
+            }
+        }
+    }
+
+    fn handle_push_error(&self, mut st: MutexGuard<'_, State>, err: gst::FlowError) {
+        st.srcresult = Err(err);
+        let flushing = st.flushing;
+        self.item_removed.notify_all();
+        drop(st);
+        let _ = self.srcpad.pause_task();
+        if flushing || err == gst::FlowError::Flushing {
+            return;
+        }
+        gst::debug!(CAT, imp = self, "downstream returned {err:?}, pausing");
+        // NOT_LINKED and everything worse than EOS (not-negotiated, errors).
+        if !matches!(err, gst::FlowError::Eos | gst::FlowError::Flushing) {
+            // As queue does: report, and let downstream finish.
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("Internal data stream error."),
+                ["streaming stopped, reason {err:?}"]
+            );
+            self.srcpad.push_event(gst::event::Eos::new());
+        }
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        if let gst::EventView::Qos(q) = event.view() {
+            let (_, proportion, _, _) = q.get();
+            self.lock().control.record_qos(proportion);
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        let res = gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        if res && let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            // Data may wait here up to max-latency.
+            let (live, min, max) = q.result();
+            let ours = gst::ClockTime::from_nseconds(self.settings.lock().unwrap().max_latency);
+            q.set(live, min, max.map(|m| m + ours));
+        }
+        res
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let st = self.lock();
+        let s = st.stats;
+        gst::Structure::builder("adaptivequeue-stats")
+            .field("in", s.input)
+            .field("out", s.output)
+            .field("dropped", s.dropped())
+            .field("dropped-watermark", s.dropped_watermark)
+            .field("dropped-expired", s.dropped_expired)
+            .field("dropped-adaptive", s.dropped_adaptive)
+            .field("dropped-gop-tail", s.dropped_gop_tail)
+            .field("level", st.level_class.name())
+            .field("current-level-time", st.store.level())
+            .field("current-level-buffers", st.store.buffers() as u32)
+            .field(
+                "ewma-processing-time",
+                (st.control.processing.get().unwrap_or(0.0) * 1e9) as u64,
+            )
+            .field("pass-ratio", st.control.ratio())
+            .field("upstream-live", st.upstream_live.unwrap_or(false))
+            .build()
+    }
+}
+
+impl ObjectImpl for AdaptiveQueue {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt64::builder("low-watermark")
+                    .nick("Low watermark")
+                    .blurb(
+                        "Level (running time queued, in nanoseconds) that drops bring the queue \
+                         back down to; below it the level is 'low'. Default: 200000000 (200 ms)",
+                    )
+                    .default_value(DEFAULT_LOW_WATERMARK)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("high-watermark")
+                    .nick("High watermark")
+                    .blurb(
+                        "Level (ns) above which the queue drops: raw video frames older than the \
+                         low watermark thinned to every k-th, encoded video whole GOP tails. \
+                         Default: 800000000 (800 ms)",
+                    )
+                    .default_value(DEFAULT_HIGH_WATERMARK)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-latency")
+                    .nick("Maximum latency")
+                    .blurb(
+                        "Buffers older than this (ns, less downstream's measured processing \
+                         time) are dropped on the way out where the drop rules allow; when \
+                         nothing may be dropped, upstream blocks at this level. Also added to the \
+                         latency query's maximum. 0 = no limit. Default: 1500000000 (1.5 s)",
+                    )
+                    .default_value(DEFAULT_MAX_LATENCY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("target-latency")
+                    .nick("Target latency")
+                    .blurb(
+                        "mode=adaptive: above this level (ns) the input is thinned to the rate \
+                         downstream sustains; below it the pass ratio recovers in +5% steps. \
+                         Default: 400000000 (400 ms)",
+                    )
+                    .default_value(DEFAULT_TARGET_LATENCY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-size-buffers")
+                    .nick("Maximum buffers")
+                    .blurb(
+                        "Upstream blocks when this many buffers are queued (the bound for data \
+                         without timestamps or durations). 0 = no limit. Default: 200",
+                    )
+                    .default_value(DEFAULT_MAX_SIZE_BUFFERS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("ewma-alpha")
+                    .nick("EWMA alpha")
+                    .blurb(
+                        "Weight of each new sample (0 to 1) in the moving averages of downstream \
+                         processing time, input interval and QoS proportion. Default: 0.2",
+                    )
+                    .minimum(0.001)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_EWMA_ALPHA)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
+                    .nick("Mode")
+                    .blurb(
+                        "fixed: plain watermarks; adaptive: also thin the input to the rate \
+                         downstream sustains (measured push time and QoS). Default: adaptive",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("live-only")
+                    .nick("Live only")
+                    .blurb(
+                        "Drop only when upstream is live (latency query). A non-live source can \
+                         wait, so by default it is blocked like queue blocks it instead of losing \
+                         data. Default: true",
+                    )
+                    .default_value(DEFAULT_LIVE_ONLY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "Read-only 'adaptivequeue-stats' structure: in, out, dropped, \
+                         dropped-watermark, dropped-expired, dropped-adaptive, dropped-gop-tail \
+                         (buffers), level (low|normal|high), current-level-time (ns), \
+                         current-level-buffers, ewma-processing-time (ns per buffer \
+                         downstream), pass-ratio (0 to 1), upstream-live",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "low-watermark" => settings.low_watermark = value.get().expect("type checked upstream"),
+            "high-watermark" => {
+                settings.high_watermark = value.get().expect("type checked upstream")
+            }
+            "max-latency" => settings.max_latency = value.get().expect("type checked upstream"),
+            "target-latency" => {
+                settings.target_latency = value.get().expect("type checked upstream")
+            }
+            "max-size-buffers" => {
+                settings.max_size_buffers = value.get().expect("type checked upstream")
+            }
+            "ewma-alpha" => settings.ewma_alpha = value.get().expect("type checked upstream"),
+            "mode" => settings.mode = value.get().expect("type checked upstream"),
+            "live-only" => settings.live_only = value.get().expect("type checked upstream"),
+            other => unreachable!("unknown property {other}"),
+        }
+        let mut st = self.lock();
+        st.settings = *settings;
+        st.control.alpha = settings.ewma_alpha;
+        // A raised limit may let a blocked upstream go on.
+        self.item_removed.notify_all();
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats().to_value();
+        }
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "low-watermark" => s.low_watermark.to_value(),
+            "high-watermark" => s.high_watermark.to_value(),
+            "max-latency" => s.max_latency.to_value(),
+            "target-latency" => s.target_latency.to_value(),
+            "max-size-buffers" => s.max_size_buffers.to_value(),
+            "ewma-alpha" => s.ewma_alpha.to_value(),
+            "mode" => s.mode.to_value(),
+            "live-only" => s.live_only.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for AdaptiveQueue {}
+
+impl ElementImpl for AdaptiveQueue {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Adaptive latency-bounded queue",
+                "Generic",
+                "A queue with its own streaming thread that keeps latency bounded under \
+                 overload: above the high watermark it drops raw video frames (spread out) or \
+                 whole GOP tails of encoded video (never breaking decode), drops what is older \
+                 than max-latency on the way out, and in adaptive mode thins the input to the \
+                 rate downstream sustains. Events and queries are never dropped. Posts \
+                 'adaptivequeue-level' element messages when the level changes between \
+                 low/normal/high",
+                "videoai developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::new_any();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
