@@ -16,12 +16,16 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps build demo sample test bench bench-adaptivequeue install clean
+.PHONY: all deps deps-gpu build demo sample test bench bench-adaptivequeue bench-onnxinfer install clean
 
 all: build
 
 deps:
 	@scripts/setup.sh
+
+# ONNX Runtime with the CUDA/TensorRT providers (optional, ~256 MB), into .deps/onnxruntime-gpu.
+deps-gpu:
+	@scripts/setup.sh --gpu
 
 build: deps
 	$(CARGO) build --release
@@ -40,7 +44,7 @@ demo: build sample
 
 test: deps
 	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --all-targets --all-features -- -D warnings
 	$(CARGO) build --release
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "$(CARGO) test --release --doc"; $(CARGO) test --release --doc; \
@@ -51,10 +55,15 @@ test: deps
 
 # Benchmarks print their tables (markdown) with ratios against a baseline measured in the same run.
 bench: deps
+	@scripts/setup-bench.sh
 	$(CARGO) bench
 
 bench-adaptivequeue: deps
 	$(CARGO) bench --bench adaptivequeue
+
+bench-onnxinfer: deps
+	@scripts/setup-bench.sh
+	$(CARGO) bench --bench onnxinfer
 
 install: build
 	install -d $(PLUGIN_INSTALL_DIR) $(BIN_INSTALL_DIR)

@@ -4,40 +4,179 @@
 //! * One `GstVideoRegionOfInterestMeta` per detection: roi type = the label, rectangle in the
 //!   frame's pixels, and a param structure named `detection` with `label` (string), `class-id`
 //!   (int), `confidence` (double) and `model` (string: `name@version`).
+//!   Detections carried over from an earlier frame (`onnxinfer interval=N`) have `fresh` false.
+//! * Classifications: a `classification` param (`label`, `class-id`, `confidence`, `model`,
+//!   `labels` and `confidences`: the top-k, best first) on the ROI that was classified, or on a
+//!   full-frame ROI that also has a `detection` param for the best class.
 //! * One `videoai-inference` custom meta per frame an inference element handled, so that frames
 //!   without detections still say which model looked at them: `model` (string), `fresh`
 //!   (boolean: false when the result was carried over from an earlier frame) and `detections`
 //!   (uint).
+//! * `onnxinfer model-type=raw`: a `videoai-tensors` custom meta whose structure has `model` and,
+//!   per output tensor, a field named after the output holding a `tensor` structure: `shape`
+//!   (array of int64), `type` ("f32") and `data` (a GstBuffer of little-endian values).
 
 use crate::event::Detection;
 
 /// Name of the param structure attached to each ROI meta.
 pub const DETECTION_PARAM: &str = "detection";
+/// Name of the param structure with classification results.
+pub const CLASSIFICATION_PARAM: &str = "classification";
 /// Name of the per-frame custom meta.
 pub const INFERENCE_META: &str = "videoai-inference";
+/// Name of the raw tensor custom meta.
+pub const TENSORS_META: &str = "videoai-tensors";
 
 /// Registers the custom meta once per process (called from plugin init and before first use).
 pub fn register_inference_meta() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
-        if !gst::meta::CustomMeta::is_registered(INFERENCE_META) {
-            gst::meta::CustomMeta::register(INFERENCE_META, &[]);
+        for name in [INFERENCE_META, TENSORS_META] {
+            if !gst::meta::CustomMeta::is_registered(name) {
+                gst::meta::CustomMeta::register(name, &[]);
+            }
         }
     });
 }
 
+fn detection_param(det: &Detection, model: &str, fresh: bool) -> gst::Structure {
+    gst::Structure::builder(DETECTION_PARAM)
+        .field("label", det.label.as_str())
+        .field("class-id", det.class_id)
+        .field("confidence", det.confidence)
+        .field("model", model)
+        .field("fresh", fresh)
+        .build()
+}
+
 /// Attaches one detection as a `GstVideoRegionOfInterestMeta` with its `detection` param.
-pub fn attach(buffer: &mut gst::BufferRef, det: &Detection, model: &str) {
+pub fn attach(buffer: &mut gst::BufferRef, det: &Detection, model: &str, fresh: bool) {
     let mut meta =
         gst_video::VideoRegionOfInterestMeta::add(buffer, &det.label, (det.x, det.y, det.w, det.h));
-    meta.add_param(
-        gst::Structure::builder(DETECTION_PARAM)
-            .field("label", det.label.as_str())
-            .field("class-id", det.class_id)
-            .field("confidence", det.confidence)
-            .field("model", model)
-            .build(),
-    );
+    meta.add_param(detection_param(det, model, fresh));
+}
+
+/// One class of a classification: (label, class id, probability).
+pub type Class = (String, i32, f64);
+/// One classification result: the top-k, best first.
+pub type Classes = [Class];
+
+fn classification_param(top: &Classes, model: &str, fresh: bool) -> gst::Structure {
+    let (label, class_id, confidence) = top.first().cloned().unwrap_or_default();
+    gst::Structure::builder(CLASSIFICATION_PARAM)
+        .field("label", label)
+        .field("class-id", class_id)
+        .field("confidence", confidence)
+        .field("model", model)
+        .field("fresh", fresh)
+        .field("labels", gst::Array::new(top.iter().map(|t| t.0.clone())))
+        .field("confidences", gst::Array::new(top.iter().map(|t| t.2)))
+        .build()
+}
+
+/// Attaches a whole-frame classification: a full-frame ROI (roi type = best label) with a
+/// `detection` param for the best class and a `classification` param with the top-k.
+pub fn attach_frame_classification(
+    buffer: &mut gst::BufferRef,
+    size: (u32, u32),
+    top: &Classes,
+    model: &str,
+    fresh: bool,
+) {
+    let Some((label, class_id, confidence)) = top.first().cloned() else {
+        return;
+    };
+    let det = Detection {
+        label,
+        class_id,
+        confidence,
+        x: 0,
+        y: 0,
+        w: size.0,
+        h: size.1,
+    };
+    let mut meta =
+        gst_video::VideoRegionOfInterestMeta::add(buffer, &det.label, (0, 0, size.0, size.1));
+    meta.add_param(detection_param(&det, model, fresh));
+    meta.add_param(classification_param(top, model, fresh));
+}
+
+/// The rectangles of the ROI metas on `buffer`, in meta order (what `classify_rois` expects).
+pub fn roi_rects(buffer: &gst::BufferRef) -> Vec<(u32, u32, u32, u32)> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| m.rect())
+        .collect()
+}
+
+/// Adds a `classification` param to each ROI meta, in meta order; `None` leaves an ROI as it is.
+pub fn classify_rois(
+    buffer: &mut gst::BufferRef,
+    results: &[Option<Vec<Class>>],
+    model: &str,
+    fresh: bool,
+) {
+    for (mut meta, top) in buffer
+        .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+        .zip(results.iter())
+    {
+        if let Some(top) = top
+            && !top.is_empty()
+        {
+            meta.add_param(classification_param(top, model, fresh));
+        }
+    }
+}
+
+/// Attaches raw output tensors (name, shape, f32 data) as a `videoai-tensors` meta.
+pub fn attach_tensors(
+    buffer: &mut gst::BufferRef,
+    tensors: &[(String, Vec<i64>, Vec<f32>)],
+    model: &str,
+) {
+    register_inference_meta();
+    let Ok(mut meta) = gst::meta::CustomMeta::add(buffer, TENSORS_META) else {
+        return;
+    };
+    let s = meta.mut_structure();
+    s.set("model", model);
+    for (name, shape, data) in tensors {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        s.set(
+            name.as_str(),
+            gst::Structure::builder("tensor")
+                .field("shape", gst::Array::new(shape.iter().copied()))
+                .field("type", "f32")
+                .field("data", gst::Buffer::from_mut_slice(bytes))
+                .build(),
+        );
+    }
+}
+
+/// The raw tensors of a `videoai-tensors` meta: (name, shape, data).
+pub fn read_tensors(buffer: &gst::BufferRef) -> Vec<(String, Vec<i64>, Vec<f32>)> {
+    let Ok(meta) = gst::meta::CustomMeta::from_buffer(buffer, TENSORS_META) else {
+        return Vec::new();
+    };
+    meta.structure()
+        .iter()
+        .filter_map(|(name, value)| {
+            let t = value.get::<gst::Structure>().ok()?;
+            let shape = t
+                .get::<gst::Array>("shape")
+                .ok()?
+                .iter()
+                .filter_map(|v| v.get::<i64>().ok())
+                .collect();
+            let data = t.get::<gst::Buffer>("data").ok()?;
+            let map = data.map_readable().ok()?;
+            let values = map
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Some((name.to_string(), shape, values))
+        })
+        .collect()
 }
 
 /// Marks the frame as handled by `model`.

@@ -22,6 +22,7 @@ pub mod capture_time;
 pub mod detection;
 pub mod event;
 pub mod event_store;
+pub mod histogram;
 #[cfg(feature = "onnxinfer")]
 pub mod ort_runtime;
 

@@ -4,6 +4,8 @@
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
 #   3. the demo model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
+#   scripts/setup.sh --gpu   also fetches the onnxruntime-gpu wheel (CUDA and TensorRT execution
+#                            providers, about 256 MB) into .deps/onnxruntime-gpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=versions.env
@@ -103,4 +105,27 @@ else
     mv "$MODEL.partial" "$MODEL"
     model_ok || { echo "[setup] $MODEL: sha256 mismatch (expected $COMMON_DET_SHA256)" >&2; exit 1; }
     say "demo model: $MODEL ($(stat -c %s "$MODEL") bytes)"
+fi
+
+# --- 4. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
+if [ "${1:-}" = "--gpu" ]; then
+    GPU_DIR=.deps/onnxruntime-gpu
+    GPU_LIB="$GPU_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
+    if [ -f "$GPU_LIB" ]; then
+        say "onnxruntime-gpu $ORT_VERSION: present ($GPU_LIB)"
+    else
+        say "onnxruntime-gpu $ORT_VERSION: fetching the wheel from PyPI (about 256 MB)"
+        arch=$(uname -m)
+        wheel=$(download_wheel "onnxruntime-gpu==$ORT_VERSION" "$TMP/gpu" \
+            --python-version 3.11 --implementation cp \
+            --platform "manylinux_2_28_$arch" --platform "manylinux_2_27_$arch" \
+            --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch")
+        rm -rf "$GPU_DIR.partial"
+        unzip_members "$wheel" "$GPU_DIR.partial" "onnxruntime/"
+        rm -rf "$GPU_DIR"
+        mv "$GPU_DIR.partial" "$GPU_DIR"
+        test -f "$GPU_LIB" || { echo "[setup] $GPU_LIB missing after unpacking $wheel" >&2; exit 1; }
+    fi
+    say "GPU providers: build with 'cargo build --release --features cuda,tensorrt' and run with"
+    say "  ORT_DYLIB_PATH=$PWD/$GPU_LIB (needs CUDA 13 and cuDNN 9 libraries on the machine)"
 fi

@@ -60,7 +60,7 @@ fn push_frames(location: &Path, stream: &str, frames: u32) -> gst::Structure {
             b.set_pts(gst::ClockTime::from_mseconds(40 * i as u64));
             b.set_duration(gst::ClockTime::from_mseconds(40));
             for k in 0..(i % 3) {
-                detection::attach(b, &det(i + k), "synthetic@1");
+                detection::attach(b, &det(i + k), "synthetic@1", true);
             }
             detection::attach_inference(b, "synthetic@1", true, i % 3);
         }

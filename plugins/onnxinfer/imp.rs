@@ -1,22 +1,31 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `onnxinfer` implementation.
 //!
-//! Lock order: `settings`, then `state`, then `stats`. The streaming thread copies what it
-//! needs from `settings` and releases it before taking `state`; `stats` is only held for
-//! counter updates and never while another lock is taken.
+//! Threads: the streaming thread runs frames (`transform_ip`); a model set while the element
+//! runs is loaded and warmed up on a thread of its own and handed over through `pending`, which
+//! the streaming thread picks up before the next frame.
+//!
+//! Lock order: `settings`, then `state`, then `pending`, then `stats`. The streaming thread
+//! copies what it needs from `settings` and releases it before taking `state`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::model::{Model, ModelError};
-use super::preprocess::{Preprocessor, SUPPORTED_FORMATS};
-use super::{ModelType, ResizeMode, labels, nms};
+use super::decode::ssd;
+use super::engine::{DecodeParams, Engine, FrameResult, Overrides, Timings};
+use super::model::{Family, LoadOptions, Model, ModelError};
+use super::preprocess::{Anchor, ChannelOrder, Rect, SUPPORTED_FORMATS};
+use super::stats::Stats;
+use super::{
+    BoxOrder, CanaryBy, ChannelOrderProp, ExecutionProvider, LetterboxAnchor, ModelType,
+    OptimizationLevel, ResizeMode, labels,
+};
 use crate::detection;
 use crate::event::Detection;
 
@@ -31,8 +40,29 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_MODEL_TYPE: ModelType = ModelType::Auto;
 const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
 const DEFAULT_IOU_THRESHOLD: f64 = 0.45;
-const DEFAULT_RESIZE: ResizeMode = ResizeMode::Letterbox;
+const DEFAULT_RESIZE: ResizeMode = ResizeMode::Auto;
 const DEFAULT_MAX_DETECTIONS: u32 = 300;
+const DEFAULT_TOP_K: u32 = 1;
+const DEFAULT_INTERVAL: u32 = 1;
+const DEFAULT_CANARY_FRACTION: f64 = 0.0;
+const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_PREPROCESS_THREADS: u32 = 0;
+
+/// Which model position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Primary = 0,
+    Canary = 1,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Canary => "canary",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -42,7 +72,28 @@ struct Settings {
     confidence_threshold: f64,
     iou_threshold: f64,
     resize: ResizeMode,
+    letterbox_anchor: LetterboxAnchor,
+    channel_order: ChannelOrderProp,
+    scale: f64,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    pad_value: i32,
+    input_width: u32,
+    input_height: u32,
     max_detections: u32,
+    top_k: u32,
+    nms_class_agnostic: bool,
+    box_order: BoxOrder,
+    interval: u32,
+    roi_only: bool,
+    canary_model_location: Option<PathBuf>,
+    canary_fraction: f64,
+    canary_by: CanaryBy,
+    execution_provider: ExecutionProvider,
+    provider_fallback: bool,
+    threads: u32,
+    preprocess_threads: u32,
+    optimization_level: OptimizationLevel,
 }
 
 impl Default for Settings {
@@ -54,35 +105,137 @@ impl Default for Settings {
             confidence_threshold: DEFAULT_CONFIDENCE_THRESHOLD,
             iou_threshold: DEFAULT_IOU_THRESHOLD,
             resize: DEFAULT_RESIZE,
+            letterbox_anchor: LetterboxAnchor::Auto,
+            channel_order: ChannelOrderProp::Auto,
+            scale: -1.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+            pad_value: -1,
+            input_width: 0,
+            input_height: 0,
             max_detections: DEFAULT_MAX_DETECTIONS,
+            top_k: DEFAULT_TOP_K,
+            nms_class_agnostic: false,
+            box_order: BoxOrder::Yxyx,
+            interval: DEFAULT_INTERVAL,
+            roi_only: false,
+            canary_model_location: None,
+            canary_fraction: DEFAULT_CANARY_FRACTION,
+            canary_by: CanaryBy::Stream,
+            execution_provider: ExecutionProvider::Cpu,
+            provider_fallback: false,
+            threads: DEFAULT_THREADS,
+            preprocess_threads: DEFAULT_PREPROCESS_THREADS,
+            optimization_level: OptimizationLevel::All,
         }
     }
 }
 
-/// Created in `start`, dropped in `stop`.
-struct State {
-    model: Model,
-    labels: Vec<String>,
-    letterbox: bool,
-    /// Built in `set_caps` for the negotiated video info.
-    pre: Option<(gst_video::VideoInfo, Preprocessor)>,
+fn triple(v: &[f64]) -> Option<[f32; 3]> {
+    match v {
+        [] => None,
+        [a] => Some([*a as f32; 3]),
+        [a, b, c] => Some([*a as f32, *b as f32, *c as f32]),
+        _ => None,
+    }
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    frames: u64,
-    inferred: u64,
-    detections: u64,
-    preprocess: Duration,
-    inference: Duration,
-    postprocess: Duration,
-    model: Option<String>,
+impl Settings {
+    fn load_options(&self, model_type: ModelType) -> LoadOptions {
+        LoadOptions {
+            model_type,
+            threads: self.threads as usize,
+            optimization: self.optimization_level,
+            provider: self.execution_provider,
+            provider_fallback: self.provider_fallback,
+        }
+    }
+
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            letterbox: match self.resize {
+                ResizeMode::Auto => None,
+                ResizeMode::Letterbox => Some(true),
+                ResizeMode::Stretch => Some(false),
+            },
+            anchor: match self.letterbox_anchor {
+                LetterboxAnchor::Auto => None,
+                LetterboxAnchor::Center => Some(Anchor::Center),
+                LetterboxAnchor::TopLeft => Some(Anchor::TopLeft),
+            },
+            order: match self.channel_order {
+                ChannelOrderProp::Auto => None,
+                ChannelOrderProp::Rgb => Some(ChannelOrder::Rgb),
+                ChannelOrderProp::Bgr => Some(ChannelOrder::Bgr),
+            },
+            scale: (self.scale >= 0.0).then_some(self.scale as f32),
+            mean: triple(&self.mean),
+            std: triple(&self.std),
+            pad_value: u8::try_from(self.pad_value).ok(),
+            input_size: (self.input_width as usize, self.input_height as usize),
+        }
+    }
+
+    fn decode_params(&self) -> DecodeParams {
+        DecodeParams {
+            threshold: self.confidence_threshold as f32,
+            iou: self.iou_threshold as f32,
+            class_agnostic: self.nms_class_agnostic,
+            max_detections: self.max_detections as usize,
+            top_k: self.top_k as usize,
+            box_order: match self.box_order {
+                BoxOrder::Yxyx => ssd::BoxOrder::Yxyx,
+                BoxOrder::Xyxy => ssd::BoxOrder::Xyxy,
+            },
+        }
+    }
+
+    fn preprocess_threads(&self) -> usize {
+        match self.preprocess_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
+}
+
+/// The result attached to the last inferred frame, carried to the frames `interval` skips.
+#[derive(Debug, Clone)]
+struct Carried {
+    model: String,
+    result: FrameResult,
+}
+
+/// Created in `start`, dropped in `stop`.
+struct State {
+    primary: Engine,
+    canary: Option<Engine>,
+    labels: Vec<String>,
+    info: Option<gst_video::VideoInfo>,
+    stream_id: Option<String>,
+    /// mode `canary-by=stream`: this stream goes to the canary.
+    canary_stream: bool,
+    canary_credit: f64,
+    /// Frames seen since the stream started (for `interval`).
+    frames_seen: u64,
+    last: Option<Carried>,
+}
+
+/// A model loaded off the streaming thread, waiting to be switched in (`None`: remove the
+/// canary).
+struct Pending {
+    role: Role,
+    generation: u64,
+    model: Option<Model>,
 }
 
 #[derive(Default)]
 pub struct OnnxInfer {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    pending: Mutex<Vec<Pending>>,
+    has_pending: AtomicBool,
+    /// Newest load requested per role; older loads that finish later are discarded.
+    generation: [AtomicU64; 2],
     stats: Mutex<Stats>,
 }
 
@@ -93,38 +246,750 @@ impl ObjectSubclass for OnnxInfer {
     type ParentType = gst_base::BaseTransform;
 }
 
-fn ms(d: Duration, n: u64) -> f64 {
-    if n == 0 {
-        0.0
-    } else {
-        d.as_secs_f64() * 1000.0 / n as f64
+/// FNV-1a of the stream id, as a fraction in [0, 1).
+fn stream_fraction(stream_id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream_id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % 1_000_000) as f64 / 1_000_000.0
+}
+
+fn model_gst_error(err: &ModelError) -> gst::ErrorMessage {
+    match err {
+        ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
+        ModelError::Runtime(m) => gst::error_msg!(gst::LibraryError::Init, ("{}", m)),
+        ModelError::Invalid(m) => gst::error_msg!(gst::StreamError::WrongType, ("{}", m)),
+        ModelError::Unsupported(m) => gst::error_msg!(gst::StreamError::Format, ("{}", m)),
     }
 }
 
 impl OnnxInfer {
-    fn stats_structure(&self) -> gst::Structure {
-        let s = self.stats.lock().unwrap();
-        gst::Structure::builder("onnxinfer-stats")
-            .field("frames", s.frames)
-            .field("inferred", s.inferred)
-            .field("detections", s.detections)
-            .field("model", s.model.clone().unwrap_or_default())
-            .field("preprocess-mean-ms", ms(s.preprocess, s.inferred))
-            .field("inference-mean-ms", ms(s.inference, s.inferred))
-            .field("postprocess-mean-ms", ms(s.postprocess, s.inferred))
-            .build()
+    /// Loads a model for `role` with the current settings and checks it fits them.
+    fn load(
+        &self,
+        settings: &Settings,
+        role: Role,
+        path: &std::path::Path,
+    ) -> Result<Model, ModelError> {
+        let model_type = match role {
+            Role::Primary => settings.model_type,
+            Role::Canary => ModelType::Auto,
+        };
+        let model = Model::load(path, &settings.load_options(model_type))?;
+        if settings.roi_only && model.family != Family::Classifier {
+            return Err(ModelError::Unsupported(format!(
+                "roi-only classifies upstream regions and needs a classifier model; '{}' is a {} model. Set model-type=classifier or roi-only=false",
+                path.display(),
+                model.family.name()
+            )));
+        }
+        if model.provider != settings.execution_provider {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "execution provider {:?} is not available; running {} on the CPU (provider-fallback=true)",
+                    settings.execution_provider,
+                    model.id
+                )
+            );
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "loaded {} model {} from {}: family {} (model-type {:?}), input {:?}, outputs {:?}, provider {:?}",
+            role.name(),
+            model.id,
+            path.display(),
+            model.family.name(),
+            model_type,
+            model.input,
+            model.output_shapes,
+            model.provider
+        );
+        Ok(model)
     }
 
-    /// Posts an element error for a model that cannot be used.
-    fn model_error(&self, err: &ModelError) -> gst::ErrorMessage {
-        match err {
-            ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
-            ModelError::Runtime(m) => gst::error_msg!(gst::LibraryError::Init, ("{}", m)),
-            ModelError::Invalid(m) => gst::error_msg!(gst::StreamError::WrongType, ("{}", m)),
-            ModelError::Unsupported(m) => gst::error_msg!(gst::StreamError::Format, ("{}", m)),
+    /// Loads `path` for `role` on another thread; the streaming thread switches it in before
+    /// the next frame. A model that fails is refused with a warning and the current one stays.
+    fn request_load(&self, role: Role, path: Option<PathBuf>) {
+        let generation = self.generation[role as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(path) = path else {
+            // Removing the canary needs no loading.
+            self.hand_over(Pending {
+                role,
+                generation,
+                model: None,
+            });
+            return;
+        };
+        let info = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|s| s.info.clone());
+        let weak = self.obj().downgrade();
+        gst::info!(
+            CAT,
+            imp = self,
+            "loading {} model {} in the background",
+            role.name(),
+            path.display()
+        );
+        let spawned = std::thread::Builder::new()
+            .name("onnxinfer-load".into())
+            .spawn(move || {
+                let Some(element) = weak.upgrade() else {
+                    return;
+                };
+                let imp = element.imp();
+                let loaded = imp.load(&settings, role, &path).and_then(|mut model| {
+                    // Warm up with the current frame size, so the switch costs no first-run delay.
+                    if let Some(info) = &info {
+                        let spec = super::engine::tensor_spec(
+                            &model,
+                            &settings.overrides(),
+                            info.width() as usize,
+                            info.height() as usize,
+                        );
+                        model.warm_up(&spec).map_err(|e| {
+                            ModelError::Unsupported(format!(
+                                "'{}': warm-up failed: {e}",
+                                path.display()
+                            ))
+                        })?;
+                    }
+                    Ok(model)
+                });
+                match loaded {
+                    Ok(model) => imp.hand_over(Pending {
+                        role,
+                        generation,
+                        model: Some(model),
+                    }),
+                    Err(err) => imp.refuse(role, generation, &path, &err.to_string()),
+                }
+            });
+        if let Err(e) = spawned {
+            self.refuse(
+                role,
+                generation,
+                &PathBuf::new(),
+                &format!("cannot start a loader thread: {e}"),
+            );
         }
     }
 
+    fn hand_over(&self, p: Pending) {
+        if p.generation != self.generation[p.role as usize].load(Ordering::SeqCst) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "discarding an outdated {} model",
+                p.role.name()
+            );
+            return;
+        }
+        self.pending.lock().unwrap().push(p);
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// A model asked for while running could not be used: warn, keep the current one and put the
+    /// location property back to it.
+    fn refuse(&self, role: Role, generation: u64, path: &std::path::Path, why: &str) {
+        self.stats.lock().unwrap().swaps_refused += 1;
+        gst::element_imp_warning!(
+            self,
+            gst::ResourceError::Settings,
+            (
+                "refusing new {} model '{}': {why}. The current model keeps running",
+                role.name(),
+                path.display()
+            )
+        );
+        if generation != self.generation[role as usize].load(Ordering::SeqCst) {
+            return;
+        }
+        let current = {
+            let state = self.state.lock().unwrap();
+            state.as_ref().and_then(|s| match role {
+                Role::Primary => Some(s.primary.model.path.clone()),
+                Role::Canary => s.canary.as_ref().map(|c| c.model.path.clone()),
+            })
+        };
+        {
+            let mut settings = self.settings.lock().unwrap();
+            match role {
+                Role::Primary => settings.model_location = current,
+                Role::Canary => settings.canary_model_location = current,
+            }
+        }
+        self.obj().notify(match role {
+            Role::Primary => "model-location",
+            Role::Canary => "canary-model-location",
+        });
+    }
+
+    /// Switches in models loaded since the last frame (streaming thread, `state` held).
+    fn apply_pending(&self, state: &mut State, settings: &Settings) {
+        if !self.has_pending.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let ready: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
+        for p in ready {
+            if p.generation != self.generation[p.role as usize].load(Ordering::SeqCst) {
+                continue;
+            }
+            let Some(model) = p.model else {
+                state.canary = None;
+                self.stats.lock().unwrap().canary = None;
+                gst::info!(CAT, imp = self, "canary removed");
+                continue;
+            };
+            let mut engine = Engine::new(model);
+            if let Some(info) = &state.info
+                && let Err(e) =
+                    engine.configure(info, &settings.overrides(), settings.preprocess_threads())
+            {
+                let path = engine.model.path.clone();
+                self.refuse(p.role, p.generation, &path, &e);
+                continue;
+            }
+            let id = engine.model.id.clone();
+            gst::info!(CAT, imp = self, "switched {} model to {id}", p.role.name());
+            let mut stats = self.stats.lock().unwrap();
+            stats.swaps += 1;
+            match p.role {
+                Role::Primary => {
+                    stats.primary = Some(id);
+                    state.primary = engine;
+                }
+                Role::Canary => {
+                    stats.canary = Some(id);
+                    state.canary = Some(engine);
+                }
+            }
+        }
+    }
+
+    /// Whether this frame goes to the canary.
+    fn pick_canary(state: &mut State, settings: &Settings) -> bool {
+        if state.canary.is_none() || settings.canary_fraction <= 0.0 {
+            return false;
+        }
+        match settings.canary_by {
+            CanaryBy::Stream => state.canary_stream,
+            CanaryBy::Frame => {
+                state.canary_credit += settings.canary_fraction;
+                if state.canary_credit >= 1.0 {
+                    state.canary_credit -= 1.0;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    fn update_canary_stream(&self, state: &mut State, settings: &Settings) {
+        let id = state.stream_id.clone().unwrap_or_default();
+        state.canary_stream = stream_fraction(&id) < settings.canary_fraction;
+    }
+
+    /// Attaches `result` to the buffer; returns how many detections it holds.
+    fn attach(
+        buf: &mut gst::BufferRef,
+        labels_: &[String],
+        size: (u32, u32),
+        model: &str,
+        result: &FrameResult,
+        fresh: bool,
+    ) -> usize {
+        let n = match result {
+            FrameResult::Boxes(boxes) => {
+                for b in boxes {
+                    let (x, y) = (b.x1.round().max(0.0) as u32, b.y1.round().max(0.0) as u32);
+                    let w = (b.x2.round().max(0.0) as u32).saturating_sub(x);
+                    let h = (b.y2.round().max(0.0) as u32).saturating_sub(y);
+                    if w == 0 || h == 0 {
+                        continue;
+                    }
+                    let det = Detection {
+                        label: labels::label(labels_, b.class_id),
+                        class_id: b.class_id as i32,
+                        confidence: b.score as f64,
+                        x,
+                        y,
+                        w,
+                        h,
+                    };
+                    detection::attach(buf, &det, model, fresh);
+                }
+                boxes.len()
+            }
+            FrameResult::Classes(top) => {
+                let top: Vec<detection::Class> = top
+                    .iter()
+                    .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
+                    .collect();
+                detection::attach_frame_classification(buf, size, &top, model, fresh);
+                usize::from(!top.is_empty())
+            }
+            FrameResult::Tensors(t) => {
+                detection::attach_tensors(buf, t, model);
+                0
+            }
+        };
+        detection::attach_inference(buf, model, fresh, n as u32);
+        n
+    }
+}
+
+impl ObjectImpl for OnnxInfer {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let value_spec = |name: &str| {
+                glib::ParamSpecDouble::builder(name)
+                    .nick(name)
+                    .blurb("one channel's value")
+                    .build()
+            };
+            vec![
+                glib::ParamSpecString::builder("model-location")
+                    .nick("Model location")
+                    .blurb(
+                        "Path of the ONNX model file (.onnx). Required. Loaded when the element \
+                         starts; set while PLAYING, the new model is loaded and warmed up in the \
+                         background and switched in between two frames (a model that fails to \
+                         load is refused with a warning and the old one keeps running). Default: none",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("model-type", DEFAULT_MODEL_TYPE)
+                    .nick("Model type")
+                    .blurb(
+                        "Model family: how outputs are decoded and the preprocessing defaults \
+                         (colour order, scale, mean/std, letterbox). 'auto' picks it from the \
+                         output shapes and logs the choice. Default: auto",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("labels-location")
+                    .nick("Labels location")
+                    .blurb(
+                        "Path of a text file with one class label per line (line N = class id N). \
+                         Default: none, classes are named class-N",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("confidence-threshold")
+                    .nick("Confidence threshold")
+                    .blurb("Detections scoring below this (0 to 1) are dropped. Default: 0.25")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_CONFIDENCE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("iou-threshold")
+                    .nick("IoU threshold")
+                    .blurb(
+                        "Non-maximum suppression: a box overlapping a better box (of the same \
+                         class, or of any class with nms-class-agnostic) by more than this \
+                         intersection-over-union (0 to 1) is dropped. Default: 0.45",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_IOU_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("nms-class-agnostic")
+                    .nick("Class-agnostic NMS")
+                    .blurb("Suppress overlapping boxes across classes, not only within a class. Default: false")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-detections")
+                    .nick("Maximum detections")
+                    .blurb("At most this many detections per frame are attached, best first. Default: 300")
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_DETECTIONS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("top-k")
+                    .nick("Top k")
+                    .blurb("Classifiers: how many classes the classification param lists. Default: 1")
+                    .minimum(1)
+                    .default_value(DEFAULT_TOP_K)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("box-order", BoxOrder::Yxyx)
+                    .nick("SSD box order")
+                    .blurb("SSD models: order of the four box coordinates. Default: yxyx")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("resize", DEFAULT_RESIZE)
+                    .nick("Resize")
+                    .blurb(
+                        "How frames are fitted to the model input: letterbox (keep the aspect \
+                         ratio, pad), stretch, or auto (letterbox for detectors, stretch for \
+                         classifiers and raw). Boxes are always mapped back to frame pixels. \
+                         Default: auto",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("letterbox-anchor", LetterboxAnchor::Auto)
+                    .nick("Letterbox anchor")
+                    .blurb("Where the picture sits in a letterboxed input. Default: auto (top-left for YOLOX, centre otherwise)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("pad-value")
+                    .nick("Pad value")
+                    .blurb("Letterbox padding, 0 to 255 before normalisation; -1 = 114. Default: -1")
+                    .minimum(-1)
+                    .maximum(255)
+                    .default_value(-1)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("channel-order", ChannelOrderProp::Auto)
+                    .nick("Channel order")
+                    .blurb("Colour order of the input tensor. Default: auto (BGR for YOLOX, RGB otherwise)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("scale")
+                    .nick("Scale")
+                    .blurb(
+                        "f32 inputs: value = (pixel × scale − mean) / std, pixel 0 to 255. \
+                         -1 = family default (1 for YOLOX, 1/255 otherwise). Default: -1",
+                    )
+                    .minimum(-1.0)
+                    .default_value(-1.0)
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecArray::builder("mean")
+                    .nick("Mean")
+                    .blurb(
+                        "f32 inputs: per-channel mean (after scale), in tensor channel order: one \
+                         value or three, e.g. \"<0.485, 0.456, 0.406>\". Empty = family default \
+                         (ImageNet for classifiers, 0 otherwise)",
+                    )
+                    .element_spec(&value_spec("mean-value"))
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecArray::builder("std")
+                    .nick("Standard deviation")
+                    .blurb(
+                        "f32 inputs: per-channel divisor (after scale and mean): one value or \
+                         three, e.g. \"<0.229, 0.224, 0.225>\". Empty = family default \
+                         (ImageNet for classifiers, 1 otherwise)",
+                    )
+                    .element_spec(&value_spec("std-value"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("input-width")
+                    .nick("Input width")
+                    .blurb(
+                        "Models with a dynamic input size: tensor width in pixels. 0 = the frame \
+                         width rounded up to a multiple of 32. Ignored for fixed-size models. Default: 0",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("input-height")
+                    .nick("Input height")
+                    .blurb(
+                        "Models with a dynamic input size: tensor height in pixels. 0 = the frame \
+                         height rounded up to a multiple of 32. Default: 0",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb(
+                        "Infer every Nth frame; the frames in between carry the last result, \
+                         marked fresh=false in their metas. Default: 1 (every frame)",
+                    )
+                    .minimum(1)
+                    .default_value(DEFAULT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("roi-only")
+                    .nick("ROI only")
+                    .blurb(
+                        "Classifiers: classify each upstream GstVideoRegionOfInterestMeta region \
+                         (cropped and resized) and add a 'classification' param to it, instead of \
+                         the whole frame (detector -> classifier cascades). Default: false",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("canary-model-location")
+                    .nick("Canary model location")
+                    .blurb(
+                        "A second model that gets canary-fraction of the streams or frames \
+                         (canary-by); stats compare it with the primary. Loaded in the background \
+                         when set while PLAYING; empty removes it. Default: none",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("canary-fraction")
+                    .nick("Canary fraction")
+                    .blurb("Share (0 to 1) of streams or frames sent to the canary model. Default: 0")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_CANARY_FRACTION)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("canary-by", CanaryBy::Stream)
+                    .nick("Canary by")
+                    .blurb(
+                        "stream: a stream goes to the canary when a hash of its stream-id falls \
+                         within canary-fraction (deterministic, stable across restarts); frame: \
+                         that share of frames, spread evenly. Default: stream",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("execution-provider", ExecutionProvider::Cpu)
+                    .nick("Execution provider")
+                    .blurb(
+                        "Where inference runs: cpu, cuda or tensorrt (builds with the cargo \
+                         features 'cuda'/'tensorrt' and the onnxruntime-gpu library). A provider \
+                         that is not available is an error unless provider-fallback is set. Default: cpu",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("provider-fallback")
+                    .nick("Provider fallback")
+                    .blurb("Run on the CPU with a warning when the execution provider is not available. Default: false")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Inference threads")
+                    .blurb("ONNX Runtime intra-op threads. 0 = one per core. Default: 0")
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("preprocess-threads")
+                    .nick("Preprocessing threads")
+                    .blurb(
+                        "Threads the preprocessing of large frames is split over. 0 = one per \
+                         core. Default: 0",
+                    )
+                    .default_value(DEFAULT_PREPROCESS_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("optimization-level", OptimizationLevel::All)
+                    .nick("Optimization level")
+                    .blurb("ONNX Runtime graph optimisation level. Default: all")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "Read-only 'onnxinfer-stats' structure: frames (seen), inferred, skipped \
+                         (carried by interval), model and canary-model (name@version), swaps, \
+                         swaps-refused, preprocess/inference/postprocess-mean-ms and -p99-ms \
+                         (milliseconds per inferred frame), and models: one structure per model \
+                         version (role, frames, detections, detections-per-frame, \
+                         inference-mean-ms, inference-p99-ms, …)",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let path = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        let doubles = |v: &glib::Value| -> Vec<f64> {
+            v.get::<gst::Array>()
+                .map(|a| a.iter().filter_map(|x| x.get::<f64>().ok()).collect())
+                .unwrap_or_default()
+        };
+        let mut settings = self.settings.lock().unwrap();
+        let mut load = None;
+        match pspec.name() {
+            "model-location" => {
+                settings.model_location = path(value);
+                load = Some((Role::Primary, settings.model_location.clone()));
+            }
+            "canary-model-location" => {
+                settings.canary_model_location = path(value);
+                load = Some((Role::Canary, settings.canary_model_location.clone()));
+            }
+            "model-type" => settings.model_type = value.get().expect("type checked upstream"),
+            "labels-location" => settings.labels_location = path(value),
+            "confidence-threshold" => {
+                settings.confidence_threshold = value.get().expect("type checked upstream")
+            }
+            "iou-threshold" => settings.iou_threshold = value.get().expect("type checked upstream"),
+            "nms-class-agnostic" => {
+                settings.nms_class_agnostic = value.get().expect("type checked upstream")
+            }
+            "max-detections" => {
+                settings.max_detections = value.get().expect("type checked upstream")
+            }
+            "top-k" => settings.top_k = value.get().expect("type checked upstream"),
+            "box-order" => settings.box_order = value.get().expect("type checked upstream"),
+            "resize" => settings.resize = value.get().expect("type checked upstream"),
+            "letterbox-anchor" => {
+                settings.letterbox_anchor = value.get().expect("type checked upstream")
+            }
+            "pad-value" => settings.pad_value = value.get().expect("type checked upstream"),
+            "channel-order" => settings.channel_order = value.get().expect("type checked upstream"),
+            "scale" => settings.scale = value.get().expect("type checked upstream"),
+            "mean" => settings.mean = doubles(value),
+            "std" => settings.std = doubles(value),
+            "input-width" => settings.input_width = value.get().expect("type checked upstream"),
+            "input-height" => settings.input_height = value.get().expect("type checked upstream"),
+            "interval" => settings.interval = value.get().expect("type checked upstream"),
+            "roi-only" => settings.roi_only = value.get().expect("type checked upstream"),
+            "canary-fraction" => {
+                settings.canary_fraction = value.get().expect("type checked upstream")
+            }
+            "canary-by" => settings.canary_by = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                settings.execution_provider = value.get().expect("type checked upstream")
+            }
+            "provider-fallback" => {
+                settings.provider_fallback = value.get().expect("type checked upstream")
+            }
+            "threads" => settings.threads = value.get().expect("type checked upstream"),
+            "preprocess-threads" => {
+                settings.preprocess_threads = value.get().expect("type checked upstream")
+            }
+            "optimization-level" => {
+                settings.optimization_level = value.get().expect("type checked upstream")
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+        let settings_now = settings.clone();
+        drop(settings);
+        let mut state = self.state.lock().unwrap();
+        if let Some(state) = state.as_mut()
+            && matches!(pspec.name(), "canary-fraction" | "canary-by")
+        {
+            self.update_canary_stream(state, &settings_now);
+        }
+        let running = state.is_some();
+        drop(state);
+        // While running, a new model is loaded in the background (see `request_load`).
+        if running && let Some((role, path)) = load {
+            if role == Role::Primary && path.is_none() {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Settings,
+                    ("model-location cannot be cleared while running; the current model keeps running")
+                );
+                return;
+            }
+            self.request_load(role, path);
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            let s = self.stats.lock().unwrap();
+            return s.structure().to_value();
+        }
+        let s = self.settings.lock().unwrap();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
+        let doubles = |v: &[f64]| gst::Array::new(v.iter().copied()).to_value();
+        match pspec.name() {
+            "model-location" => path(&s.model_location),
+            "canary-model-location" => path(&s.canary_model_location),
+            "model-type" => s.model_type.to_value(),
+            "labels-location" => path(&s.labels_location),
+            "confidence-threshold" => s.confidence_threshold.to_value(),
+            "iou-threshold" => s.iou_threshold.to_value(),
+            "nms-class-agnostic" => s.nms_class_agnostic.to_value(),
+            "max-detections" => s.max_detections.to_value(),
+            "top-k" => s.top_k.to_value(),
+            "box-order" => s.box_order.to_value(),
+            "resize" => s.resize.to_value(),
+            "letterbox-anchor" => s.letterbox_anchor.to_value(),
+            "pad-value" => s.pad_value.to_value(),
+            "channel-order" => s.channel_order.to_value(),
+            "scale" => s.scale.to_value(),
+            "mean" => doubles(&s.mean),
+            "std" => doubles(&s.std),
+            "input-width" => s.input_width.to_value(),
+            "input-height" => s.input_height.to_value(),
+            "interval" => s.interval.to_value(),
+            "roi-only" => s.roi_only.to_value(),
+            "canary-fraction" => s.canary_fraction.to_value(),
+            "canary-by" => s.canary_by.to_value(),
+            "execution-provider" => s.execution_provider.to_value(),
+            "provider-fallback" => s.provider_fallback.to_value(),
+            "threads" => s.threads.to_value(),
+            "preprocess-threads" => s.preprocess_threads.to_value(),
+            "optimization-level" => s.optimization_level.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for OnnxInfer {}
+
+impl ElementImpl for OnnxInfer {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "ONNX inference",
+                "Filter/Analyzer/Video",
+                "Runs an ONNX model (ONNX Runtime) on raw video frames. Detectors (YOLOv5, \
+                 YOLOv8/v11, YOLOX, SSD) attach one GstVideoRegionOfInterestMeta per detection \
+                 (roi type = label) with a 'detection' param (label, class-id, confidence, \
+                 model, fresh); classifiers a 'classification' param on a full-frame ROI or on \
+                 upstream ROIs (roi-only); raw models a 'videoai-tensors' meta; every handled \
+                 frame a 'videoai-inference' meta naming the model. Preprocessing (colour \
+                 conversion, letterbox/stretch resize, normalisation, NCHW/NHWC, f32/u8) is one \
+                 fused pass from RGB/BGR/RGBA/BGRA/RGBx/BGRx/ARGB/ABGR/xRGB/xBGR/NV12/I420/GRAY8. \
+                 The model can be swapped while playing, and a canary model can take a share of \
+                 streams or frames. ONNX Runtime is loaded from ORT_DYLIB_PATH or the location \
+                 built into the plugin",
+                "videoai developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(SUPPORTED_FORMATS.iter().copied())
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl OnnxInfer {
     /// Upstream asked whether we take a fixed format we cannot read: say so, naming it.
     fn check_refused_format(&self, filter: Option<&gst::CapsRef>, result: Option<&gst::CapsRef>) {
         let (Some(filter), Some(result)) = (filter, result) else {
@@ -160,188 +1025,6 @@ impl OnnxInfer {
     }
 }
 
-impl ObjectImpl for OnnxInfer {
-    fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model-location")
-                    .nick("Model location")
-                    .blurb(
-                        "Path of the ONNX model file (.onnx). Required. Loaded when the element \
-                         starts (READY to PAUSED). Default: none",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("model-type", DEFAULT_MODEL_TYPE)
-                    .nick("Model type")
-                    .blurb(
-                        "Model family: decides how outputs are decoded and how frames are \
-                         preprocessed (colour order, normalisation, letterbox anchor). 'auto' \
-                         picks it from the output shapes and logs the choice",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("labels-location")
-                    .nick("Labels location")
-                    .blurb(
-                        "Path of a text file with one class label per line (line N = class id N). \
-                         Default: none, classes are named class-N",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("confidence-threshold")
-                    .nick("Confidence threshold")
-                    .blurb("Detections scoring below this (0 to 1) are dropped. Default: 0.25")
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(DEFAULT_CONFIDENCE_THRESHOLD)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecDouble::builder("iou-threshold")
-                    .nick("IoU threshold")
-                    .blurb(
-                        "Non-maximum suppression: a box overlapping a better box of the same class \
-                         by more than this intersection-over-union (0 to 1) is dropped. Default: 0.45",
-                    )
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(DEFAULT_IOU_THRESHOLD)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("resize", DEFAULT_RESIZE)
-                    .nick("Resize")
-                    .blurb(
-                        "How frames are fitted to the model input: letterbox (keep aspect ratio, \
-                         pad) or stretch. Boxes are always mapped back to frame pixels. \
-                         Default: letterbox",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-detections")
-                    .nick("Maximum detections")
-                    .blurb("At most this many detections per frame are attached, best first. Default: 300")
-                    .minimum(1)
-                    .default_value(DEFAULT_MAX_DETECTIONS)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "Read-only 'onnxinfer-stats' structure: frames (frames seen), inferred \
-                         (frames run through the model), detections (attached), model \
-                         (name@version), preprocess-mean-ms, inference-mean-ms, \
-                         postprocess-mean-ms (milliseconds per inferred frame)",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
-        PROPERTIES.as_ref()
-    }
-
-    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "model-location" => {
-                settings.model_location = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from);
-            }
-            "model-type" => settings.model_type = value.get().expect("type checked upstream"),
-            "labels-location" => {
-                settings.labels_location = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from);
-            }
-            "confidence-threshold" => {
-                settings.confidence_threshold = value.get().expect("type checked upstream")
-            }
-            "iou-threshold" => settings.iou_threshold = value.get().expect("type checked upstream"),
-            "resize" => settings.resize = value.get().expect("type checked upstream"),
-            "max-detections" => {
-                settings.max_detections = value.get().expect("type checked upstream")
-            }
-            other => unreachable!("unknown property {other}"),
-        }
-    }
-
-    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        if pspec.name() == "stats" {
-            return self.stats_structure().to_value();
-        }
-        let settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "model-location" => settings
-                .model_location
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .to_value(),
-            "model-type" => settings.model_type.to_value(),
-            "labels-location" => settings
-                .labels_location
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .to_value(),
-            "confidence-threshold" => settings.confidence_threshold.to_value(),
-            "iou-threshold" => settings.iou_threshold.to_value(),
-            "resize" => settings.resize.to_value(),
-            "max-detections" => settings.max_detections.to_value(),
-            other => unreachable!("unknown property {other}"),
-        }
-    }
-}
-
-impl GstObjectImpl for OnnxInfer {}
-
-impl ElementImpl for OnnxInfer {
-    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
-            gst::subclass::ElementMetadata::new(
-                "ONNX inference",
-                "Filter/Analyzer/Video",
-                "Runs an ONNX model (ONNX Runtime) on every raw video frame and attaches each \
-                 detection as a GstVideoRegionOfInterestMeta (roi type = label) with a \
-                 'detection' param (label, class-id, confidence, model), plus a \
-                 'videoai-inference' meta naming the model. Preprocessing (colour conversion, \
-                 letterbox/stretch resize, normalisation) is fused into one pass from \
-                 RGB/BGR/RGBA/BGRA/RGBx/BGRx/NV12/I420. ONNX Runtime is loaded from \
-                 ORT_DYLIB_PATH or the location built into the plugin",
-                "videoai developers",
-            )
-        });
-        Some(&*ELEMENT_METADATA)
-    }
-
-    fn pad_templates() -> &'static [gst::PadTemplate] {
-        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(SUPPORTED_FORMATS.iter().copied())
-                .build();
-            vec![
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .unwrap(),
-            ]
-        });
-        PAD_TEMPLATES.as_ref()
-    }
-}
-
 impl BaseTransformImpl for OnnxInfer {
     const MODE: gst_base::subclass::BaseTransformMode =
         gst_base::subclass::BaseTransformMode::AlwaysInPlace;
@@ -361,52 +1044,87 @@ impl BaseTransformImpl for OnnxInfer {
                 .map_err(|m| gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)))?,
             None => Vec::new(),
         };
-        let model = Model::load(&path, settings.model_type, 0).map_err(|e| self.model_error(&e))?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "loaded model {} from {}: input {}x{} {:?}, decoder {:?} ({} classes), model-type {:?}",
-            model.id,
-            path.display(),
-            model.input_width,
-            model.input_height,
-            model.layout,
-            model.decoder,
-            model.classes(),
-            settings.model_type
-        );
-        if !labels.is_empty() && labels.len() != model.classes() {
+        let primary = self
+            .load(&settings, Role::Primary, &path)
+            .map_err(|e| model_gst_error(&e))?;
+        let canary = match &settings.canary_model_location {
+            Some(p) => Some(Engine::new(
+                self.load(&settings, Role::Canary, p)
+                    .map_err(|e| model_gst_error(&e))?,
+            )),
+            None => None,
+        };
+        if let Some(classes) = primary.classes()
+            && !labels.is_empty()
+            && labels.len() != classes
+        {
             gst::warning!(
                 CAT,
                 imp = self,
-                "labels file {} has {} labels, model {} has {} classes",
-                settings
-                    .labels_location
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                "labels file has {} labels, model {} has {} classes",
                 labels.len(),
-                model.id,
-                model.classes()
+                primary.id,
+                classes
             );
         }
+        for g in &self.generation {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+        self.pending.lock().unwrap().clear();
         *self.stats.lock().unwrap() = Stats {
-            model: Some(model.id.clone()),
+            primary: Some(primary.id.clone()),
+            canary: canary.as_ref().map(|c| c.model.id.clone()),
             ..Default::default()
         };
-        *self.state.lock().unwrap() = Some(State {
-            model,
+        let mut state = State {
+            primary: Engine::new(primary),
+            canary,
             labels,
-            letterbox: settings.resize == ResizeMode::Letterbox,
-            pre: None,
-        });
+            info: None,
+            stream_id: None,
+            canary_stream: false,
+            canary_credit: 0.0,
+            frames_seen: 0,
+            last: None,
+        };
+        self.update_canary_stream(&mut state, &settings);
+        *self.state.lock().unwrap() = Some(state);
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Loads still running finish into a generation nobody waits for.
+        for g in &self.generation {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
         *self.state.lock().unwrap() = None;
+        self.pending.lock().unwrap().clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::StreamStart(s) = event.view() {
+            let settings = self.settings.lock().unwrap().clone();
+            if let Some(state) = self.state.lock().unwrap().as_mut() {
+                state.stream_id = Some(s.stream_id().to_string());
+                state.frames_seen = 0;
+                state.last = None;
+                self.update_canary_stream(state, &settings);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "stream {} goes to the {} model",
+                    s.stream_id(),
+                    if state.canary_stream {
+                        "canary"
+                    } else {
+                        "primary"
+                    }
+                );
+            }
+        }
+        self.parent_sink_event(event)
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
@@ -422,40 +1140,40 @@ impl BaseTransformImpl for OnnxInfer {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
+        let settings = self.settings.lock().unwrap().clone();
         let mut state = self.state.lock().unwrap();
         let Some(state) = state.as_mut() else {
             return Err(gst::loggable_error!(CAT, "caps set before start"));
         };
-        let spec = state.model.tensor_spec(state.letterbox);
-        let pre = Preprocessor::new(spec, &info).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Format, ("onnxinfer: {e}"));
-            gst::loggable_error!(CAT, "{e}")
-        })?;
-        gst::debug!(
-            CAT,
-            imp = self,
-            "input {}x{} {} -> tensor {:?}, placement {:?}",
-            info.width(),
-            info.height(),
-            info.format().to_str(),
-            pre.shape(),
-            pre.placement()
-        );
-        state.pre = Some((info, pre));
+        let overrides = settings.overrides();
+        let threads = settings.preprocess_threads();
+        for engine in std::iter::once(&mut state.primary).chain(state.canary.as_mut()) {
+            let spec = engine.configure(&info, &overrides, threads).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("onnxinfer: {e}"));
+                gst::loggable_error!(CAT, "{e}")
+            })?;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{}x{} {} -> {} tensor {:?} ({:?})",
+                info.width(),
+                info.height(),
+                info.format().to_str(),
+                engine.model.id,
+                spec.shape(engine.model.input.batch.unwrap_or(1)),
+                spec
+            );
+        }
+        state.info = Some(info);
+        state.last = None;
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (threshold, iou, max_det) = {
-            let s = self.settings.lock().unwrap();
-            (
-                s.confidence_threshold as f32,
-                s.iou_threshold as f32,
-                s.max_detections as usize,
-            )
-        };
-        let mut state_guard = self.state.lock().unwrap();
-        let Some(state) = state_guard.as_mut() else {
+        let settings = self.settings.lock().unwrap().clone();
+        let params = settings.decode_params();
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -463,7 +1181,8 @@ impl BaseTransformImpl for OnnxInfer {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
-        let Some((info, pre)) = state.pre.as_mut() else {
+        self.apply_pending(state, &settings);
+        let Some(info) = state.info.clone() else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -471,85 +1190,131 @@ impl BaseTransformImpl for OnnxInfer {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
+        let size = (info.width(), info.height());
+        self.stats.lock().unwrap().frames += 1;
 
-        let t0 = Instant::now();
+        // interval: frames in between carry the last result.
+        let n = state.frames_seen;
+        state.frames_seen += 1;
+        if settings.interval > 1
+            && n % settings.interval as u64 != 0
+            && let Some(last) = &state.last
         {
-            let frame =
-                gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Decode,
-                        (
-                            "onnxinfer: cannot map a {} byte buffer as {}x{} {}",
-                            buf.size(),
-                            info.width(),
-                            info.height(),
-                            info.format().to_str()
-                        )
-                    );
-                    gst::FlowError::Error
-                })?;
-            pre.run(&frame);
+            match &last.result {
+                FrameResult::Classes(_) if settings.roi_only => {}
+                r => {
+                    Self::attach(buf, &state.labels, size, &last.model, r, false);
+                }
+            }
+            self.stats.lock().unwrap().skipped += 1;
+            return Ok(gst::FlowSuccess::Ok);
         }
-        let t1 = Instant::now();
-        let candidates = state.model.detect(pre, threshold).map_err(|e| {
+
+        let use_canary = Self::pick_canary(state, &settings);
+        let (engine, role) = match state.canary.as_mut() {
+            Some(c) if use_canary => (c, Role::Canary),
+            _ => (&mut state.primary, Role::Primary),
+        };
+        let model_id = engine.model.id.clone();
+        let mut timings = Timings::default();
+        let fail = |e: String| {
             gst::element_imp_error!(
                 self,
                 gst::LibraryError::Failed,
-                ("onnxinfer: model {}: {e}", state.model.id)
+                ("onnxinfer: model {model_id}: {e}")
             );
             gst::FlowError::Error
-        })?;
-        let t2 = Instant::now();
-        let kept = nms::nms(candidates, iou, false, max_det);
-        let placement = *pre.placement();
-        let model_id = state.model.id.clone();
-        let detections: Vec<Detection> = kept
-            .iter()
-            .filter_map(|c| {
-                let (x1, y1) = placement.to_frame(c.x1, c.y1);
-                let (x2, y2) = placement.to_frame(c.x2, c.y2);
-                let (x, y) = (x1.round() as u32, y1.round() as u32);
-                let (w, h) = (
-                    (x2.round() as u32).saturating_sub(x),
-                    (y2.round() as u32).saturating_sub(y),
-                );
-                (w > 0 && h > 0).then(|| Detection {
-                    label: labels::label(&state.labels, c.class_id),
-                    class_id: c.class_id as i32,
-                    confidence: c.score as f64,
-                    x,
-                    y,
-                    w,
-                    h,
-                })
-            })
-            .collect();
-        drop(state_guard);
+        };
+        let map_err = |_| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Decode,
+                (
+                    "onnxinfer: cannot map a {} byte buffer as {}x{} {}",
+                    buf.size(),
+                    info.width(),
+                    info.height(),
+                    info.format().to_str()
+                )
+            );
+            gst::FlowError::Error
+        };
 
-        for d in &detections {
-            detection::attach(buf, d, &model_id);
+        if settings.roi_only {
+            let rects = detection::roi_rects(buf);
+            let regions: Vec<Rect> = rects
+                .iter()
+                .map(|(x, y, w, h)| Rect {
+                    x: *x as usize,
+                    y: *y as usize,
+                    w: *w as usize,
+                    h: *h as usize,
+                })
+                .collect();
+            let results = if regions.is_empty() {
+                Vec::new()
+            } else {
+                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info)
+                    .map_err(map_err)?;
+                engine
+                    .run_regions(&frame, &regions, &params, &mut timings)
+                    .map_err(fail)?
+            };
+            let labels_ = &state.labels;
+            let tops: Vec<Option<Vec<detection::Class>>> = results
+                .iter()
+                .map(|r| match r {
+                    Some(FrameResult::Classes(top)) => Some(
+                        top.iter()
+                            .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            detection::classify_rois(buf, &tops, &model_id, true);
+            detection::attach_inference(buf, &model_id, true, tops.iter().flatten().count() as u32);
+            let mut stats = self.stats.lock().unwrap();
+            if !regions.is_empty() {
+                stats.record(
+                    &model_id,
+                    role.name(),
+                    &timings,
+                    tops.iter().flatten().count(),
+                );
+            }
+            return Ok(gst::FlowSuccess::Ok);
         }
-        detection::attach_inference(buf, &model_id, true, detections.len() as u32);
-        let t3 = Instant::now();
+
+        let result = {
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).map_err(map_err)?;
+            engine
+                .run_frame(&frame, &params, &mut timings)
+                .map_err(fail)?
+        };
+        let count = Self::attach(buf, &state.labels, size, &model_id, &result, true);
         gst::trace!(
             CAT,
             imp = self,
-            "{:?}: {} detections (pre {:?}, infer {:?}, post {:?})",
+            "{:?}: {} results from {model_id} (pre {:?}, infer {:?}, post {:?})",
             buf.pts(),
-            detections.len(),
-            t1 - t0,
-            t2 - t1,
-            t3 - t2
+            count,
+            timings.preprocess,
+            timings.inference,
+            timings.postprocess
         );
-
-        let mut stats = self.stats.lock().unwrap();
-        stats.frames += 1;
-        stats.inferred += 1;
-        stats.detections += detections.len() as u64;
-        stats.preprocess += t1 - t0;
-        stats.inference += t2 - t1;
-        stats.postprocess += t3 - t2;
+        if settings.interval > 1 {
+            state.last = Some(super::imp::Carried {
+                model: model_id.clone(),
+                result,
+            });
+        }
+        drop(guard);
+        self.stats
+            .lock()
+            .unwrap()
+            .record(&model_id, role.name(), &timings, count);
         Ok(gst::FlowSuccess::Ok)
     }
 }

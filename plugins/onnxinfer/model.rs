@@ -1,23 +1,23 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A loaded ONNX model: the session, what its input looks like, how its output is decoded.
+//! A loaded ONNX model: the session, what its input looks like, which family decodes its
+//! outputs.
 
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::TensorElementType;
-use ort::value::TensorRef;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{TensorElementType, TensorRef};
 
-use super::ModelType;
-use super::nms::Candidate;
-use super::preprocess::{Anchor, ChannelOrder, Fit, Layout, Preprocessor, TensorSpec};
-use super::yolox;
+use super::decode::{Output, shape_string, ssd, yolo};
+use super::preprocess::{Elem, Layout};
+use super::{ExecutionProvider, ModelType, OptimizationLevel};
 
 /// Why a model could not be used. Each message names the file and what to do.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ModelError {
     /// The file does not exist or cannot be read.
     NotFound(String),
-    /// ONNX Runtime is missing or broken.
+    /// ONNX Runtime is missing or broken, or the execution provider is not there.
     Runtime(String),
     /// The file is not a model ONNX Runtime can load.
     Invalid(String),
@@ -36,10 +36,66 @@ impl std::fmt::Display for ModelError {
     }
 }
 
-/// How outputs are decoded, resolved from [`ModelType`] and the model's shapes.
+/// The resolved family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decoder {
-    Yolox { classes: usize },
+pub enum Family {
+    Yolov5,
+    Yolov8,
+    Yolox,
+    Ssd(ssd::Layout),
+    Classifier,
+    Raw,
+}
+
+impl Family {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Yolov5 => "yolov5",
+            Family::Yolov8 => "yolov8",
+            Family::Yolox => "yolox",
+            Family::Ssd(_) => "ssd",
+            Family::Classifier => "classifier",
+            Family::Raw => "raw",
+        }
+    }
+
+    pub fn is_detector(&self) -> bool {
+        matches!(
+            self,
+            Family::Yolov5 | Family::Yolov8 | Family::Yolox | Family::Ssd(_)
+        )
+    }
+}
+
+/// How to create the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    pub model_type: ModelType,
+    /// Intra-op threads; 0 = ONNX Runtime's default (one per core).
+    pub threads: usize,
+    pub optimization: OptimizationLevel,
+    pub provider: ExecutionProvider,
+    /// Use the CPU (with a warning) when the provider is not there.
+    pub provider_fallback: bool,
+}
+
+/// The model's image input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputInfo {
+    pub name: String,
+    pub elem: Elem,
+    pub layout: Layout,
+    /// `None` where the model leaves the size dynamic.
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    /// `None` for a dynamic batch dimension.
+    pub batch: Option<usize>,
+}
+
+/// Input data of one `run`.
+pub enum TensorInput<'a> {
+    F32(&'a [f32], [usize; 4]),
+    U8(&'a [u8], [usize; 4]),
 }
 
 pub struct Model {
@@ -47,20 +103,21 @@ pub struct Model {
     /// `name@version`: file stem and the first 8 hex digits of a hash of the file's bytes.
     pub id: String,
     pub path: PathBuf,
-    input_name: String,
-    pub input_width: usize,
-    pub input_height: usize,
-    pub layout: Layout,
-    pub decoder: Decoder,
+    pub input: InputInfo,
+    pub output_names: Vec<String>,
+    pub output_shapes: Vec<Vec<i64>>,
+    pub family: Family,
+    /// The execution provider in use.
+    pub provider: ExecutionProvider,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("id", &self.id)
-            .field("path", &self.path)
-            .field("input", &(self.input_width, self.input_height, self.layout))
-            .field("decoder", &self.decoder)
+            .field("input", &self.input)
+            .field("outputs", &self.output_shapes)
+            .field("family", &self.family)
             .finish()
     }
 }
@@ -80,27 +137,109 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h ^ bytes.len() as u64
 }
 
-fn shape_string(shape: &[i64]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|d| {
-            if *d < 0 {
-                "?".to_string()
-            } else {
-                d.to_string()
-            }
-        })
-        .collect();
-    format!("[{}]", dims.join(","))
+fn dims(dtype: &ort::value::ValueType) -> Vec<i64> {
+    dtype
+        .tensor_shape()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default()
 }
 
-/// Input size used where the model leaves height or width dynamic.
-const DEFAULT_DYNAMIC_SIZE: usize = 640;
+/// Picks the family from the outputs (`auto`), or checks the requested one fits.
+fn resolve_family(
+    requested: ModelType,
+    names: &[&str],
+    shapes: &[Vec<i64>],
+    input: &InputInfo,
+    shown: &str,
+) -> Result<Family, ModelError> {
+    let outputs = shapes
+        .iter()
+        .map(|s| shape_string(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let single3 = match shapes {
+        [s] if s.len() == 3 => Some((s[1], s[2])),
+        _ => None,
+    };
+    let yolox_rows = match (input.width, input.height) {
+        (Some(w), Some(h)) => Some(yolo::yolox_rows(w, h) as i64),
+        _ => None,
+    };
+    let unsupported = |family: &str, expected: &str| {
+        ModelError::Unsupported(format!(
+            "model '{shown}' does not look like {family}: expected {expected}, found outputs {outputs}. Check model-type"
+        ))
+    };
+    let family = match requested {
+        ModelType::Raw => Family::Raw,
+        ModelType::Yolox => match single3 {
+            Some((n, k)) if k >= 6 && (n < 0 || yolox_rows.is_none_or(|r| r == n)) => Family::Yolox,
+            _ => {
+                return Err(unsupported(
+                    "a YOLOX head",
+                    &format!(
+                        "one output [1,{},5+classes]",
+                        yolox_rows.map_or("?".into(), |r| r.to_string())
+                    ),
+                ));
+            }
+        },
+        ModelType::Yolov5 => match single3 {
+            Some((_, k)) if !(0..6).contains(&k) => Family::Yolov5,
+            _ => return Err(unsupported("YOLOv5", "one output [1,N,5+classes]")),
+        },
+        ModelType::Yolov8 => match single3 {
+            Some((a, _)) if !(0..5).contains(&a) => Family::Yolov8,
+            _ => return Err(unsupported("YOLOv8", "one output [1,4+classes,N]")),
+        },
+        ModelType::Ssd => Family::Ssd(ssd::layout(names, shapes).ok_or_else(|| {
+            unsupported(
+                "an SSD-style detector",
+                "outputs boxes [1,N,4], scores [1,N], classes [1,N]",
+            )
+        })?),
+        ModelType::Classifier => match shapes {
+            [s] if s.len() == 2 || (s.len() == 4 && s[2] == 1 && s[3] == 1) => Family::Classifier,
+            _ => return Err(unsupported("a classifier", "one output [1,classes]")),
+        },
+        ModelType::Auto => {
+            if let [s] = shapes
+                && s.len() == 2
+            {
+                Family::Classifier
+            } else if let Some((a, b)) = single3 {
+                // [1,N,5+C] (v5) or [1,4+C,N] (v8): whichever reading fits; when both do, the
+                // larger dimension is the number of candidates. Unknown (-1) counts as large.
+                let big = |d: i64| if d < 0 { i64::MAX } else { d };
+                let v5 = b >= 6;
+                let v8 = a >= 5;
+                if b >= 6 && a > 0 && Some(a) == yolox_rows {
+                    Family::Yolox
+                } else if v5 && (!v8 || big(a) > big(b)) {
+                    Family::Yolov5
+                } else if v8 {
+                    Family::Yolov8
+                } else {
+                    return Err(ModelError::Unsupported(format!(
+                        "cannot tell the family of model '{shown}' from its output {outputs}; set model-type (yolov5, yolov8, yolox, ssd, classifier or raw)"
+                    )));
+                }
+            } else if let Some(l) = ssd::layout(names, shapes) {
+                Family::Ssd(l)
+            } else {
+                return Err(ModelError::Unsupported(format!(
+                    "cannot tell the family of model '{shown}' from its outputs {outputs}; set model-type (yolov5, yolov8, yolox, ssd, classifier, or raw to attach the tensors for a decoder of your own)"
+                )));
+            }
+        }
+    };
+    Ok(family)
+}
 
 impl Model {
-    /// Loads and inspects `path`, resolving `requested` (`auto` looks at the output shapes).
-    pub fn load(path: &Path, requested: ModelType, threads: usize) -> Result<Model, ModelError> {
-        let shown = path.display();
+    /// Loads and inspects `path`.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+        let shown = path.display().to_string();
         if !path.is_file() {
             return Err(ModelError::NotFound(format!(
                 "model file '{shown}' does not exist (or is not a file). Set model-location to an .onnx file; `make deps` puts the demo model in models/common_det.onnx"
@@ -109,17 +248,27 @@ impl Model {
         let bytes = std::fs::read(path)
             .map_err(|e| ModelError::NotFound(format!("cannot read model file '{shown}': {e}")))?;
         let env = crate::ort_runtime::environment().map_err(ModelError::Runtime)?;
-        let builder = Session::builder(env).map_err(|e| {
-            ModelError::Runtime(format!("cannot create an ONNX Runtime session: {e}"))
-        })?;
-        let builder = if threads > 0 {
-            builder.with_intra_threads(threads).map_err(|e| {
-                ModelError::Runtime(format!("cannot set {threads} inference threads: {e}"))
-            })?
-        } else {
-            builder
+        let rt =
+            |what: &str, e: &dyn std::fmt::Display| ModelError::Runtime(format!("{what}: {e}"));
+        let level = match opts.optimization {
+            OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
+            OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+            OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+            OptimizationLevel::All => GraphOptimizationLevel::All,
         };
-        let mut builder = builder;
+        let mut builder = Session::builder(env)
+            .map_err(|e| rt("cannot create an ONNX Runtime session", &e))?
+            .with_optimization_level(level)
+            .map_err(|e| rt("cannot set the optimization level", &e))?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads).map_err(|e| {
+                rt(
+                    &format!("cannot set {} inference threads", opts.threads),
+                    &e,
+                )
+            })?;
+        }
+        let (mut builder, provider) = super::providers::apply(builder, opts)?;
         let session = builder.commit_from_memory(&bytes).map_err(|e| {
             ModelError::Invalid(format!(
                 "'{shown}' is not a valid ONNX model ({} bytes): ONNX Runtime says: {}. Check that model-location points to an .onnx file",
@@ -134,28 +283,31 @@ impl Model {
             .unwrap_or_else(|| "model".into());
         let id = format!("{stem}@{:08x}", fingerprint(&bytes) >> 32);
 
-        // Input: one image tensor of f32.
-        let inputs = session.inputs();
-        let Some(input) = inputs.first() else {
+        let Some(input) = session.inputs().first() else {
             return Err(ModelError::Unsupported(format!(
                 "model '{shown}' has no inputs"
             )));
         };
-        let input_name = input.name().to_string();
-        let in_shape: Vec<i64> = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        let in_type = input.dtype().tensor_type();
-        if in_type != Some(TensorElementType::Float32) {
+        if session.inputs().len() > 1 {
             return Err(ModelError::Unsupported(format!(
-                "model '{shown}': input '{input_name}' has element type {in_type:?}, expected f32"
+                "model '{shown}' has {} inputs; onnxinfer feeds one image input",
+                session.inputs().len()
             )));
         }
-        let (layout, h, w) = match in_shape.as_slice() {
-            [_, 3, h, w] => (Layout::Nchw, *h, *w),
-            [_, h, w, 3] => (Layout::Nhwc, *h, *w),
+        let input_name = input.name().to_string();
+        let in_shape = dims(input.dtype());
+        let elem = match input.dtype().tensor_type() {
+            Some(TensorElementType::Float32) => Elem::F32,
+            Some(TensorElementType::Uint8) => Elem::U8,
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "model '{shown}': input '{input_name}' has element type {other:?}; onnxinfer feeds f32 or u8"
+                )));
+            }
+        };
+        let (layout, b, h, w) = match in_shape.as_slice() {
+            [b, 3, h, w] => (Layout::Nchw, *b, *h, *w),
+            [b, h, w, 3] => (Layout::Nhwc, *b, *h, *w),
             _ => {
                 return Err(ModelError::Unsupported(format!(
                     "model '{shown}': input '{input_name}' has shape {}, expected an image [N,3,H,W] or [N,H,W,3]",
@@ -163,121 +315,132 @@ impl Model {
                 )));
             }
         };
-        let dim = |d: i64| {
-            if d > 0 {
-                d as usize
-            } else {
-                DEFAULT_DYNAMIC_SIZE
-            }
+        let known = |d: i64| (d > 0).then_some(d as usize);
+        let input = InputInfo {
+            name: input_name,
+            elem,
+            layout,
+            width: known(w),
+            height: known(h),
+            batch: known(b),
         };
-        let (input_width, input_height) = (dim(w), dim(h));
 
-        let out_shapes: Vec<Vec<i64>> = session
+        let output_names: Vec<String> = session
             .outputs()
             .iter()
-            .map(|o| {
-                o.dtype()
-                    .tensor_shape()
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default()
-            })
+            .map(|o| o.name().to_string())
             .collect();
-        let shown_outputs = out_shapes
-            .iter()
-            .map(|s| shape_string(s))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let yolox_rows = yolox::expected_rows(input_width, input_height);
-        let as_yolox = || match out_shapes.as_slice() {
-            [s] if s.len() == 3 && s[2] >= 6 && (s[1] < 0 || s[1] as usize == yolox_rows) => {
-                Some(Decoder::Yolox {
-                    classes: (s[2] - 5) as usize,
-                })
+        let output_shapes: Vec<Vec<i64>> =
+            session.outputs().iter().map(|o| dims(o.dtype())).collect();
+        for o in session.outputs() {
+            if o.dtype().tensor_type() != Some(TensorElementType::Float32) {
+                return Err(ModelError::Unsupported(format!(
+                    "model '{shown}': output '{}' has element type {:?}; onnxinfer decodes f32 outputs",
+                    o.name(),
+                    o.dtype().tensor_type()
+                )));
             }
-            _ => None,
-        };
-        let decoder = match requested {
-            ModelType::Yolox => as_yolox().ok_or_else(|| {
-                ModelError::Unsupported(format!(
-                    "model '{shown}' does not look like a YOLOX head: expected one output [1,{yolox_rows},5+classes] for input {input_width}x{input_height}, found {shown_outputs}. Check model-type"
-                ))
-            })?,
-            ModelType::Auto => as_yolox().ok_or_else(|| {
-                ModelError::Unsupported(format!(
-                    "cannot tell the family of model '{shown}' from its outputs {shown_outputs} (input {}); set model-type",
-                    shape_string(&in_shape)
-                ))
-            })?,
-        };
-
+        }
+        let names: Vec<&str> = output_names.iter().map(String::as_str).collect();
+        let family = resolve_family(opts.model_type, &names, &output_shapes, &input, &shown)?;
         Ok(Model {
             session,
             id,
             path: path.to_path_buf(),
-            input_name,
-            input_width,
-            input_height,
-            layout,
-            decoder,
+            input,
+            output_names,
+            output_shapes,
+            family,
+            provider,
         })
     }
 
-    pub fn classes(&self) -> usize {
-        match self.decoder {
-            Decoder::Yolox { classes } => classes,
-        }
+    /// Number of classes, where the output shapes say it.
+    pub fn classes(&self) -> Option<usize> {
+        let s = self.output_shapes.first()?;
+        let n = match self.family {
+            Family::Yolov5 | Family::Yolox => *s.get(2)? - 5,
+            Family::Yolov8 => *s.get(1)? - 4,
+            Family::Classifier => *s.get(1)?,
+            Family::Ssd(_) | Family::Raw => return None,
+        };
+        (n > 0).then_some(n as usize)
     }
 
-    /// The input tensor this model's family expects, with `letterbox` or stretch fitting.
-    pub fn tensor_spec(&self, letterbox: bool) -> TensorSpec {
-        match self.decoder {
-            Decoder::Yolox { .. } => TensorSpec {
-                width: self.input_width,
-                height: self.input_height,
-                layout: self.layout,
-                order: ChannelOrder::Bgr,
-                mean: [0.0; 3],
-                std: [1.0; 3],
-                pad_value: 114,
-                fit: if letterbox {
-                    Fit::Letterbox(Anchor::TopLeft)
-                } else {
-                    Fit::Stretch
-                },
-            },
-        }
+    /// The input size for frames of `frame_w`×`frame_h`: the model's own, else `override_`
+    /// (where non-zero), else the frame size rounded up to a multiple of 32.
+    pub fn input_size(
+        &self,
+        frame_w: usize,
+        frame_h: usize,
+        override_: (usize, usize),
+    ) -> (usize, usize) {
+        let round = |v: usize| v.div_ceil(32).max(1) * 32;
+        let w = self.input.width.unwrap_or(if override_.0 > 0 {
+            override_.0
+        } else {
+            round(frame_w)
+        });
+        let h = self.input.height.unwrap_or(if override_.1 > 0 {
+            override_.1
+        } else {
+            round(frame_h)
+        });
+        (w, h)
     }
 
-    /// Runs the model on the preprocessed tensor; candidates in tensor coordinates scoring at
-    /// least `threshold`, before NMS.
-    pub fn detect(&mut self, pre: &Preprocessor, threshold: f32) -> Result<Vec<Candidate>, String> {
-        let input = TensorRef::from_array_view((pre.shape(), pre.tensor()))
-            .map_err(|e| format!("cannot wrap the input tensor: {e}"))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => input])
-            .map_err(|e| format!("inference failed: {e}"))?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| format!("output 0 is not an f32 tensor: {e}"))?;
-        match self.decoder {
-            Decoder::Yolox { classes } => {
-                let expected = yolox::expected_rows(self.input_width, self.input_height);
-                if data.len() != expected * (5 + classes) {
-                    return Err(format!(
-                        "YOLOX output has shape {}, expected [1,{expected},{}]",
-                        shape_string(shape),
-                        5 + classes
-                    ));
-                }
-                Ok(yolox::decode(
-                    data,
-                    self.input_width,
-                    self.input_height,
-                    classes,
-                    threshold,
-                ))
+    /// Runs the model once on zeros shaped like `spec`, so the first real frame does not pay
+    /// for ONNX Runtime's lazy initialisation.
+    pub fn warm_up(&mut self, spec: &super::preprocess::TensorSpec) -> Result<(), String> {
+        let batch = self.input.batch.unwrap_or(1);
+        let shape = spec.shape(batch);
+        let n = batch * spec.entry_len();
+        match spec.elem {
+            Elem::F32 => {
+                let zeros = vec![0.0f32; n];
+                self.run(TensorInput::F32(&zeros, shape), |_| ())
+            }
+            Elem::U8 => {
+                let zeros = vec![0u8; n];
+                self.run(TensorInput::U8(&zeros, shape), |_| ())
             }
         }
+    }
+
+    /// Runs the model and hands the outputs to `f`.
+    pub fn run<R>(
+        &mut self,
+        input: TensorInput<'_>,
+        f: impl FnOnce(&[Output<'_>]) -> R,
+    ) -> Result<R, String> {
+        let value = match input {
+            TensorInput::F32(data, shape) => {
+                TensorRef::from_array_view((shape, data)).map(|t| t.into_dyn())
+            }
+            TensorInput::U8(data, shape) => {
+                TensorRef::from_array_view((shape, data)).map(|t| t.into_dyn())
+            }
+        }
+        .map_err(|e| format!("cannot wrap the input tensor: {e}"))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.name.as_str() => value])
+            .map_err(|e| format!("inference failed: {e}"))?;
+        let mut extracted = Vec::with_capacity(outputs.len());
+        for (i, name) in self.output_names.iter().enumerate().take(outputs.len()) {
+            let (shape, data) = outputs[i]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("output '{name}' is not an f32 tensor: {e}"))?;
+            extracted.push((
+                name.as_str(),
+                shape.iter().copied().collect::<Vec<i64>>(),
+                data,
+            ));
+        }
+        let views: Vec<Output<'_>> = extracted
+            .iter()
+            .map(|(name, shape, data)| Output { name, shape, data })
+            .collect();
+        Ok(f(&views))
     }
 }

@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Fused preprocessing: one pass from a raw video frame (RGB*, BGR*, NV12, I420) to the model's
-//! f32 input tensor: colour conversion, bilinear resize (letterbox or stretch), channel order,
-//! normalisation and layout (NCHW or NHWC).
+//! Fused preprocessing: one pass from a raw video frame (RGB*, BGR*, NV12, I420, GRAY8) to the
+//! model's input tensor: colour conversion, bilinear resize (letterbox or stretch) of the whole
+//! frame or of a region, channel order, normalisation and layout (NCHW or NHWC), into f32 or u8.
 //!
 //! Resampling matches OpenCV's `INTER_LINEAR` (pixel centres aligned: `src = (dst + 0.5) *
-//! src_len / dst_len - 0.5`), which is what most detectors were trained with. YUV is
-//! interpolated per plane and then converted with the matrix and range of the caps'
-//! colorimetry (BT.601, BT.709 or BT.2020; limited or full range); chroma is taken centre-sited.
+//! src_len / dst_len - 0.5`), which is what most models were trained with. YUV is interpolated
+//! per plane and then converted with the matrix and range of the caps' colorimetry (BT.601,
+//! BT.709 or BT.2020; limited or full range); chroma is taken centre-sited.
 //!
-//! Per caps change, [`Preprocessor::configure`] builds the tap tables and paints the letterbox
-//! padding once; per frame, [`Preprocessor::run`] only writes the picture area.
+//! f32 values are `((pixel × scale) − mean) / std` per channel (pixel in 0..=255); u8 tensors
+//! take the pixel values as they are. A [`Plan`] (tap tables for one source rectangle) is made
+//! once per caps for the whole frame, and per region for region crops; rows are split across
+//! threads when the picture is large enough for that to pay.
+
+use std::ops::Range;
 
 use gst_video::prelude::*;
 use gst_video::{VideoColorMatrix, VideoColorRange, VideoFormat};
@@ -21,12 +25,12 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-/// Memory layout of the tensor (batch of one).
+/// Memory layout of one tensor entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// `[1, 3, H, W]`
+    /// `[N, 3, H, W]`
     Nchw,
-    /// `[1, H, W, 3]`
+    /// `[N, H, W, 3]`
     Nhwc,
 }
 
@@ -46,25 +50,58 @@ pub enum Fit {
     Stretch,
 }
 
-/// What the model expects as input.
+/// Element type of the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    U8,
+}
+
+/// What the model expects as input (one entry of the batch).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TensorSpec {
     pub width: usize,
     pub height: usize,
     pub layout: Layout,
     pub order: ChannelOrder,
-    /// Per channel (in tensor order): `value = (pixel - mean) / std`, pixel in 0..=255.
+    pub elem: Elem,
+    /// f32 only: `value = ((pixel × scale) − mean) / std`, per tensor channel.
+    pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// Value of the letterbox padding, 0..=255 before normalisation.
+    /// Value of the letterbox padding, 0..=255, before normalisation.
     pub pad_value: u8,
     pub fit: Fit,
 }
 
-/// Where the frame landed in the tensor, and the way back to frame pixels.
+impl TensorSpec {
+    /// Elements in one entry.
+    pub fn entry_len(&self) -> usize {
+        self.width * self.height * 3
+    }
+
+    /// Shape of a tensor of `batch` entries.
+    pub fn shape(&self, batch: usize) -> [usize; 4] {
+        match self.layout {
+            Layout::Nchw => [batch, 3, self.height, self.width],
+            Layout::Nhwc => [batch, self.height, self.width, 3],
+        }
+    }
+}
+
+/// A rectangle of the frame, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// Where a source rectangle landed in the tensor, and the way back to frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Placement {
-    /// Tensor pixels per frame pixel, per axis.
+    /// Tensor pixels per source pixel, per axis.
     pub scale_x: f64,
     pub scale_y: f64,
     /// Top-left corner of the picture in the tensor.
@@ -73,63 +110,57 @@ pub struct Placement {
     /// Size of the picture in the tensor.
     pub width: usize,
     pub height: usize,
-    pub frame_width: usize,
-    pub frame_height: usize,
+    /// The source rectangle in frame pixels.
+    pub source: Rect,
 }
 
 impl Placement {
-    pub fn new(
-        frame_width: usize,
-        frame_height: usize,
-        tensor_width: usize,
-        tensor_height: usize,
-        fit: Fit,
-    ) -> Self {
+    pub fn new(source: Rect, tensor_width: usize, tensor_height: usize, fit: Fit) -> Self {
+        let (sw, sh) = (source.w.max(1), source.h.max(1));
         match fit {
             Fit::Stretch => Placement {
-                scale_x: tensor_width as f64 / frame_width as f64,
-                scale_y: tensor_height as f64 / frame_height as f64,
+                scale_x: tensor_width as f64 / sw as f64,
+                scale_y: tensor_height as f64 / sh as f64,
                 offset_x: 0,
                 offset_y: 0,
                 width: tensor_width,
                 height: tensor_height,
-                frame_width,
-                frame_height,
+                source,
             },
             Fit::Letterbox(anchor) => {
                 let r = f64::min(
-                    tensor_width as f64 / frame_width as f64,
-                    tensor_height as f64 / frame_height as f64,
+                    tensor_width as f64 / sw as f64,
+                    tensor_height as f64 / sh as f64,
                 );
                 // Truncation, as YOLOX/ultralytics preprocessing does.
-                let width = ((frame_width as f64 * r) as usize).clamp(1, tensor_width);
-                let height = ((frame_height as f64 * r) as usize).clamp(1, tensor_height);
+                let width = ((sw as f64 * r) as usize).clamp(1, tensor_width);
+                let height = ((sh as f64 * r) as usize).clamp(1, tensor_height);
                 let (offset_x, offset_y) = match anchor {
                     Anchor::TopLeft => (0, 0),
                     Anchor::Center => ((tensor_width - width) / 2, (tensor_height - height) / 2),
                 };
                 Placement {
-                    scale_x: width as f64 / frame_width as f64,
-                    scale_y: height as f64 / frame_height as f64,
+                    scale_x: width as f64 / sw as f64,
+                    scale_y: height as f64 / sh as f64,
                     offset_x,
                     offset_y,
                     width,
                     height,
-                    frame_width,
-                    frame_height,
+                    source,
                 }
             }
         }
     }
 
-    /// Maps a point from tensor coordinates to frame coordinates, clamped to the frame.
+    /// Maps a point from tensor coordinates to frame coordinates, clamped to the source
+    /// rectangle.
     #[inline]
     pub fn to_frame(&self, x: f32, y: f32) -> (f64, f64) {
         let fx = (x as f64 - self.offset_x as f64) / self.scale_x;
         let fy = (y as f64 - self.offset_y as f64) / self.scale_y;
         (
-            fx.clamp(0.0, self.frame_width as f64),
-            fy.clamp(0.0, self.frame_height as f64),
+            self.source.x as f64 + fx.clamp(0.0, self.source.w as f64),
+            self.source.y as f64 + fy.clamp(0.0, self.source.h as f64),
         )
     }
 }
@@ -142,49 +173,85 @@ pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
     VideoFormat::Bgra,
     VideoFormat::Rgbx,
     VideoFormat::Bgrx,
+    VideoFormat::Argb,
+    VideoFormat::Abgr,
+    VideoFormat::Xrgb,
+    VideoFormat::Xbgr,
     VideoFormat::Nv12,
     VideoFormat::I420,
+    VideoFormat::Gray8,
 ];
 
-/// One horizontal tap: byte offsets of the two neighbours in a row and the weight of the second.
+/// One tap: offsets of the two neighbours (bytes) and the weight of the second.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tap {
     i0: usize,
     i1: usize,
-    f: f32,
+    /// Weight of the second neighbour in 1/2048ths (OpenCV's 11-bit resize coefficients).
+    w: u32,
 }
 
-/// Taps for `dst_len` outputs from `src_len` inputs, OpenCV `INTER_LINEAR` geometry;
-/// offsets are multiplied by `step` (bytes per sample).
-fn taps(src_len: usize, dst_len: usize, src_scale: f64, step: usize) -> Vec<Tap> {
-    // `src_scale` is source samples per destination sample (differs from src_len/dst_len for
-    // chroma planes, which cover the same area at half resolution).
+/// Fixed-point scale of tap weights.
+const WEIGHT_ONE: u32 = 2048;
+/// Value of a bilinear sum (two weighted stages) per unit of input.
+const BILINEAR_SCALE: f32 = 1.0 / (WEIGHT_ONE * WEIGHT_ONE) as f32;
+
+/// Taps for `dst_len` outputs over the source samples `[start, start + len)` (of a plane whose
+/// samples are `step` bytes apart), OpenCV `INTER_LINEAR` geometry.
+fn taps(start: f64, len: f64, dst_len: usize, limit: usize, step: usize) -> Vec<Tap> {
+    let scale = len / dst_len as f64;
+    let lo = start.floor().max(0.0);
+    let hi = ((start + len).ceil() - 1.0).clamp(lo, (limit - 1) as f64);
     (0..dst_len)
         .map(|d| {
-            let s = ((d as f64 + 0.5) * src_scale - 0.5).clamp(0.0, (src_len - 1) as f64);
+            let s = (start + (d as f64 + 0.5) * scale - 0.5).clamp(lo, hi);
             let i0 = s.floor() as usize;
-            let i1 = (i0 + 1).min(src_len - 1);
+            let i1 = (i0 + 1).min(hi as usize);
             Tap {
                 i0: i0 * step,
                 i1: i1 * step,
-                f: (s - i0 as f64) as f32,
+                w: ((s - i0 as f64) * WEIGHT_ONE as f64).round() as u32,
             }
         })
         .collect()
 }
 
 #[inline(always)]
-fn lerp(a: u8, b: u8, f: f32) -> f32 {
-    let a = a as f32;
-    a + (b as f32 - a) * f
+fn lerp(a: u8, b: u8, w: u32) -> u32 {
+    a as u32 * (WEIGHT_ONE - w) + b as u32 * w
 }
 
 /// Bilinear sample of one byte channel: rows `r0`/`r1`, horizontal tap `t`, channel offset `c`.
+///
+/// # Safety
+/// `t.i0 + c` and `t.i1 + c` must be inside both rows. The row kernels guarantee it by checking
+/// `Plan::x_limit`/`cx_limit` (the largest tap offset plus the sample size) against the row
+/// lengths once per row.
 #[inline(always)]
-fn bilinear(r0: &[u8], r1: &[u8], t: &Tap, c: usize, fy: f32) -> f32 {
-    let top = lerp(r0[t.i0 + c], r0[t.i1 + c], t.f);
-    let bot = lerp(r1[t.i0 + c], r1[t.i1 + c], t.f);
-    top + (bot - top) * fy
+unsafe fn bilinear(r0: &[u8], r1: &[u8], t: &Tap, c: usize, wy: u32) -> f32 {
+    // SAFETY: see above.
+    let (a, b, p, q) = unsafe {
+        (
+            *r0.get_unchecked(t.i0 + c),
+            *r0.get_unchecked(t.i1 + c),
+            *r1.get_unchecked(t.i0 + c),
+            *r1.get_unchecked(t.i1 + c),
+        )
+    };
+    // Integer arithmetic (at most 255 * 2048 * 2048 < 2^32), one conversion at the end.
+    let v = lerp(a, b, t.w) * (WEIGHT_ONE - wy) + lerp(p, q, t.w) * wy;
+    v as f32 * BILINEAR_SCALE
+}
+
+/// The two source rows of tap `t` in a plane of row `stride`, checked to hold `limit` bytes.
+#[inline(always)]
+fn rows_of<'a>(data: &'a [u8], stride: usize, t: &Tap, limit: usize) -> (&'a [u8], &'a [u8]) {
+    let (r0, r1) = (&data[t.i0 * stride..], &data[t.i1 * stride..]);
+    assert!(
+        r0.len() >= limit && r1.len() >= limit,
+        "frame smaller than its caps say"
+    );
+    (r0, r1)
 }
 
 /// YUV to RGB coefficients with the range offsets folded in.
@@ -242,13 +309,15 @@ impl YuvMatrix {
 enum Reader {
     /// Packed 3 or 4 bytes per pixel; byte offsets of R, G, B.
     Packed { r: usize, g: usize, b: usize },
+    /// One grey byte per pixel.
+    Gray,
     /// Y plane + interleaved UV plane at half resolution.
     Nv12(YuvMatrix),
     /// Y, U, V planes, U and V at half resolution.
     I420(YuvMatrix),
 }
 
-/// Errors of the preprocessor (unsupported input).
+/// The format is not one the preprocessor reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsupportedFormat(pub VideoFormat);
 
@@ -267,28 +336,76 @@ impl std::fmt::Display for UnsupportedFormat {
     }
 }
 
-/// Writes frames into a reusable tensor buffer.
-#[derive(Debug)]
-pub struct Preprocessor {
-    spec: TensorSpec,
+/// Tap tables for one source rectangle.
+#[derive(Debug, Clone)]
+pub struct Plan {
     placement: Placement,
-    reader: Reader,
-    /// Luma / packed taps, and chroma taps (empty for packed formats).
     xtaps: Vec<Tap>,
     ytaps: Vec<Tap>,
     cxtaps: Vec<Tap>,
     cytaps: Vec<Tap>,
-    /// `1/std` and `-mean/std` per tensor channel.
+    /// Bytes a source row must have for every horizontal tap (and its channels) to be inside
+    /// it: the row kernels check this once per row and then index without bounds checks.
+    x_limit: usize,
+    cx_limit: usize,
+}
+
+impl Plan {
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+}
+
+/// A mutable view of one tensor entry.
+pub enum EntryMut<'a> {
+    F32(&'a mut [f32]),
+    U8(&'a mut [u8]),
+}
+
+/// Conversion of a computed channel value into the tensor's element type.
+trait Store: Copy + Send + Sync {
+    fn store(v: f32) -> Self;
+}
+
+impl Store for f32 {
+    #[inline(always)]
+    fn store(v: f32) -> f32 {
+        v
+    }
+}
+
+impl Store for u8 {
+    #[inline(always)]
+    fn store(v: f32) -> u8 {
+        (v + 0.5) as u8
+    }
+}
+
+/// Pictures with at least this many tensor pixels are split across threads.
+const THREADING_MIN_PIXELS: usize = 96 * 1024;
+
+/// Writes frames into tensor entries.
+#[derive(Debug)]
+pub struct Preprocessor {
+    spec: TensorSpec,
+    reader: Reader,
+    step: usize,
+    frame_width: usize,
+    frame_height: usize,
+    /// `mul` and `add` per tensor channel: value = channel_value * mul + add.
     mul: [f32; 3],
     add: [f32; 3],
-    tensor: Vec<f32>,
+    threads: usize,
+    full: Plan,
 }
 
 impl Preprocessor {
-    /// Prepares for frames described by `info`.
-    pub fn new(spec: TensorSpec, info: &gst_video::VideoInfo) -> Result<Self, UnsupportedFormat> {
-        let (fw, fh) = (info.width() as usize, info.height() as usize);
-        let placement = Placement::new(fw, fh, spec.width, spec.height, spec.fit);
+    /// Prepares for frames described by `info`, splitting work over up to `threads` threads.
+    pub fn new(
+        spec: TensorSpec,
+        info: &gst_video::VideoInfo,
+        threads: usize,
+    ) -> Result<Self, UnsupportedFormat> {
         let colorimetry = info.colorimetry();
         let yuv = || YuvMatrix::new(colorimetry.matrix(), colorimetry.range());
         let (reader, step) = match info.format() {
@@ -296,181 +413,346 @@ impl Preprocessor {
             VideoFormat::Bgr => (Reader::Packed { r: 2, g: 1, b: 0 }, 3),
             VideoFormat::Rgba | VideoFormat::Rgbx => (Reader::Packed { r: 0, g: 1, b: 2 }, 4),
             VideoFormat::Bgra | VideoFormat::Bgrx => (Reader::Packed { r: 2, g: 1, b: 0 }, 4),
+            VideoFormat::Argb | VideoFormat::Xrgb => (Reader::Packed { r: 1, g: 2, b: 3 }, 4),
+            VideoFormat::Abgr | VideoFormat::Xbgr => (Reader::Packed { r: 3, g: 2, b: 1 }, 4),
+            VideoFormat::Gray8 => (Reader::Gray, 1),
             VideoFormat::Nv12 => (Reader::Nv12(yuv()), 1),
             VideoFormat::I420 => (Reader::I420(yuv()), 1),
             other => return Err(UnsupportedFormat(other)),
         };
-        let sx = fw as f64 / placement.width as f64;
-        let sy = fh as f64 / placement.height as f64;
-        let xtaps = taps(fw, placement.width, sx, step);
-        let ytaps = taps(fh, placement.height, sy, 1);
-        let (cxtaps, cytaps) = match reader {
-            Reader::Packed { .. } => (Vec::new(), Vec::new()),
-            Reader::Nv12(_) => (
-                taps(fw.div_ceil(2), placement.width, sx / 2.0, 2),
-                taps(fh.div_ceil(2), placement.height, sy / 2.0, 1),
-            ),
-            Reader::I420(_) => (
-                taps(fw.div_ceil(2), placement.width, sx / 2.0, 1),
-                taps(fh.div_ceil(2), placement.height, sy / 2.0, 1),
+        let (mul, add) = match spec.elem {
+            Elem::U8 => ([1.0; 3], [0.0; 3]),
+            Elem::F32 => (
+                [0, 1, 2].map(|c| spec.scale / spec.std[c]),
+                [0, 1, 2].map(|c| -spec.mean[c] / spec.std[c]),
             ),
         };
-        let mul = [0, 1, 2].map(|c| 1.0 / spec.std[c]);
-        let add = [0, 1, 2].map(|c| -spec.mean[c] / spec.std[c]);
+        let (fw, fh) = (info.width() as usize, info.height() as usize);
         let mut me = Preprocessor {
             spec,
-            placement,
             reader,
-            xtaps,
-            ytaps,
-            cxtaps,
-            cytaps,
+            step,
+            frame_width: fw,
+            frame_height: fh,
             mul,
             add,
-            tensor: vec![0.0; spec.width * spec.height * 3],
+            threads: threads.max(1),
+            full: Plan {
+                placement: Placement::new(
+                    Rect {
+                        x: 0,
+                        y: 0,
+                        w: fw,
+                        h: fh,
+                    },
+                    1,
+                    1,
+                    Fit::Stretch,
+                ),
+                xtaps: Vec::new(),
+                ytaps: Vec::new(),
+                cxtaps: Vec::new(),
+                cytaps: Vec::new(),
+                x_limit: 0,
+                cx_limit: 0,
+            },
         };
-        me.paint_padding();
+        me.full = me.plan(Rect {
+            x: 0,
+            y: 0,
+            w: fw,
+            h: fh,
+        });
         Ok(me)
-    }
-
-    pub fn placement(&self) -> &Placement {
-        &self.placement
     }
 
     pub fn spec(&self) -> &TensorSpec {
         &self.spec
     }
 
-    /// The tensor data, in the spec's layout, batch of one.
-    pub fn tensor(&self) -> &[f32] {
-        &self.tensor
+    /// The plan for the whole frame.
+    pub fn full(&self) -> &Plan {
+        &self.full
     }
 
-    /// The tensor's shape, batch of one.
-    pub fn shape(&self) -> [usize; 4] {
-        match self.spec.layout {
-            Layout::Nchw => [1, 3, self.spec.height, self.spec.width],
-            Layout::Nhwc => [1, self.spec.height, self.spec.width, 3],
+    /// Clamps `rect` to the frame; `None` when nothing of it is inside.
+    pub fn clamp_rect(&self, rect: Rect) -> Option<Rect> {
+        let x = rect.x.min(self.frame_width);
+        let y = rect.y.min(self.frame_height);
+        let w = rect.w.min(self.frame_width - x);
+        let h = rect.h.min(self.frame_height - y);
+        (w > 0 && h > 0).then_some(Rect { x, y, w, h })
+    }
+
+    /// Tap tables for a source rectangle (inside the frame).
+    pub fn plan(&self, source: Rect) -> Plan {
+        let placement = Placement::new(source, self.spec.width, self.spec.height, self.spec.fit);
+        let (fw, fh) = (self.frame_width, self.frame_height);
+        let (x, y, w, h) = (
+            source.x as f64,
+            source.y as f64,
+            source.w as f64,
+            source.h as f64,
+        );
+        let xtaps = taps(x, w, placement.width, fw, self.step);
+        let ytaps = taps(y, h, placement.height, fh, 1);
+        let (cxtaps, cytaps) = match self.reader {
+            Reader::Nv12(_) => (
+                taps(x / 2.0, w / 2.0, placement.width, fw.div_ceil(2), 2),
+                taps(y / 2.0, h / 2.0, placement.height, fh.div_ceil(2), 1),
+            ),
+            Reader::I420(_) => (
+                taps(x / 2.0, w / 2.0, placement.width, fw.div_ceil(2), 1),
+                taps(y / 2.0, h / 2.0, placement.height, fh.div_ceil(2), 1),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let limit = |taps: &[Tap], step: usize| {
+            taps.iter()
+                .map(|t| t.i0.max(t.i1) + step)
+                .max()
+                .unwrap_or(0)
+        };
+        let cstep = if matches!(self.reader, Reader::Nv12(_)) {
+            2
+        } else {
+            1
+        };
+        Plan {
+            x_limit: limit(&xtaps, self.step),
+            cx_limit: limit(&cxtaps, cstep),
+            placement,
+            xtaps,
+            ytaps,
+            cxtaps,
+            cytaps,
         }
     }
 
-    fn paint_padding(&mut self) {
+    /// Fills a whole entry with the (normalised) padding value.
+    pub fn paint_padding(&self, entry: EntryMut<'_>) {
         let pad = [0, 1, 2].map(|c| self.spec.pad_value as f32 * self.mul[c] + self.add[c]);
         let (w, h) = (self.spec.width, self.spec.height);
-        for row in 0..h {
-            for col in 0..w {
-                for (c, v) in pad.iter().enumerate() {
-                    let i = self.index(row, col, c);
-                    self.tensor[i] = *v;
-                }
-            }
+        match entry {
+            EntryMut::F32(e) => fill(e, pad, self.spec.layout, w * h),
+            EntryMut::U8(e) => fill(e, pad.map(u8::store), self.spec.layout, w * h),
         }
     }
 
-    #[inline(always)]
-    fn index(&self, row: usize, col: usize, c: usize) -> usize {
-        let (w, h) = (self.spec.width, self.spec.height);
-        match self.spec.layout {
-            Layout::Nchw => c * w * h + row * w + col,
-            Layout::Nhwc => (row * w + col) * 3 + c,
+    /// Writes the picture area of `plan` from `frame` (whose info matches the one given to
+    /// `new`) into `entry`. The padding around it is left as it is.
+    pub fn run(
+        &self,
+        plan: &Plan,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        entry: EntryMut<'_>,
+    ) {
+        match entry {
+            EntryMut::F32(e) => self.dispatch(plan, frame, e),
+            EntryMut::U8(e) => self.dispatch(plan, frame, e),
         }
     }
 
-    /// Fills the tensor's picture area from `frame` (whose info matches the one given to `new`).
-    pub fn run(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) {
+    fn dispatch<E: Store>(
+        &self,
+        plan: &Plan,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        out: &mut [E],
+    ) {
+        let stride = |p: usize| frame.plane_stride()[p] as usize;
+        let plane = |p: u32| frame.plane_data(p).unwrap_or(&[]);
+        // Row kernels: sample tensor row `dy` into RGB triples, one per picture column.
         match self.reader {
             Reader::Packed { r, g, b } => {
-                let data = frame.plane_data(0).unwrap_or(&[]);
-                let stride = frame.plane_stride()[0] as usize;
-                self.write(|ty, tx, _, _| {
-                    let r0 = &data[ty.i0 * stride..];
-                    let r1 = &data[ty.i1 * stride..];
-                    [
-                        bilinear(r0, r1, tx, r, ty.f),
-                        bilinear(r0, r1, tx, g, ty.f),
-                        bilinear(r0, r1, tx, b, ty.f),
-                    ]
+                let (data, s) = (plane(0), stride(0));
+                self.split(plan, out, &|dy: usize, rgb: &mut [[f32; 3]]| {
+                    let ty = &plan.ytaps[dy];
+                    let (r0, r1) = rows_of(data, s, ty, plan.x_limit);
+                    for (o, tx) in rgb.iter_mut().zip(&plan.xtaps) {
+                        // SAFETY: rows_of checked x_limit, which covers every tap and channel.
+                        *o = unsafe {
+                            [
+                                bilinear(r0, r1, tx, r, ty.w),
+                                bilinear(r0, r1, tx, g, ty.w),
+                                bilinear(r0, r1, tx, b, ty.w),
+                            ]
+                        };
+                    }
+                });
+            }
+            Reader::Gray => {
+                let (data, s) = (plane(0), stride(0));
+                self.split(plan, out, &|dy: usize, rgb: &mut [[f32; 3]]| {
+                    let ty = &plan.ytaps[dy];
+                    let (r0, r1) = rows_of(data, s, ty, plan.x_limit);
+                    for (o, tx) in rgb.iter_mut().zip(&plan.xtaps) {
+                        // SAFETY: rows_of checked x_limit.
+                        let v = unsafe { bilinear(r0, r1, tx, 0, ty.w) };
+                        *o = [v, v, v];
+                    }
                 });
             }
             Reader::Nv12(m) => {
-                let y = frame.plane_data(0).unwrap_or(&[]);
-                let uv = frame.plane_data(1).unwrap_or(&[]);
-                let ys = frame.plane_stride()[0] as usize;
-                let uvs = frame.plane_stride()[1] as usize;
-                self.write(|ty, tx, cy, cx| {
-                    let l = bilinear(&y[ty.i0 * ys..], &y[ty.i1 * ys..], tx, 0, ty.f);
-                    let c0 = &uv[cy.i0 * uvs..];
-                    let c1 = &uv[cy.i1 * uvs..];
-                    m.rgb(
-                        l,
-                        bilinear(c0, c1, cx, 0, cy.f),
-                        bilinear(c0, c1, cx, 1, cy.f),
-                    )
+                let (y, ys) = (plane(0), stride(0));
+                let (uv, uvs) = (plane(1), stride(1));
+                self.split(plan, out, &|dy: usize, rgb: &mut [[f32; 3]]| {
+                    let (ty, cy) = (&plan.ytaps[dy], &plan.cytaps[dy]);
+                    let (y0, y1) = rows_of(y, ys, ty, plan.x_limit);
+                    let (c0, c1) = rows_of(uv, uvs, cy, plan.cx_limit);
+                    for ((o, tx), cx) in rgb.iter_mut().zip(&plan.xtaps).zip(&plan.cxtaps) {
+                        // SAFETY: rows_of checked x_limit and cx_limit (2-byte UV samples).
+                        *o = unsafe {
+                            m.rgb(
+                                bilinear(y0, y1, tx, 0, ty.w),
+                                bilinear(c0, c1, cx, 0, cy.w),
+                                bilinear(c0, c1, cx, 1, cy.w),
+                            )
+                        };
+                    }
                 });
             }
             Reader::I420(m) => {
-                let y = frame.plane_data(0).unwrap_or(&[]);
-                let u = frame.plane_data(1).unwrap_or(&[]);
-                let v = frame.plane_data(2).unwrap_or(&[]);
-                let [ys, us, vs] = [0, 1, 2].map(|p| frame.plane_stride()[p] as usize);
-                self.write(|ty, tx, cy, cx| {
-                    let l = bilinear(&y[ty.i0 * ys..], &y[ty.i1 * ys..], tx, 0, ty.f);
-                    m.rgb(
-                        l,
-                        bilinear(&u[cy.i0 * us..], &u[cy.i1 * us..], cx, 0, cy.f),
-                        bilinear(&v[cy.i0 * vs..], &v[cy.i1 * vs..], cx, 0, cy.f),
-                    )
+                let (y, ys) = (plane(0), stride(0));
+                let (u, us) = (plane(1), stride(1));
+                let (v, vs) = (plane(2), stride(2));
+                self.split(plan, out, &|dy: usize, rgb: &mut [[f32; 3]]| {
+                    let (ty, cy) = (&plan.ytaps[dy], &plan.cytaps[dy]);
+                    let (y0, y1) = rows_of(y, ys, ty, plan.x_limit);
+                    let (u0, u1) = rows_of(u, us, cy, plan.cx_limit);
+                    let (v0, v1) = rows_of(v, vs, cy, plan.cx_limit);
+                    for ((o, tx), cx) in rgb.iter_mut().zip(&plan.xtaps).zip(&plan.cxtaps) {
+                        // SAFETY: rows_of checked x_limit and cx_limit.
+                        *o = unsafe {
+                            m.rgb(
+                                bilinear(y0, y1, tx, 0, ty.w),
+                                bilinear(u0, u1, cx, 0, cy.w),
+                                bilinear(v0, v1, cx, 0, cy.w),
+                            )
+                        };
+                    }
                 });
             }
         }
     }
 
-    /// The per-pixel loop: `sample(ytap, xtap, chroma ytap, chroma xtap)` gives R, G, B.
-    #[inline(always)]
-    fn write(&mut self, sample: impl Fn(&Tap, &Tap, &Tap, &Tap) -> [f32; 3]) {
-        let zero = Tap::default();
-        let p = self.placement;
+    /// Splits the picture rows over threads (when it pays) and writes each part.
+    fn split<E: Store, K>(&self, plan: &Plan, out: &mut [E], kernel: &K)
+    where
+        K: Fn(usize, &mut [[f32; 3]]) + Sync,
+    {
+        let p = &plan.placement;
+        let rows = p.height;
+        let parts = if p.width * p.height >= THREADING_MIN_PIXELS {
+            self.threads.min(rows).max(1)
+        } else {
+            1
+        };
         let (w, h) = (self.spec.width, self.spec.height);
-        let order = match self.spec.order {
+        // Tensor rows [first, end) of each part, and the matching slices of the output.
+        let bounds: Vec<Range<usize>> = (0..parts)
+            .map(|i| (rows * i / parts)..(rows * (i + 1) / parts))
+            .collect();
+        let mut jobs = Vec::with_capacity(parts);
+        match self.spec.layout {
+            Layout::Nchw => {
+                let (c0, rest) = out.split_at_mut(w * h);
+                let (c1, c2) = rest.split_at_mut(w * h);
+                let mut planes =
+                    [c0, c1, c2].map(|c| &mut c[p.offset_y * w..(p.offset_y + rows) * w]);
+                for b in &bounds {
+                    let n = (b.end - b.start) * w;
+                    let [a0, a1, a2] = planes;
+                    let (h0, t0) = a0.split_at_mut(n);
+                    let (h1, t1) = a1.split_at_mut(n);
+                    let (h2, t2) = a2.split_at_mut(n);
+                    jobs.push((b.clone(), Rows::Planar([h0, h1, h2])));
+                    planes = [t0, t1, t2];
+                }
+            }
+            Layout::Nhwc => {
+                let mut rest = &mut out[p.offset_y * w * 3..(p.offset_y + rows) * w * 3];
+                for b in &bounds {
+                    let (head, tail) = rest.split_at_mut((b.end - b.start) * w * 3);
+                    jobs.push((b.clone(), Rows::Interleaved(head)));
+                    rest = tail;
+                }
+            }
+        }
+        if jobs.len() == 1 {
+            let (range, rows) = jobs.pop().expect("one job");
+            self.write_rows(plan, range, rows, kernel);
+            return;
+        }
+        std::thread::scope(|s| {
+            let first = jobs.remove(0);
+            for (range, rows) in jobs {
+                s.spawn(move || self.write_rows(plan, range, rows, kernel));
+            }
+            self.write_rows(plan, first.0, first.1, kernel);
+        });
+    }
+
+    /// Samples each tensor picture row in `dys` (relative to the picture's top) with `kernel`
+    /// and stores it normalised in the tensor's order and layout.
+    fn write_rows<E: Store, K>(&self, plan: &Plan, dys: Range<usize>, rows: Rows<'_, E>, kernel: &K)
+    where
+        K: Fn(usize, &mut [[f32; 3]]),
+    {
+        let p = &plan.placement;
+        let w = self.spec.width;
+        let [o0, o1, o2] = match self.spec.order {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],
         };
         let (mul, add) = (self.mul, self.add);
-        let has_chroma = !self.cxtaps.is_empty();
-        for (dy, ty) in self.ytaps.iter().enumerate() {
-            let cy = if has_chroma { &self.cytaps[dy] } else { &zero };
-            let row = p.offset_y + dy;
-            match self.spec.layout {
-                Layout::Nchw => {
-                    let plane = w * h;
-                    let base = row * w + p.offset_x;
-                    let (c0, rest) = self.tensor.split_at_mut(plane);
-                    let (c1, c2) = rest.split_at_mut(plane);
-                    let out = [
-                        &mut c0[base..base + p.width],
-                        &mut c1[base..base + p.width],
-                        &mut c2[base..base + p.width],
-                    ];
-                    let [o0, o1, o2] = out;
-                    for (dx, tx) in self.xtaps.iter().enumerate() {
-                        let cx = if has_chroma { &self.cxtaps[dx] } else { &zero };
-                        let rgb = sample(ty, tx, cy, cx);
-                        o0[dx] = rgb[order[0]] * mul[0] + add[0];
-                        o1[dx] = rgb[order[1]] * mul[1] + add[1];
-                        o2[dx] = rgb[order[2]] * mul[2] + add[2];
+        let mut rgb = vec![[0.0f32; 3]; p.width];
+        match rows {
+            Rows::Planar([c0, c1, c2]) => {
+                for (i, dy) in dys.enumerate() {
+                    kernel(dy, &mut rgb);
+                    let base = i * w + p.offset_x;
+                    let r0 = &mut c0[base..base + p.width];
+                    let r1 = &mut c1[base..base + p.width];
+                    let r2 = &mut c2[base..base + p.width];
+                    for (((px, a), b), c) in rgb.iter().zip(r0).zip(r1).zip(r2) {
+                        *a = E::store(px[o0] * mul[0] + add[0]);
+                        *b = E::store(px[o1] * mul[1] + add[1]);
+                        *c = E::store(px[o2] * mul[2] + add[2]);
                     }
                 }
-                Layout::Nhwc => {
-                    let base = (row * w + p.offset_x) * 3;
-                    let out = &mut self.tensor[base..base + p.width * 3];
-                    for (dx, tx) in self.xtaps.iter().enumerate() {
-                        let cx = if has_chroma { &self.cxtaps[dx] } else { &zero };
-                        let rgb = sample(ty, tx, cy, cx);
-                        for c in 0..3 {
-                            out[dx * 3 + c] = rgb[order[c]] * mul[c] + add[c];
-                        }
+            }
+            Rows::Interleaved(o) => {
+                for (i, dy) in dys.enumerate() {
+                    kernel(dy, &mut rgb);
+                    let base = (i * w + p.offset_x) * 3;
+                    let row = &mut o[base..base + p.width * 3];
+                    for (px, out) in rgb.iter().zip(row.chunks_exact_mut(3)) {
+                        out[0] = E::store(px[o0] * mul[0] + add[0]);
+                        out[1] = E::store(px[o1] * mul[1] + add[1]);
+                        out[2] = E::store(px[o2] * mul[2] + add[2]);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Output rows of one job: three plane slices (NCHW) or one interleaved slice (NHWC).
+enum Rows<'a, E> {
+    Planar([&'a mut [E]; 3]),
+    Interleaved(&'a mut [E]),
+}
+
+fn fill<E: Copy>(entry: &mut [E], value: [E; 3], layout: Layout, pixels: usize) {
+    match layout {
+        Layout::Nchw => {
+            for (c, plane) in entry.chunks_exact_mut(pixels).enumerate().take(3) {
+                plane.fill(value[c]);
+            }
+        }
+        Layout::Nhwc => {
+            for px in entry.chunks_exact_mut(3) {
+                px.copy_from_slice(&value);
             }
         }
     }
@@ -480,9 +762,13 @@ impl Preprocessor {
 mod tests {
     use super::*;
 
+    fn full(w: usize, h: usize) -> Rect {
+        Rect { x: 0, y: 0, w, h }
+    }
+
     #[test]
     fn letterbox_top_left_maps_back() {
-        let p = Placement::new(1280, 720, 416, 416, Fit::Letterbox(Anchor::TopLeft));
+        let p = Placement::new(full(1280, 720), 416, 416, Fit::Letterbox(Anchor::TopLeft));
         assert_eq!(
             (p.width, p.height, p.offset_x, p.offset_y),
             (416, 234, 0, 0)
@@ -496,7 +782,7 @@ mod tests {
 
     #[test]
     fn letterbox_center_maps_back() {
-        let p = Placement::new(640, 480, 640, 640, Fit::Letterbox(Anchor::Center));
+        let p = Placement::new(full(640, 480), 640, 640, Fit::Letterbox(Anchor::Center));
         assert_eq!(
             (p.width, p.height, p.offset_x, p.offset_y),
             (640, 480, 0, 80)
@@ -506,23 +792,46 @@ mod tests {
     }
 
     #[test]
-    fn stretch_maps_back() {
-        let p = Placement::new(1920, 1080, 640, 640, Fit::Stretch);
+    fn stretch_and_region_map_back() {
+        let p = Placement::new(full(1920, 1080), 640, 640, Fit::Stretch);
         let (x, y) = p.to_frame(320.0, 320.0);
         assert!((x - 960.0).abs() < 1e-9 && (y - 540.0).abs() < 1e-9);
+        let r = Placement::new(
+            Rect {
+                x: 100,
+                y: 50,
+                w: 200,
+                h: 100,
+            },
+            64,
+            32,
+            Fit::Stretch,
+        );
+        assert_eq!(r.to_frame(32.0, 16.0), (200.0, 100.0));
+        assert_eq!(
+            r.to_frame(64.0, 40.0),
+            (300.0, 150.0),
+            "clamped into the region"
+        );
     }
 
     #[test]
-    fn taps_identity_and_halving() {
-        let t = taps(4, 4, 1.0, 3);
+    fn taps_identity_halving_and_region() {
+        let t = taps(0.0, 4.0, 4, 4, 3);
         assert_eq!(
-            t.iter().map(|t| (t.i0, t.f)).collect::<Vec<_>>(),
-            vec![(0, 0.0), (3, 0.0), (6, 0.0), (9, 0.0)]
+            t.iter().map(|t| (t.i0, t.w)).collect::<Vec<_>>(),
+            vec![(0, 0), (3, 0), (6, 0), (9, 0)]
         );
-        let t = taps(4, 2, 2.0, 1);
+        let t = taps(0.0, 4.0, 2, 4, 1);
         // dst 0 -> src 0.5, dst 1 -> src 2.5
-        assert_eq!((t[0].i0, t[0].i1, t[0].f), (0, 1, 0.5));
-        assert_eq!((t[1].i0, t[1].i1, t[1].f), (2, 3, 0.5));
+        assert_eq!((t[0].i0, t[0].i1, t[0].w), (0, 1, 1024));
+        assert_eq!((t[1].i0, t[1].i1, t[1].w), (2, 3, 1024));
+        // A region [10, 14) never reads outside it.
+        let t = taps(10.0, 4.0, 8, 100, 1);
+        assert!(
+            t.iter()
+                .all(|t| (10..=13).contains(&t.i0) && (10..=13).contains(&t.i1))
+        );
     }
 
     #[test]
@@ -532,7 +841,6 @@ mod tests {
         let b = m.rgb(16.0, 128.0, 128.0);
         assert!(w.iter().all(|v| (v - 255.0).abs() < 0.01), "{w:?}");
         assert!(b.iter().all(|v| v.abs() < 0.01), "{b:?}");
-        // Pure red in BT.709 full range: Y = 0.2126*255, V = 128 + 0.5*255*... check round trip.
         let m = YuvMatrix::new(VideoColorMatrix::Bt709, VideoColorRange::Range0_255);
         let (r, g, b) = (255.0f32, 0.0f32, 0.0f32);
         let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
@@ -551,6 +859,8 @@ mod tests {
             height: h,
             layout: Layout::Nchw,
             order,
+            elem: Elem::F32,
+            scale: 1.0,
             mean: [0.0; 3],
             std: [1.0; 3],
             pad_value: 114,
@@ -558,14 +868,12 @@ mod tests {
         }
     }
 
-    /// Runs the preprocessor on a frame of `format` filled by `fill(plane, data, stride)`.
-    fn run_on(
+    fn frame(
         format: VideoFormat,
         w: u32,
         h: u32,
-        spec: TensorSpec,
         fill: impl Fn(usize, &mut [u8], usize),
-    ) -> Preprocessor {
+    ) -> (gst_video::VideoInfo, gst::Buffer) {
         gst::init().unwrap();
         let info = gst_video::VideoInfo::builder(format, w, h).build().unwrap();
         let mut buf = gst::Buffer::with_size(info.size()).unwrap();
@@ -578,29 +886,42 @@ mod tests {
                 fill(p, frame.plane_data_mut(p as u32).unwrap(), stride);
             }
         }
-        let mut pre = Preprocessor::new(spec, &info).unwrap();
-        let frame =
-            gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
-        pre.run(&frame);
-        pre
+        (info, buf)
+    }
+
+    /// Preprocesses the whole frame into a fresh f32 entry (padding painted first).
+    fn run_on(
+        format: VideoFormat,
+        w: u32,
+        h: u32,
+        spec: TensorSpec,
+        threads: usize,
+        fill: impl Fn(usize, &mut [u8], usize),
+    ) -> Vec<f32> {
+        let (info, buf) = frame(format, w, h, fill);
+        let pre = Preprocessor::new(spec, &info, threads).unwrap();
+        let mut t = vec![0.0f32; spec.entry_len()];
+        pre.paint_padding(EntryMut::F32(&mut t));
+        let f = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+        pre.run(pre.full(), &f, EntryMut::F32(&mut t));
+        t
     }
 
     #[test]
     fn uniform_rgb_letterboxed_bgr_with_padding() {
-        let pre = run_on(
+        let t = run_on(
             VideoFormat::Rgb,
             100,
             50,
             spec(64, 64, Fit::Letterbox(Anchor::TopLeft), ChannelOrder::Bgr),
+            1,
             |_, data, _| {
                 for px in data.chunks_exact_mut(3) {
                     px.copy_from_slice(&[10, 20, 30]);
                 }
             },
         );
-        let t = pre.tensor();
         let plane = 64 * 64;
-        // Picture: 64x32 at the top; B, G, R planes.
         for row in 0..64 {
             for col in 0..64 {
                 let i = row * 64 + col;
@@ -624,7 +945,7 @@ mod tests {
         let mut sp = spec(4, 1, Fit::Stretch, ChannelOrder::Rgb);
         sp.std = [2.0; 3];
         sp.mean = [5.0; 3];
-        let pre = run_on(VideoFormat::Rgb, 8, 2, sp, |_, data, stride| {
+        let t = run_on(VideoFormat::Rgb, 8, 2, sp, 1, |_, data, stride| {
             for row in data.chunks_mut(stride) {
                 for (x, px) in row[..24].chunks_exact_mut(3).enumerate() {
                     px.fill(10 * x as u8);
@@ -632,36 +953,32 @@ mod tests {
             }
         });
         // ((20d + 5) - 5) / 2 = 10 d
-        assert_eq!(&pre.tensor()[..4], &[0.0, 10.0, 20.0, 30.0]);
+        assert_eq!(&t[..4], &[0.0, 10.0, 20.0, 30.0]);
     }
 
     #[test]
     fn nv12_and_i420_grey_and_colour() {
-        // Limited range BT.601 (the default for SD sizes): Y=126 is (126-16)*255/219 = 128.08.
-        let grey = |format| {
-            run_on(
+        for format in [VideoFormat::Nv12, VideoFormat::I420] {
+            let t = run_on(
                 format,
                 32,
                 16,
                 spec(32, 16, Fit::Stretch, ChannelOrder::Rgb),
+                1,
                 |p, data, _| data.fill(if p == 0 { 126 } else { 128 }),
-            )
-        };
-        for format in [VideoFormat::Nv12, VideoFormat::I420] {
-            let pre = grey(format);
-            for v in pre.tensor() {
-                assert!((v - 128.08).abs() < 0.01, "{format:?}: {v}");
-            }
+            );
+            // Limited range BT.601: (126 - 16) * 255 / 219 = 128.08.
+            assert!(t.iter().all(|v| (v - 128.08).abs() < 0.01), "{format:?}");
         }
-        // Pure-ish red: Y=81, U=90, V=240 in BT.601 limited range is about (255, 0, 0).
-        let pre = run_on(
+        // Y=81, U=90, V=240 in BT.601 limited range is about pure red.
+        let t = run_on(
             VideoFormat::I420,
             16,
             16,
             spec(16, 16, Fit::Stretch, ChannelOrder::Rgb),
+            1,
             |p, data, _| data.fill([81, 90, 240][p]),
         );
-        let t = pre.tensor();
         let n = 16 * 16;
         assert!(
             t[0] > 250.0 && t[n] < 5.0 && t[2 * n] < 5.0,
@@ -673,18 +990,115 @@ mod tests {
     }
 
     #[test]
-    fn nhwc_layout_interleaves() {
+    fn gray_scale_offset_and_argb() {
+        let mut sp = spec(4, 4, Fit::Stretch, ChannelOrder::Rgb);
+        sp.scale = 1.0 / 255.0;
+        sp.mean = [0.5; 3];
+        sp.std = [0.5; 3];
+        let t = run_on(VideoFormat::Gray8, 4, 4, sp, 1, |_, data, _| data.fill(255));
+        assert!(t.iter().all(|v| (v - 1.0).abs() < 1e-6), "{t:?}");
+        let t = run_on(
+            VideoFormat::Argb,
+            2,
+            2,
+            spec(2, 2, Fit::Stretch, ChannelOrder::Rgb),
+            1,
+            |_, data, _| {
+                for px in data.chunks_exact_mut(4) {
+                    px.copy_from_slice(&[255, 1, 2, 3]);
+                }
+            },
+        );
+        assert_eq!(
+            t,
+            vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]
+        );
+    }
+
+    #[test]
+    fn nhwc_layout_and_u8_output() {
         let mut sp = spec(2, 2, Fit::Stretch, ChannelOrder::Rgb);
         sp.layout = Layout::Nhwc;
-        let pre = run_on(VideoFormat::Bgrx, 2, 2, sp, |_, data, _| {
+        sp.elem = Elem::U8;
+        sp.scale = 1.0 / 255.0; // ignored for u8
+        let (info, buf) = frame(VideoFormat::Bgrx, 2, 2, |_, data, _| {
             for px in data.chunks_exact_mut(4) {
                 px.copy_from_slice(&[3, 2, 1, 0]);
             }
         });
-        assert_eq!(pre.shape(), [1, 2, 2, 3]);
+        let pre = Preprocessor::new(sp, &info, 1).unwrap();
+        let mut t = vec![0u8; sp.entry_len()];
+        let f = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+        pre.run(pre.full(), &f, EntryMut::U8(&mut t));
+        assert_eq!(sp.shape(1), [1, 2, 2, 3]);
+        assert_eq!(t, vec![1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn threads_give_the_same_tensor() {
+        let fill = |p: usize, data: &mut [u8], stride: usize| {
+            for (r, row) in data.chunks_mut(stride).enumerate() {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = ((r * 7 + c * 3 + p * 50) % 251) as u8;
+                }
+            }
+        };
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let mut sp = spec(640, 640, Fit::Letterbox(Anchor::Center), ChannelOrder::Rgb);
+            sp.layout = layout;
+            let one = run_on(VideoFormat::Nv12, 1920, 1080, sp, 1, fill);
+            let three = run_on(VideoFormat::Nv12, 1920, 1080, sp, 3, fill);
+            assert!(one == three, "{layout:?}");
+        }
+    }
+
+    #[test]
+    fn region_crop() {
+        // Left half red, right half blue; crop the right half.
+        let (info, buf) = frame(VideoFormat::Rgb, 8, 4, |_, data, stride| {
+            for row in data.chunks_mut(stride) {
+                for (x, px) in row[..24].chunks_exact_mut(3).enumerate() {
+                    px.copy_from_slice(if x < 4 { &[255, 0, 0] } else { &[0, 0, 255] });
+                }
+            }
+        });
+        let sp = spec(2, 2, Fit::Stretch, ChannelOrder::Rgb);
+        let pre = Preprocessor::new(sp, &info, 1).unwrap();
+        let plan = pre.plan(
+            pre.clamp_rect(Rect {
+                x: 4,
+                y: 0,
+                w: 10,
+                h: 10,
+            })
+            .unwrap(),
+        );
         assert_eq!(
-            pre.tensor(),
-            &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+            plan.placement().source,
+            Rect {
+                x: 4,
+                y: 0,
+                w: 4,
+                h: 4
+            }
+        );
+        let mut t = vec![0.0f32; sp.entry_len()];
+        let f = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+        pre.run(&plan, &f, EntryMut::F32(&mut t));
+        assert_eq!(
+            t,
+            vec![
+                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 255.0, 255.0, 255.0, 255.0
+            ]
+        );
+        assert_eq!(
+            pre.clamp_rect(Rect {
+                x: 9,
+                y: 0,
+                w: 2,
+                h: 2
+            }),
+            None
         );
     }
 }

@@ -3,6 +3,8 @@
 //! run to completion with a deadline, and the text places of pipelines/sample-text.txt.
 #![allow(dead_code)]
 
+pub mod onnx_model;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;

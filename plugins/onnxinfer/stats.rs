@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `onnxinfer` statistics: overall counters and, per model version, latency histograms and
+//! detections per frame, so a canary can be compared with the primary model.
+
+use std::collections::BTreeMap;
+
+use super::engine::Timings;
+use crate::histogram::{Histogram, ms};
+
+#[derive(Debug, Default, Clone)]
+pub struct ModelStats {
+    pub role: &'static str,
+    pub frames: u64,
+    pub detections: u64,
+    pub preprocess: Histogram,
+    pub inference: Histogram,
+    pub postprocess: Histogram,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames: u64,
+    pub inferred: u64,
+    pub skipped: u64,
+    pub swaps: u64,
+    pub swaps_refused: u64,
+    pub primary: Option<String>,
+    pub canary: Option<String>,
+    pub models: BTreeMap<String, ModelStats>,
+}
+
+impl Stats {
+    pub fn record(&mut self, model: &str, role: &'static str, t: &Timings, detections: usize) {
+        self.inferred += 1;
+        let m = self.models.entry(model.to_string()).or_default();
+        m.role = role;
+        m.frames += 1;
+        m.detections += detections as u64;
+        m.preprocess.record(t.preprocess);
+        m.inference.record(t.inference);
+        m.postprocess.record(t.postprocess);
+    }
+
+    fn merged(&self, pick: impl Fn(&ModelStats) -> &Histogram) -> Histogram {
+        let mut h = Histogram::new();
+        for m in self.models.values() {
+            h.merge(pick(m));
+        }
+        h
+    }
+
+    pub fn structure(&self) -> gst::Structure {
+        let pre = self.merged(|m| &m.preprocess);
+        let inf = self.merged(|m| &m.inference);
+        let post = self.merged(|m| &m.postprocess);
+        let models: Vec<gst::Structure> = self
+            .models
+            .iter()
+            .map(|(id, m)| {
+                gst::Structure::builder("model")
+                    .field("model", id.as_str())
+                    .field("role", m.role)
+                    .field("frames", m.frames)
+                    .field("detections", m.detections)
+                    .field(
+                        "detections-per-frame",
+                        if m.frames == 0 {
+                            0.0
+                        } else {
+                            m.detections as f64 / m.frames as f64
+                        },
+                    )
+                    .field("preprocess-mean-ms", ms(m.preprocess.mean()))
+                    .field("inference-mean-ms", ms(m.inference.mean()))
+                    .field("inference-p99-ms", ms(m.inference.percentile(0.99)))
+                    .field("postprocess-mean-ms", ms(m.postprocess.mean()))
+                    .build()
+            })
+            .collect();
+        gst::Structure::builder("onnxinfer-stats")
+            .field("frames", self.frames)
+            .field("inferred", self.inferred)
+            .field("skipped", self.skipped)
+            .field("model", self.primary.clone().unwrap_or_default())
+            .field("canary-model", self.canary.clone().unwrap_or_default())
+            .field("swaps", self.swaps)
+            .field("swaps-refused", self.swaps_refused)
+            .field("preprocess-mean-ms", ms(pre.mean()))
+            .field("preprocess-p99-ms", ms(pre.percentile(0.99)))
+            .field("inference-mean-ms", ms(inf.mean()))
+            .field("inference-p99-ms", ms(inf.percentile(0.99)))
+            .field("postprocess-mean-ms", ms(post.mean()))
+            .field("postprocess-p99-ms", ms(post.percentile(0.99)))
+            .field("models", gst::Array::new(models))
+            .build()
+    }
+}

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Writes small ONNX models whose outputs are known constants, for decoder tests.
+//!
+//! The graph reads its input (so ONNX Runtime keeps it), multiplies its sum by zero and adds
+//! that to each constant output: `out_k = const_k + 0 * sum(input)`. With `batch_dependent`,
+//! each output gets a leading batch dimension that follows the input's (the constant is
+//! repeated per batch entry, entry `b` offset by `b * batch_step`).
+//!
+//! Only what these tests need of the ONNX protobuf schema is encoded (ModelProto, GraphProto,
+//! NodeProto, AttributeProto, TensorProto, ValueInfoProto).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// Element type of the model input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InputType {
+    F32,
+    U8,
+}
+
+/// One dimension: fixed or named (dynamic).
+#[derive(Clone, Debug)]
+pub enum Dim {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+pub struct ConstOutput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+pub struct Spec {
+    pub input_name: String,
+    pub input_type: InputType,
+    pub input_shape: Vec<Dim>,
+    pub outputs: Vec<ConstOutput>,
+    /// Floats of an unused initializer that only makes the file big and slow to load.
+    pub ballast: usize,
+}
+
+impl Spec {
+    /// An NCHW f32 image input of `w`×`h`, batch 1.
+    pub fn image(w: i64, h: i64) -> Spec {
+        Spec {
+            input_name: "images".into(),
+            input_type: InputType::F32,
+            input_shape: vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)],
+            outputs: Vec::new(),
+            ballast: 0,
+        }
+    }
+
+    pub fn with_ballast(mut self, floats: usize) -> Spec {
+        self.ballast = floats;
+        self
+    }
+
+    pub fn output(mut self, name: &str, shape: &[i64], data: Vec<f32>) -> Spec {
+        let n: i64 = shape.iter().product();
+        assert_eq!(
+            n as usize,
+            data.len(),
+            "output {name}: shape {shape:?} vs {} values",
+            data.len()
+        );
+        self.outputs.push(ConstOutput {
+            name: name.into(),
+            shape: shape.to_vec(),
+            data,
+        });
+        self
+    }
+
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.encode()).unwrap();
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut graph = Vec::new();
+        let mut x = self.input_name.clone();
+        if self.input_type == InputType::U8 {
+            field_bytes(
+                &mut graph,
+                1,
+                &node("Cast", &[&x], &["x_f32"], &[attr_int("to", 1)]),
+            );
+            x = "x_f32".into();
+        }
+        field_bytes(
+            &mut graph,
+            1,
+            &node("ReduceSum", &[&x], &["sum"], &[attr_int("keepdims", 0)]),
+        );
+        field_bytes(
+            &mut graph,
+            1,
+            &node("Mul", &["sum", "zero"], &["nothing"], &[]),
+        );
+        field_bytes(&mut graph, 5, &tensor("zero", &[], &[0.0]));
+        for o in &self.outputs {
+            let c = format!("{}_const", o.name);
+            field_bytes(&mut graph, 5, &tensor(&c, &o.shape, &o.data));
+            field_bytes(
+                &mut graph,
+                1,
+                &node("Add", &[&c, "nothing"], &[&o.name], &[]),
+            );
+        }
+        if self.ballast > 0 {
+            let data: Vec<f32> = (0..self.ballast).map(|i| i as f32).collect();
+            field_bytes(
+                &mut graph,
+                5,
+                &tensor("ballast", &[self.ballast as i64], &data),
+            );
+        }
+        field_str(&mut graph, 2, "videoai-test");
+        let elem = match self.input_type {
+            InputType::F32 => 1,
+            InputType::U8 => 2,
+        };
+        field_bytes(
+            &mut graph,
+            11,
+            &value_info(&self.input_name, elem, &self.input_shape),
+        );
+        for o in &self.outputs {
+            let dims: Vec<Dim> = o.shape.iter().map(|d| Dim::Fixed(*d)).collect();
+            field_bytes(&mut graph, 12, &value_info(&o.name, 1, &dims));
+        }
+
+        let mut model = Vec::new();
+        field_varint(&mut model, 1, 8); // ir_version
+        field_str(&mut model, 2, "videoai-tests");
+        let mut opset = Vec::new();
+        field_str(&mut opset, 1, "");
+        field_varint(&mut opset, 2, 13);
+        field_bytes(&mut model, 8, &opset);
+        field_bytes(&mut model, 7, &graph);
+        model
+    }
+}
+
+fn varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn field_varint(buf: &mut Vec<u8>, field: u32, v: u64) {
+    varint(buf, (field as u64) << 3); // wire type 0: varint
+    varint(buf, v);
+}
+
+fn field_bytes(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
+    varint(buf, ((field as u64) << 3) | 2);
+    varint(buf, data.len() as u64);
+    buf.extend_from_slice(data);
+}
+
+fn field_str(buf: &mut Vec<u8>, field: u32, s: &str) {
+    field_bytes(buf, field, s.as_bytes());
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Vec<u8>]) -> Vec<u8> {
+    let mut n = Vec::new();
+    for i in inputs {
+        field_str(&mut n, 1, i);
+    }
+    for o in outputs {
+        field_str(&mut n, 2, o);
+    }
+    field_str(&mut n, 3, &format!("{op}_{}", outputs[0]));
+    field_str(&mut n, 4, op);
+    for a in attrs {
+        field_bytes(&mut n, 5, a);
+    }
+    n
+}
+
+fn attr_int(name: &str, v: i64) -> Vec<u8> {
+    let mut a = Vec::new();
+    field_str(&mut a, 1, name);
+    field_varint(&mut a, 3, v as u64);
+    field_varint(&mut a, 20, 2); // AttributeType INT
+    a
+}
+
+fn tensor(name: &str, dims: &[i64], data: &[f32]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for d in dims {
+        field_varint(&mut t, 1, *d as u64);
+    }
+    field_varint(&mut t, 2, 1); // FLOAT
+    field_str(&mut t, 8, name);
+    let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    field_bytes(&mut t, 9, &raw);
+    t
+}
+
+fn value_info(name: &str, elem_type: u64, dims: &[Dim]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    for d in dims {
+        let mut dim = Vec::new();
+        match d {
+            Dim::Fixed(v) => field_varint(&mut dim, 1, *v as u64),
+            Dim::Named(s) => field_str(&mut dim, 2, s),
+        }
+        field_bytes(&mut shape, 1, &dim);
+    }
+    let mut tensor_type = Vec::new();
+    field_varint(&mut tensor_type, 1, elem_type);
+    field_bytes(&mut tensor_type, 2, &shape);
+    let mut type_proto = Vec::new();
+    field_bytes(&mut type_proto, 1, &tensor_type);
+    let mut vi = Vec::new();
+    field_str(&mut vi, 1, name);
+    field_bytes(&mut vi, 2, &type_proto);
+    vi
+}
