@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample test bench bench-adaptivequeue bench-onnxinfer install clean
+.PHONY: all deps deps-gpu build demo sample test bench bench-adaptivequeue bench-onnxinfer bench-raftsink install clean
 
 all: build
 
@@ -60,6 +60,9 @@ bench: deps
 
 bench-adaptivequeue: deps
 	$(CARGO) bench --bench adaptivequeue
+
+bench-raftsink: deps
+	$(CARGO) bench --bench raftsink
 
 bench-onnxinfer: deps
 	@scripts/setup-bench.sh

@@ -16,7 +16,7 @@
 //!   per output tensor, a field named after the output holding a `tensor` structure: `shape`
 //!   (array of int64), `type` ("f32") and `data` (a GstBuffer of little-endian values).
 
-use crate::event::Detection;
+use crate::event::{Classification, Detection};
 
 /// Name of the param structure attached to each ROI meta.
 pub const DETECTION_PARAM: &str = "detection";
@@ -39,21 +39,21 @@ pub fn register_inference_meta() {
     });
 }
 
-fn detection_param(det: &Detection, model: &str, fresh: bool) -> gst::Structure {
+fn detection_param(det: &Detection, model: &str) -> gst::Structure {
     gst::Structure::builder(DETECTION_PARAM)
         .field("label", det.label.as_str())
         .field("class-id", det.class_id)
         .field("confidence", det.confidence)
         .field("model", model)
-        .field("fresh", fresh)
+        .field("fresh", det.fresh)
         .build()
 }
 
 /// Attaches one detection as a `GstVideoRegionOfInterestMeta` with its `detection` param.
-pub fn attach(buffer: &mut gst::BufferRef, det: &Detection, model: &str, fresh: bool) {
+pub fn attach(buffer: &mut gst::BufferRef, det: &Detection, model: &str) {
     let mut meta =
         gst_video::VideoRegionOfInterestMeta::add(buffer, &det.label, (det.x, det.y, det.w, det.h));
-    meta.add_param(detection_param(det, model, fresh));
+    meta.add_param(detection_param(det, model));
 }
 
 /// One class of a classification: (label, class id, probability).
@@ -86,18 +86,11 @@ pub fn attach_frame_classification(
     let Some((label, class_id, confidence)) = top.first().cloned() else {
         return;
     };
-    let det = Detection {
-        label,
-        class_id,
-        confidence,
-        x: 0,
-        y: 0,
-        w: size.0,
-        h: size.1,
-    };
+    let mut det = Detection::new(label, class_id, confidence, (0, 0, size.0, size.1));
+    det.fresh = fresh;
     let mut meta =
         gst_video::VideoRegionOfInterestMeta::add(buffer, &det.label, (0, 0, size.0, size.1));
-    meta.add_param(detection_param(&det, model, fresh));
+    meta.add_param(detection_param(&det, model));
     meta.add_param(classification_param(top, model, fresh));
 }
 
@@ -204,30 +197,69 @@ pub fn read(buffer: &gst::BufferRef) -> Vec<(Detection, Option<String>)> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|meta| {
-            let (x, y, w, h) = meta.rect();
-            let param = meta.param(DETECTION_PARAM);
-            let label = param
-                .and_then(|p| p.get::<String>("label").ok())
-                .unwrap_or_else(|| meta.roi_type().to_string());
-            let class_id = param
-                .and_then(|p| p.get::<i32>("class-id").ok())
-                .unwrap_or(-1);
-            let confidence = param
-                .and_then(|p| p.get::<f64>("confidence").ok())
-                .unwrap_or(1.0);
-            let model = param.and_then(|p| p.get::<String>("model").ok());
-            (
-                Detection {
-                    label,
-                    class_id,
-                    confidence,
-                    x,
-                    y,
-                    w,
-                    h,
-                },
-                model,
-            )
+            let model = meta
+                .param(DETECTION_PARAM)
+                .and_then(|p| p.get::<String>("model").ok());
+            (read_one(&meta), model)
         })
         .collect()
+}
+
+/// The detections on a buffer, in meta order (as [`read`], without the models).
+pub fn read_detections(buffer: &gst::BufferRef) -> Vec<Detection> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|meta| read_one(&meta))
+        .collect()
+}
+
+/// The model named by the first ROI's `detection` param, if any.
+pub fn first_detection_model(buffer: &gst::BufferRef) -> Option<String> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .find_map(|m| {
+            m.param(DETECTION_PARAM)
+                .and_then(|p| p.get::<String>("model").ok())
+        })
+}
+
+fn read_one(meta: &gst_video::VideoRegionOfInterestMeta) -> Detection {
+    let (x, y, w, h) = meta.rect();
+    let param = meta.param(DETECTION_PARAM);
+    let label = param
+        .and_then(|p| p.get::<&str>("label").ok())
+        .unwrap_or_else(|| meta.roi_type());
+    let class_id = param
+        .and_then(|p| p.get::<i32>("class-id").ok())
+        .unwrap_or(-1);
+    let confidence = param
+        .and_then(|p| p.get::<f64>("confidence").ok())
+        .unwrap_or(1.0);
+    let mut det = Detection::new(label, class_id, confidence, (x, y, w, h));
+    det.fresh = param
+        .and_then(|p| p.get::<bool>("fresh").ok())
+        .unwrap_or(true);
+    det.classification = meta.param(CLASSIFICATION_PARAM).map(read_classification);
+    det
+}
+
+fn read_classification(c: &gst::StructureRef) -> Classification {
+    let strings = |f: &str| -> Vec<String> {
+        c.get::<gst::Array>(f)
+            .map(|a| a.iter().filter_map(|v| v.get::<String>().ok()).collect())
+            .unwrap_or_default()
+    };
+    let floats = |f: &str| -> Vec<f64> {
+        c.get::<gst::Array>(f)
+            .map(|a| a.iter().filter_map(|v| v.get::<f64>().ok()).collect())
+            .unwrap_or_default()
+    };
+    Classification {
+        label: c.get::<String>("label").unwrap_or_default(),
+        class_id: c.get::<i32>("class-id").unwrap_or(-1),
+        confidence: c.get::<f64>("confidence").unwrap_or(0.0),
+        model: c.get::<String>("model").unwrap_or_default(),
+        labels: strings("labels"),
+        confidences: floats("confidences"),
+    }
 }

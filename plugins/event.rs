@@ -1,21 +1,45 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The event schema: one event per frame, written by `raftsink` and read by `videoai-events`.
 //!
-//! Serialised as JSON (one object per line in `videoai-events dump`):
+//! Serialised as JSON (one object per line in `videoai-events dump`, the payload of each NATS
+//! message):
 //!
 //! ```json
 //! {"stream":"cam1","seq":42,"pts_ns":1400000000,"capture_ns":1764000000000000000,
 //!  "model":"common_det@1a2b3c4d","detections":[{"label":"text","class_id":0,
-//!  "confidence":0.81,"x":64,"y":48,"w":40,"h":52}]}
+//!  "confidence":0.81,"x":64,"y":48,"w":40,"h":52}],"schema":2}
 //! ```
 //!
 //! Coordinates are in the frame's own pixels. `seq` identifies the frame within its stream;
-//! `(stream, seq)` is the idempotence key.
+//! `(stream, seq)` is the idempotence key. Optional detection fields: `fresh: false` (result
+//! carried over from an earlier frame) and `classification` (from a classifier on that region).
 
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, stored with every event.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A classifier's result on a region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub label: String,
+    pub class_id: i32,
+    pub confidence: f64,
+    pub model: String,
+    /// The top-k, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confidences: Vec<f64>,
+}
 
 /// One detected object, in frame pixel coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +51,33 @@ pub struct Detection {
     pub y: u32,
     pub w: u32,
     pub h: u32,
+    /// False when the result was carried over from an earlier frame.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub fresh: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+}
+
+impl Detection {
+    /// A fresh detection without classification.
+    pub fn new(
+        label: impl Into<String>,
+        class_id: i32,
+        confidence: f64,
+        rect: (u32, u32, u32, u32),
+    ) -> Self {
+        Detection {
+            label: label.into(),
+            class_id,
+            confidence,
+            x: rect.0,
+            y: rect.1,
+            w: rect.2,
+            h: rect.3,
+            fresh: true,
+            classification: None,
+        }
+    }
 }
 
 /// Everything stored about one frame.
@@ -41,4 +92,11 @@ pub struct FrameEvent {
     /// Model (name@version) that produced the detections; empty when no model ran.
     pub model: String,
     pub detections: Vec<Detection>,
+    /// Schema version the event was written with.
+    #[serde(default = "current_schema")]
+    pub schema: i64,
+}
+
+fn current_schema() -> i64 {
+    SCHEMA_VERSION
 }

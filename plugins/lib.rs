@@ -23,6 +23,7 @@ pub mod detection;
 pub mod event;
 pub mod event_store;
 pub mod histogram;
+pub mod nats_log;
 #[cfg(feature = "onnxinfer")]
 pub mod ort_runtime;
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what videoai needs to build, run and test, and skips whatever is already there:
-#   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay);
+#   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay,
+#      nats-server for the NATS tests: installed, never started as a service);
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
 #   3. the demo model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
@@ -28,6 +29,7 @@ APT_PACKAGES=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
     gstreamer1.0-x fonts-dejavu-core
+    nats-server
 )
 command -v python3 >/dev/null || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

@@ -15,15 +15,12 @@ use gstvideoai::event::{Detection, FrameEvent};
 use gstvideoai::event_store::EventStore;
 
 fn det(i: u32) -> Detection {
-    Detection {
-        label: format!("thing{}", i % 3),
-        class_id: (i % 3) as i32,
-        confidence: 0.5 + i as f64 / 100.0,
-        x: 10 * i,
-        y: 20 + i,
-        w: 30,
-        h: 40 + i,
-    }
+    Detection::new(
+        format!("thing{}", i % 3),
+        (i % 3) as i32,
+        0.5 + i as f64 / 100.0,
+        (10 * i, 20 + i, 30, 40 + i),
+    )
 }
 
 /// Pushes `frames` frames (frame i carries i % 3 detections) into a raftsink harness.
@@ -35,8 +32,10 @@ fn push_frames(location: &Path, stream: &str, frames: u32) -> gst::Structure {
         .property("async", false)
         .build()
         .unwrap();
-    // The harness starts the element (READY -> PLAYING) right away.
+    // The harness starts the element (READY -> PLAYING) right away. Like a file, it is not
+    // live: sequence numbers come from the PTS.
     let mut h = gst_check::Harness::with_element(&sink, Some("sink"), None);
+    h.set_live(false);
     assert!(h.push_event(gst::event::StreamStart::new(stream)));
     assert!(
         h.push_event(gst::event::Caps::new(
@@ -60,7 +59,7 @@ fn push_frames(location: &Path, stream: &str, frames: u32) -> gst::Structure {
             b.set_pts(gst::ClockTime::from_mseconds(40 * i as u64));
             b.set_duration(gst::ClockTime::from_mseconds(40));
             for k in 0..(i % 3) {
-                detection::attach(b, &det(i + k), "synthetic@1", true);
+                detection::attach(b, &det(i + k), "synthetic@1");
             }
             detection::attach_inference(b, "synthetic@1", true, i % 3);
         }

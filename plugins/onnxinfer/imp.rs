@@ -518,16 +518,14 @@ impl OnnxInfer {
                     if w == 0 || h == 0 {
                         continue;
                     }
-                    let det = Detection {
-                        label: labels::label(labels_, b.class_id),
-                        class_id: b.class_id as i32,
-                        confidence: b.score as f64,
-                        x,
-                        y,
-                        w,
-                        h,
-                    };
-                    detection::attach(buf, &det, model, fresh);
+                    let mut det = Detection::new(
+                        labels::label(labels_, b.class_id),
+                        b.class_id as i32,
+                        b.score as f64,
+                        (x, y, w, h),
+                    );
+                    det.fresh = fresh;
+                    detection::attach(buf, &det, model);
                 }
                 boxes.len()
             }

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `raftsink`: turns per-frame detection metadata into events and appends them, exactly once,
-//! to a durable log (an embedded SQLite file in WAL mode).
+//! to a durable log: an embedded SQLite file in WAL mode, or a NATS JetStream cluster (through
+//! a local SQLite outbox).
 //!
 //! One event per frame (see [`crate::event::FrameEvent`]), keyed by `(stream, seq)`:
-//! `stream` is the stream-id of STREAM-START, `seq` the frame's index derived from its PTS and
-//! the caps framerate (a counter where either is missing), so replaying the same input stores
-//! nothing twice. Everything is committed before EOS is passed on.
+//! `stream` is the stream-id of STREAM-START, `seq` the frame's index (see [`sequence`]), so
+//! replaying the same input stores nothing twice. Everything is durable (and acknowledged) before
+//! EOS is passed on.
 //!
 //! ```text
 //! gst-launch-1.0 -e … ! onnxinfer model-location=m.onnx ! raftsink location=events.db
@@ -15,8 +16,10 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod forwarder;
 mod imp;
 pub mod sequence;
+mod writer;
 
 glib::wrapper! {
     pub struct RaftSink(ObjectSubclass<imp::RaftSink>)

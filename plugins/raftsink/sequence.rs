@@ -1,16 +1,35 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Frame sequence numbers that survive a restart on the same input.
+//! Frame sequence numbers: the `seq` of `(stream, seq)`, the key that makes writes idempotent.
 //!
-//! With a known framerate and a PTS, `seq = round(pts · fps)`: the same frame of the same file
-//! gets the same number in every run. Without either, a counter continues from the last number
-//! given. Numbers only go up within a run: a frame whose PTS maps to a number already used
-//! (variable framerate, jitter) gets the next free one, so no frame is silently merged with
-//! another.
+//! * Non-live input (a file): `seq = round(pts · fps)`. The same frame of the same file gets the
+//!   same number in every run, so a replay or a restart after a crash stores nothing twice.
+//! * Live input (a camera): `seq = round(capture time · fps)`, capture time being wall-clock
+//!   nanoseconds. A live source restarts its timestamps at zero, so PTS-based numbers would
+//!   collide with the previous run's; wall-clock numbers keep growing.
+//! * Without a framerate or a timestamp, a counter continues from the last number given.
+//!
+//! Numbers only go up within a run: a frame whose number is already used (variable framerate,
+//! jitter) gets the next free one, so no frame is silently merged with another.
+
+/// What the number is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Basis {
+    #[default]
+    Pts,
+    CaptureTime,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Sequencer {
     fps: Option<(u64, u64)>,
+    basis: Basis,
     last: Option<i64>,
+}
+
+fn frames_at(ns: u128, (n, d): (u64, u64)) -> i64 {
+    let num = ns * n as u128;
+    let den = d as u128 * 1_000_000_000;
+    ((num + den / 2) / den) as i64
 }
 
 impl Sequencer {
@@ -23,19 +42,33 @@ impl Sequencer {
         self.fps = (num > 0 && den > 0).then_some((num as u64, den as u64));
     }
 
-    /// Forgets the last number (after a flush: the stream position jumped).
+    pub fn set_basis(&mut self, basis: Basis) {
+        self.basis = basis;
+    }
+
+    pub fn basis(&self) -> Basis {
+        self.basis
+    }
+
+    /// Live input: numbers continue after `seq` (the highest stored for this stream), so a run
+    /// started within a frame of the previous one's end does not reuse its last number.
+    pub fn continue_after(&mut self, seq: Option<i64>) {
+        if self.basis == Basis::CaptureTime {
+            self.last = self.last.max(seq);
+        }
+    }
+
+    /// Forgets the last number (new stream, or a flush: the position jumped).
     pub fn reset(&mut self) {
         self.last = None;
     }
 
-    /// The sequence number of a frame with this PTS.
-    pub fn next(&mut self, pts: Option<gst::ClockTime>) -> i64 {
-        let derived = match (pts, self.fps) {
-            (Some(pts), Some((n, d))) => {
-                let ns = pts.nseconds() as u128;
-                let num = ns * n as u128;
-                let den = d as u128 * 1_000_000_000;
-                Some(((num + den / 2) / den) as i64)
+    /// The sequence number of a frame with this PTS and capture time (ns since the epoch).
+    pub fn next(&mut self, pts: Option<gst::ClockTime>, capture_ns: i64) -> i64 {
+        let derived = match (self.basis, self.fps) {
+            (Basis::Pts, Some(fps)) => pts.map(|p| frames_at(p.nseconds() as u128, fps)),
+            (Basis::CaptureTime, Some(fps)) if capture_ns > 0 => {
+                Some(frames_at(capture_ns as u128, fps))
             }
             _ => None,
         };
@@ -54,33 +87,61 @@ impl Sequencer {
 mod tests {
     use super::*;
 
+    fn frame(i: u64) -> Option<gst::ClockTime> {
+        Some(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30))
+    }
+
     #[test]
     fn derived_from_pts_and_framerate() {
         let mut s = Sequencer::new();
         s.set_framerate(30, 1);
-        let frame = |i: u64| Some(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
-        assert_eq!(s.next(frame(0)), 0);
-        assert_eq!(s.next(frame(1)), 1);
-        assert_eq!(s.next(frame(90)), 90);
+        assert_eq!(s.next(frame(0), 5), 0);
+        assert_eq!(s.next(frame(1), 5), 1);
+        assert_eq!(s.next(frame(90), 5), 90);
         // Restart on the same input gives the same numbers.
         let mut again = Sequencer::new();
         again.set_framerate(30, 1);
-        assert_eq!(again.next(frame(90)), 90);
+        assert_eq!(again.next(frame(90), 77), 90);
+    }
+
+    #[test]
+    fn live_numbers_follow_the_wall_clock() {
+        let mut s = Sequencer::new();
+        s.set_framerate(25, 1);
+        s.set_basis(Basis::CaptureTime);
+        let t0: i64 = 1_764_000_000_000_000_000;
+        let a = s.next(frame(0), t0);
+        let b = s.next(frame(1), t0 + 40_000_000);
+        assert_eq!(b, a + 1);
+        // A restarted live source starts its PTS at 0 again; the numbers do not repeat.
+        let mut restarted = Sequencer::new();
+        restarted.set_framerate(25, 1);
+        restarted.set_basis(Basis::CaptureTime);
+        assert!(restarted.next(frame(0), t0 + 60_000_000_000) > b);
+        // Restarted within the same frame slot: continues after what is stored.
+        let mut quick = Sequencer::new();
+        quick.set_framerate(25, 1);
+        quick.set_basis(Basis::CaptureTime);
+        quick.continue_after(Some(b));
+        assert_eq!(quick.next(frame(0), t0 + 41_000_000), b + 1);
     }
 
     #[test]
     fn collisions_and_missing_pts_move_forward() {
         let mut s = Sequencer::new();
         s.set_framerate(25, 1);
-        assert_eq!(s.next(Some(gst::ClockTime::from_mseconds(40))), 1);
+        assert_eq!(s.next(Some(gst::ClockTime::from_mseconds(40)), 0), 1);
         assert_eq!(
-            s.next(Some(gst::ClockTime::from_mseconds(41))),
+            s.next(Some(gst::ClockTime::from_mseconds(41)), 0),
             2,
             "same slot: next free"
         );
-        assert_eq!(s.next(None), 3);
+        assert_eq!(s.next(None, 0), 3);
         let mut c = Sequencer::new();
-        assert_eq!((c.next(None), c.next(Some(gst::ClockTime::SECOND))), (0, 1));
+        assert_eq!(
+            (c.next(None, 0), c.next(Some(gst::ClockTime::SECOND), 0)),
+            (0, 1)
+        );
     }
 
     #[test]
@@ -89,6 +150,6 @@ mod tests {
         s.set_framerate(30000, 1001);
         // Frame 1000 at 30000/1001 fps is at 33.3667 s.
         let pts = gst::ClockTime::from_nseconds(1000 * 1001 * 1_000_000_000 / 30000);
-        assert_eq!(s.next(Some(pts)), 1000);
+        assert_eq!(s.next(Some(pts), 0), 1000);
     }
 }

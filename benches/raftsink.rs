@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: MPL-2.0
+//! raftsink benchmark: `cargo bench --bench raftsink` (or `make bench-raftsink`).
+//!
+//! 1. Local backend: events/s of raftsink (SQLite, WAL, synchronous=FULL, group commit 20 ms)
+//!    fed as fast as possible, vs the raw engine: rusqlite inserting the same rows with the same
+//!    schema in transactions of `commit-max-events` rows. Goal: ≥ 0.8× raw and ≥ 30k events/s.
+//! 2. NATS backend on a 3-node JetStream cluster (R3, file storage) on 127.0.0.1: events/s of
+//!    8 raftsink elements (8 streams, through their outboxes) until everything is acknowledged,
+//!    vs a minimal async-nats client publishing the same events the same way (Nats-Msg-Id, one
+//!    in flight per stream, 8 streams at once); also the raw client fully pipelined, for scale.
+//!
+//! Environment: `BENCH_EVENTS` (local, default 100000), `BENCH_NATS_EVENTS` (per stream,
+//! default 2000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nats::NatsCluster;
+use gst::prelude::*;
+use gstvideoai::detection;
+use gstvideoai::event::{Detection, FrameEvent};
+use gstvideoai::event_store::EncodedEvent;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn detections(i: u64) -> Vec<Detection> {
+    (0..2)
+        .map(|k| {
+            Detection::new(
+                "person",
+                0,
+                0.5 + k as f64 / 10.0,
+                (i as u32 % 600, 40 + k, 64, 128),
+            )
+        })
+        .collect()
+}
+
+/// Pushes `n` frames (two detections each) of stream `stream` into a raftsink harness and waits
+/// for EOS (everything durable, and acknowledged with NATS). Returns the time and final stats.
+fn feed(props: &[(&str, String)], stream: &str, n: u64) -> (Duration, gst::Structure) {
+    let mut b = gst::ElementFactory::make("raftsink").property("async", false);
+    for (k, v) in props {
+        b = b.property_from_str(k, v);
+    }
+    let sink = b.build().unwrap();
+    let mut h = gst_check::Harness::with_element(&sink, Some("sink"), None);
+    h.set_live(false);
+    h.push_event(gst::event::StreamStart::new(stream));
+    h.push_event(gst::event::Caps::new(
+        &gst::Caps::builder("video/x-raw")
+            .field("format", "RGB")
+            .field("width", 640)
+            .field("height", 480)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build(),
+    ));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    // With NATS, start the clock once the forwarder is connected: steady state, not start-up.
+    if props
+        .iter()
+        .any(|(k, v)| k == &"location" && v.starts_with("nats://"))
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sink
+            .property::<gst::Structure>("stats")
+            .get::<bool>("nats-connected")
+            .unwrap()
+        {
+            assert!(Instant::now() < deadline, "no NATS connection");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let buffers: Vec<gst::Buffer> = (0..n)
+        .map(|i| {
+            let mut b = gst::Buffer::new();
+            {
+                let b = b.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+                for d in detections(i) {
+                    detection::attach(b, &d, "bench@1");
+                }
+                detection::attach_inference(b, "bench@1", true, 2);
+            }
+            b
+        })
+        .collect();
+    let start = Instant::now();
+    for b in buffers {
+        h.push(b).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let took = start.elapsed();
+    let stats = sink.property::<gst::Structure>("stats");
+    (took, stats)
+}
+
+fn raw_sqlite(path: &std::path::Path, n: u64, batch: usize) -> Duration {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    c.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE events (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL, pts_ns INTEGER,
+             capture_ns INTEGER NOT NULL, model TEXT NOT NULL, detections TEXT NOT NULL, schema INTEGER NOT NULL,
+             forwarded INTEGER NOT NULL DEFAULT 0, UNIQUE (stream, seq));
+         CREATE INDEX events_by_capture ON events (stream, capture_ns, seq);
+         CREATE INDEX events_unforwarded ON events (id) WHERE forwarded = 0;",
+    )
+    .unwrap();
+    let rows: Vec<EncodedEvent> = (0..n).map(|i| encoded("raw", i)).collect();
+    let mut c = c;
+    let start = Instant::now();
+    for chunk in rows.chunks(batch) {
+        let tx = c.transaction().unwrap();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 2)",
+                )
+                .unwrap();
+            for r in chunk {
+                stmt.execute(rusqlite::params![
+                    r.stream,
+                    r.seq,
+                    r.pts_ns,
+                    r.capture_ns,
+                    r.model,
+                    r.detections
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+fn encoded(stream: &str, i: u64) -> EncodedEvent {
+    EncodedEvent::new(&FrameEvent {
+        stream: stream.into(),
+        seq: i as i64,
+        pts_ns: Some((i * 1_000_000_000 / 30) as i64),
+        capture_ns: 1_764_000_000_000_000_000 + (i * 33_333_333) as i64,
+        model: "bench@1".into(),
+        detections: detections(i),
+        schema: 2,
+    })
+}
+
+/// The raw client: `streams` streams of `n` events, one publish in flight per stream
+/// (`pipelined`: all in flight, acks awaited at the end).
+fn raw_nats(url: &str, stream_name: &str, streams: usize, n: u64, pipelined: bool) -> Duration {
+    use gstvideoai::nats_log;
+    let urls = nats_log::parse_location(url).unwrap();
+    nats_log::block_on(async move {
+        let client = nats_log::connect(&urls, "bench", Duration::from_secs(10), false)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        nats_log::ensure_stream(&js, stream_name, 3).await.unwrap();
+        let payloads: Vec<Vec<(String, String, Vec<u8>)>> = (0..streams)
+            .map(|s| {
+                let id = format!("raw-{s}-{pipelined}");
+                (0..n)
+                    .map(|i| {
+                        let e = encoded(&id, i);
+                        let ev = FrameEvent {
+                            stream: id.clone(),
+                            seq: i as i64,
+                            pts_ns: e.pts_ns,
+                            capture_ns: e.capture_ns,
+                            model: e.model,
+                            detections: detections(i),
+                            schema: 2,
+                        };
+                        (
+                            nats_log::subject(&id),
+                            nats_log::msg_id(&id, i as i64),
+                            serde_json::to_vec(&ev).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let start = Instant::now();
+        let tasks = payloads.into_iter().map(|events| {
+            let js = js.clone();
+            async move {
+                let mut acks = Vec::new();
+                for (subject, id, payload) in events {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                    let ack = js
+                        .publish_with_headers(subject, headers, payload.into())
+                        .await
+                        .unwrap();
+                    if pipelined {
+                        acks.push(ack);
+                    } else {
+                        ack.await.unwrap();
+                    }
+                }
+                for a in acks {
+                    a.await.unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(tasks).await;
+        start.elapsed()
+    })
+}
+
+fn main() {
+    common::init();
+    let n = env("BENCH_EVENTS", 100_000);
+    let per_stream = env("BENCH_NATS_EVENTS", 2000);
+    let dir = common::TempDir::new("benchraft");
+    println!(
+        "# raftsink benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |c| c.get())
+    );
+
+    // 1. Local: three alternating rounds, best of each (this machine's CPU and disk are shared
+    // and have slow spells).
+    let mut took = Duration::MAX;
+    let mut raw = Duration::MAX;
+    let mut stats = None;
+    for round in 0..3 {
+        let db = dir.join(&format!("events-{round}.db"));
+        let (t, s) = feed(&[("location", db.display().to_string())], "bench", n);
+        if t < took {
+            took = t;
+            stats = Some(s);
+        }
+        raw = raw.min(raw_sqlite(&dir.join(&format!("raw-{round}.db")), n, 1000));
+    }
+    let stats = stats.unwrap();
+    let eps = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
+    println!();
+    println!(
+        "## 1. local backend, {n} events (2 detections each), group commit 20 ms / 1000 events, best of 3"
+    );
+    println!("| | events/s | commit latency p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| raw rusqlite, transactions of 1000 rows | {:.0} | - | - |",
+        eps(raw, n)
+    );
+    println!(
+        "| raftsink (harness push to EOS, durable) | {:.0} | {:.1} ms | {:.1} ms |",
+        eps(took, n),
+        stats.get::<f64>("commit-latency-p50-ms").unwrap(),
+        stats.get::<f64>("commit-latency-p99-ms").unwrap()
+    );
+    println!(
+        "ratio raftsink/raw = {:.2} (goal >= 0.8); {:.0} events/s (goal >= 30000)",
+        raw.as_secs_f64() / took.as_secs_f64(),
+        eps(took, n)
+    );
+
+    // 2. NATS, 3 nodes.
+    let cluster = NatsCluster::start(3);
+    let url = cluster.url();
+    let streams = env("BENCH_STREAMS", 8) as usize;
+    let total = per_stream * streams as u64;
+    let handles: Vec<_> = (0..streams)
+        .map(|s| {
+            let (url, outbox) = (url.clone(), dir.join(&format!("outbox-{s}.db")));
+            std::thread::spawn(move || {
+                feed(
+                    &[
+                        ("location", url),
+                        ("outbox-location", outbox.display().to_string()),
+                        ("eos-timeout", "600000".into()),
+                    ],
+                    &format!("cam-{s}"),
+                    per_stream,
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(Duration, gst::Structure)> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // The streams ran at the same time: the slowest one's time is the run's.
+    let ours = results.iter().map(|r| r.0).max().unwrap();
+    let all_stats: Vec<gst::Structure> = results.into_iter().map(|r| r.1).collect();
+    let p99 = all_stats
+        .iter()
+        .map(|s| s.get::<f64>("ack-latency-p99-ms").unwrap())
+        .fold(0.0, f64::max);
+    let p50 = all_stats
+        .iter()
+        .map(|s| s.get::<f64>("ack-latency-p50-ms").unwrap())
+        .sum::<f64>()
+        / streams as f64;
+    assert!(
+        all_stats
+            .iter()
+            .all(|s| s.get::<u64>("pending").unwrap() == 0)
+    );
+    let raw_same = raw_nats(&url, "VIDEOAI_EVENTS", streams, per_stream, false);
+    let raw_pipelined = raw_nats(&url, "VIDEOAI_EVENTS", streams, per_stream, true);
+    println!();
+    println!(
+        "## 2. NATS JetStream, 3 nodes on 127.0.0.1 (R3, file), {streams} streams x {per_stream} events"
+    );
+    println!("| | events/s | ack latency p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| raw async-nats, one in flight per stream | {:.0} | - | - |",
+        eps(raw_same, total)
+    );
+    println!(
+        "| raw async-nats, fully pipelined (no per-stream order) | {:.0} | - | - |",
+        eps(raw_pipelined, total)
+    );
+    println!(
+        "| raftsink: outbox + forwarder, until acknowledged | {:.0} | {p50:.2} ms | {p99:.2} ms |",
+        eps(ours, total)
+    );
+    println!(
+        "ratio raftsink/raw (same ordering) = {:.2} (goal >= 0.8)",
+        raw_same.as_secs_f64() / ours.as_secs_f64()
+    );
+}

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A NATS JetStream cluster of `nats-server` processes on 127.0.0.1 for tests: temporary store
+//! directories, free ports, started and stopped by the test (and killed when dropped).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gstvideoai::nats_log;
+
+struct Node {
+    name: String,
+    client_port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct NatsCluster {
+    _dir: super::TempDir,
+    nodes: Vec<Node>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn server_binary() -> &'static str {
+    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    "nats-server"
+}
+
+impl NatsCluster {
+    /// Starts `n` JetStream servers (a cluster when `n` > 1) and waits until JetStream answers.
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = super::TempDir::new("nats");
+        let client: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("n{i}");
+            let store = dir.join(&name);
+            std::fs::create_dir_all(&store).unwrap();
+            let mut conf = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
+                client[i],
+                store.display()
+            );
+            if n > 1 {
+                let routes: Vec<String> = (0..n)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("nats-route://127.0.0.1:{}", cluster[j]))
+                    .collect();
+                conf.push_str(&format!(
+                    "cluster {{\n  name: videoai-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    cluster[i],
+                    routes.join(", ")
+                ));
+            }
+            let path = dir.join(&format!("{name}.conf"));
+            std::fs::write(&path, conf).unwrap();
+            nodes.push(Node {
+                name,
+                client_port: client[i],
+                conf: path,
+                child: None,
+            });
+        }
+        let mut c = NatsCluster { _dir: dir, nodes };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = Command::new(server_binary())
+            .arg("-c")
+            .arg(&node.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server ({e}); `make deps` installs it"));
+        node.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:p1,127.0.0.1:p2,…`
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.client_port))
+            .collect();
+        format!("nats://{}", hosts.join(","))
+    }
+
+    fn urls(&self) -> Vec<String> {
+        nats_log::parse_location(&self.url()).unwrap()
+    }
+
+    /// Waits until a running server answers JetStream requests (a meta leader exists).
+    pub fn wait_ready(&self, timeout: Duration) {
+        let urls = self.urls();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = nats_log::block_on(async {
+                let Ok(client) =
+                    nats_log::connect(&urls, "test", Duration::from_secs(2), false).await
+                else {
+                    return false;
+                };
+                // Any answer without an error: JetStream (and in a cluster its meta leader) is up.
+                match client.request("$JS.API.INFO", "".into()).await {
+                    Ok(msg) => !String::from_utf8_lossy(&msg.payload).contains("\"error\""),
+                    Err(_) => false,
+                }
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "NATS JetStream not ready within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops every node (SIGKILL: as abrupt as a power cut).
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Starts every stopped node again with its old data.
+    pub fn restart_stopped(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// The index of the node leading JetStream stream `stream`.
+    pub fn leader_of(&self, stream: &str) -> Option<usize> {
+        let urls = self.urls();
+        let leader = nats_log::block_on(async {
+            let client = nats_log::connect(&urls, "test", Duration::from_secs(2), false)
+                .await
+                .ok()?;
+            let js = async_nats::jetstream::new(client);
+            let mut s = js.get_stream(stream).await.ok()?;
+            s.info().await.ok()?.cluster.as_ref()?.leader.clone()
+        })?;
+        self.nodes.iter().position(|n| n.name == leader)
+    }
+
+    /// Every event in `stream`, in stream order (retried for a while: after a kill the stream
+    /// may still be electing a leader).
+    pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::event::FrameEvent> {
+        let urls = self.urls();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let res = nats_log::block_on(async {
+                let client =
+                    nats_log::connect(&urls, "test", Duration::from_secs(5), false).await?;
+                nats_log::read_all(&async_nats::jetstream::new(client), stream).await
+            });
+            match res {
+                Ok(events) => return events,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("reading {stream}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// How many copies the JetStream stream keeps.
+    pub fn replicas_of(&self, stream: &str) -> usize {
+        let urls = self.urls();
+        nats_log::block_on(async {
+            let client = nats_log::connect(&urls, "test", Duration::from_secs(5), false)
+                .await
+                .unwrap();
+            let mut s = async_nats::jetstream::new(client)
+                .get_stream(stream)
+                .await
+                .unwrap();
+            s.info().await.unwrap().config.num_replicas
+        })
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
