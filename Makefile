@@ -30,7 +30,7 @@ deps-gpu:
 build: deps
 	$(CARGO) build --release
 
-sample:
+sample: deps
 	@scripts/make-sample.sh $(SAMPLE)
 
 demo: build sample

@@ -21,7 +21,7 @@ for name in $(grep -o '\${[A-Za-z_][A-Za-z0-9_]*}' <<<"$desc" | sort -u | tr -d 
     elif [ -n "${!name+set}" ]; then value=${!name}
     else echo "run-pipeline: $file needs $name=VALUE" >&2; exit 2
     fi
-    desc=${desc//\$\{$name\}/$value}
+    desc=${desc//"\${$name}"/"$value"}
 done
 [ -z "${RUN_PIPELINE_PRINT:-}" ] || { printf '%s\n' "$desc"; exit 0; }
 # gst-launch-1.0 wants the description as separate words; split it the way a shell would

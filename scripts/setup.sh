@@ -24,7 +24,7 @@ as_root() {
 
 # --- 1. Debian packages ---------------------------------------------------------------------
 APT_PACKAGES=(
-    pkg-config
+    pkg-config gcc libc6-dev
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
@@ -104,8 +104,9 @@ else
     unzip_members "$wheel" "$TMP/x" "ddddocr/common_det.onnx"
     mkdir -p models
     mv "$TMP/x/ddddocr/common_det.onnx" "$MODEL.partial"
+    echo "$COMMON_DET_SHA256  $MODEL.partial" | sha256sum -c --status || {
+        echo "[setup] ddddocr==$DDDDOCR_VERSION common_det.onnx: sha256 mismatch (expected $COMMON_DET_SHA256); left as $MODEL.partial" >&2; exit 1; }
     mv "$MODEL.partial" "$MODEL"
-    model_ok || { echo "[setup] $MODEL: sha256 mismatch (expected $COMMON_DET_SHA256)" >&2; exit 1; }
     say "demo model: $MODEL ($(stat -c %s "$MODEL") bytes)"
 fi
 

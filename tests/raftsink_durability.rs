@@ -376,13 +376,20 @@ fn live_sources_number_frames_by_capture_time() {
         .unwrap()
         .events(None)
         .unwrap();
-    assert_eq!(events.len(), 20);
-    // Capture time and seq agree: seq = capture time x 50 fps.
+    assert_eq!(
+        events.len(),
+        20,
+        "no frame of the second run was taken for a duplicate"
+    );
+    // seq follows capture time x 50 fps. A frame whose slot is already taken (frames delivered
+    // in a burst on a loaded machine) gets the next free number, so a number may run ahead of
+    // its capture slot by at most the frames of one run, never behind it.
+    for w in events.windows(2) {
+        assert!(w[0].seq < w[1].seq, "{:?} then {:?}", w[0], w[1]);
+    }
     for e in &events {
-        assert!(
-            (e.seq - (e.capture_ns as i128 * 50 / 1_000_000_000) as i64).abs() <= 1,
-            "{e:?}"
-        );
+        let slot = (e.capture_ns as i128 * 50 / 1_000_000_000) as i64;
+        assert!((-1..=10).contains(&(e.seq - slot)), "{e:?} (slot {slot})");
     }
 }
 

@@ -237,6 +237,8 @@ pub struct OnnxInfer {
     /// Newest load requested per role; older loads that finish later are discarded.
     generation: [AtomicU64; 2],
     stats: Mutex<Stats>,
+    /// Formats upstream asked about that we cannot read (warned about once each per run).
+    warned_formats: Mutex<std::collections::HashSet<String>>,
 }
 
 #[glib::object_subclass]
@@ -1010,15 +1012,25 @@ impl OnnxInfer {
             }
             refused.push(fmt);
         }
+        // A caps query is only a probe: upstream may well try other caps next, so this is a
+        // warning (posted once per format), not an error. If negotiation then fails, the
+        // not-negotiated error that follows has this message right before it.
         if let Some(first) = refused.first() {
             let msg = super::preprocess::UnsupportedFormat(*first).to_string();
-            gst::warning!(CAT, imp = self, "refusing caps {filter}: {msg}");
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("onnxinfer: {msg}"),
-                ["upstream offered only {filter}"]
-            );
+            gst::debug!(CAT, imp = self, "refusing caps {filter}: {msg}");
+            if self
+                .warned_formats
+                .lock()
+                .unwrap()
+                .insert(first.to_str().to_string())
+            {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("onnxinfer: {msg}"),
+                    ["upstream asked about {filter}"]
+                );
+            }
         }
     }
 }
@@ -1097,6 +1109,7 @@ impl BaseTransformImpl for OnnxInfer {
         }
         *self.state.lock().unwrap() = None;
         self.pending.lock().unwrap().clear();
+        self.warned_formats.lock().unwrap().clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }
