@@ -10,6 +10,8 @@
 //! * `raftsink`: turns per-frame detections into events stored exactly once in a durable log.
 //! * `adaptivequeue`: a queue that keeps latency bounded under overload without breaking
 //!   decode.
+//! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
+//!   picks the best decoder available.
 //!
 //! The modules outside the element folders hold what several elements and the
 //! `videoai-events` tool share: the detection metadata ([`detection`]), the event schema
@@ -33,6 +35,8 @@ pub mod adaptivequeue;
 pub mod onnxinfer;
 #[cfg(feature = "raftsink")]
 pub mod raftsink;
+#[cfg(feature = "resilientsrc")]
+pub mod resilientsrc;
 
 #[allow(unused_variables)] // with every element feature off
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -43,6 +47,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     onnxinfer::register(plugin)?;
     #[cfg(feature = "raftsink")]
     raftsink::register(plugin)?;
+    #[cfg(feature = "resilientsrc")]
+    resilientsrc::register(plugin)?;
     Ok(())
 }
 

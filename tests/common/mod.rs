@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod onnx_model;
+pub mod rtsp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,560 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `resilientsrc` implementation: a bin holding one `appsrc` per output (`src`, and `audio`
+//! with `audio=true`) behind ghost pads; the [`Controller`] thread runs the source and decoder
+//! in an inner pipeline and feeds them.
+//!
+//! Lock order: `settings`, then `controller`. The controller thread never takes either; it
+//! reports through [`Host`] (messages, notify) and its own `info`.
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::backoff::Backoff;
+use super::controller::{self, Controller, Host, Info};
+use super::{DecoderChoice, Status, uri};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "resilientsrc",
+        gst::DebugColorFlags::empty(),
+        Some("videoai self-healing source"),
+    )
+});
+
+const DEFAULT_STALL_TIMEOUT_MS: u32 = 5000;
+const DEFAULT_BACKOFF_INITIAL_MS: u32 = 500;
+const DEFAULT_BACKOFF_MAX_MS: u32 = 30_000;
+const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+const DEFAULT_JITTER: f64 = 0.2;
+const DEFAULT_LATENCY_MS: u32 = 200;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    uri: Option<String>,
+    audio: bool,
+    stall_timeout: u32,
+    backoff_initial: u32,
+    backoff_max: u32,
+    backoff_multiplier: f64,
+    jitter: f64,
+    max_attempts: u32,
+    decoder: DecoderChoice,
+    decoder_fallback: bool,
+    latency: u32,
+    protocols: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            uri: None,
+            audio: false,
+            stall_timeout: DEFAULT_STALL_TIMEOUT_MS,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max: DEFAULT_BACKOFF_MAX_MS,
+            backoff_multiplier: DEFAULT_BACKOFF_MULTIPLIER,
+            jitter: DEFAULT_JITTER,
+            max_attempts: 0,
+            decoder: DecoderChoice::Auto,
+            decoder_fallback: true,
+            latency: DEFAULT_LATENCY_MS,
+            protocols: None,
+        }
+    }
+}
+
+pub struct ResilientSrc {
+    settings: Mutex<Settings>,
+    video: gst_app::AppSrc,
+    audio: Mutex<Option<(gst_app::AppSrc, gst::GhostPad)>>,
+    controller: Mutex<Option<Controller>>,
+    /// The last run's info, kept after stop.
+    last: Mutex<Info>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for ResilientSrc {
+    const NAME: &'static str = "GstResilientSrc";
+    type Type = super::ResilientSrc;
+    type ParentType = gst::Bin;
+
+    fn new() -> Self {
+        ResilientSrc {
+            settings: Mutex::new(Settings::default()),
+            video: gst_app::AppSrc::builder()
+                .name("video")
+                .format(gst::Format::Time)
+                .build(),
+            audio: Mutex::new(None),
+            controller: Mutex::new(None),
+            last: Mutex::new(Info::default()),
+        }
+    }
+}
+
+/// The element's side of the controller: messages and notifications.
+struct ElementHost(glib::WeakRef<super::ResilientSrc>);
+
+impl Host for ElementHost {
+    fn status_changed(&self, info: &Info, reason: &str) {
+        let Some(el) = self.0.upgrade() else {
+            return;
+        };
+        gst::info!(CAT, obj = el, "status {:?}: {reason}", info.status);
+        let mut b = gst::Structure::builder("resilientsrc-status")
+            .field("status", status_nick(info.status))
+            .field("reason", reason)
+            .field("attempt", info.attempts)
+            .field("reconnects", info.reconnects);
+        if let Some(d) = info.retry_in {
+            b = b.field("retry-in", d.as_millis() as u64);
+        }
+        let _ = el.post_message(gst::message::Element::builder(b.build()).src(&el).build());
+        el.notify("status");
+    }
+
+    fn stream_found(&self, info: &Info) {
+        let Some(el) = self.0.upgrade() else {
+            return;
+        };
+        gst::info!(
+            CAT,
+            obj = el,
+            "container {:?}, codec {:?}, decoder {:?} ({})",
+            info.container,
+            info.codec,
+            info.decoder,
+            info.decoder_kind.map(|k| k.name()).unwrap_or("-")
+        );
+        let s = gst::Structure::builder("resilientsrc-stream")
+            .field("container", info.container.clone().unwrap_or_default())
+            .field("codec", info.codec.clone().unwrap_or_default())
+            .field("decoder", info.decoder.clone().unwrap_or_default())
+            .field(
+                "decoder-kind",
+                info.decoder_kind.map(|k| k.name()).unwrap_or(""),
+            )
+            .build();
+        let _ = el.post_message(gst::message::Element::builder(s).src(&el).build());
+    }
+
+    fn fail(&self, msg: &str) {
+        if let Some(el) = self.0.upgrade() {
+            gst::element_error!(el, gst::ResourceError::OpenRead, ("resilientsrc: {msg}"));
+        }
+    }
+
+    fn warn(&self, msg: &str) {
+        if let Some(el) = self.0.upgrade() {
+            gst::element_warning!(el, gst::ResourceError::Settings, ("resilientsrc: {msg}"));
+        }
+    }
+}
+
+fn status_nick(s: Status) -> &'static str {
+    match s {
+        Status::Stopped => "stopped",
+        Status::Connecting => "connecting",
+        Status::Running => "running",
+        Status::Retrying => "retrying",
+        Status::Failed => "failed",
+        Status::Ended => "ended",
+    }
+}
+
+impl ResilientSrc {
+    fn info(&self) -> Info {
+        match self.controller.lock().unwrap().as_ref() {
+            Some(c) => c.info(),
+            None => self.last.lock().unwrap().clone(),
+        }
+    }
+
+    /// Before READY→PAUSED: checks the settings and makes the outputs live or not (which
+    /// decides whether the bin prerolls).
+    fn prepare(&self) -> Result<controller::Config, gst::StateChangeError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(location) = settings.uri.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotFound,
+                ("resilientsrc: no uri set. Set uri to a camera or file, e.g. uri=rtsp://cam/stream or uri=/path/to/clip.mp4")
+            );
+            return Err(gst::StateChangeError);
+        };
+        let uri = match uri::normalize(&location) {
+            Ok(u) => u,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("resilientsrc: {e}"));
+                return Err(gst::StateChangeError);
+            }
+        };
+        let live = uri::is_live(&uri);
+        self.video.set_is_live(live);
+        self.video.set_block(!live);
+        self.video.set_max_buffers(if live { 30 } else { 4 });
+        self.video
+            .set_property_from_str("leaky-type", if live { "downstream" } else { "none" });
+        let audio = self.audio.lock().unwrap().as_ref().map(|(a, _)| a.clone());
+        if let Some(a) = &audio {
+            a.set_is_live(live);
+            a.set_block(!live);
+            a.set_max_buffers(if live { 60 } else { 16 });
+        }
+        let config = controller::Config {
+            uri: uri.clone(),
+            live,
+            stall_timeout: Duration::from_millis(settings.stall_timeout as u64),
+            backoff: Backoff {
+                initial: Duration::from_millis(settings.backoff_initial as u64),
+                max: Duration::from_millis(settings.backoff_max as u64),
+                multiplier: settings.backoff_multiplier,
+                jitter: settings.jitter,
+            },
+            max_attempts: settings.max_attempts,
+            decoder: settings.decoder,
+            decoder_fallback: settings.decoder_fallback,
+            latency_ms: settings.latency,
+            protocols: settings.protocols.clone(),
+        };
+        Ok(config)
+    }
+
+    /// After READY→PAUSED (the outputs accept data now): starts the reconnect loop.
+    fn start(&self, config: controller::Config) {
+        gst::info!(
+            CAT,
+            imp = self,
+            "starting on {} (live: {})",
+            uri::redact(&config.uri),
+            config.live
+        );
+        let audio = self.audio.lock().unwrap().as_ref().map(|(a, _)| a.clone());
+        let host = Box::new(ElementHost(self.obj().downgrade()));
+        *self.controller.lock().unwrap() =
+            Some(Controller::start(config, self.video.clone(), audio, host));
+    }
+
+    fn stop(&self) {
+        let taken = self.controller.lock().unwrap().take();
+        if let Some(mut c) = taken {
+            c.stop();
+            let mut info = c.info();
+            info.status = Status::Stopped;
+            *self.last.lock().unwrap() = info;
+            self.obj().notify("status");
+        }
+    }
+}
+
+impl ObjectImpl for ResilientSrc {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add(&self.video).unwrap();
+        let pad = gst::GhostPad::builder_with_target(&self.video.static_pad("src").unwrap())
+            .unwrap()
+            .name("src")
+            .build();
+        obj.add_pad(&pad).unwrap();
+        obj.set_element_flags(gst::ElementFlags::SOURCE);
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("uri")
+                    .nick("URI")
+                    .blurb(
+                        "What to play: rtsp://, rtsps://, rtmp://, http(s)://, file://, v4l2:// \
+                         or a plain path. Container and codec are found from the bytes, not the \
+                         name. rtsp/rtmp/v4l2/udp/srt are live (reconnected); others end with \
+                         EOS. Credentials in the URI are never logged. Required. Default: none",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("audio")
+                    .nick("Audio")
+                    .blurb("Also output the first audio stream, decoded, on an 'audio' pad (created when set). Default: false")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("stall-timeout")
+                    .nick("Stall timeout")
+                    .blurb(
+                        "Live sources: no frame for this many milliseconds counts as a failure \
+                         and triggers a reconnect. Any source: the time allowed for the first \
+                         frame (at least 2 s); a file that gives none by then is an error. \
+                         Default: 5000",
+                    )
+                    .minimum(100)
+                    .default_value(DEFAULT_STALL_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("backoff-initial")
+                    .nick("Initial backoff")
+                    .blurb("Milliseconds before the first reconnect attempt. Default: 500")
+                    .default_value(DEFAULT_BACKOFF_INITIAL_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("backoff-max")
+                    .nick("Maximum backoff")
+                    .blurb("Longest wait between attempts, in milliseconds. Default: 30000")
+                    .default_value(DEFAULT_BACKOFF_MAX_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("backoff-multiplier")
+                    .nick("Backoff multiplier")
+                    .blurb("Each failed attempt multiplies the wait by this. Default: 2")
+                    .minimum(1.0)
+                    .maximum(100.0)
+                    .default_value(DEFAULT_BACKOFF_MULTIPLIER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("jitter")
+                    .nick("Jitter")
+                    .blurb(
+                        "Random spread of each wait: ± this fraction (0 to 1), so cameras that \
+                         dropped together do not reconnect in lockstep. Default: 0.2",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_JITTER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-attempts")
+                    .nick("Maximum attempts")
+                    .blurb(
+                        "Give up (status failed, element error) after this many failed attempts \
+                         in a row; a success resets the count. 0 = never give up. Default: 0",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("decoder", DecoderChoice::Auto)
+                    .nick("Decoder")
+                    .blurb(
+                        "Video decoder kind: auto (NVDEC, then VA-API, then CPU, checked at run \
+                         time), nvdec, vaapi or cpu. The choice is posted ('resilientsrc-stream') \
+                         and in stats. Default: auto",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("decoder-fallback")
+                    .nick("Decoder fallback")
+                    .blurb(
+                        "With a forced decoder kind that is missing or fails: warn and use the \
+                         next kind (true) or fail with an error (false). Default: true",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency")
+                    .nick("Latency")
+                    .blurb("RTSP: rtspsrc's jitterbuffer latency in milliseconds. Default: 200")
+                    .default_value(DEFAULT_LATENCY_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("protocols")
+                    .nick("Protocols")
+                    .blurb("RTSP: lower transports allowed, as rtspsrc's protocols, e.g. \"tcp\" or \"udp+tcp\". Default: none (rtspsrc's)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("status", Status::Stopped)
+                    .nick("Status")
+                    .blurb(
+                        "Read-only, notified on change (also posted as 'resilientsrc-status' \
+                         messages with status, reason, attempt, reconnects, retry-in ms): \
+                         stopped, connecting, running, retrying, failed, ended",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "Read-only 'resilientsrc-stats' structure: status, reconnects, attempt \
+                         (failed attempts in a row), frames, dropped (live frames dropped while \
+                         downstream lagged), container, codec, decoder, decoder-kind, last-error",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "uri" => {
+                s.uri = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|u| !u.is_empty())
+            }
+            "audio" => {
+                s.audio = value.get().expect("type checked upstream");
+                let want = s.audio;
+                drop(s);
+                self.set_audio(want);
+            }
+            "stall-timeout" => s.stall_timeout = value.get().expect("type checked upstream"),
+            "backoff-initial" => s.backoff_initial = value.get().expect("type checked upstream"),
+            "backoff-max" => s.backoff_max = value.get().expect("type checked upstream"),
+            "backoff-multiplier" => {
+                s.backoff_multiplier = value.get().expect("type checked upstream")
+            }
+            "jitter" => s.jitter = value.get().expect("type checked upstream"),
+            "max-attempts" => s.max_attempts = value.get().expect("type checked upstream"),
+            "decoder" => s.decoder = value.get().expect("type checked upstream"),
+            "decoder-fallback" => s.decoder_fallback = value.get().expect("type checked upstream"),
+            "latency" => s.latency = value.get().expect("type checked upstream"),
+            "protocols" => {
+                s.protocols = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|p| !p.is_empty())
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "status" => return self.info().status.to_value(),
+            "stats" => {
+                let i = self.info();
+                return gst::Structure::builder("resilientsrc-stats")
+                    .field("status", status_nick(i.status))
+                    .field("reconnects", i.reconnects)
+                    .field("attempt", i.attempts)
+                    .field("frames", i.frames)
+                    .field("dropped", i.dropped)
+                    .field("container", i.container.unwrap_or_default())
+                    .field("codec", i.codec.unwrap_or_default())
+                    .field("decoder", i.decoder.unwrap_or_default())
+                    .field(
+                        "decoder-kind",
+                        i.decoder_kind.map(|k| k.name()).unwrap_or(""),
+                    )
+                    .field("last-error", i.last_error.unwrap_or_default())
+                    .build()
+                    .to_value();
+            }
+            _ => {}
+        }
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "uri" => s.uri.to_value(),
+            "audio" => s.audio.to_value(),
+            "stall-timeout" => s.stall_timeout.to_value(),
+            "backoff-initial" => s.backoff_initial.to_value(),
+            "backoff-max" => s.backoff_max.to_value(),
+            "backoff-multiplier" => s.backoff_multiplier.to_value(),
+            "jitter" => s.jitter.to_value(),
+            "max-attempts" => s.max_attempts.to_value(),
+            "decoder" => s.decoder.to_value(),
+            "decoder-fallback" => s.decoder_fallback.to_value(),
+            "latency" => s.latency.to_value(),
+            "protocols" => s.protocols.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl ResilientSrc {
+    /// Adds or removes the `audio` output.
+    fn set_audio(&self, want: bool) {
+        let mut audio = self.audio.lock().unwrap();
+        let obj = self.obj();
+        match (want, audio.is_some()) {
+            (true, false) => {
+                let appsrc = gst_app::AppSrc::builder()
+                    .name("audio")
+                    .format(gst::Format::Time)
+                    .build();
+                obj.add(&appsrc).unwrap();
+                let pad = gst::GhostPad::builder_with_target(&appsrc.static_pad("src").unwrap())
+                    .unwrap()
+                    .name("audio")
+                    .build();
+                obj.add_pad(&pad).unwrap();
+                *audio = Some((appsrc, pad));
+            }
+            (false, true) => {
+                if let Some((appsrc, pad)) = audio.take() {
+                    let _ = obj.remove_pad(&pad);
+                    let _ = obj.remove(&appsrc);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl GstObjectImpl for ResilientSrc {}
+
+impl ElementImpl for ResilientSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Self-healing decoded video source",
+                "Source/Video",
+                "Plays any URI (RTSP, RTMP, HTTP, file, V4L2, or a path) to decoded raw video, \
+                 finding container and codec from the bytes. Live sources that fail, stall or \
+                 end are reconnected with exponential backoff and jitter while downstream sees \
+                 one continuous stream (stable caps, running time always increasing, DISCONT \
+                 after a gap). Decoder: NVDEC, VA-API or CPU, with fallback. Posts \
+                 'resilientsrc-status' and 'resilientsrc-stream' element messages",
+                "videoai developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &gst::Caps::builder("video/x-raw").any_features().build(),
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "audio",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &gst::Caps::builder("audio/x-raw").build(),
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let config = if transition == gst::StateChange::ReadyToPaused {
+            Some(self.prepare()?)
+        } else {
+            None
+        };
+        let res = self.parent_change_state(transition);
+        if let (Some(config), Ok(_)) = (config, &res) {
+            self.start(config);
+        }
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        res
+    }
+}
+
+impl BinImpl for ResilientSrc {}

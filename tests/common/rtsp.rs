@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A real RTSP camera for the tests: gst-rtsp-server (through the gstreamer-rtsp-server crate)
+//! serving live H.264 on 127.0.0.1, in a child process so that "the camera goes away" is a
+//! real process death (SIGKILL: connections reset, nothing said goodbye).
+//!
+//! The child is the test binary itself, re-run on the test named by `entry`, which calls
+//! [`serve_if_child`]. It exits by itself when the parent goes away (its stdin closes).
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gst_rtsp_server::prelude::*;
+
+const CHILD_ENV: &str = "VIDEOAI_TEST_RTSP_PORT";
+
+/// The media served: a moving ball, 320×240 at 30 fps, H.264.
+pub const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
+    video/x-raw,width=320,height=240,framerate=30/1 ! \
+    openh264enc gop-size=15 ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+
+pub struct RtspCamera {
+    port: u16,
+    entry: &'static str,
+    child: Option<Child>,
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RtspCamera {
+    /// Starts a camera serving `rtsp://127.0.0.1:<port>/cam`; `entry` is the name of the test
+    /// that calls [`serve_if_child`].
+    pub fn start(entry: &'static str) -> RtspCamera {
+        let mut cam = RtspCamera {
+            port: free_port(),
+            entry,
+            child: None,
+        };
+        cam.restart();
+        cam
+    }
+
+    pub fn uri(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes the server process (SIGSTOP): connections stay open, nothing more is sent, as
+    /// with a hung camera. `kill` and `restart` still work.
+    pub fn freeze(&mut self) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args(["-STOP", &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -STOP {}", c.id());
+        }
+    }
+
+    /// Starts the server again on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([self.entry, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, self.port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the RTSP server did not listen on 127.0.0.1:{} within 20 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// In the child process: serves until killed or until the parent closes stdin. Returns at
+/// once in the parent.
+pub fn serve_if_child() {
+    let Ok(port) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    gst::init().unwrap();
+    let server = gst_rtsp_server::RTSPServer::new();
+    server.set_address("127.0.0.1");
+    server.set_service(&port);
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(LAUNCH);
+    factory.set_shared(true);
+    server.mount_points().unwrap().add_factory("/cam", factory);
+    let main_loop = glib::MainLoop::new(None, false);
+    let _source = server.attach(None).expect("the RTSP server binds its port");
+    std::thread::spawn(|| {
+        // The parent went away: stop.
+        let mut buf = [0u8; 1];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    main_loop.run();
+}

@@ -1,0 +1,691 @@
+// SPDX-License-Identifier: MPL-2.0
+//! resilientsrc: a real RTSP camera (gst-rtsp-server on 127.0.0.1) killed and restarted,
+//! a camera that never comes back, typefinding of renamed files, the decoder choice, and
+//! corrupt input.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::rtsp::RtspCamera;
+use gst::prelude::*;
+use gstvideoai::resilientsrc::decoders::{self, Kind};
+
+/// What came out of the source: per buffer (PTS, DISCONT), and the caps seen.
+#[derive(Default)]
+struct Frames {
+    buffers: Vec<(Option<gst::ClockTime>, bool)>,
+    caps: Vec<gst::Caps>,
+}
+
+/// A pipeline `<src> ! appsink` whose frames and bus messages are collected.
+struct Run {
+    pipeline: gst::Pipeline,
+    src: gst::Element,
+    frames: Arc<Mutex<Frames>>,
+    /// Element messages (structures) and errors/warnings, as they came.
+    messages: Vec<gst::Structure>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    eos: bool,
+}
+
+impl Run {
+    fn new(src_desc: &str) -> Run {
+        common::init();
+        let pipeline = common::parse(&format!(
+            "{src_desc} name=src ! appsink name=sink sync=false emit-signals=false"
+        ));
+        let src = pipeline.by_name("src").unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let frames = Arc::new(Mutex::new(Frames::default()));
+        let f = frames.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let mut f = f.lock().unwrap();
+                    if let Some(c) = sample.caps()
+                        && f.caps.last().map(|l| l.as_ref()) != Some(c)
+                    {
+                        f.caps.push(c.to_owned());
+                    }
+                    if let Some(b) = sample.buffer() {
+                        f.buffers
+                            .push((b.pts(), b.flags().contains(gst::BufferFlags::DISCONT)));
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        Run {
+            pipeline,
+            src,
+            frames,
+            messages: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            eos: false,
+        }
+    }
+
+    fn frame_count(&self) -> usize {
+        self.frames.lock().unwrap().buffers.len()
+    }
+
+    fn play(&self) {
+        let _ = self.pipeline.set_state(gst::State::Playing);
+    }
+
+    /// Collects bus messages until `done` says so, an error, EOS, or `deadline`; true when
+    /// `done` said so.
+    fn pump_until(&mut self, deadline: Duration, mut done: impl FnMut(&Run) -> bool) -> bool {
+        let bus = self.pipeline.bus().unwrap();
+        let end = Instant::now() + deadline;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= end || !self.errors.is_empty() || self.eos {
+                return false;
+            }
+            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
+                self.take(&msg);
+            }
+        }
+    }
+
+    fn take(&mut self, msg: &gst::Message) {
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure() {
+                    self.messages.push(s.to_owned());
+                }
+            }
+            gst::MessageView::Error(e) => self.errors.push(format!(
+                "{}: {} ({})",
+                e.src().map(|s| s.path_string()).unwrap_or_default(),
+                e.error(),
+                e.debug().unwrap_or_default()
+            )),
+            gst::MessageView::Warning(w) => self.warnings.push(format!(
+                "{}: {} ({})",
+                w.src().map(|s| s.path_string()).unwrap_or_default(),
+                w.error(),
+                w.debug().unwrap_or_default()
+            )),
+            gst::MessageView::Eos(_) => self.eos = true,
+            _ => {}
+        }
+    }
+
+    /// Plays to EOS or error, at most `deadline`.
+    fn run_to_end(&mut self, deadline: Duration) {
+        self.play();
+        self.pump_until(deadline, |_| false);
+    }
+
+    /// Stops, bounded: going to NULL must not hang.
+    fn stop(&mut self) {
+        let start = Instant::now();
+        self.pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stopping took {:?}",
+            start.elapsed()
+        );
+        let bus = self.pipeline.bus().unwrap();
+        while let Some(m) = bus.pop() {
+            self.take(&m);
+        }
+    }
+
+    fn statuses(&self) -> Vec<&gst::StructureRef> {
+        self.messages
+            .iter()
+            .filter(|s| s.name() == "resilientsrc-status")
+            .map(|s| s.as_ref())
+            .collect()
+    }
+
+    fn stats(&self) -> gst::Structure {
+        self.src.property::<gst::Structure>("stats")
+    }
+}
+
+#[test]
+fn rtsp_server_child() {
+    // The RTSP camera process of the tests below (does nothing when run as a test).
+    common::rtsp::serve_if_child();
+}
+
+#[test]
+fn camera_killed_and_restarted_ten_times() {
+    let mut cam = RtspCamera::start("rtsp_server_child");
+    // Backoff 200 ms doubling to at most 1 s, ±20 %.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={} protocols=tcp latency=100 stall-timeout=2000 \
+         backoff-initial=200 backoff-max=1000 jitter=0.2",
+        cam.uri()
+    ));
+    run.play();
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 15),
+        "no frames from {}: {:?}",
+        cam.uri(),
+        run.errors
+    );
+    let mut resume = Vec::new();
+    let mut firsts = Vec::new();
+    for round in 1..=10u64 {
+        cam.kill();
+        // The loss is noticed (connection reset) and the source is retrying.
+        assert!(
+            run.pump_until(Duration::from_secs(10), |r| {
+                r.statuses().iter().any(|s| {
+                    s.get::<&str>("status") == Ok("retrying")
+                        && s.get::<u64>("reconnects") == Ok(round - 1)
+                })
+            }),
+            "round {round}: no retrying status: {:?} {:?}",
+            run.errors,
+            run.statuses()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let before = run.frame_count();
+        firsts.push(before);
+        cam.restart();
+        let back = Instant::now();
+        assert!(
+            run.pump_until(Duration::from_secs(20), |r| r.frame_count() >= before + 15),
+            "round {round}: frames did not resume: {:?} {:?}",
+            run.errors,
+            run.stats()
+        );
+        resume.push(back.elapsed());
+    }
+    let stats = run.stats();
+    let status = run.src.property_value("status");
+    run.stop();
+    assert!(
+        run.errors.is_empty(),
+        "the pipeline never errors out: {:?}",
+        run.errors
+    );
+    assert_eq!(stats.get::<u64>("reconnects"), Ok(10), "{stats}");
+    assert_eq!(stats.get::<&str>("status"), Ok("running"), "{stats}");
+    assert_eq!(
+        stats.get::<&str>("decoder-kind"),
+        Ok(if decoders::installed(Kind::Nvdec).is_empty() {
+            "cpu"
+        } else {
+            "nvdec"
+        }),
+        "{stats}"
+    );
+    let status = status.get::<gstvideoai::resilientsrc::Status>().unwrap();
+    assert_eq!(status, gstvideoai::resilientsrc::Status::Running);
+    // Within the backoff bounds: a retry at most backoff-max · 1.2 after the loss, plus the
+    // time a fresh server needs to serve its first frames.
+    for (i, d) in resume.iter().enumerate() {
+        assert!(
+            *d < Duration::from_secs(8),
+            "round {}: resumed after {d:?}",
+            i + 1
+        );
+    }
+    let f = run.frames.lock().unwrap();
+    // Running time only increases, one caps for the whole run, a DISCONT after each gap.
+    for w in f.buffers.windows(2) {
+        let (a, b) = (w[0].0.unwrap(), w[1].0.unwrap());
+        assert!(b > a, "PTS went from {a} to {b}");
+    }
+    assert_eq!(f.caps.len(), 1, "caps changed: {:?}", f.caps);
+    // The first frame after each reconnect says so (the inner decoder may mark more, e.g.
+    // after packets lost on a loaded machine).
+    assert!(f.buffers[0].1);
+    for (round, i) in firsts.iter().enumerate() {
+        assert!(
+            f.buffers[*i].1,
+            "round {}: frame {i} lacks DISCONT",
+            round + 1
+        );
+    }
+    // Status changes were posted: connecting → running → retrying → connecting → running …
+    let seq: Vec<&str> = run
+        .statuses()
+        .iter()
+        .map(|s| s.get::<&str>("status").unwrap())
+        .collect();
+    assert_eq!(
+        seq.iter().filter(|s| **s == "running").count(),
+        11,
+        "{seq:?}"
+    );
+    eprintln!("resume times after restart: {resume:?}");
+}
+
+#[test]
+fn frozen_camera_is_detected_by_the_stall_timeout() {
+    let mut cam = RtspCamera::start("rtsp_server_child");
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={} protocols=udp stall-timeout=1000 backoff-initial=200",
+        cam.uri()
+    ));
+    run.play();
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 15),
+        "{:?}",
+        run.errors
+    );
+    cam.freeze();
+    // Over UDP with the RTSP connection still open, nothing says the camera hangs; the
+    // packets just stop.
+    assert!(
+        run.pump_until(Duration::from_secs(10), |r| r.statuses().iter().any(|s| {
+            s.get::<&str>("status") == Ok("retrying")
+                && s.get::<&str>("reason")
+                    .is_ok_and(|r| r.contains("stall-timeout"))
+        })),
+        "{:?}",
+        run.statuses()
+    );
+    let before = run.frame_count();
+    cam.restart();
+    assert!(
+        run.pump_until(Duration::from_secs(20), |r| r.frame_count() >= before + 15),
+        "{:?} {}",
+        run.errors,
+        run.stats()
+    );
+    let stats = run.stats();
+    run.stop();
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(stats.get::<u64>("reconnects"), Ok(1), "{stats}");
+}
+
+#[test]
+fn hung_camera_is_given_up_on_and_stopping_does_not_hang() {
+    // Accepts the connection, never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming().take(50).flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam stall-timeout=500 backoff-initial=100 \
+         backoff-max=200"
+    ));
+    run.play();
+    let retries = |r: &Run| {
+        r.statuses()
+            .iter()
+            .filter(|s| s.get::<&str>("status") == Ok("retrying"))
+            .count()
+    };
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| retries(r) >= 2),
+        "{:?} {:?}",
+        run.errors,
+        run.statuses()
+    );
+    run.stop();
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert!(held.lock().unwrap().len() >= 2, "it connected again");
+}
+
+#[test]
+fn camera_that_never_returns_keeps_retrying_with_backoff() {
+    // Nothing listens on this port.
+    let port = common::rtsp::free_port();
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=rtsp://admin:s3cret@127.0.0.1:{port}/cam \
+         backoff-initial=100 backoff-max=400 backoff-multiplier=2 jitter=0"
+    ));
+    run.play();
+    let retry_ins = |r: &Run| -> Vec<u64> {
+        r.statuses()
+            .iter()
+            .filter(|s| s.get::<&str>("status") == Ok("retrying"))
+            .map(|s| s.get::<u64>("retry-in").unwrap())
+            .collect()
+    };
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| retry_ins(r).len() >= 5),
+        "{:?} {:?}",
+        run.errors,
+        run.statuses()
+    );
+    assert_eq!(retry_ins(&run)[..5], [100, 200, 400, 400, 400]);
+    let attempts: Vec<u32> = run
+        .statuses()
+        .iter()
+        .filter(|s| s.get::<&str>("status") == Ok("retrying"))
+        .map(|s| s.get::<u32>("attempt").unwrap())
+        .collect();
+    assert_eq!(attempts[..5], [1, 2, 3, 4, 5]);
+    assert_eq!(
+        run.src
+            .property::<gstvideoai::resilientsrc::Status>("status")
+            .to_value()
+            .get::<gstvideoai::resilientsrc::Status>()
+            .unwrap(),
+        gstvideoai::resilientsrc::Status::Retrying
+    );
+    let stats = run.stats();
+    run.stop();
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    // Credentials never appear in what the element says.
+    let said = format!("{:?} {stats}", run.messages);
+    assert!(!said.contains("s3cret"), "{said}");
+    assert!(stats.get::<&str>("last-error").unwrap() != "", "{stats}");
+}
+
+#[test]
+fn max_attempts_gives_up_with_a_clear_error() {
+    let port = common::rtsp::free_port();
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=50 backoff-max=100 max-attempts=3"
+    ));
+    run.run_to_end(Duration::from_secs(30));
+    let stats = run.stats();
+    run.stop();
+    assert_eq!(run.errors.len(), 1, "{:?}", run.errors);
+    let e = &run.errors[0];
+    assert!(
+        e.contains("resilientsrc") && e.contains("giving up after 3 failed attempts"),
+        "{e}"
+    );
+    let seq: Vec<String> = run
+        .statuses()
+        .iter()
+        .map(|s| s.get::<String>("status").unwrap())
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            "connecting",
+            "retrying",
+            "connecting",
+            "retrying",
+            "connecting",
+            "failed"
+        ]
+    );
+    assert_eq!(stats.get::<&str>("status"), Ok("failed"), "{stats}");
+    // Once stopped, the last run's figures stay readable.
+    let after = run.stats();
+    assert_eq!(after.get::<&str>("status"), Ok("stopped"), "{after}");
+    assert!(
+        after
+            .get::<&str>("last-error")
+            .unwrap()
+            .contains("Could not open"),
+        "{after}"
+    );
+}
+
+/// The same 2 s clip in `mux`, written to `path` (no extension).
+fn write_clip(path: &Path, mux: &str) {
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=120,framerate=30/1 \
+         ! openh264enc ! h264parse ! {mux} ! filesink location=\"{}\"",
+        path.display()
+    ));
+    let out = common::run(&p, Duration::from_secs(60));
+    assert!(out.eos && out.errors.is_empty(), "{mux}: {out:?}");
+}
+
+#[test]
+fn containers_found_from_the_bytes_not_the_name() {
+    common::init();
+    let dir = common::TempDir::new("typefind");
+    for (mux, container) in [
+        ("mp4mux", "video/quicktime"),
+        ("matroskamux", "video/x-matroska"),
+        ("avimux", "video/x-msvideo"),
+        ("mpegtsmux", "video/mpegts"),
+    ] {
+        let path = dir.join(&format!("clip-{mux}"));
+        write_clip(&path, mux);
+        // A plain path, no extension.
+        let mut run = Run::new(&format!("resilientsrc uri=\"{}\"", path.display()));
+        run.run_to_end(Duration::from_secs(30));
+        let stats = run.stats();
+        run.stop();
+        assert!(run.eos && run.errors.is_empty(), "{mux}: {:?}", run.errors);
+        assert_eq!(run.frame_count(), 60, "{mux}");
+        assert_eq!(stats.get::<&str>("container"), Ok(container), "{stats}");
+        assert_eq!(stats.get::<&str>("codec"), Ok("video/x-h264"), "{stats}");
+        assert_eq!(stats.get::<u64>("frames"), Ok(60), "{stats}");
+        let found = run
+            .messages
+            .iter()
+            .find(|s| s.name() == "resilientsrc-stream")
+            .unwrap_or_else(|| panic!("{mux}: no resilientsrc-stream message"));
+        assert_eq!(found.get::<&str>("container"), Ok(container));
+        // A file plays once: connecting, running, ended.
+        let seq: Vec<String> = run
+            .statuses()
+            .iter()
+            .map(|s| s.get::<String>("status").unwrap())
+            .collect();
+        assert_eq!(seq, ["connecting", "running", "ended"], "{mux}");
+        // File timestamps are kept: 30 fps from 0.
+        let f = run.frames.lock().unwrap();
+        assert_eq!(f.buffers[0].0, Some(gst::ClockTime::ZERO));
+        assert_eq!(
+            f.buffers[30].0,
+            Some(gst::ClockTime::from_seconds(1)),
+            "{mux}"
+        );
+    }
+}
+
+#[test]
+fn decoder_auto_picks_the_cpu_here_and_says_so() {
+    common::init();
+    if !decoders::installed(Kind::Nvdec).is_empty() || !decoders::installed(Kind::Vaapi).is_empty()
+    {
+        eprintln!("a hardware decoder is installed: auto would pick it; nothing to check here");
+        return;
+    }
+    let dir = common::TempDir::new("dec");
+    let clip = dir.join("clip");
+    write_clip(&clip, "mp4mux");
+    let mut run = Run::new(&format!("resilientsrc uri=\"{}\"", clip.display()));
+    run.run_to_end(Duration::from_secs(30));
+    let stats = run.stats();
+    run.stop();
+    assert!(run.eos, "{:?}", run.errors);
+    assert_eq!(stats.get::<&str>("decoder-kind"), Ok("cpu"), "{stats}");
+    assert_eq!(stats.get::<&str>("decoder"), Ok("avdec_h264"), "{stats}");
+    let m = run
+        .messages
+        .iter()
+        .find(|s| s.name() == "resilientsrc-stream")
+        .unwrap();
+    assert_eq!(m.get::<&str>("decoder-kind"), Ok("cpu"));
+}
+
+#[test]
+fn forced_nvdec_without_a_gpu_errors_or_falls_back() {
+    common::init();
+    if !decoders::installed(Kind::Nvdec).is_empty() {
+        eprintln!("NVDEC decoders are installed here; the missing-NVDEC case cannot be shown");
+        return;
+    }
+    let dir = common::TempDir::new("nvdec");
+    let clip = dir.join("clip");
+    write_clip(&clip, "matroskamux");
+    // No fallback: a clear error that says what is missing and what to do.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=\"{}\" decoder=nvdec decoder-fallback=false",
+        clip.display()
+    ));
+    run.run_to_end(Duration::from_secs(30));
+    run.stop();
+    assert!(!run.eos);
+    let e = run.errors.first().cloned().unwrap_or_default();
+    assert!(
+        e.contains("decoder=nvdec")
+            && e.contains("no NVDEC video decoder is installed")
+            && e.contains("decoder=auto"),
+        "{e}"
+    );
+    // Fallback (the default): a warning, then the CPU decodes.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=\"{}\" decoder=nvdec",
+        clip.display()
+    ));
+    run.run_to_end(Duration::from_secs(30));
+    let stats = run.stats();
+    run.stop();
+    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.frame_count(), 60);
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.contains("no NVDEC video decoder") && w.contains("decoder-fallback=true")),
+        "{:?}",
+        run.warnings
+    );
+    assert_eq!(stats.get::<&str>("decoder-kind"), Ok("cpu"), "{stats}");
+}
+
+#[test]
+fn truncated_mp4_ends_or_fails_clearly() {
+    common::init();
+    let dir = common::TempDir::new("trunc");
+    let clip = dir.join("clip");
+    // Index at the end (cut: nothing playable) and at the front (cut: plays what is there).
+    for (mux, plays) in [("mp4mux", false), ("mp4mux faststart=true", true)] {
+        write_clip(&clip, mux);
+        let bytes = std::fs::read(&clip).unwrap();
+        for keep in [bytes.len() / 2, bytes.len() - 100] {
+            let cut = dir.join("cut");
+            std::fs::write(&cut, &bytes[..keep]).unwrap();
+            let mut run = Run::new(&format!("resilientsrc uri=\"{}\"", cut.display()));
+            run.run_to_end(Duration::from_secs(30));
+            run.stop();
+            assert!(
+                run.eos || !run.errors.is_empty(),
+                "no end and no error within 30 s"
+            );
+            eprintln!(
+                "{keep} of {} bytes: eos {}, {} frames, errors {:?}",
+                bytes.len(),
+                run.eos,
+                run.frame_count(),
+                run.errors
+            );
+            if !run.eos {
+                let e = &run.errors[0];
+                // Says which element, which file, and why.
+                assert!(e.contains("resilientsrc") && e.contains("cut"), "{e}");
+            }
+            assert!(
+                run.statuses()
+                    .last()
+                    .is_some_and(|s| matches!(s.get::<&str>("status"), Ok("ended" | "failed"))),
+                "{:?}",
+                run.statuses()
+            );
+            if plays {
+                assert!(run.eos && run.frame_count() > 0, "{mux}: {:?}", run.errors);
+            }
+        }
+    }
+}
+
+#[test]
+fn h264_with_flipped_bytes_plays_to_the_end() {
+    common::init();
+    let dir = common::TempDir::new("flip");
+    let clip = dir.join("clip");
+    // A raw H.264 byte stream, typefound as such.
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=90 pattern=ball ! video/x-raw,width=160,height=120,framerate=30/1 \
+         ! openh264enc gop-size=30 ! h264parse ! video/x-h264,stream-format=byte-stream \
+         ! filesink location=\"{}\"",
+        clip.display()
+    ));
+    assert!(common::run(&p, Duration::from_secs(60)).eos);
+    let mut bytes = std::fs::read(&clip).unwrap();
+    // Flip 1 byte in 200 after the first kilobyte (SPS/PPS intact), deterministically.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let flips = (bytes.len() - 1024) / 200;
+    for _ in 0..flips {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = 1024 + (x as usize) % (bytes.len() - 1024);
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&clip, &bytes).unwrap();
+    let mut run = Run::new(&format!("resilientsrc uri=\"{}\"", clip.display()));
+    run.run_to_end(Duration::from_secs(30));
+    run.stop();
+    assert!(
+        run.eos || !run.errors.is_empty(),
+        "no end and no error within 30 s"
+    );
+    if run.eos {
+        assert!(run.frame_count() > 0);
+    } else {
+        assert!(run.errors[0].contains("resilientsrc"), "{:?}", run.errors);
+    }
+    eprintln!(
+        "{flips} bytes flipped: eos {}, {} frames, errors {:?}",
+        run.eos,
+        run.frame_count(),
+        run.errors
+    );
+}
+
+#[test]
+fn no_uri_and_missing_file_are_clear_errors() {
+    let mut run = Run::new("resilientsrc");
+    run.run_to_end(Duration::from_secs(10));
+    run.stop();
+    assert!(
+        run.errors.first().is_some_and(|e| e.contains("no uri set")),
+        "{:?}",
+        run.errors
+    );
+    let mut run = Run::new("resilientsrc uri=/nonexistent/clip.mp4");
+    run.run_to_end(Duration::from_secs(10));
+    run.stop();
+    let e = run.errors.first().cloned().unwrap_or_default();
+    assert!(
+        e.contains("resilientsrc") && e.contains("/nonexistent/clip.mp4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn state_changes_while_connecting_do_not_hang() {
+    let port = common::rtsp::free_port();
+    for _ in 0..5 {
+        let mut run = Run::new(&format!(
+            "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=5000"
+        ));
+        run.play();
+        run.pump_until(Duration::from_millis(300), |_| false);
+        run.stop();
+        run.pipeline.set_state(gst::State::Playing).unwrap();
+        run.pump_until(Duration::from_millis(100), |_| false);
+        run.stop();
+        assert!(run.errors.is_empty(), "{:?}", run.errors);
+    }
+}
