@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample test bench bench-adaptivequeue bench-onnxinfer bench-raftsink install clean
+.PHONY: all deps deps-gpu build demo sample picture test bench bench-adaptivequeue bench-onnxinfer bench-raftsink install clean
 
 all: build
 
@@ -32,6 +32,10 @@ build: deps
 
 sample: deps
 	@scripts/make-sample.sh $(SAMPLE)
+
+# docs/demo-detections.png: the demo clip's last frame with its detections drawn (README picture).
+picture: build sample
+	@scripts/make-picture.sh $(SAMPLE) docs/demo-detections.png
 
 demo: build sample
 	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer ! raftsink (pipelines/demo-cpu.pipeline)"

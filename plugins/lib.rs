@@ -10,6 +10,9 @@
 //! * `raftsink`: turns per-frame detections into events stored exactly once in a durable log.
 //! * `adaptivequeue`: a queue that keeps latency bounded under overload without breaking
 //!   decode.
+//! * `detectionoverlay`: draws the detections (boxes, labels) on the frames.
+//! * `videoaitrace` (a tracer): source → sink latency per frame, time per element, frames
+//!   lost.
 //! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
 //!   picks the best decoder available.
 //!
@@ -31,24 +34,32 @@ pub mod ort_runtime;
 
 #[cfg(feature = "adaptivequeue")]
 pub mod adaptivequeue;
+#[cfg(feature = "detectionoverlay")]
+pub mod detectionoverlay;
 #[cfg(feature = "onnxinfer")]
 pub mod onnxinfer;
 #[cfg(feature = "raftsink")]
 pub mod raftsink;
 #[cfg(feature = "resilientsrc")]
 pub mod resilientsrc;
+#[cfg(feature = "videoaitrace")]
+pub mod videoaitrace;
 
 #[allow(unused_variables)] // with every element feature off
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     detection::register_inference_meta();
     #[cfg(feature = "adaptivequeue")]
     adaptivequeue::register(plugin)?;
+    #[cfg(feature = "detectionoverlay")]
+    detectionoverlay::register(plugin)?;
     #[cfg(feature = "onnxinfer")]
     onnxinfer::register(plugin)?;
     #[cfg(feature = "raftsink")]
     raftsink::register(plugin)?;
     #[cfg(feature = "resilientsrc")]
     resilientsrc::register(plugin)?;
+    #[cfg(feature = "videoaitrace")]
+    videoaitrace::register(plugin)?;
     Ok(())
 }
 

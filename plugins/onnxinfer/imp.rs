@@ -673,8 +673,8 @@ impl ObjectImpl for OnnxInfer {
                     .nick("Mean")
                     .blurb(
                         "f32 inputs: per-channel mean (after scale), in tensor channel order: one \
-                         value or three, e.g. \"<0.485, 0.456, 0.406>\". Empty = family default \
-                         (ImageNet for classifiers, 0 otherwise)",
+                         value or three, e.g. \"<0.485, 0.456, 0.406>\". Default: empty = the \
+                         family's (ImageNet for classifiers, 0 otherwise)",
                     )
                     .element_spec(&value_spec("mean-value"))
                     .mutable_ready()
@@ -683,7 +683,7 @@ impl ObjectImpl for OnnxInfer {
                     .nick("Standard deviation")
                     .blurb(
                         "f32 inputs: per-channel divisor (after scale and mean): one value or \
-                         three, e.g. \"<0.229, 0.224, 0.225>\". Empty = family default \
+                         three, e.g. \"<0.229, 0.224, 0.225>\". Default: empty = the family's \
                          (ImageNet for classifiers, 1 otherwise)",
                     )
                     .element_spec(&value_spec("std-value"))

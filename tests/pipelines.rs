@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The ready pipeline files in pipelines/: every one parses with `gst-launch-1.0` syntax (the
+//! GPU ones may lack only their GPU elements here), and every CPU one runs for real: files,
+//! an RTSP camera (gst-rtsp-server on 127.0.0.1), four cameras, NATS. (`demo-cpu.pipeline`
+//! runs in tests/raftsink.rs, `demo_pipeline_file_end_to_end`.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::rtsp::RtspCamera;
+use gst::prelude::*;
+use gstvideoai::event_store::EventStore;
+
+/// Elements the GPU pipelines need and this machine may not have.
+const GPU_ELEMENTS: &[&str] = &["nvh264dec", "vaapih264dec", "vah264dec"];
+
+fn placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let Some(j) = rest[i..].find('}') else { break };
+        let name = rest[i + 2..i + j].to_string();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+        rest = &rest[i + j..];
+    }
+    out
+}
+
+#[test]
+fn rtsp_server_child() {
+    // The RTSP camera process of the tests below (does nothing when run as a test).
+    common::rtsp::serve_if_child();
+}
+
+#[test]
+fn every_pipeline_file_parses() {
+    common::init();
+    let dir = common::root().join("pipelines");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pipeline") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().any(|l| l.contains("scripts/run-pipeline.sh")),
+            "{name}: the header says how to run it"
+        );
+        let vars: HashMap<&str, String> = placeholders(&text)
+            .into_iter()
+            .map(|n| -> (&str, String) { (Box::leak(n.into_boxed_str()), "/tmp/x".into()) })
+            .collect();
+        let desc = common::pipeline_file(&name, &vars);
+        let mut ctx = gst::ParseContext::new();
+        match gst::parse::launch_full(&desc, Some(&mut ctx), gst::ParseFlags::empty()) {
+            Ok(_) => {}
+            Err(e) => {
+                let missing = ctx.missing_elements();
+                assert!(
+                    e.matches(gst::ParseError::NoSuchElement)
+                        && !missing.is_empty()
+                        && missing.iter().all(|m| GPU_ELEMENTS.contains(&m.as_str())),
+                    "{name}: {e} (missing: {missing:?})"
+                );
+                eprintln!("{name}: parses; this machine lacks {missing:?}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} files");
+}
+
+fn base_vars(dir: &common::TempDir) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("MODEL", common::model().display().to_string()),
+        ("LABELS", common::labels().display().to_string()),
+        ("EVENTS", dir.join("events.db").display().to_string()),
+    ])
+}
+
+/// Decoded frames of an MP4.
+fn count_frames(path: &Path) -> usize {
+    let p = common::parse(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! appsink name=s sync=false",
+        path.display()
+    ));
+    let sink = p
+        .by_name("s")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut n = 0;
+    while sink
+        .try_pull_sample(gst::ClockTime::from_seconds(30))
+        .is_some()
+    {
+        n += 1;
+    }
+    p.set_state(gst::State::Null).unwrap();
+    n
+}
+
+#[test]
+fn overlay_to_file_runs() {
+    common::init();
+    let dir = common::TempDir::new("pl-overlay");
+    let clip = dir.join("clip.mp4");
+    let out = dir.join("overlay.mp4");
+    common::make_clip(&clip, 640, 360, 20);
+    let mut vars = base_vars(&dir);
+    vars.insert("INPUT", clip.display().to_string());
+    vars.insert("OUTPUT", out.display().to_string());
+    let desc = common::pipeline_file("overlay-to-file.pipeline", &vars);
+    let o = common::run(&common::parse(&desc), Duration::from_secs(120));
+    assert!(o.eos && o.errors.is_empty(), "{o:?}");
+    assert_eq!(count_frames(&out), 20);
+}
+
+/// Plays `desc` until `enough` says so (bounded), then ends it with EOS as `gst-launch-1.0 -e`
+/// does on Ctrl-C.
+fn run_live(desc: &str, deadline: Duration, mut enough: impl FnMut() -> bool) {
+    let p = common::parse(desc);
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let end = Instant::now() + deadline;
+    while !enough() {
+        assert!(Instant::now() < end, "not enough within {deadline:?}");
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(200))
+            && let gst::MessageView::Error(e) = m.view()
+        {
+            p.set_state(gst::State::Null).unwrap();
+            panic!(
+                "{:?}: {} ({:?})",
+                e.src().map(|s| s.path_string()),
+                e.error(),
+                e.debug()
+            );
+        }
+    }
+    p.send_event(gst::event::Eos::new());
+    let eos = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+    assert!(
+        matches!(
+            eos.as_ref().map(|m| m.view()),
+            Some(gst::MessageView::Eos(_))
+        ),
+        "{eos:?}"
+    );
+}
+
+fn stored(db: &Path, stream: &str) -> usize {
+    EventStore::open_for_reading(db)
+        .and_then(|s| s.events(Some(stream)))
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn rtsp_camera_on_the_cpu_runs() {
+    common::init();
+    let cam = RtspCamera::start("rtsp_server_child");
+    let dir = common::TempDir::new("pl-rtsp");
+    let db = dir.join("events.db");
+    let mut vars = base_vars(&dir);
+    vars.insert("CAMERA", cam.uri());
+    vars.insert("STREAM", "cam1".into());
+    let desc = common::pipeline_file("rtsp-cpu.pipeline", &vars);
+    run_live(&desc, Duration::from_secs(90), || stored(&db, "cam1") >= 20);
+    let events = EventStore::open_for_reading(&db)
+        .unwrap()
+        .events(Some("cam1"))
+        .unwrap();
+    assert!(events.len() >= 20);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[test]
+fn four_cameras_run() {
+    common::init();
+    let cam = RtspCamera::start("rtsp_server_child");
+    let dir = common::TempDir::new("pl-four");
+    let db = dir.join("events.db");
+    let mut vars = base_vars(&dir);
+    for i in 1..=4 {
+        vars.insert(
+            ["CAMERA1", "CAMERA2", "CAMERA3", "CAMERA4"][i - 1],
+            cam.uri(),
+        );
+    }
+    let desc = common::pipeline_file("four-cameras.pipeline", &vars);
+    let cams = ["cam1", "cam2", "cam3", "cam4"];
+    run_live(&desc, Duration::from_secs(120), || {
+        cams.iter().all(|c| stored(&db, c) >= 5)
+    });
+    for c in cams {
+        assert!(stored(&db, c) >= 5, "{c}");
+    }
+}
+
+#[test]
+fn nats_output_runs() {
+    common::init();
+    let nats = common::nats::NatsCluster::start(1);
+    nats.wait_ready(Duration::from_secs(20));
+    let dir = common::TempDir::new("pl-nats");
+    let clip = dir.join("clip.mp4");
+    common::make_clip(&clip, 320, 240, 15);
+    let mut vars = base_vars(&dir);
+    vars.insert("INPUT", clip.display().to_string());
+    vars.insert("NATS", nats.url());
+    vars.insert("OUTBOX", dir.join("outbox.db").display().to_string());
+    vars.insert("STREAM", "demo".into());
+    let desc = common::pipeline_file("nats.pipeline", &vars);
+    let o = common::run(&common::parse(&desc), Duration::from_secs(120));
+    assert!(o.eos && o.errors.is_empty(), "{o:?}");
+    let events = nats.read_all("VIDEOAI_EVENTS");
+    assert_eq!(events.len(), 15);
+    assert!(events.iter().all(|e| e.stream == "demo"));
+}
