@@ -49,7 +49,7 @@ fn hot_swap_while_playing() {
     let load_time = load_started.elapsed();
 
     let p = common::parse(&format!(
-        "videotestsrc is-live=true num-buffers=300 ! video/x-raw,width=64,height=48,framerate=100/1 \
+        "videotestsrc is-live=true num-buffers=300 ! video/x-raw,width=64,height=48,framerate=50/1 \
          ! onnxinfer name=infer model-location=\"{}\" ! fakesink sync=false",
         models[0].display()
     ));
@@ -92,12 +92,29 @@ fn hot_swap_while_playing() {
     ];
     let swapper = std::thread::spawn(move || {
         let mut after_broken = None;
+        let count = |key: &str| {
+            infer2
+                .property::<gst::Structure>("stats")
+                .get::<u64>(key)
+                .unwrap()
+        };
         for path in to_set {
-            std::thread::sleep(Duration::from_millis(400));
+            // Some frames on the current model, then the next swap once the last one took
+            // effect (a newer request supersedes a load still running, by design).
+            std::thread::sleep(Duration::from_millis(150));
+            let key = if path.ends_with("broken.onnx") {
+                "swaps-refused"
+            } else {
+                "swaps"
+            };
+            let before = count(key);
             infer2.set_property("model-location", path.display().to_string());
-            if path.ends_with("broken.onnx") {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while count(key) == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if key == "swaps-refused" {
                 // Refused: the property goes back to the model that keeps running.
-                std::thread::sleep(Duration::from_millis(300));
                 after_broken = Some(infer2.property::<String>("model-location"));
             }
         }

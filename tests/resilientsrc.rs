@@ -347,7 +347,7 @@ fn hung_camera_is_given_up_on_and_stopping_does_not_hang() {
 #[test]
 fn camera_that_never_returns_keeps_retrying_with_backoff() {
     // Nothing listens on this port.
-    let port = common::rtsp::free_port();
+    let port = common::free_port();
     let mut run = Run::new(&format!(
         "resilientsrc uri=rtsp://admin:s3cret@127.0.0.1:{port}/cam \
          backoff-initial=100 backoff-max=400 backoff-multiplier=2 jitter=0"
@@ -393,7 +393,7 @@ fn camera_that_never_returns_keeps_retrying_with_backoff() {
 
 #[test]
 fn max_attempts_gives_up_with_a_clear_error() {
-    let port = common::rtsp::free_port();
+    let port = common::free_port();
     let mut run = Run::new(&format!(
         "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=50 backoff-max=100 max-attempts=3"
     ));
@@ -675,7 +675,7 @@ fn no_uri_and_missing_file_are_clear_errors() {
 
 #[test]
 fn state_changes_while_connecting_do_not_hang() {
-    let port = common::rtsp::free_port();
+    let port = common::free_port();
     for _ in 0..5 {
         let mut run = Run::new(&format!(
             "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=5000"

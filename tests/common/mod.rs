@@ -42,6 +42,15 @@ pub fn labels() -> PathBuf {
     root().join("models/common_det.labels")
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
 

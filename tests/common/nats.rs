@@ -20,14 +20,6 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn server_binary() -> &'static str {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if std::path::Path::new(p).exists() {
@@ -41,8 +33,8 @@ impl NatsCluster {
     /// Starts `n` JetStream servers (a cluster when `n` > 1) and waits until JetStream answers.
     pub fn start(n: usize) -> NatsCluster {
         let dir = super::TempDir::new("nats");
-        let client: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let cluster: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let client: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
+        let cluster: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("n{i}");

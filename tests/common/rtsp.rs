@@ -7,11 +7,13 @@
 //! [`serve_if_child`]. It exits by itself when the parent goes away (its stdin closes).
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gst_rtsp_server::prelude::*;
+
+use super::free_port;
 
 const CHILD_ENV: &str = "VIDEOAI_TEST_RTSP_PORT";
 
@@ -24,15 +26,6 @@ pub struct RtspCamera {
     port: u16,
     entry: &'static str,
     child: Option<Child>,
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl RtspCamera {
