@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample picture test bench bench-adaptivequeue bench-onnxinfer bench-raftsink install clean
+.PHONY: all deps deps-gpu build demo sample picture test bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink install clean
 
 all: build
 
@@ -64,6 +64,9 @@ bench: deps
 
 bench-adaptivequeue: deps
 	$(CARGO) bench --bench adaptivequeue
+
+bench-framesync: deps
+	$(CARGO) bench --bench framesync
 
 bench-raftsink: deps
 	$(CARGO) bench --bench raftsink

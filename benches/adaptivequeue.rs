@@ -19,12 +19,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::env_u64 as env;
 
 fn throughput_run(element: &str, buffers: u64) -> Duration {
     let p = common::parse(&format!(

@@ -27,12 +27,7 @@ use gstvideoai::onnxinfer::model::{LoadOptions, Model, TensorInput};
 use gstvideoai::onnxinfer::preprocess::{Elem, EntryMut, Preprocessor};
 use gstvideoai::onnxinfer::{ExecutionProvider, ModelType, OptimizationLevel};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::env_u64 as env;
 
 /// Plays `desc` (with a `fakesink name=sink`) and returns the time between consecutive
 /// buffers at the sink (so start-up is not counted).

@@ -23,12 +23,7 @@ use gstvideoai::detection;
 use gstvideoai::event::{Detection, FrameEvent};
 use gstvideoai::event_store::EncodedEvent;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::env_u64 as env;
 
 fn detections(i: u64) -> Vec<Detection> {
     (0..2)

@@ -65,16 +65,26 @@ impl CaptureClock {
         let Some(rt) = running_time else {
             return wall_now_ns() as i64;
         };
-        let epoch = *self.epoch_at_running_zero.get_or_insert_with(|| {
+        (self.epoch(element, Some(rt)) + rt.nseconds() as i128) as i64
+    }
+
+    /// Wall-clock time (ns since the epoch) of running time 0, measured once.
+    fn epoch(&mut self, element: &gst::Element, running_time: Option<gst::ClockTime>) -> i128 {
+        *self.epoch_at_running_zero.get_or_insert_with(|| {
             let now = wall_now_ns();
             match (element.clock(), element.base_time()) {
                 (Some(clock), Some(base)) => {
                     let clock_now = clock.time().nseconds() as i128;
                     now - (clock_now - base.nseconds() as i128)
                 }
-                _ => now - rt.nseconds() as i128,
+                _ => now - running_time.map_or(0, |rt| rt.nseconds() as i128),
             }
-        });
-        (epoch + rt.nseconds() as i128) as i64
+        })
+    }
+
+    /// The running time (ns, may be negative) at which the wall clock read `capture_ns`: the
+    /// inverse of [`Self::capture_ns`], to compare capture times with running times.
+    pub fn running_ns(&mut self, element: &gst::Element, capture_ns: i64) -> i64 {
+        (capture_ns as i128 - self.epoch(element, None)) as i64
     }
 }

@@ -13,6 +13,8 @@
 //! * `detectionoverlay`: draws the detections (boxes, labels) on the frames.
 //! * `videoaitrace` (a tracer): source → sink latency per frame, time per element, frames
 //!   lost.
+//! * `framesync` / `framesplit`: N streams into one synchronised batch per tick (one inference
+//!   call for all of them) and back into one stream per source.
 //! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
 //!   picks the best decoder available.
 //!
@@ -23,6 +25,7 @@
 
 use gst::glib;
 
+pub mod batch;
 pub mod capture_time;
 pub mod detection;
 pub mod event;
@@ -36,6 +39,10 @@ pub mod ort_runtime;
 pub mod adaptivequeue;
 #[cfg(feature = "detectionoverlay")]
 pub mod detectionoverlay;
+#[cfg(feature = "framesplit")]
+pub mod framesplit;
+#[cfg(feature = "framesync")]
+pub mod framesync;
 #[cfg(feature = "onnxinfer")]
 pub mod onnxinfer;
 #[cfg(feature = "raftsink")]
@@ -52,6 +59,10 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     adaptivequeue::register(plugin)?;
     #[cfg(feature = "detectionoverlay")]
     detectionoverlay::register(plugin)?;
+    #[cfg(feature = "framesplit")]
+    framesplit::register(plugin)?;
+    #[cfg(feature = "framesync")]
+    framesync::register(plugin)?;
     #[cfg(feature = "onnxinfer")]
     onnxinfer::register(plugin)?;
     #[cfg(feature = "raftsink")]

@@ -26,23 +26,34 @@ fn every_property_is_documented_with_its_default() {
             .unwrap_or("");
         assert!(long.len() >= 80, "{name}: description too short: {long}");
         let el = factory.create().build().unwrap();
-        let own = el.type_();
-        for p in el.list_properties() {
-            if p.owner_type() != own {
-                continue; // inherited (name, qos, sync, …): documented by GStreamer
+        let mut objects: Vec<glib::Object> = vec![el.clone().upcast()];
+        // Request pads with properties of their own (framesync's sink_%u).
+        for templ in el.pad_template_list() {
+            if templ.presence() == gst::PadPresence::Request
+                && let Some(pad) = el.request_pad_simple(templ.name_template())
+            {
+                objects.push(pad.upcast());
             }
-            let blurb = p.blurb().unwrap_or("");
-            let read_only = !p.flags().contains(glib::ParamFlags::WRITABLE);
-            let ok = blurb.len() >= 20
-                && (blurb.contains("Default") || (read_only && blurb.contains("ead-only")));
-            if !ok {
-                undocumented.push(format!("{name}::{}: {blurb:?}", p.name()));
+        }
+        for obj in objects {
+            let own = obj.type_();
+            for p in obj.list_properties() {
+                if p.owner_type() != own {
+                    continue; // inherited (name, qos, sync, …): documented by GStreamer
+                }
+                let blurb = p.blurb().unwrap_or("");
+                let read_only = !p.flags().contains(glib::ParamFlags::WRITABLE);
+                let ok = blurb.len() >= 20
+                    && (blurb.contains("Default") || (read_only && blurb.contains("ead-only")));
+                if !ok {
+                    undocumented.push(format!("{name}::{}: {blurb:?}", p.name()));
+                }
             }
         }
     }
     assert_eq!(
-        elements, 5,
-        "adaptivequeue, detectionoverlay, onnxinfer, raftsink, resilientsrc"
+        elements, 7,
+        "adaptivequeue, detectionoverlay, framesplit, framesync, onnxinfer, raftsink, resilientsrc"
     );
     assert!(undocumented.is_empty(), "{undocumented:#?}");
     assert!(plugin.description().contains("videoai"));

@@ -70,7 +70,7 @@ impl Default for Settings {
 /// What flows, from the caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Media {
-    /// `video/x-raw`: any frame may go.
+    /// `video/x-raw` (or a framesync batch of raw frames): any frame may go.
     RawVideo,
     /// Other `video/*` and `image/*`: only whole GOP tails (by `DELTA_UNIT`) may go.
     Encoded,
@@ -549,7 +549,8 @@ impl AdaptiveQueue {
             // Liveness decides whether this stream may lose buffers (property live-only).
             live_check = self.query_upstream_live();
             let media = match c.caps().structure(0).map(|s| s.name().as_str()) {
-                Some("video/x-raw") => Media::RawVideo,
+                // framesync batches: decoded frames too, each batch independent of the others.
+                Some("video/x-raw") | Some(crate::batch::CAPS_NAME) => Media::RawVideo,
                 Some(n) if n.starts_with("video/") || n.starts_with("image/") => Media::Encoded,
                 _ => Media::Other,
             };

@@ -99,6 +99,8 @@ struct TensorBuf {
 /// Per-stage timings of one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Model runs (`session.run` calls).
+    pub runs: u32,
     pub preprocess: Duration,
     pub inference: Duration,
     pub postprocess: Duration,
@@ -139,14 +141,28 @@ pub struct DecodeParams {
 pub struct Engine {
     pub model: Model,
     pre: Option<Preprocessor>,
+    /// Preprocessors of batch entries, one per video format seen (most recent last).
+    batch_pres: Vec<(gst_video::VideoInfo, Preprocessor)>,
     tensor: TensorBuf,
 }
+
+/// Formats (size and pixel format) whose preprocessors are kept between batches; past that
+/// the cache starts again.
+const MAX_BATCH_FORMATS: usize = 16;
+
+/// One frame (or region) to preprocess into a tensor entry.
+type Item<'a, 'f> = (
+    &'a Preprocessor,
+    &'a gst_video::VideoFrameRef<&'f gst::BufferRef>,
+    &'a Plan,
+);
 
 impl Engine {
     pub fn new(model: Model) -> Self {
         Engine {
             model,
             pre: None,
+            batch_pres: Vec::new(),
             tensor: TensorBuf::default(),
         }
     }
@@ -158,16 +174,28 @@ impl Engine {
         overrides: &Overrides,
         threads: usize,
     ) -> Result<TensorSpec, String> {
+        let pre = self.preprocessor(info, overrides, threads)?;
+        let spec = *pre.spec();
+        self.pre = Some(pre);
+        self.batch_pres.clear();
+        self.tensor = TensorBuf::default();
+        Ok(spec)
+    }
+
+    /// A preprocessor from frames of `info` to this model's input.
+    fn preprocessor(
+        &self,
+        info: &gst_video::VideoInfo,
+        overrides: &Overrides,
+        threads: usize,
+    ) -> Result<Preprocessor, String> {
         let spec = tensor_spec(
             &self.model,
             overrides,
             info.width() as usize,
             info.height() as usize,
         );
-        let pre = Preprocessor::new(spec, info, threads).map_err(|e| e.to_string())?;
-        self.pre = Some(pre);
-        self.tensor = TensorBuf::default();
-        Ok(spec)
+        Preprocessor::new(spec, info, threads).map_err(|e| e.to_string())
     }
 
     /// Largest batch this model takes in one run.
@@ -178,22 +206,24 @@ impl Engine {
         }
     }
 
-    /// Preprocesses `plans` into the tensor (entry i = plan i) and runs the model; `decode`
-    /// turns each entry's outputs into a result: `decode(outputs, entry, batch, plan)`.
+    /// Preprocesses `items` into the tensor (entry i = item i; all items share one tensor
+    /// spec) and runs the model; `decode` turns each entry's outputs into a result:
+    /// `decode(outputs, entry, batch, plan)`.
     fn run_plans<R>(
         &mut self,
-        pre: &Preprocessor,
-        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-        plans: &[&Plan],
+        items: &[Item<'_, '_>],
         timings: &mut Timings,
         mut decode: impl FnMut(&[Output<'_>], usize, usize, &Plan) -> Result<R, String>,
     ) -> Result<Vec<R>, String> {
-        let spec = *pre.spec();
+        let Some(first) = items.first() else {
+            return Ok(Vec::new());
+        };
+        let spec = *first.0.spec();
         let entry_len = spec.entry_len();
         let fixed = self.model.input.batch;
-        let chunk = self.max_batch(plans.len());
-        let mut results = Vec::with_capacity(plans.len());
-        for group in plans.chunks(chunk) {
+        let chunk = self.max_batch(items.len());
+        let mut results = Vec::with_capacity(items.len());
+        for group in items.chunks(chunk) {
             // A fixed batch larger than the group keeps whatever the spare entries hold.
             let batch = fixed.unwrap_or(group.len()).max(group.len());
             let t0 = Instant::now();
@@ -210,7 +240,7 @@ impl Engine {
                 }
                 buf.painted = vec![None; batch];
             }
-            for (i, plan) in group.iter().enumerate() {
+            for (i, (pre, frame, plan)) in group.iter().enumerate() {
                 let range = i * entry_len..(i + 1) * entry_len;
                 let repaint = buf.painted[i] != Some(*plan.placement());
                 match spec.elem {
@@ -245,11 +275,12 @@ impl Engine {
                 let out: Result<Vec<R>, String> = group
                     .iter()
                     .enumerate()
-                    .map(|(i, plan)| decode(outputs, i, batch, plan))
+                    .map(|(i, item)| decode(outputs, i, batch, item.2))
                     .collect();
                 post = t2.elapsed();
                 out
             })??;
+            timings.runs += 1;
             timings.inference += t2 - t1;
             timings.postprocess += post;
             results.extend(decoded);
@@ -265,7 +296,7 @@ impl Engine {
         timings: &mut Timings,
     ) -> Result<FrameResult, String> {
         let pre = self.pre.take().ok_or("not configured (no caps yet)")?;
-        let res = self.run_decoded(&pre, frame, &[pre.full()], params, timings);
+        let res = self.run_decoded(&[(&pre, frame, pre.full())], params, timings);
         self.pre = Some(pre);
         res?.pop().ok_or_else(|| "no result".to_string())
     }
@@ -282,8 +313,8 @@ impl Engine {
         let pre = self.pre.take().ok_or("not configured (no caps yet)")?;
         let clamped: Vec<Option<Rect>> = regions.iter().map(|r| pre.clamp_rect(*r)).collect();
         let plans: Vec<Plan> = clamped.iter().flatten().map(|r| pre.plan(*r)).collect();
-        let refs: Vec<&Plan> = plans.iter().collect();
-        let res = self.run_decoded(&pre, frame, &refs, params, timings);
+        let items: Vec<Item<'_, '_>> = plans.iter().map(|p| (&pre, frame, p)).collect();
+        let res = self.run_decoded(&items, params, timings);
         self.pre = Some(pre);
         let mut results = res?.into_iter();
         Ok(clamped
@@ -292,18 +323,123 @@ impl Engine {
             .collect())
     }
 
-    fn run_decoded(
+    /// Runs whole frames of any formats (batch entries) through the model: frames whose
+    /// tensors have the same spec go in one run (or in chunks of the model's fixed batch).
+    pub fn run_batch(
         &mut self,
-        pre: &Preprocessor,
-        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-        plans: &[&Plan],
+        frames: &[(
+            &gst_video::VideoInfo,
+            &gst_video::VideoFrameRef<&gst::BufferRef>,
+        )],
+        overrides: &Overrides,
+        threads: usize,
         params: &DecodeParams,
         timings: &mut Timings,
     ) -> Result<Vec<FrameResult>, String> {
+        // Evict between batches only: a slot must not move while this batch uses it.
+        if self.batch_pres.len() >= MAX_BATCH_FORMATS {
+            self.batch_pres.clear();
+        }
+        let mut slots = Vec::with_capacity(frames.len());
+        for (info, _) in frames {
+            slots.push(self.batch_pre(info, overrides, threads)?);
+        }
+        let pres = std::mem::take(&mut self.batch_pres);
+        let mut results: Vec<Option<FrameResult>> = vec![None; frames.len()];
+        let mut done = vec![false; frames.len()];
+        let mut res = Ok(());
+        for i in 0..frames.len() {
+            if done[i] {
+                continue;
+            }
+            let spec = *pres[slots[i]].1.spec();
+            let members: Vec<usize> = (i..frames.len())
+                .filter(|&j| !done[j] && *pres[slots[j]].1.spec() == spec)
+                .collect();
+            let items: Vec<Item<'_, '_>> = members
+                .iter()
+                .map(|&j| {
+                    let pre = &pres[slots[j]].1;
+                    (pre, frames[j].1, pre.full())
+                })
+                .collect();
+            match self.run_decoded(&items, params, timings) {
+                Ok(out) => {
+                    for (&j, r) in members.iter().zip(out) {
+                        results[j] = Some(r);
+                        done[j] = true;
+                    }
+                }
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        self.batch_pres = pres;
+        res?;
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Runs the regions of a batch entry (frame pixels, clamped to the frame).
+    pub fn run_batch_regions(
+        &mut self,
+        (info, frame): (
+            &gst_video::VideoInfo,
+            &gst_video::VideoFrameRef<&gst::BufferRef>,
+        ),
+        regions: &[Rect],
+        overrides: &Overrides,
+        threads: usize,
+        params: &DecodeParams,
+        timings: &mut Timings,
+    ) -> Result<Vec<Option<FrameResult>>, String> {
+        if self.batch_pres.len() >= MAX_BATCH_FORMATS {
+            self.batch_pres.clear();
+        }
+        let slot = self.batch_pre(info, overrides, threads)?;
+        let pres = std::mem::take(&mut self.batch_pres);
+        let pre = &pres[slot].1;
+        let clamped: Vec<Option<Rect>> = regions.iter().map(|r| pre.clamp_rect(*r)).collect();
+        let plans: Vec<Plan> = clamped.iter().flatten().map(|r| pre.plan(*r)).collect();
+        let items: Vec<Item<'_, '_>> = plans.iter().map(|p| (pre, frame, p)).collect();
+        let res = self.run_decoded(&items, params, timings);
+        self.batch_pres = pres;
+        let mut results = res?.into_iter();
+        Ok(clamped
+            .iter()
+            .map(|r| r.and_then(|_| results.next()))
+            .collect())
+    }
+
+    /// The index of the batch preprocessor for `info`, made on first use.
+    fn batch_pre(
+        &mut self,
+        info: &gst_video::VideoInfo,
+        overrides: &Overrides,
+        threads: usize,
+    ) -> Result<usize, String> {
+        if let Some(i) = self.batch_pres.iter().position(|(i, _)| i == info) {
+            return Ok(i);
+        }
+        let pre = self.preprocessor(info, overrides, threads)?;
+        self.batch_pres.push((info.clone(), pre));
+        Ok(self.batch_pres.len() - 1)
+    }
+
+    fn run_decoded(
+        &mut self,
+        items: &[Item<'_, '_>],
+        params: &DecodeParams,
+        timings: &mut Timings,
+    ) -> Result<Vec<FrameResult>, String> {
+        let Some(first) = items.first() else {
+            return Ok(Vec::new());
+        };
         let family = self.model.family;
-        let spec = *pre.spec();
+        let spec = *first.0.spec();
         let p = *params;
-        self.run_plans(pre, frame, plans, timings, |outputs, i, batch, plan| {
+        self.run_plans(items, timings, |outputs, i, batch, plan| {
             decode_entry(
                 family,
                 outputs,

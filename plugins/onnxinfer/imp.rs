@@ -26,6 +26,7 @@ use super::{
     BoxOrder, CanaryBy, ChannelOrderProp, ExecutionProvider, LetterboxAnchor, ModelType,
     OptimizationLevel, ResizeMode, labels,
 };
+use crate::batch::{self, Status};
 use crate::detection;
 use crate::event::Detection;
 
@@ -218,6 +219,11 @@ struct State {
     /// Frames seen since the stream started (for `interval`).
     frames_seen: u64,
     last: Option<Carried>,
+    /// Batch caps (`framesync`): each entry's frame is inferred, in one run where the model
+    /// allows.
+    batch: bool,
+    /// Per stream of a batch: frames seen and the last result (for `interval`).
+    batch_streams: std::collections::HashMap<String, (u64, Option<Carried>)>,
 }
 
 /// A model loaded off the streaming thread, waiting to be switched in (`None`: remove the
@@ -246,6 +252,19 @@ impl ObjectSubclass for OnnxInfer {
     const NAME: &'static str = "GstOnnxInfer";
     type Type = super::OnnxInfer;
     type ParentType = gst_base::BaseTransform;
+}
+
+/// The upstream ROIs of `buf` as regions to classify (`roi-only`).
+fn roi_regions(buf: &gst::BufferRef) -> Vec<Rect> {
+    detection::roi_rects(buf)
+        .iter()
+        .map(|(x, y, w, h)| Rect {
+            x: *x as usize,
+            y: *y as usize,
+            w: *w as usize,
+            h: *h as usize,
+        })
+        .collect()
 }
 
 /// FNV-1a of the stream id, as a fraction in [0, 1).
@@ -495,6 +514,302 @@ impl OnnxInfer {
                 }
             }
         }
+    }
+
+    /// Posts that running `model_id` failed.
+    fn model_failed(&self, model_id: &str, e: String) -> gst::FlowError {
+        gst::element_imp_error!(
+            self,
+            gst::LibraryError::Failed,
+            ("onnxinfer: model {model_id}: {e}")
+        );
+        gst::FlowError::Error
+    }
+
+    /// Whether a batch entry of `stream_id` goes to the canary.
+    fn pick_canary_entry(state: &mut State, settings: &Settings, stream_id: &str) -> bool {
+        if state.canary.is_none() || settings.canary_fraction <= 0.0 {
+            return false;
+        }
+        match settings.canary_by {
+            CanaryBy::Stream => stream_fraction(stream_id) < settings.canary_fraction,
+            CanaryBy::Frame => Self::pick_canary(state, settings),
+        }
+    }
+
+    /// Attaches roi-only classifier results to the ROIs they came from; returns how many
+    /// regions were classified.
+    fn attach_roi_results(
+        buf: &mut gst::BufferRef,
+        labels_: &[String],
+        results: &[Option<FrameResult>],
+        model_id: &str,
+    ) -> usize {
+        let tops: Vec<Option<Vec<detection::Class>>> = results
+            .iter()
+            .map(|r| match r {
+                Some(FrameResult::Classes(top)) => Some(
+                    top.iter()
+                        .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        let n = tops.iter().flatten().count();
+        detection::classify_rois(buf, &tops, model_id, true);
+        detection::attach_inference(buf, model_id, true, n as u32);
+        n
+    }
+
+    /// A `framesync` batch: every fresh entry is inferred, all of them in one model run per
+    /// tensor shape (entry by entry for models with a fixed batch of 1); results go on each
+    /// entry's own frame.
+    fn transform_batch(
+        &self,
+        buf: &mut gst::BufferRef,
+        state: &mut State,
+        settings: &Settings,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(mut entries) = batch::read(buf) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "onnxinfer: a {} buffer without its {}: batches come from framesync",
+                    batch::CAPS_NAME,
+                    batch::META_NAME
+                )
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let params = settings.decode_params();
+        let overrides = settings.overrides();
+        let threads = settings.preprocess_threads();
+        // Fresh entries with a frame and caps we can read.
+        let mut runnable: Vec<(usize, gst_video::VideoInfo)> = Vec::new();
+        let mut unreadable = 0u64;
+        for (i, e) in entries.iter().enumerate() {
+            if e.status != Status::Fresh || e.buffer.is_none() {
+                continue;
+            }
+            let info = e
+                .caps
+                .as_ref()
+                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
+            let buffer = e.buffer.as_ref().unwrap();
+            match info {
+                Some(info)
+                    if SUPPORTED_FORMATS.contains(&info.format())
+                        && gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+                            .is_ok() =>
+                {
+                    runnable.push((i, info))
+                }
+                Some(info) if SUPPORTED_FORMATS.contains(&info.format()) => {
+                    // Too small for its caps (a damaged or empty buffer): skip, say so.
+                    unreadable += 1;
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "batch entry of stream {}: a {} byte buffer is not a {}x{} {} frame; skipped",
+                        e.stream_id,
+                        buffer.size(),
+                        info.width(),
+                        info.height(),
+                        info.format().to_str()
+                    );
+                }
+                other => {
+                    unreadable += 1;
+                    let what = other.map_or_else(
+                        || format!("{:?}", e.caps),
+                        |i| i.format().to_str().to_string(),
+                    );
+                    if self.warned_formats.lock().unwrap().insert(what.clone()) {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::StreamError::Format,
+                            (
+                                "onnxinfer: batch entry of stream {} is {what}, which onnxinfer cannot read; its frames are passed on without inference (put videoconvert before framesync)",
+                                e.stream_id
+                            )
+                        );
+                    }
+                }
+            }
+        }
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.frames += runnable.len() as u64 + unreadable;
+            stats.skipped += unreadable;
+            stats.batches += 1;
+        }
+        // interval: per stream, frames in between carry the stream's last result.
+        let mut carried: Vec<(usize, (u32, u32), Carried)> = Vec::new();
+        let mut primary = Vec::new();
+        let mut canary = Vec::new();
+        for (i, info) in runnable {
+            let id = entries[i].stream_id.clone();
+            let (seen, last) = state.batch_streams.entry(id.clone()).or_default();
+            let n = *seen;
+            *seen += 1;
+            if settings.interval > 1
+                && n % settings.interval as u64 != 0
+                && let Some(l) = last
+            {
+                carried.push((i, (info.width(), info.height()), l.clone()));
+                continue;
+            }
+            if Self::pick_canary_entry(state, settings, &id) {
+                canary.push((i, info));
+            } else {
+                primary.push((i, info));
+            }
+        }
+        for (i, size, c) in &carried {
+            let b = entries[*i].buffer.as_mut().unwrap().make_mut();
+            if !(settings.roi_only && matches!(c.result, FrameResult::Classes(_))) {
+                Self::attach(b, &state.labels, *size, &c.model, &c.result, false);
+            }
+        }
+        self.stats.lock().unwrap().skipped += carried.len() as u64;
+
+        for (role, group) in [(Role::Primary, primary), (Role::Canary, canary)] {
+            if group.is_empty() {
+                continue;
+            }
+            let engine = match role {
+                Role::Canary => state.canary.as_mut().unwrap(),
+                Role::Primary => &mut state.primary,
+            };
+            let model_id = engine.model.id.clone();
+            let fail = |e: String| self.model_failed(&model_id, e);
+            let mut timings = Timings::default();
+            let mapped: Result<Vec<_>, _> = group
+                .iter()
+                .map(|(i, info)| {
+                    let b = entries[*i].buffer.as_ref().unwrap();
+                    gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), info).map_err(
+                        |_| {
+                            format!(
+                                "cannot map the {} byte frame of stream {} as {}x{} {}",
+                                b.size(),
+                                entries[*i].stream_id,
+                                info.width(),
+                                info.height(),
+                                info.format().to_str()
+                            )
+                        },
+                    )
+                })
+                .collect();
+            let frames = mapped.map_err(&fail)?;
+            let results: Vec<Vec<Option<FrameResult>>> = if settings.roi_only {
+                let mut out = Vec::new();
+                for ((i, info), frame) in group.iter().zip(&frames) {
+                    let regions = roi_regions(entries[*i].buffer.as_ref().unwrap());
+                    out.push(if regions.is_empty() {
+                        Vec::new()
+                    } else {
+                        engine
+                            .run_batch_regions(
+                                (info, frame),
+                                &regions,
+                                &overrides,
+                                threads,
+                                &params,
+                                &mut timings,
+                            )
+                            .map_err(&fail)?
+                    });
+                }
+                out
+            } else {
+                let pairs: Vec<_> = group
+                    .iter()
+                    .zip(&frames)
+                    .map(|((_, info), f)| (info, f))
+                    .collect();
+                engine
+                    .run_batch(&pairs, &overrides, threads, &params, &mut timings)
+                    .map_err(&fail)?
+                    .into_iter()
+                    .map(|r| vec![Some(r)])
+                    .collect()
+            };
+            drop(frames);
+            let mut counts = Vec::with_capacity(group.len());
+            for ((i, info), r) in group.iter().zip(results) {
+                let e = &mut entries[*i];
+                let b = e.buffer.as_mut().unwrap().make_mut();
+                let size = (info.width(), info.height());
+                let n = if settings.roi_only {
+                    Self::attach_roi_results(b, &state.labels, &r, &model_id)
+                } else if let Some(Some(result)) = r.into_iter().next() {
+                    let n = Self::attach(b, &state.labels, size, &model_id, &result, true);
+                    // Kept for `interval` and for this stream's repeated entries.
+                    let slot = state.batch_streams.entry(e.stream_id.clone()).or_default();
+                    slot.1 = Some(Carried {
+                        model: model_id.clone(),
+                        result,
+                    });
+                    n
+                } else {
+                    0
+                };
+                counts.push(n);
+            }
+            // Per frame: the batch's time shared between its entries.
+            let k = group.len() as u32;
+            let share = Timings {
+                runs: timings.runs,
+                preprocess: timings.preprocess / k,
+                inference: timings.inference / k,
+                postprocess: timings.postprocess / k,
+            };
+            let mut stats = self.stats.lock().unwrap();
+            stats.batch_runs += timings.runs as u64;
+            for n in counts {
+                stats.record(&model_id, role.name(), &share, n);
+            }
+        }
+        // Repeated entries (a stream slower than the ticks) carry their stream's last result.
+        if !settings.roi_only {
+            for e in entries.iter_mut().filter(|e| e.status == Status::Repeated) {
+                let Some((_, Some(last))) = state.batch_streams.get(&e.stream_id) else {
+                    continue;
+                };
+                let (Some(frame), Some(info)) = (
+                    e.buffer.as_mut(),
+                    e.caps
+                        .as_ref()
+                        .and_then(|c| gst_video::VideoInfo::from_caps(c).ok()),
+                ) else {
+                    continue;
+                };
+                let b = frame.make_mut();
+                if detection::inference_model(b).is_none() {
+                    Self::attach(
+                        b,
+                        &state.labels,
+                        (info.width(), info.height()),
+                        &last.model,
+                        &last.result,
+                        false,
+                    );
+                }
+            }
+        }
+        batch::write(buf, &entries).map_err(|e| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("onnxinfer: cannot update the batch: {e}")
+            );
+            gst::FlowError::Error
+        })?;
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn update_canary_stream(&self, state: &mut State, settings: &Settings) {
@@ -965,9 +1280,11 @@ impl ElementImpl for OnnxInfer {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new()
+            let mut caps = gst_video::VideoCapsBuilder::new()
                 .format_list(SUPPORTED_FORMATS.iter().copied())
                 .build();
+            caps.make_mut()
+                .append(gst::Caps::builder(batch::CAPS_NAME).build());
             vec![
                 gst::PadTemplate::new(
                     "src",
@@ -1096,6 +1413,8 @@ impl BaseTransformImpl for OnnxInfer {
             canary_credit: 0.0,
             frames_seen: 0,
             last: None,
+            batch: false,
+            batch_streams: Default::default(),
         };
         self.update_canary_stream(&mut state, &settings);
         *self.state.lock().unwrap() = Some(state);
@@ -1149,6 +1468,17 @@ impl BaseTransformImpl for OnnxInfer {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        if batch::is_batch_caps(incaps) {
+            let mut state = self.state.lock().unwrap();
+            let Some(state) = state.as_mut() else {
+                return Err(gst::loggable_error!(CAT, "caps set before start"));
+            };
+            gst::debug!(CAT, imp = self, "batches from framesync");
+            state.batch = true;
+            state.info = None;
+            state.batch_streams.clear();
+            return Ok(());
+        }
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
         let settings = self.settings.lock().unwrap().clone();
@@ -1177,6 +1507,7 @@ impl BaseTransformImpl for OnnxInfer {
         }
         state.info = Some(info);
         state.last = None;
+        state.batch = false;
         Ok(())
     }
 
@@ -1193,6 +1524,9 @@ impl BaseTransformImpl for OnnxInfer {
             return Err(gst::FlowError::NotNegotiated);
         };
         self.apply_pending(state, &settings);
+        if state.batch {
+            return self.transform_batch(buf, state, &settings);
+        }
         let Some(info) = state.info.clone() else {
             gst::element_imp_error!(
                 self,
@@ -1228,14 +1562,7 @@ impl BaseTransformImpl for OnnxInfer {
         };
         let model_id = engine.model.id.clone();
         let mut timings = Timings::default();
-        let fail = |e: String| {
-            gst::element_imp_error!(
-                self,
-                gst::LibraryError::Failed,
-                ("onnxinfer: model {model_id}: {e}")
-            );
-            gst::FlowError::Error
-        };
+        let fail = |e: String| self.model_failed(&model_id, e);
         let map_err = |_| {
             gst::element_imp_error!(
                 self,
@@ -1252,16 +1579,7 @@ impl BaseTransformImpl for OnnxInfer {
         };
 
         if settings.roi_only {
-            let rects = detection::roi_rects(buf);
-            let regions: Vec<Rect> = rects
-                .iter()
-                .map(|(x, y, w, h)| Rect {
-                    x: *x as usize,
-                    y: *y as usize,
-                    w: *w as usize,
-                    h: *h as usize,
-                })
-                .collect();
+            let regions = roi_regions(buf);
             let results = if regions.is_empty() {
                 Vec::new()
             } else {
@@ -1271,28 +1589,10 @@ impl BaseTransformImpl for OnnxInfer {
                     .run_regions(&frame, &regions, &params, &mut timings)
                     .map_err(fail)?
             };
-            let labels_ = &state.labels;
-            let tops: Vec<Option<Vec<detection::Class>>> = results
-                .iter()
-                .map(|r| match r {
-                    Some(FrameResult::Classes(top)) => Some(
-                        top.iter()
-                            .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect();
-            detection::classify_rois(buf, &tops, &model_id, true);
-            detection::attach_inference(buf, &model_id, true, tops.iter().flatten().count() as u32);
+            let n = Self::attach_roi_results(buf, &state.labels, &results, &model_id);
             let mut stats = self.stats.lock().unwrap();
             if !regions.is_empty() {
-                stats.record(
-                    &model_id,
-                    role.name(),
-                    &timings,
-                    tops.iter().flatten().count(),
-                );
+                stats.record(&model_id, role.name(), &timings, n);
             }
             return Ok(gst::FlowSuccess::Ok);
         }

@@ -24,6 +24,9 @@ pub struct Stats {
     pub skipped: u64,
     pub swaps: u64,
     pub swaps_refused: u64,
+    /// framesync batches, and model runs made for them.
+    pub batches: u64,
+    pub batch_runs: u64,
     pub primary: Option<String>,
     pub canary: Option<String>,
     pub models: BTreeMap<String, ModelStats>,
@@ -85,6 +88,8 @@ impl Stats {
             .field("canary-model", self.canary.clone().unwrap_or_default())
             .field("swaps", self.swaps)
             .field("swaps-refused", self.swaps_refused)
+            .field("batches", self.batches)
+            .field("batch-runs", self.batch_runs)
             .field("preprocess-mean-ms", ms(pre.mean()))
             .field("preprocess-p99-ms", ms(pre.percentile(0.99)))
             .field("inference-mean-ms", ms(inf.mean()))

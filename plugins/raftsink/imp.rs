@@ -92,6 +92,9 @@ struct State {
     capture: CaptureClock,
     /// Whether upstream is live (decides the sequence number basis), asked once per stream.
     live: Option<bool>,
+    /// Batch caps (`framesync`): one event per fresh entry, numbered per entry stream.
+    batch: bool,
+    batch_streams: std::collections::HashMap<String, Sequencer>,
 }
 
 #[derive(Default)]
@@ -567,6 +570,12 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let mut st = self.state.lock().unwrap();
+        st.batch = crate::batch::is_batch_caps(caps);
+        if st.batch {
+            return Ok(());
+        }
+        drop(st);
         let fps = caps
             .structure(0)
             .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
@@ -594,6 +603,9 @@ impl BaseSinkImpl for RaftSink {
             gst::EventView::FlushStop(_) => {
                 let mut st = self.state.lock().unwrap();
                 st.sequencer.reset();
+                for s in st.batch_streams.values_mut() {
+                    s.reset();
+                }
                 st.capture.reset();
             }
             // Durable (and acknowledged) before EOS reaches the application.
@@ -604,6 +616,9 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.state.lock().unwrap().batch {
+            return self.render_batch(buffer);
+        }
         let detections = detection::read_detections(buffer);
         let (needs_live, stream) = {
             let st = self.state.lock().unwrap();
@@ -664,6 +679,17 @@ impl BaseSinkImpl for RaftSink {
             (ev, writer)
         };
         let (ev, writer) = ev;
+        self.submit(writer, ev)
+    }
+}
+
+impl RaftSink {
+    /// Hands one event to the writer.
+    fn submit(
+        &self,
+        writer: Option<Arc<Writer>>,
+        ev: EncodedEvent,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let Some(writer) = writer else {
             return Err(gst::FlowError::Flushing);
         };
@@ -681,5 +707,101 @@ impl BaseSinkImpl for RaftSink {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// A `framesync` batch: one event per fresh entry, under the entry's own stream id and
+    /// numbered like a stream of its own (the `stream-id` property does not apply).
+    fn render_batch(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(entries) = crate::batch::read(buffer) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "raftsink: a {} buffer without its {}: batches come from framesync",
+                    crate::batch::CAPS_NAME,
+                    crate::batch::META_NAME
+                )
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let live = {
+            let known = self.state.lock().unwrap().live;
+            match known {
+                Some(l) => l,
+                None => {
+                    let l = self.upstream_live();
+                    self.state.lock().unwrap().live = Some(l);
+                    l
+                }
+            }
+        };
+        for e in entries {
+            if e.status != crate::batch::Status::Fresh {
+                continue;
+            }
+            let Some(frame) = e.buffer.as_ref() else {
+                continue;
+            };
+            let detections = detection::read_detections(frame);
+            let new_stream = !self
+                .state
+                .lock()
+                .unwrap()
+                .batch_streams
+                .contains_key(&e.stream_id);
+            let stored = (new_stream && live)
+                .then(|| self.stored_max_seq(&e.stream_id))
+                .flatten();
+            let (ev, writer) = {
+                let mut st = self.state.lock().unwrap();
+                // The stream's numbering exists from its first frame on (the store is asked
+                // once per stream), stored or not.
+                st.batch_streams
+                    .entry(e.stream_id.clone())
+                    .or_insert_with(|| {
+                        let mut s = Sequencer::new();
+                        s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
+                        s.continue_after(stored);
+                        s
+                    });
+                if st.skip_empty && detections.is_empty() {
+                    drop(st);
+                    *self.skipped_empty.lock().unwrap() += 1;
+                    continue;
+                }
+                let capture_ns = match e.capture_ns {
+                    Some(c) => c,
+                    None => st
+                        .capture
+                        .capture_ns(self.obj().upcast_ref(), frame, e.running_time),
+                };
+                let seqr = st.batch_streams.get_mut(&e.stream_id).unwrap();
+                let fps = e
+                    .caps
+                    .as_ref()
+                    .and_then(|c| c.structure(0))
+                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                    .unwrap_or(gst::Fraction::new(0, 1));
+                seqr.set_framerate(fps.numer(), fps.denom());
+                let seq = seqr.next(e.pts, capture_ns);
+                let model = detection::inference_model(frame)
+                    .or_else(|| detection::first_detection_model(frame))
+                    .unwrap_or_default();
+                (
+                    EncodedEvent {
+                        stream: e.stream_id.clone(),
+                        seq,
+                        pts_ns: e.pts.map(|p| p.nseconds() as i64),
+                        capture_ns,
+                        model,
+                        detections: serde_json::to_string(&detections)
+                            .unwrap_or_else(|_| "[]".into()),
+                    },
+                    st.writer.clone(),
+                )
+            };
+            self.submit(writer, ev)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 }

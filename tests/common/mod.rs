@@ -42,6 +42,14 @@ pub fn labels() -> PathBuf {
     root().join("models/common_det.labels")
 }
 
+/// A benchmark setting from the environment (`default` when unset or not a number).
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

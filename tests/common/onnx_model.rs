@@ -132,15 +132,7 @@ impl Spec {
             field_bytes(&mut graph, 12, &value_info(&o.name, 1, &dims));
         }
 
-        let mut model = Vec::new();
-        field_varint(&mut model, 1, 8); // ir_version
-        field_str(&mut model, 2, "videoai-tests");
-        let mut opset = Vec::new();
-        field_str(&mut opset, 1, "");
-        field_varint(&mut opset, 2, 13);
-        field_bytes(&mut model, 8, &opset);
-        field_bytes(&mut model, 7, &graph);
-        model
+        model_proto(&graph)
     }
 }
 
@@ -222,4 +214,140 @@ fn value_info(name: &str, elem_type: u64, dims: &[Dim]) -> Vec<u8> {
     field_str(&mut vi, 1, name);
     field_bytes(&mut vi, 2, &type_proto);
     vi
+}
+
+/// A detector whose one box moves with the image's brightness, with a dynamic batch
+/// dimension, in the YOLOv5 layout `[N,1,6]` (use `model-type=yolov5`).
+///
+/// Input `images` `[N,3,size,size]` f32. `layers` stride-2 3×3 convolutions (with ReLU, fixed
+/// pseudo-random weights) come first, to give the model real work (benchmarks); with 0 layers
+/// `m` is the mean of the input. Each entry gets one box: `cx = 40 + 240·m`, `cy = 160`,
+/// `w = h = 40`, objectness 0.9, one class scoring 0.9 (confidence 0.81).
+pub fn brightness_box_model(path: &Path, size: i64, layers: usize) {
+    let mut graph = Vec::new();
+    let mut x = "images".to_string();
+    let mut cin = 3i64;
+    let mut seed: u32 = 12345;
+    let mut rand = move || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        ((seed >> 16) & 0x7fff) as f32 / 32768.0 - 0.5
+    };
+    for l in 0..layers {
+        let cout = 16i64 << l.min(3);
+        let w: Vec<f32> = (0..cout * cin * 9).map(|_| rand() * 0.5).collect();
+        let b: Vec<f32> = (0..cout).map(|_| rand() * 0.1).collect();
+        let (wn, bn, cn, rn) = (
+            format!("w{l}"),
+            format!("b{l}"),
+            format!("conv{l}"),
+            format!("relu{l}"),
+        );
+        field_bytes(&mut graph, 5, &tensor(&wn, &[cout, cin, 3, 3], &w));
+        field_bytes(&mut graph, 5, &tensor(&bn, &[cout], &b));
+        field_bytes(
+            &mut graph,
+            1,
+            &node(
+                "Conv",
+                &[&x, &wn, &bn],
+                &[&cn],
+                &[
+                    attr_ints("kernel_shape", &[3, 3]),
+                    attr_ints("strides", &[2, 2]),
+                    attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+            ),
+        );
+        field_bytes(&mut graph, 1, &node("Relu", &[&cn], &[&rn], &[]));
+        x = rn;
+        cin = cout;
+    }
+    field_bytes(
+        &mut graph,
+        1,
+        &node(
+            "ReduceMean",
+            &[&x],
+            &["m4"],
+            &[attr_ints("axes", &[1, 2, 3]), attr_int("keepdims", 1)],
+        ),
+    );
+    field_bytes(
+        &mut graph,
+        1,
+        &node(
+            "ReduceMean",
+            &["m4"],
+            &["m3"],
+            &[attr_ints("axes", &[3]), attr_int("keepdims", 0)],
+        ),
+    );
+    field_bytes(
+        &mut graph,
+        5,
+        &tensor("gain", &[1, 1, 6], &[240.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+    );
+    field_bytes(
+        &mut graph,
+        5,
+        &tensor("bias", &[1, 1, 6], &[40.0, 160.0, 40.0, 40.0, 0.9, 0.9]),
+    );
+    field_bytes(
+        &mut graph,
+        1,
+        &node("Mul", &["m3", "gain"], &["scaled"], &[]),
+    );
+    field_bytes(
+        &mut graph,
+        1,
+        &node("Add", &["scaled", "bias"], &["output"], &[]),
+    );
+    field_str(&mut graph, 2, "videoai-brightness-box");
+    field_bytes(
+        &mut graph,
+        11,
+        &value_info(
+            "images",
+            1,
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(3),
+                Dim::Fixed(size),
+                Dim::Fixed(size),
+            ],
+        ),
+    );
+    field_bytes(
+        &mut graph,
+        12,
+        &value_info(
+            "output",
+            1,
+            &[Dim::Named("batch"), Dim::Fixed(1), Dim::Fixed(6)],
+        ),
+    );
+    std::fs::write(path, model_proto(&graph)).unwrap();
+}
+
+/// A ModelProto (IR 8, opset 13) around `graph`.
+fn model_proto(graph: &[u8]) -> Vec<u8> {
+    let mut model = Vec::new();
+    field_varint(&mut model, 1, 8); // ir_version
+    field_str(&mut model, 2, "videoai-tests");
+    let mut opset = Vec::new();
+    field_str(&mut opset, 1, "");
+    field_varint(&mut opset, 2, 13);
+    field_bytes(&mut model, 8, &opset);
+    field_bytes(&mut model, 7, graph);
+    model
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> Vec<u8> {
+    let mut a = Vec::new();
+    field_str(&mut a, 1, name);
+    for x in v {
+        field_varint(&mut a, 8, *x as u64);
+    }
+    field_varint(&mut a, 20, 7); // AttributeType INTS
+    a
 }
