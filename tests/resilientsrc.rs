@@ -689,3 +689,59 @@ fn state_changes_while_connecting_do_not_hang() {
         assert!(run.errors.is_empty(), "{:?}", run.errors);
     }
 }
+
+#[test]
+fn bad_protocols_is_a_clear_error_not_an_abort() {
+    common::init();
+    let p = common::parse(
+        "resilientsrc uri=rtsp://127.0.0.1:9/stream protocols=tcp+carrier-pigeon ! fakesink",
+    );
+    let outcome = common::run(&p, Duration::from_secs(20));
+    let err = outcome.first_error();
+    assert!(
+        err.contains("protocols") && err.contains("carrier-pigeon") && err.contains("tcp"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pausing_a_live_camera_keeps_time_and_does_not_reconnect() {
+    let cam = RtspCamera::start("rtsp_server_child");
+    // A stall timeout shorter than the pause: frames arriving while paused keep it quiet.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={} protocols=tcp latency=100 stall-timeout=600",
+        cam.uri()
+    ));
+    run.play();
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 10),
+        "no frames: {:?}",
+        run.errors
+    );
+    run.pipeline.set_state(gst::State::Paused).unwrap();
+    run.pump_until(Duration::from_millis(1500), |_| false);
+    let before = run.frame_count();
+    run.play();
+    assert!(
+        run.pump_until(Duration::from_secs(10), |r| r.frame_count() >= before + 10),
+        "frames after resuming: {:?}",
+        run.errors
+    );
+    let stats = run.stats();
+    run.stop();
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(stats.get::<u64>("reconnects"), Ok(0), "{stats}");
+    let frames = run.frames.lock().unwrap();
+    let pts: Vec<gst::ClockTime> = frames.buffers.iter().filter_map(|b| b.0).collect();
+    assert!(
+        pts.windows(2).all(|w| w[1] > w[0]),
+        "PTS keep increasing across the pause"
+    );
+    // The first frame after the pause starts a new run.
+    assert!(
+        frames.buffers[before.min(frames.buffers.len() - 1)..]
+            .iter()
+            .take(3)
+            .any(|b| b.1)
+    );
+}

@@ -167,3 +167,17 @@ fn memory_stays_flat_over_100k_frames() {
     );
     eprintln!("RSS {before} → {after} KiB over 100k frames, {tracked} frames tracked at the end");
 }
+
+#[test]
+fn a_sink_inside_a_bin_counts_each_frame_once() {
+    let t = tracer();
+    // The frame reaches the bin's ghost sink pad, then the fakesink inside: one arrival.
+    let r = traced(
+        &t,
+        "videotestsrc name=src num-buffers=40 ! video/x-raw,width=64,height=48 \
+         ! bin.( name=outbin queue ! fakesink )",
+    );
+    let p = path(&r, "outbin");
+    assert_eq!(f(p, "frames"), 40.0, "{p}");
+    assert_eq!(f(p, "lost"), 0.0, "{p}");
+}

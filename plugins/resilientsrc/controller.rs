@@ -132,7 +132,11 @@ impl Controller {
         self.shared.control.lock().unwrap().stopping = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Stopped from the loop's own thread (a state change made from a status
+            // callback): it ends by itself once it sees `stopping`.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -140,6 +144,30 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// rtspsrc's lower transports (GstRTSPLowerTrans nicks).
+const PROTOCOLS: &[&str] = &["udp", "udp-mcast", "tcp", "http", "tls"];
+
+/// Checks a `protocols` value before it reaches rtspsrc (which would abort on a bad one).
+pub fn check_protocols(value: &str) -> Result<(), String> {
+    let bad: Vec<&str> = value
+        .split(['+', '|', ','])
+        .map(str::trim)
+        .filter(|t| !PROTOCOLS.contains(t))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocols=\"{value}\": {} not a transport; use {} joined with +, e.g. protocols=tcp or protocols=udp+tcp",
+            bad.iter()
+                .map(|b| format!("'{b}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            PROTOCOLS.join(", ")
+        ))
     }
 }
 
@@ -638,15 +666,33 @@ fn hand_over(
     {
         appsrc.set_caps(Some(&caps.to_owned()));
     }
+    if is_video {
+        // The camera delivers (whether or not the frame is wanted): no stall.
+        let first = s
+            .last_frame
+            .lock()
+            .unwrap()
+            .replace(Instant::now())
+            .is_none();
+        if first {
+            first_frame(s);
+        }
+    }
     let mut buffer = buffer;
     {
         let b = buffer.make_mut();
         if live {
-            // The outer pipeline's running time now: continuous across reconnects. Before the
-            // outer pipeline plays there is none: a live source's frames are not wanted yet.
-            let Some(now) = appsrc.current_running_time() else {
+            // The outer pipeline's running time now: continuous across reconnects. Unless it
+            // is playing (not yet, or paused) a live source's frames are not wanted, and the
+            // running time would not be the one the frames are played at: dropped, and the
+            // next frame pushed starts a new run (DISCONT).
+            let now = (appsrc.current_state() == gst::State::Playing)
+                .then(|| appsrc.current_running_time())
+                .flatten();
+            let Some(now) = now else {
                 if is_video {
                     s.info.lock().unwrap().dropped += 1;
+                    *s.discont.lock().unwrap() = true;
                 }
                 return Ok(gst::FlowSuccess::Ok);
             };
@@ -665,15 +711,6 @@ fn hand_over(
         }
     }
     if is_video {
-        let first = s
-            .last_frame
-            .lock()
-            .unwrap()
-            .replace(Instant::now())
-            .is_none();
-        if first {
-            first_frame(s);
-        }
         let mut info = s.info.lock().unwrap();
         info.frames += 1;
         if live && appsrc.current_level_buffers() >= appsrc.max_buffers() {

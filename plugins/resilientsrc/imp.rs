@@ -193,9 +193,17 @@ impl ResilientSrc {
                 return Err(gst::StateChangeError);
             }
         };
+        if let Some(p) = &settings.protocols
+            && let Err(e) = controller::check_protocols(p)
+        {
+            gst::element_imp_error!(self, gst::ResourceError::Settings, ("resilientsrc: {e}"));
+            return Err(gst::StateChangeError);
+        }
         let live = uri::is_live(&uri);
         self.video.set_is_live(live);
         self.video.set_block(!live);
+        // Bounded in frames, not bytes (appsrc's 200 000-byte default is less than one frame).
+        self.video.set_max_bytes(0);
         self.video.set_max_buffers(if live { 30 } else { 4 });
         self.video
             .set_property_from_str("leaky-type", if live { "downstream" } else { "none" });
@@ -203,7 +211,9 @@ impl ResilientSrc {
         if let Some(a) = &audio {
             a.set_is_live(live);
             a.set_block(!live);
+            a.set_max_bytes(0);
             a.set_max_buffers(if live { 60 } else { 16 });
+            a.set_property_from_str("leaky-type", if live { "downstream" } else { "none" });
         }
         let config = controller::Config {
             uri: uri.clone(),

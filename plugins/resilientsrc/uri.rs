@@ -45,34 +45,57 @@ pub fn is_live(uri: &str) -> bool {
     LIVE_SCHEMES.contains(&scheme(uri).as_str())
 }
 
-/// The URI with any `user:password@` replaced by `***@`, for logs and messages.
-pub fn redact(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
+/// Query parameters whose values are secrets (matched as substrings of the lower-cased name).
+const SECRET_PARAMS: &[&str] = &[
+    "pass", "pwd", "token", "secret", "key", "auth", "sig", "cred", "session",
+];
+
+/// The secrets in `uri`: `user:password` of the authority, the password alone, and the values
+/// of query parameters that look like credentials (`?password=…`, `&token=…`,
+/// `srt://…?passphrase=…`).
+fn secrets(uri: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some((_, rest)) = uri.split_once("://") else {
+        return out;
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => uri.to_string(),
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..authority_end].rfind('@') {
+        let userinfo = &rest[..at];
+        out.push(userinfo.to_string());
+        if let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+        {
+            out.push(password.to_string());
+        }
     }
+    if let Some((_, query)) = rest.split_once('?') {
+        let query = query.split('#').next().unwrap_or("");
+        for pair in query.split(['&', ';']) {
+            if let Some((name, value)) = pair.split_once('=') {
+                let name = name.to_ascii_lowercase();
+                if !value.is_empty() && SECRET_PARAMS.iter().any(|p| name.contains(p)) {
+                    out.push(value.to_string());
+                }
+            }
+        }
+    }
+    // Longest first, so that `user:pass` goes before `pass`.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+/// The URI with its credentials (`user:password@`, secret query parameters) replaced by
+/// `***`, for logs and messages.
+pub fn redact(uri: &str) -> String {
+    scrub(uri, uri)
 }
 
 /// `text` with the credentials of `uri` (if it has any) replaced by `***`: for messages from
 /// inner elements, which may quote the URI.
 pub fn scrub(text: &str, uri: &str) -> String {
-    let Some((_, rest)) = uri.split_once("://") else {
-        return text.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_string();
-    };
-    let userinfo = &rest[..at];
-    let mut out = text.replace(userinfo, "***");
-    if let Some((_, password)) = userinfo.split_once(':')
-        && !password.is_empty()
-    {
-        out = out.replace(password, "***");
+    let mut out = text.to_string();
+    for secret in secrets(uri) {
+        out = out.replace(&secret, "***");
     }
     out
 }
@@ -95,6 +118,19 @@ mod tests {
             "cannot open rtsp://***@cam/1 (***)"
         );
         assert_eq!(scrub("x s3cret", "rtsp://cam/1"), "x s3cret");
+        // Secrets in the query string too.
+        assert_eq!(
+            redact("srt://cam:9000?mode=caller&passphrase=hunter22&latency=200"),
+            "srt://cam:9000?mode=caller&passphrase=***&latency=200"
+        );
+        assert_eq!(
+            redact("https://cam/live.m3u8?token=abc123&x=1"),
+            "https://cam/live.m3u8?token=***&x=1"
+        );
+        assert_eq!(
+            redact("rtsp://u:p4ss@cam/1?Password=p4ss"),
+            "rtsp://***@cam/1?Password=***"
+        );
     }
 
     #[test]

@@ -77,8 +77,13 @@ struct State {
     fed_by: HashMap<usize, Vec<usize>>,
     sources: HashMap<usize, (Recent, u64)>,
     entered: HashMap<usize, Recent>,
+    /// Per sink: frames that arrived (a frame reaches a sink bin twice: at its ghost pad and at
+    /// the element inside; it counts once).
+    arrived: HashMap<usize, Recent>,
     paths: HashMap<(usize, usize), Histogram>,
     elements: HashMap<usize, Histogram>,
+    /// The topology generation the caches above were built for.
+    generation: u64,
 }
 
 fn id(e: &impl IsA<gst::Object>) -> usize {
@@ -200,6 +205,9 @@ struct Settings {
 pub struct VideoAiTrace {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Bumped on every topology change, without taking `state`: a change can be announced
+    /// from a dispose that runs while `state` is held (an element reference dropped there).
+    topology: std::sync::atomic::AtomicU64,
 }
 
 #[glib::object_subclass]
@@ -247,6 +255,13 @@ impl VideoAiTrace {
             return;
         };
         let mut st = self.state.lock().unwrap();
+        let generation = self.topology.load(std::sync::atomic::Ordering::Acquire);
+        if st.generation != generation {
+            st.generation = generation;
+            st.roles.clear();
+            st.upstream.clear();
+            st.fed_by.clear();
+        }
         match Self::role(&mut st, pad) {
             Role::Source(s) => {
                 let entry = st.sources.entry(s).or_default();
@@ -279,6 +294,9 @@ impl VideoAiTrace {
         }
         match Self::role(&mut st, &peer) {
             Role::Sink(k) => {
+                if !st.arrived.entry(k).or_default().insert_first(pts, ts) {
+                    return;
+                }
                 if !st.upstream.contains_key(&k) {
                     let ups = note_all(&mut st, sources_of(&peer, k));
                     for s in &ups {
@@ -305,10 +323,8 @@ impl VideoAiTrace {
 
     /// Forgets what the topology looked like (pads linked, unlinked, added or removed).
     fn topology_changed(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.roles.clear();
-        st.upstream.clear();
-        st.fed_by.clear();
+        self.topology
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Prints the table of the pipeline `top`, writes the JSON file if asked, and forgets that
@@ -348,6 +364,7 @@ impl VideoAiTrace {
             st.sources = split(&mut all.sources, &mine);
             st.entered = split(&mut all.entered, &mine);
             st.elements = split(&mut all.elements, &mine);
+            split(&mut all.arrived, &mine);
             let keys: Vec<(usize, usize)> = all
                 .paths
                 .keys()
