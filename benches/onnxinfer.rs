@@ -64,6 +64,7 @@ fn load_options() -> LoadOptions {
     LoadOptions {
         model_type: ModelType::Auto,
         threads: 0,
+        spinning: false,
         optimization: OptimizationLevel::All,
         provider: ExecutionProvider::Cpu,
         provider_fallback: false,

@@ -41,6 +41,7 @@ fn hot_swap_while_playing() {
     let opts = gstvideoai::onnxinfer::model::LoadOptions {
         model_type: gstvideoai::onnxinfer::ModelType::Auto,
         threads: 0,
+        spinning: false,
         optimization: gstvideoai::onnxinfer::OptimizationLevel::All,
         provider: gstvideoai::onnxinfer::ExecutionProvider::Cpu,
         provider_fallback: false,

@@ -707,11 +707,14 @@ fn bad_protocols_is_a_clear_error_not_an_abort() {
 #[test]
 fn pausing_a_live_camera_keeps_time_and_does_not_reconnect() {
     let cam = RtspCamera::start("rtsp_server_child");
-    // A stall timeout shorter than the pause: frames arriving while paused keep it quiet.
+    // A stall timeout shorter than the pauses: frames arriving while paused keep it quiet.
     let mut run = Run::new(&format!(
         "resilientsrc uri={} protocols=tcp latency=100 stall-timeout=600",
         cam.uri()
     ));
+    // Paused before it ever played (the camera connects and sends meanwhile), then played.
+    run.pipeline.set_state(gst::State::Paused).unwrap();
+    run.pump_until(Duration::from_millis(2500), |_| false);
     run.play();
     assert!(
         run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 10),

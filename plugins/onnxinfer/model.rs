@@ -73,6 +73,8 @@ pub struct LoadOptions {
     pub model_type: ModelType,
     /// Intra-op threads; 0 = ONNX Runtime's default (one per core).
     pub threads: usize,
+    /// Let idle intra-op threads spin (busy-wait) for the next run.
+    pub spinning: bool,
     pub optimization: OptimizationLevel,
     pub provider: ExecutionProvider,
     /// Use the CPU (with a warning) when the provider is not there.
@@ -259,7 +261,9 @@ impl Model {
         let mut builder = Session::builder(env)
             .map_err(|e| rt("cannot create an ONNX Runtime session", &e))?
             .with_optimization_level(level)
-            .map_err(|e| rt("cannot set the optimization level", &e))?;
+            .map_err(|e| rt("cannot set the optimization level", &e))?
+            .with_intra_op_spinning(opts.spinning)
+            .map_err(|e| rt("cannot set intra-op spinning", &e))?;
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads).map_err(|e| {
                 rt(
