@@ -81,6 +81,8 @@ pub struct Shared {
     last_frame: Mutex<Option<Instant>>,
     /// The next video frame gets DISCONT (first frame after a (re)connection).
     discont: Mutex<bool>,
+    /// Last live PTS pushed, per output (video, audio): PTS never go back.
+    last_pts: Mutex<[Option<gst::ClockTime>; 2]>,
     /// This attempt follows one that had frames (its first frame is a reconnection).
     reconnecting: AtomicBool,
     /// This attempt's decoded (video, audio) pads already linked to the outputs.
@@ -109,6 +111,7 @@ impl Controller {
             info: Mutex::new(Info::default()),
             last_frame: Mutex::new(None),
             discont: Mutex::new(true),
+            last_pts: Mutex::new([None; 2]),
             linked: Mutex::new((false, false)),
             reconnecting: AtomicBool::new(false),
             host,
@@ -152,9 +155,9 @@ const PROTOCOLS: &[&str] = &["udp", "udp-mcast", "tcp", "http", "tls"];
 
 /// Checks a `protocols` value before it reaches rtspsrc (which would abort on a bad one).
 pub fn check_protocols(value: &str) -> Result<(), String> {
+    // rtspsrc takes exactly `a+b` (no spaces, no other separator).
     let bad: Vec<&str> = value
-        .split(['+', '|', ','])
-        .map(str::trim)
+        .split('+')
         .filter(|t| !PROTOCOLS.contains(t))
         .collect();
     if bad.is_empty() {
@@ -296,6 +299,9 @@ fn run(s: &Arc<Shared>) {
             },
         );
         *s.discont.lock().unwrap() = true;
+        if stopping(s) {
+            return;
+        }
         match attempt(s, &kinds, connected_before) {
             Outcome::Stopped => return,
             Outcome::Ended => {
@@ -695,6 +701,18 @@ fn hand_over(
                     *s.discont.lock().unwrap() = true;
                 }
                 return Ok(gst::FlowSuccess::Ok);
+            };
+            // A pause is taken before the outputs stop: a frame stamped just then may be
+            // ahead of the first ones after resuming.
+            let now = {
+                let mut last = s.last_pts.lock().unwrap();
+                let slot = &mut last[usize::from(!is_video)];
+                let now = match *slot {
+                    Some(l) if now <= l => l + gst::ClockTime::from_nseconds(1),
+                    _ => now,
+                };
+                *slot = Some(now);
+                now
             };
             b.set_pts(now);
             b.set_dts(gst::ClockTime::NONE);

@@ -45,15 +45,76 @@ pub fn is_live(uri: &str) -> bool {
     LIVE_SCHEMES.contains(&scheme(uri).as_str())
 }
 
-/// Query parameters whose values are secrets (matched as substrings of the lower-cased name).
+/// Query parameters whose values are secrets (names compared without case).
 const SECRET_PARAMS: &[&str] = &[
-    "pass", "pwd", "token", "secret", "key", "auth", "sig", "cred", "session",
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
+    "token",
+    "access_token",
+    "auth",
+    "auth_token",
+    "secret",
+    "apikey",
+    "api_key",
+    "key",
+    "sig",
+    "signature",
+    "credential",
+    "credentials",
 ];
 
-/// The secrets in `uri`: `user:password` of the authority, the password alone, and the values
-/// of query parameters that look like credentials (`?password=…`, `&token=…`,
-/// `srt://…?passphrase=…`).
-fn secrets(uri: &str) -> Vec<String> {
+/// Secrets shorter than this are only masked inside the URI itself (replacing a short string
+/// everywhere in a message would mangle addresses and numbers).
+const MIN_BARE_SECRET: usize = 4;
+
+fn is_secret_param(name: &str) -> bool {
+    SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// The URI with its credentials (`user:password@`, secret query parameter values) replaced
+/// by `***`, rebuilt from its parts; for logs and messages.
+pub fn redact(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        None => tail.to_string(),
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, value)) if is_secret_param(name) && !value.is_empty() => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            let mut t = format!("{path}?{}", query.join("&"));
+            if let Some(f) = fragment {
+                t.push('#');
+                t.push_str(f);
+            }
+            t
+        }
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// The secrets of `uri` long enough to be masked on their own.
+fn bare_secrets(uri: &str) -> Vec<String> {
     let mut out = Vec::new();
     let Some((_, rest)) = uri.split_once("://") else {
         return out;
@@ -62,39 +123,35 @@ fn secrets(uri: &str) -> Vec<String> {
     if let Some(at) = rest[..authority_end].rfind('@') {
         let userinfo = &rest[..at];
         out.push(userinfo.to_string());
-        if let Some((_, password)) = userinfo.split_once(':')
-            && !password.is_empty()
-        {
+        if let Some((_, password)) = userinfo.split_once(':') {
             out.push(password.to_string());
         }
     }
     if let Some((_, query)) = rest.split_once('?') {
         let query = query.split('#').next().unwrap_or("");
-        for pair in query.split(['&', ';']) {
-            if let Some((name, value)) = pair.split_once('=') {
-                let name = name.to_ascii_lowercase();
-                if !value.is_empty() && SECRET_PARAMS.iter().any(|p| name.contains(p)) {
-                    out.push(value.to_string());
-                }
+        for pair in query.split('&') {
+            if let Some((name, value)) = pair.split_once('=')
+                && is_secret_param(name)
+            {
+                out.push(value.to_string());
             }
         }
     }
+    out.retain(|s| s.len() >= MIN_BARE_SECRET);
     // Longest first, so that `user:pass` goes before `pass`.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
 }
 
-/// The URI with its credentials (`user:password@`, secret query parameters) replaced by
-/// `***`, for logs and messages.
-pub fn redact(uri: &str) -> String {
-    scrub(uri, uri)
-}
-
 /// `text` with the credentials of `uri` (if it has any) replaced by `***`: for messages from
-/// inner elements, which may quote the URI.
+/// inner elements, which may quote the URI (or parts of it).
 pub fn scrub(text: &str, uri: &str) -> String {
-    let mut out = text.to_string();
-    for secret in secrets(uri) {
+    let redacted = redact(uri);
+    if redacted == uri {
+        return text.to_string();
+    }
+    let mut out = text.replace(uri, &redacted);
+    for secret in bare_secrets(uri) {
         out = out.replace(&secret, "***");
     }
     out
@@ -131,6 +188,20 @@ mod tests {
             redact("rtsp://u:p4ss@cam/1?Password=p4ss"),
             "rtsp://***@cam/1?Password=***"
         );
+        // Short or empty secrets do not mangle the rest; harmless names stay.
+        let uri = "srt://10.0.0.16:9000?passphrase=x&pbkeylen=16&keyint=2";
+        assert_eq!(
+            redact(uri),
+            "srt://10.0.0.16:9000?passphrase=***&pbkeylen=16&keyint=2"
+        );
+        assert_eq!(
+            scrub(
+                "cannot reach 10.0.0.16:9000 via srt://10.0.0.16:9000?passphrase=x&pbkeylen=16&keyint=2",
+                uri
+            ),
+            "cannot reach 10.0.0.16:9000 via srt://10.0.0.16:9000?passphrase=***&pbkeylen=16&keyint=2"
+        );
+        assert_eq!(scrub("error at cam", "rtsp://@cam/1"), "error at cam");
     }
 
     #[test]

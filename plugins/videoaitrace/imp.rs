@@ -77,9 +77,9 @@ struct State {
     fed_by: HashMap<usize, Vec<usize>>,
     sources: HashMap<usize, (Recent, u64)>,
     entered: HashMap<usize, Recent>,
-    /// Per sink: frames that arrived (a frame reaches a sink bin twice: at its ghost pad and at
-    /// the element inside; it counts once).
-    arrived: HashMap<usize, Recent>,
+    /// Per (source, sink): frames that arrived (a frame reaches a sink bin twice: at its ghost
+    /// pad and at the element inside; it counts once).
+    arrived: HashMap<(usize, usize), Recent>,
     paths: HashMap<(usize, usize), Histogram>,
     elements: HashMap<usize, Histogram>,
     /// The topology generation the caches above were built for.
@@ -294,9 +294,6 @@ impl VideoAiTrace {
         }
         match Self::role(&mut st, &peer) {
             Role::Sink(k) => {
-                if !st.arrived.entry(k).or_default().insert_first(pts, ts) {
-                    return;
-                }
                 if !st.upstream.contains_key(&k) {
                     let ups = note_all(&mut st, sources_of(&peer, k));
                     for s in &ups {
@@ -306,6 +303,9 @@ impl VideoAiTrace {
                 }
                 let ups = st.upstream[&k].clone();
                 for s in ups {
+                    if !st.arrived.entry((s, k)).or_default().insert_first(pts, ts) {
+                        continue;
+                    }
                     if let Some(t0) = st.sources.get(&s).and_then(|r| r.0.get(pts)) {
                         st.paths
                             .entry((s, k))
@@ -364,7 +364,7 @@ impl VideoAiTrace {
             st.sources = split(&mut all.sources, &mine);
             st.entered = split(&mut all.entered, &mine);
             st.elements = split(&mut all.elements, &mine);
-            split(&mut all.arrived, &mine);
+            all.arrived.retain(|(_, k), _| !mine.contains(k));
             let keys: Vec<(usize, usize)> = all
                 .paths
                 .keys()
