@@ -394,11 +394,25 @@ fn watch(s: &Arc<Shared>, pipeline: &gst::Pipeline, kinds: &[Kind], started: Ins
     }
     let bus = pipeline.bus().expect("a pipeline has a bus");
     let mut had_frames = false;
+    let mut announced = false;
+    let announce = |announced: &mut bool| {
+        if !*announced && s.last_frame.lock().unwrap().is_some() {
+            *announced = true;
+            first_frame(s);
+        }
+    };
     loop {
         if stopping(s) {
             return Outcome::Stopped;
         }
+        // The first frame is announced from here, not from the streaming thread that brought
+        // it: an application that stops the element from the status notification would
+        // otherwise wait for that very thread.
+        announce(&mut announced);
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            // Frames that came with this message (a short file's frames and its EOS) are
+            // announced before what the message ends.
+            announce(&mut announced);
             match msg.view() {
                 gst::MessageView::Error(e) => {
                     let reason = uri::scrub(
@@ -673,16 +687,9 @@ fn hand_over(
         appsrc.set_caps(Some(&caps.to_owned()));
     }
     if is_video {
-        // The camera delivers (whether or not the frame is wanted): no stall.
-        let first = s
-            .last_frame
-            .lock()
-            .unwrap()
-            .replace(Instant::now())
-            .is_none();
-        if first {
-            first_frame(s);
-        }
+        // The camera delivers (whether or not the frame is wanted): no stall. The controller
+        // announces the first frame.
+        *s.last_frame.lock().unwrap() = Some(Instant::now());
     }
     let mut buffer = buffer;
     {
