@@ -566,18 +566,11 @@ fn latency(el: &gst::Element, pad: &gst::Pad, buf: &gst::BufferRef) -> Option<Du
     Some(Duration::from_nanos(now.saturating_sub(rt).nseconds()))
 }
 
-/// Live 30 fps raw video into `element`, consumer at 10 fps, for `secs`; returns the sink
-/// latencies in arrival order.
-fn overload(element: &str, secs: u64) -> Vec<Duration> {
-    common::init();
-    let frames = secs * 30;
-    let p = common::parse(&format!(
-        "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=160,height=120,framerate=30/1 \
-         ! {element} ! identity name=slow sleep-time=100000 ! fakesink name=sink sync=false"
-    ));
+/// The latency of every buffer reaching the sink `name`, in arrival order.
+fn record_latencies(p: &gst::Pipeline, name: &str) -> Arc<Mutex<Vec<Duration>>> {
     let lat = Arc::new(Mutex::new(Vec::new()));
     let lat2 = lat.clone();
-    p.by_name("sink")
+    p.by_name(name)
         .unwrap()
         .static_pad("sink")
         .unwrap()
@@ -589,6 +582,19 @@ fn overload(element: &str, secs: u64) -> Vec<Duration> {
             }
             gst::PadProbeReturn::Ok
         });
+    lat
+}
+
+/// Live 30 fps raw video into `element`, consumer at 10 fps, for `secs`; returns the sink
+/// latencies in arrival order.
+fn overload(element: &str, secs: u64) -> Vec<Duration> {
+    common::init();
+    let frames = secs * 30;
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=160,height=120,framerate=30/1 \
+         ! {element} ! identity name=slow sleep-time=100000 ! fakesink name=sink sync=false"
+    ));
+    let lat = record_latencies(&p, "sink");
     // The unbounded queue never reaches EOS within the run: stop at the deadline.
     let out = common::run(&p, Duration::from_secs(secs + 2));
     assert!(out.errors.iter().all(|e| e.contains("deadline")), "{out:?}");
@@ -822,4 +828,122 @@ fn seek_flushes_and_continues() {
     );
     // The preroll frame plus at most the whole clip again (KEY_UNIT snaps back to a keyframe).
     assert!(f.len() <= 91, "{}", f.len());
+}
+
+#[test]
+fn a_query_queued_when_downstream_ends_is_answered() {
+    let mut q = Held::new(
+        "video/x-raw,format=RGB,width=4,height=4,framerate=25/1",
+        &[],
+    );
+    q.push(0, false);
+    q.wait_held();
+    q.push(1, false);
+    // A serialized query waits behind buffer 1 ...
+    let peer = q.queue.static_pad("sink").unwrap().peer().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut query = gst::query::Drain::new();
+        let res = peer.peer_query(&mut query);
+        let _ = tx.send(res);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // ... when downstream returns EOS for buffer 0: the queue stops pushing, and the query
+    // must be answered (failed) rather than wait for ever.
+    q.queue
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
+            info.data.take();
+            info.flow_res = Err(gst::FlowError::Eos);
+            gst::PadProbeReturn::Handled
+        });
+    q.release();
+    let answered = rx.recv_timeout(Duration::from_secs(5));
+    assert_eq!(answered, Ok(false), "the query was not answered");
+}
+
+#[test]
+fn max_latency_none_means_no_limit() {
+    // -1 is GStreamer's "none" for a time (GST_CLOCK_TIME_NONE), and the property takes it.
+    common::init();
+    let p = common::parse(
+        "videotestsrc is-live=true num-buffers=20 ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! adaptivequeue name=q max-latency=-1 target-latency=-1 low-watermark=-1 high-watermark=-1 \
+         ! fakesink sync=false",
+    );
+    let out = common::run(&p, Duration::from_secs(20));
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    let q = p.by_name("q").unwrap();
+    assert_eq!(
+        q.property::<gst::Structure>("stats")
+            .get::<u64>("out")
+            .unwrap(),
+        20
+    );
+    assert_eq!(q.property::<u64>("max-latency"), u64::MAX);
+}
+
+/// Live H.264 at 30 fps with a GOP of `gop` frames, decoded in full (the reference) and through
+/// adaptivequeue in front of a consumer 3x slower than real time (100 ms per frame), for 10 s.
+/// Returns the frames the slow branch decoded (PTS, hash), the reference, its latencies and
+/// the outcome.
+fn gop_run(gop: u32) -> (Decoded, Decoded, Vec<Duration>, common::Outcome) {
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers=300 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! videoconvert ! openh264enc gop-size={gop} ! h264parse ! tee name=t \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! avdec_h264 ! fakesink name=reference sync=false \
+         t. ! adaptivequeue ! avdec_h264 ! identity sleep-time=100000 ! fakesink name=slow sync=false"
+    ));
+    let reference = Arc::new(Mutex::new(Decoded::default()));
+    let slow = Arc::new(Mutex::new(Decoded::default()));
+    record_frames(&p, "reference", reference.clone());
+    record_frames(&p, "slow", slow.clone());
+    let lat = record_latencies(&p, "slow");
+    let out = common::run(&p, Duration::from_secs(60));
+    drop(p);
+    let take = |d: Arc<Mutex<Decoded>>| std::mem::take(&mut *d.lock().unwrap());
+    let lat = lat.lock().unwrap().clone();
+    (take(reference), take(slow), lat, out)
+}
+
+fn check_gop_delivery(gop: u32) {
+    let (reference, slow, lat, out) = gop_run(gop);
+    assert!(
+        out.eos && out.errors.is_empty() && out.warnings.is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(reference.frames.len(), 300);
+    // 300 frames over 10 s; the consumer sustains a third of them.
+    let sustainable = 100.0;
+    let delivered = slow.frames.len() as f64;
+    eprintln!(
+        "GOP {gop}: {delivered} frames delivered of {sustainable} sustainable, p99 latency {:?}",
+        p99(&lat)
+    );
+    assert!(
+        delivered >= 0.7 * sustainable,
+        "GOP {gop}: {delivered} frames delivered, the consumer sustains {sustainable}"
+    );
+    let bad = corrupted(&reference, &slow);
+    assert!(
+        bad.is_empty(),
+        "GOP {gop}: frames decoded differently: {bad:?}"
+    );
+    assert!(
+        p99(&lat) <= Duration::from_millis(1500),
+        "GOP {gop}: p99 latency {:?} over max-latency",
+        p99(&lat)
+    );
+}
+
+#[test]
+fn encoded_video_delivers_what_the_consumer_sustains_gop_30() {
+    check_gop_delivery(30);
+}
+
+#[test]
+fn encoded_video_delivers_what_the_consumer_sustains_gop_60() {
+    check_gop_delivery(60);
 }

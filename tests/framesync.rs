@@ -486,3 +486,105 @@ fn a_camera_that_never_sends_does_not_hold_the_others_back() {
         .count();
     assert!(fresh >= batches.len() - 1, "{fresh} of {}", batches.len());
 }
+
+#[test]
+fn no_inputs_is_said_and_eos_still_ends_the_pipeline() {
+    common::init();
+    let p = common::parse("framesync name=s ! fakesink");
+    let bus = p.bus().unwrap();
+    // What gst-launch-1.0 -e does: PAUSED (the sink waits to preroll), then on Ctrl-C an EOS
+    // sent from the thread that will set PLAYING once prerolled: it must not wait.
+    let _ = p.set_state(gst::State::Paused);
+    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p2.send_event(gst::event::Eos::new()));
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(2)),
+        Ok(true),
+        "sending EOS returned only once the pipeline played (or never)"
+    );
+    let _ = p.set_state(gst::State::Playing);
+    let mut warned = false;
+    let mut eos = false;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && !eos {
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
+            match m.view() {
+                gst::MessageView::Warning(w) => {
+                    warned |= w.error().to_string().contains("no inputs")
+                }
+                gst::MessageView::Eos(_) => eos = true,
+                gst::MessageView::Error(e) => panic!("{}", e.error()),
+                _ => {}
+            }
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    assert!(eos, "no EOS");
+    assert!(warned, "no warning about the missing inputs");
+}
+
+#[test]
+fn a_tolerance_near_its_maximum_ends_cleanly() {
+    common::init();
+    let p = common::parse(
+        "videotestsrc is-live=true num-buffers=60 ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! framesync tolerance=9999000000 ! framesplit name=split ! fakesink name=sink sync=true",
+    );
+    // Nothing may follow EOS out of framesplit.
+    let after_eos = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (a2, seen_eos) = (
+        after_eos.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let s2 = seen_eos.clone();
+    p.by_name("split")
+        .unwrap()
+        .connect_pad_added(move |_, pad| {
+            let (a3, s3) = (a2.clone(), s2.clone());
+            pad.add_probe(gst::PadProbeType::DATA_DOWNSTREAM, move |_, info| {
+                let what = match &info.data {
+                    Some(gst::PadProbeData::Buffer(_)) => "buffer".to_string(),
+                    Some(gst::PadProbeData::Event(e)) => format!("{:?}", e.type_()),
+                    _ => "other".into(),
+                };
+                if s3.load(std::sync::atomic::Ordering::SeqCst) {
+                    a3.lock().unwrap().push(what);
+                } else if what == "Eos" {
+                    s3.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        });
+    // Played to EOS, then a moment more for anything that would follow it.
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut errors = Vec::new();
+    let mut eos = false;
+    let end = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < end && !eos && errors.is_empty() {
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
+            match m.view() {
+                gst::MessageView::Eos(_) => eos = true,
+                gst::MessageView::Error(e) => errors.push(e.error().to_string()),
+                _ => {}
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    while let Some(m) = bus.pop() {
+        if let gst::MessageView::Error(e) = m.view() {
+            errors.push(format!("{} ({:?})", e.error(), e.debug()));
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    assert!(eos && errors.is_empty(), "eos {eos}, errors {errors:?}");
+    assert!(
+        after_eos.lock().unwrap().is_empty(),
+        "pushed after EOS: {:?}",
+        after_eos.lock().unwrap()
+    );
+}

@@ -41,26 +41,11 @@ fn four_streams_one_inference_per_batch_split_back_with_their_detections() {
     let dir = common::TempDir::new("framesync-infer");
     let model = dir.join("brightness.onnx");
     common::onnx_model::brightness_box_model(&model, 320, 0);
-    let mut desc = format!(
-        "framesync name=sync ! onnxinfer name=inf model-location=\"{}\" model-type=yolov5 ! framesplit name=split ",
-        model.display()
-    );
-    for i in 0..4 {
-        desc += &format!(
-            " {} ! sync.sink_{i} split.src_{i} ! queue ! appsink name=out{i} sync=false",
-            source(i, 20, 30)
-        );
-    }
-    let pipeline = common::parse(&desc);
-    type Frames = Arc<Mutex<Vec<Vec<gstvideoai::event::Detection>>>>;
-    let frames: Vec<Frames> = (0..4).map(|_| Frames::default()).collect();
+    let pipeline = common::parse(&split_desc(&model, "", 20));
+    let frames = collect_detections(&pipeline);
     let ids: Arc<Mutex<Vec<String>>> = Arc::default();
-    for (i, f) in frames.iter().enumerate() {
-        let sink = pipeline
-            .by_name(&format!("out{i}"))
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+    for i in 0..4 {
+        let sink = pipeline.by_name(&format!("out{i}")).unwrap();
         let seen = ids.clone();
         sink.static_pad("sink").unwrap().add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM,
@@ -72,17 +57,6 @@ fn four_streams_one_inference_per_batch_split_back_with_their_detections() {
                 }
                 gst::PadProbeReturn::Ok
             },
-        );
-        let f = f.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let dets = gstvideoai::detection::read_detections(sample.buffer().unwrap());
-                    f.lock().unwrap().push(dets);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
         );
     }
     let outcome = common::run(&pipeline, Duration::from_secs(60));
@@ -294,4 +268,75 @@ fn repeated_entries_pushed_at_the_tick_rate_with_the_last_result() {
             .all(|(_, d)| d.len() == 1 && (d[0].x as f64 - expected_x(1)).abs() <= 3.0),
         "every frame has its stream's box"
     );
+}
+
+#[test]
+fn pipelined_batches_give_the_same_results() {
+    // The batched path with pipelining: the same detections per stream as without.
+    let plain = four_streams_detections("");
+    let piped = four_streams_detections("pipelining=true");
+    assert_eq!(piped, plain);
+}
+
+/// `framesync ! onnxinfer name=inf <extra> ! framesplit` over the four sources (`frames`
+/// frames each), each stream split back into `appsink name=outN`.
+fn split_desc(model: &std::path::Path, extra: &str, frames: u32) -> String {
+    let mut desc = format!(
+        "framesync name=sync ! onnxinfer name=inf model-location=\"{}\" model-type=yolov5 {extra} ! framesplit name=split ",
+        model.display()
+    );
+    for i in 0..4 {
+        desc += &format!(
+            " {} ! sync.sink_{i} split.src_{i} ! queue ! appsink name=out{i} sync=false",
+            source(i, frames, 30)
+        );
+    }
+    desc
+}
+
+type Frames = Arc<Mutex<Vec<Vec<gstvideoai::event::Detection>>>>;
+
+/// Per `appsink name=outN`: the detections of each frame it gets.
+fn collect_detections(pipeline: &gst::Pipeline) -> Vec<Frames> {
+    let frames: Vec<Frames> = (0..4).map(|_| Frames::default()).collect();
+    for (i, f) in frames.iter().enumerate() {
+        let sink = pipeline
+            .by_name(&format!("out{i}"))
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let f = f.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let dets = gstvideoai::detection::read_detections(sample.buffer().unwrap());
+                    f.lock().unwrap().push(dets);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    frames
+}
+
+/// Four streams through `framesync ! onnxinfer <extra> ! framesplit`: per stream, each frame's
+/// detections.
+fn four_streams_detections(extra: &str) -> Vec<Vec<Vec<gstvideoai::event::Detection>>> {
+    common::init();
+    let dir = common::TempDir::new("framesync-pipelined");
+    let model = dir.join("brightness.onnx");
+    common::onnx_model::brightness_box_model(&model, 320, 1);
+    let pipeline = common::parse(&split_desc(&model, extra, 12));
+    let frames = collect_detections(&pipeline);
+    let outcome = common::run(&pipeline, Duration::from_secs(60));
+    assert!(outcome.eos && outcome.errors.is_empty(), "{outcome:?}");
+    assert_eq!(
+        onnxinfer_stats(&pipeline).get::<u64>("inferred").unwrap(),
+        48
+    );
+    frames
+        .iter()
+        .map(|f| std::mem::take(&mut *f.lock().unwrap()))
+        .collect()
 }

@@ -184,3 +184,56 @@ fn onnx_runtime_missing_is_reported() {
         .unwrap();
     assert!(status.success(), "child test failed: {status}");
 }
+
+#[test]
+fn zero_std_is_refused_at_start() {
+    let out = run_infer(
+        &format!(
+            "model-location=\"{}\" std=\"<0.0,0.0,0.0>\"",
+            common::model().display()
+        ),
+        "video/x-raw,format=RGB,width=64,height=64",
+    );
+    let e = out.first_error();
+    assert!(!out.eos, "{out:?}");
+    assert!(e.contains("std") && e.contains("0"), "{e}");
+}
+
+#[test]
+fn mean_with_two_values_is_refused_at_start() {
+    let out = run_infer(
+        &format!(
+            "model-location=\"{}\" mean=\"<0.5,0.5>\"",
+            common::model().display()
+        ),
+        "video/x-raw,format=RGB,width=64,height=64",
+    );
+    let e = out.first_error();
+    assert!(!out.eos, "{out:?}");
+    assert!(
+        e.contains("mean") && e.contains("2 values") && e.contains("one or three"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_labels_file_is_warned_about() {
+    let dir = common::TempDir::new("emptylabels");
+    let labels = dir.join("empty.txt");
+    std::fs::write(&labels, "\n\n").unwrap();
+    let out = run_infer(
+        &format!(
+            "model-location=\"{}\" labels-location=\"{}\"",
+            common::model().display(),
+            labels.display()
+        ),
+        "video/x-raw,format=RGB,width=64,height=64",
+    );
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains(&labels.display().to_string()) && w.contains("no labels")),
+        "{out:?}"
+    );
+}

@@ -127,6 +127,16 @@ fn letterbox_back(
     (x1 as u32, y1 as u32, (x2 - x1) as u32, (y2 - y1) as u32)
 }
 
+/// Runs two frames of `caps` through `onnxinfer model-location=<model> <props>` to the end.
+fn outcome(model: &Path, props: &str, caps: &str) -> common::Outcome {
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=2 ! {caps} ! onnxinfer {props} model-location=\"{}\" ! fakesink",
+        model.display()
+    ));
+    common::run(&p, Duration::from_secs(30))
+}
+
 fn labels_file(dir: &common::TempDir, labels: &[&str]) -> PathBuf {
     let p = dir.join("labels.txt");
     std::fs::write(&p, labels.join("\n") + "\n").unwrap();
@@ -548,20 +558,9 @@ fn u8_nhwc_and_dynamic_inputs() {
     // Dynamic height and width: the tensor is the frame rounded up to 32 (300x200 -> 320x224),
     // centred letterbox of scale min(320/300, 224/200) = 1.0667.
     let dyn_model = dir.join("dyn.onnx");
-    Spec {
-        input_name: "images".into(),
-        input_type: InputType::F32,
-        input_shape: vec![
-            Dim::Named("batch"),
-            Dim::Fixed(3),
-            Dim::Named("h"),
-            Dim::Named("w"),
-        ],
-        outputs: Vec::new(),
-        ballast: 0,
-    }
-    .output("output0", &[1, 4, 7], rows)
-    .write(&dyn_model);
+    Spec::dynamic_image()
+        .output("output0", &[1, 4, 7], rows)
+        .write(&dyn_model);
     let out = infer(&dyn_model, "model-type=yolov5", 300, 200, "RGB");
     assert_eq!(out.rois.len(), 2);
     let want = letterbox_back(corners(&YOLO_ROWS[0]), 300.0, 200.0, 320.0, 224.0, true);
@@ -694,4 +693,297 @@ fn missing_execution_provider() {
         vec![2, 2]
     );
     assert_eq!(stats.get::<u64>("inferred").unwrap(), 2);
+}
+
+/// An SSD export with per-class scores `[1,N,C]` whose column 0 is "background" (MobileNet-SSD,
+/// pytorch-ssd: softmax over background + classes) and no classes output.
+fn ssd_background_model(dir: &common::TempDir) -> PathBuf {
+    let model = dir.join("ssd_bg.onnx");
+    Spec::image(300, 300)
+        .output(
+            "boxes",
+            &[1, 3, 4],
+            vec![
+                0.0, 0.0, 1.0, 1.0, // row 0: background everywhere
+                0.1, 0.1, 0.3, 0.3, // row 1: class 2
+                0.6, 0.6, 0.9, 0.9, // row 2: background first, class 1 second
+            ],
+        )
+        .output(
+            "scores",
+            &[1, 3, 4],
+            vec![
+                0.94, 0.02, 0.02, 0.02, //
+                0.10, 0.05, 0.80, 0.05, //
+                0.55, 0.40, 0.03, 0.02,
+            ],
+        )
+        .write(&model);
+    model
+}
+
+#[test]
+fn ssd_background_column_is_not_a_detection() {
+    let dir = common::TempDir::new("ssdbg");
+    let model = ssd_background_model(&dir);
+    // Three labels for four score columns: column 0 is background (labels + 1 columns), and
+    // class ids follow the labels file.
+    let labels = labels_file(&dir, &["person", "car", "dog"]);
+    let out = infer(
+        &model,
+        &format!("labels-location=\"{}\"", labels.display()),
+        300,
+        300,
+        "RGB",
+    );
+    let got: Vec<(String, i32)> = out
+        .rois
+        .iter()
+        .map(|r| {
+            let d = det(r);
+            (d.0, d.1)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("car".to_string(), 1), ("person".to_string(), 0)],
+        "{:?}",
+        out.rois
+    );
+    assert_eq!(out.rois[0].rect, (30, 30, 60, 60));
+    // A labels file whose first line names the background: same boxes, ids = columns.
+    let labels = labels_file(&dir, &["background", "person", "car", "dog"]);
+    let out = infer(
+        &model,
+        &format!("labels-location=\"{}\"", labels.display()),
+        300,
+        300,
+        "RGB",
+    );
+    let got: Vec<(String, i32)> = out.rois.iter().map(|r| (det(r).0, det(r).1)).collect();
+    assert_eq!(got, vec![("car".into(), 2), ("person".into(), 1)]);
+    // No labels: column 0 of per-class scores is background by default.
+    let out = infer(&model, "", 300, 300, "RGB");
+    assert_eq!(out.rois.len(), 2, "{:?}", out.rois);
+    // background-class=-2: every column is a class (row 0 comes back as class 0).
+    let out = infer(&model, "background-class=-2", 300, 300, "RGB");
+    assert_eq!(out.rois.len(), 3, "{:?}", out.rois);
+    // An explicit column.
+    let out = infer(&model, "background-class=2", 300, 300, "RGB");
+    assert!(
+        out.rois.iter().all(|r| det(r).1 != 2),
+        "column 2 is never reported: {:?}",
+        out.rois
+    );
+}
+
+#[test]
+fn ssd_classes_output_shorter_than_boxes_is_a_clear_error() {
+    let dir = common::TempDir::new("ssdshort");
+    let model = dir.join("short.onnx");
+    Spec::image(300, 300)
+        .output("detection_boxes", &[1, 3, 4], vec![0.5; 12])
+        .output("detection_classes", &[1, 2], vec![1.0, 2.0])
+        .output("detection_scores", &[1, 3], vec![0.9, 0.8, 0.7])
+        .write(&model);
+    let out = outcome(&model, "", "video/x-raw,width=320,height=240");
+    let e = out.first_error();
+    assert!(!out.eos, "{out:?}");
+    assert!(
+        e.contains("detection_classes") && e.contains("[1,2]") && e.contains("3 boxes"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn non_finite_outputs_never_become_detections() {
+    let dir = common::TempDir::new("nonfinite");
+    let model = dir.join("nan.onnx");
+    let rows: Vec<f32> = [
+        [100.0, 100.0, 20.0, 20.0, f32::INFINITY, 0.9, 0.1], // infinite score
+        [200.0, 100.0, 20.0, 20.0, f32::NAN, 0.9, 0.1],      // NaN score
+        [1e30, 100.0, 1e30, 20.0, 0.9, 0.9, 0.1],            // absurd box
+        [100.0, 250.0, f32::INFINITY, 20.0, 0.9, 0.9, 0.1],  // infinite box
+        [150.0, 250.0, 30.0, 30.0, 0.9, 0.1, 0.9],           // a real detection
+    ]
+    .iter()
+    .flatten()
+    .copied()
+    .collect();
+    Spec::image(320, 320)
+        .output("output0", &[1, 5, 7], rows)
+        .write(&model);
+    common::init();
+    let (frames, stats) = run_chain(
+        &format!(
+            "onnxinfer name=infer model-type=yolov5 model-location=\"{}\"",
+            model.display()
+        ),
+        320,
+        320,
+        "RGB",
+        3,
+    );
+    for f in &frames {
+        assert_eq!(f.rois.len(), 1, "{:?}", f.rois);
+        let (_, class_id, conf, _) = det(&f.rois[0]);
+        assert_eq!(class_id, 1);
+        assert!((conf - 0.81).abs() < 1e-5, "{conf}");
+        assert_eq!(f.rois[0].rect, (135, 235, 30, 30));
+    }
+    assert_eq!(stats.get::<u64>("invalid-outputs").unwrap(), 12, "{stats}");
+    // Warned once, not per frame.
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=320,height=320 ! onnxinfer model-type=yolov5 model-location=\"{}\" ! fakesink",
+        model.display()
+    ));
+    let out = common::run(&p, Duration::from_secs(30));
+    assert!(out.eos, "{out:?}");
+    let warned: Vec<&String> = out
+        .warnings
+        .iter()
+        .filter(|w| w.contains("non-finite"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", out.warnings);
+}
+
+/// The frame rectangle of a tensor box after the ultralytics (YOLOv5/v8) letterbox: the
+/// scaled size is rounded, the padding split in two (floor for top/left).
+fn ultralytics_back(b: [f64; 4], fw: f64, fh: f64, t: f64) -> (u32, u32, u32, u32) {
+    let r = (t / fw).min(t / fh);
+    let (nw, nh) = ((fw * r).round(), (fh * r).round());
+    let (ox, oy) = (((t - nw) / 2.0).floor(), ((t - nh) / 2.0).floor());
+    let (sx, sy) = (nw / fw, nh / fh);
+    let fx = |x: f64| ((x - ox) / sx).clamp(0.0, fw).round();
+    let fy = |y: f64| ((y - oy) / sy).clamp(0.0, fh).round();
+    let (x1, y1, x2, y2) = (fx(b[0]), fy(b[1]), fx(b[2]), fy(b[3]));
+    (x1 as u32, y1 as u32, (x2 - x1) as u32, (y2 - y1) as u32)
+}
+
+#[test]
+fn letterbox_size_rounds_like_each_family() {
+    // 1366x768 into 416x416: 233.88 rows, rounded to 234 by ultralytics, truncated to 233 by
+    // YOLOX. A box near the bottom of the picture shows the difference in frame pixels.
+    let dir = common::TempDir::new("round");
+    let model = dir.join("v5_416.onnx");
+    let row = [208.0f32, 280.0, 100.0, 40.0, 0.9, 0.9];
+    Spec::image(416, 416)
+        .output("output0", &[1, 1, 6], row.to_vec())
+        .write(&model);
+    let out = infer(&model, "model-type=yolov5", 1366, 768, "RGB");
+    assert_eq!(out.rois.len(), 1);
+    let b = [158.0, 260.0, 258.0, 300.0];
+    assert_eq!(out.rois[0].rect, ultralytics_back(b, 1366.0, 768.0, 416.0));
+    // YOLOX keeps truncating (its reference: int(h * r)), anchored top-left.
+    let yolox = dir.join("yolox_416.onnx");
+    let rows = 3549usize;
+    let mut data = vec![0.0f32; rows * 6];
+    // Cell (gx=10, gy=20) of the stride-8 grid: cx = (0.5+10)*8 = 84, cy = (0.5+20)*8 = 164,
+    // w = h = exp(ln 4)*8 = 32.
+    let i = 20 * 52 + 10;
+    data[i * 6..i * 6 + 6].copy_from_slice(&[0.5, 0.5, 4f32.ln(), 4f32.ln(), 0.9, 0.9]);
+    Spec::image(416, 416)
+        .output("output", &[1, rows as i64, 6], data)
+        .write(&yolox);
+    let out = infer(&yolox, "model-type=yolox", 1366, 768, "RGB");
+    assert_eq!(out.rois.len(), 1, "{:?}", out.rois);
+    // Truncation: the picture is 416x233 (233.886 rows).
+    let (sx, sy): (f64, f64) = (416.0 / 1366.0, 233.0 / 768.0);
+    let want = (
+        ((84.0 - 16.0) / sx).round() as u32,
+        ((164.0 - 16.0) / sy).round() as u32,
+    );
+    assert_eq!((out.rois[0].rect.0, out.rois[0].rect.1), want);
+}
+
+#[test]
+fn huge_input_size_is_refused_before_allocating() {
+    let dir = common::TempDir::new("huge");
+    let dyn_model = dir.join("dyn.onnx");
+    Spec::dynamic_image()
+        .output(
+            "output0",
+            &[1, 4, 7],
+            YOLO_ROWS.iter().flatten().copied().collect(),
+        )
+        .write(&dyn_model);
+    let out = outcome(
+        &dyn_model,
+        "model-type=yolov5 input-width=100000 input-height=100000",
+        "video/x-raw,width=64,height=48",
+    );
+    let e = out.first_error();
+    assert!(!out.eos, "{out:?}");
+    assert!(
+        e.contains("100000x100000") && e.contains("input-width"),
+        "{e}"
+    );
+}
+
+#[test]
+fn pipelining_gives_the_same_results_in_order() {
+    let dir = common::TempDir::new("pipelining");
+    let model = yolov5_model(&dir);
+    let chain = |extra: &str| {
+        run_chain(
+            &format!(
+                "onnxinfer name=infer model-location=\"{}\" interval=2 {extra}",
+                model.display()
+            ),
+            320,
+            240,
+            "NV12",
+            9,
+        )
+    };
+    let (plain, plain_stats) = chain("");
+    let (piped, piped_stats) = chain("pipelining=true");
+    assert_eq!(piped.len(), 9, "every frame leaves, the last one at EOS");
+    assert_eq!(
+        piped
+            .iter()
+            .map(|f| (f.rois.clone(), f.fresh))
+            .collect::<Vec<_>>(),
+        plain
+            .iter()
+            .map(|f| (f.rois.clone(), f.fresh))
+            .collect::<Vec<_>>()
+    );
+    for key in ["inferred", "skipped"] {
+        assert_eq!(
+            piped_stats.get::<u64>(key).unwrap(),
+            plain_stats.get::<u64>(key).unwrap(),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn pipelining_reports_one_frame_more_latency() {
+    let dir = common::TempDir::new("pipelatency");
+    let model = yolov5_model(&dir);
+    common::init();
+    let latency = |extra: &str| -> gst::ClockTime {
+        let p = common::parse(&format!(
+            "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
+             ! onnxinfer name=infer model-location=\"{}\" {extra} ! fakesink name=sink",
+            model.display()
+        ));
+        p.set_state(gst::State::Playing).unwrap();
+        let _ = p.state(gst::ClockTime::from_seconds(10));
+        let mut q = gst::query::Latency::new();
+        assert!(
+            p.by_name("infer")
+                .unwrap()
+                .static_pad("src")
+                .unwrap()
+                .query(&mut q)
+        );
+        p.set_state(gst::State::Null).unwrap();
+        q.result().1
+    };
+    let plain = latency("");
+    let piped = latency("pipelining=true");
+    assert_eq!(piped, plain + gst::ClockTime::from_mseconds(40));
 }

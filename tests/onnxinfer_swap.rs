@@ -296,3 +296,297 @@ fn canary_by_frame_takes_its_share_and_stats_compare() {
             .starts_with("canary@")
     );
 }
+
+/// Runs `frames` live frames of 64x48 through `onnxinfer name=infer <props>`; returns the bus
+/// outcome, the element messages onnxinfer posted, per frame the model stem of its result,
+/// and the final stats.
+fn run_live(
+    props: &str,
+    frames: u32,
+) -> (
+    common::Outcome,
+    Vec<gst::Structure>,
+    Vec<String>,
+    gst::Structure,
+) {
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! onnxinfer name=infer {props} ! fakesink name=sink sync=false"
+    ));
+    let infer = p.by_name("infer").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let m = detection::inference_model(info.buffer().unwrap()).unwrap_or_default();
+            s2.lock()
+                .unwrap()
+                .push(m.split('@').next().unwrap().to_string());
+            gst::PadProbeReturn::Ok
+        });
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let m2 = messages.clone();
+    p.bus().unwrap().add_signal_watch();
+    p.bus().unwrap().enable_sync_message_emission();
+    p.bus().unwrap().connect_sync_message(None, move |_, msg| {
+        if let gst::MessageView::Element(e) = msg.view()
+            && let Some(s) = e.structure()
+            && s.name().starts_with("onnxinfer")
+        {
+            m2.lock().unwrap().push(s.to_owned());
+        }
+    });
+    let out = common::run(&p, Duration::from_secs(60));
+    let stats = infer.property::<gst::Structure>("stats");
+    p.bus().unwrap().remove_signal_watch();
+    let seen = seen.lock().unwrap().clone();
+    let messages = messages.lock().unwrap().clone();
+    (out, messages, seen, stats)
+}
+
+#[test]
+fn a_canary_that_cannot_load_is_switched_off_and_production_goes_on() {
+    let dir = common::TempDir::new("canarybroken");
+    let primary = model(&dir, "primary", 0, 0);
+    let broken = dir.join("broken.onnx");
+    std::fs::write(&broken, b"not a model").unwrap();
+    let (out, messages, seen, stats) = run_live(
+        &format!(
+            "model-location=\"{}\" canary-model-location=\"{}\" canary-fraction=0.5 canary-by=frame",
+            primary.display(),
+            broken.display()
+        ),
+        10,
+    );
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert_eq!(seen, vec!["primary"; 10]);
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("canary") && w.contains("broken.onnx")),
+        "{out:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.name() == "onnxinfer-canary-disabled"
+                && m.get::<String>("reason").unwrap().contains("broken.onnx")),
+        "{messages:?}"
+    );
+    assert!(
+        stats
+            .get::<String>("canary-disabled")
+            .unwrap()
+            .contains("broken.onnx"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn a_canary_that_fails_on_frames_is_switched_off_and_its_frames_go_to_production() {
+    let dir = common::TempDir::new("canaryrun");
+    let primary = model(&dir, "primary", 0, 0);
+    // A YOLOX head with the rows of a 96x96 input on a model whose input size is dynamic: it
+    // loads (the size is unknown then), but 64x48 frames make a 64x64 tensor (84 rows), so
+    // decoding fails on the first frame it gets.
+    let canary = dir.join("canary.onnx");
+    Spec::dynamic_image()
+        .output("output", &[1, 189, 6], vec![0.0; 189 * 6])
+        .write(&canary);
+    let (out, messages, seen, stats) = run_live(
+        &format!(
+            "model-location=\"{}\" canary-model-location=\"{}\" canary-model-type=yolox canary-fraction=0.5 canary-by=frame",
+            primary.display(),
+            canary.display()
+        ),
+        10,
+    );
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert_eq!(seen, vec!["primary"; 10], "every frame has a result");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.name() == "onnxinfer-canary-disabled"
+                && m.get::<String>("reason").unwrap().contains("YOLOX")),
+        "{messages:?}"
+    );
+    assert!(
+        stats
+            .get::<String>("canary-disabled")
+            .unwrap()
+            .contains("YOLOX"),
+        "{stats}"
+    );
+    assert_eq!(stats.get::<String>("canary-model").unwrap(), "", "{stats}");
+}
+
+#[test]
+fn the_canary_is_decoded_with_the_production_model_type() {
+    // [1,10,8] reads as YOLOv5 under auto (the larger dimension taken for the candidates),
+    // but this is a YOLOv8 export (4 + 6 classes, 8 anchors): the canary must be decoded as
+    // the production model is.
+    let dir = common::TempDir::new("canarytype");
+    let mut data = vec![0.0f32; 80];
+    // Anchor 0: cx 32, cy 24, w 16, h 16, class 1 at 0.9.
+    for (a, v) in [32.0, 24.0, 16.0, 16.0, 0.0, 0.9].iter().enumerate() {
+        data[a * 8] = *v;
+    }
+    let primary = dir.join("v8a.onnx");
+    Spec::image(64, 64)
+        .output("output0", &[1, 10, 8], data.clone())
+        .write(&primary);
+    let canary = dir.join("v8b.onnx");
+    std::fs::copy(&primary, &canary).unwrap();
+    let (primary_frames, _) = stream_models(
+        &primary,
+        &canary,
+        &[("model-type", "yolov8"), ("canary-fraction", "0.0")],
+        "cam",
+        2,
+    );
+    assert_eq!(primary_frames, vec!["v8a", "v8a"]);
+    // All frames to the canary: same file, so the same detections.
+    common::init();
+    let run = |fraction: &str| -> Vec<(u32, u32, u32, u32)> {
+        let infer = gst::ElementFactory::make("onnxinfer")
+            .property("model-location", primary.display().to_string())
+            .property("canary-model-location", canary.display().to_string())
+            .build()
+            .unwrap();
+        infer.set_property_from_str("model-type", "yolov8");
+        infer.set_property_from_str("canary-fraction", fraction);
+        infer.set_property_from_str("canary-by", "frame");
+        let mut h = gst_check::Harness::with_element(&infer, Some("sink"), Some("src"));
+        h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=64,framerate=30/1");
+        let out = h
+            .push_and_pull(gst::Buffer::with_size(64 * 64 * 3).unwrap())
+            .unwrap();
+        out.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| m.rect())
+            .collect()
+    };
+    let by_primary = run("0.0");
+    let by_canary = run("1.0");
+    assert_eq!(by_primary, vec![(24, 16, 16, 16)]);
+    assert_eq!(by_canary, by_primary);
+}
+
+#[test]
+fn a_swap_refused_at_the_first_frame_keeps_the_running_model() {
+    // The new model is set before any frame, so it is switched in at the first frame; it
+    // cannot take that frame (a dynamic model at input-width x input-height too large to
+    // allocate), so it is refused there and the running model stays.
+    let dir = common::TempDir::new("swapfirst");
+    let primary = model(&dir, "primary", 0, 0);
+    let dynamic = dir.join("dyn.onnx");
+    Spec::dynamic_image()
+        .output(
+            "output0",
+            &[1, 1, 11],
+            vec![32.0, 24.0, 16.0, 16.0, 0.9, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0],
+        )
+        .write(&dynamic);
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers=5 ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! onnxinfer name=infer input-width=100000 input-height=100000 model-location=\"{}\" ! fakesink sync=false",
+        primary.display()
+    ));
+    let infer = p.by_name("infer").unwrap();
+    // Live: PAUSED starts the element but no frame flows before PLAYING.
+    p.set_state(gst::State::Paused).unwrap();
+    let _ = p.state(gst::ClockTime::from_seconds(5));
+    infer.set_property("model-location", dynamic.display().to_string());
+    let loaded = Instant::now();
+    while infer
+        .property::<gst::Structure>("stats")
+        .get::<u64>("swaps-refused")
+        .unwrap()
+        == 0
+        && !p.bus().unwrap().have_pending()
+        && loaded.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = common::run(&p, Duration::from_secs(20));
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("refusing new primary model") && w.contains("dyn.onnx")),
+        "{out:?}"
+    );
+    assert_eq!(
+        infer.property::<String>("model-location"),
+        primary.display().to_string()
+    );
+}
+
+#[test]
+fn setting_properties_does_not_wait_for_an_inference() {
+    // A model that takes a while per frame: setting properties meanwhile returns at once.
+    let dir = common::TempDir::new("slowset");
+    let slow = dir.join("slow.onnx");
+    common::onnx_model::slow_model(&slow, 4);
+    let other = model(&dir, "other", 0, 0);
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers=3 ! video/x-raw,width=64,height=48,framerate=10/1 \
+         ! onnxinfer name=infer model-type=yolov5 threads=1 model-location=\"{}\" ! fakesink name=sink sync=false",
+        slow.display()
+    ));
+    let infer = p.by_name("infer").unwrap();
+    let (entered, left) = (
+        Arc::new(Mutex::new(0u32)),
+        Arc::new(std::sync::atomic::AtomicU32::new(0)),
+    );
+    let cond = Arc::new(std::sync::Condvar::new());
+    let (e2, c2) = (entered.clone(), cond.clone());
+    infer
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            *e2.lock().unwrap() += 1;
+            c2.notify_all();
+            gst::PadProbeReturn::Ok
+        });
+    let l2 = left.clone();
+    infer
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            l2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    let setter = {
+        let infer = infer.clone();
+        let other = other.clone();
+        std::thread::spawn(move || {
+            let mut g = entered.lock().unwrap();
+            while *g == 0 {
+                g = cond.wait(g).unwrap();
+            }
+            drop(g);
+            // The first frame is in the model now (it takes far longer than this).
+            std::thread::sleep(Duration::from_millis(30));
+            let before = left.load(std::sync::atomic::Ordering::SeqCst);
+            infer.set_property("canary-fraction", 0.5f64);
+            infer.set_property("confidence-threshold", 0.3f64);
+            infer.set_property("canary-model-location", other.display().to_string());
+            let after = left.load(std::sync::atomic::Ordering::SeqCst);
+            (before, after)
+        })
+    };
+    let out = common::run(&p, Duration::from_secs(60));
+    let (before, after) = setter.join().unwrap();
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert_eq!(
+        (before, after),
+        (0, 0),
+        "the properties were set while the first frame was still being inferred"
+    );
+}

@@ -747,3 +747,287 @@ fn pausing_a_live_camera_keeps_time_and_does_not_reconnect() {
             .any(|b| b.1)
     );
 }
+
+fn restarts_resume(cam: &mut common::http::HttpCamera, uri: &str) {
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={uri} stall-timeout=2000 backoff-initial=200 backoff-max=1000"
+    ));
+    run.play();
+    assert!(
+        run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 10),
+        "no frames from {uri}: {:?} {:?}",
+        run.errors,
+        run.statuses()
+    );
+    for round in 1..=2u64 {
+        cam.stop();
+        assert!(
+            run.pump_until(Duration::from_secs(10), |r| r
+                .statuses()
+                .iter()
+                .any(|s| s.get::<&str>("status") == Ok("retrying")
+                    && s.get::<u64>("reconnects") == Ok(round - 1))),
+            "round {round}: {uri}: no retrying status: {:?} {:?} eos={}",
+            run.errors,
+            run.statuses(),
+            run.eos
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let before = run.frame_count();
+        cam.start();
+        assert!(
+            run.pump_until(Duration::from_secs(20), |r| r.frame_count() >= before + 10),
+            "round {round}: {uri}: frames did not resume: {:?} {:?} eos={}",
+            run.errors,
+            run.statuses(),
+            run.eos
+        );
+    }
+    let stats = run.stats();
+    run.stop();
+    assert!(
+        run.errors.is_empty() && !run.eos,
+        "{:?} eos={}",
+        run.errors,
+        run.eos
+    );
+    assert_eq!(stats.get::<u64>("reconnects"), Ok(2), "{stats}");
+    assert!(
+        !run.statuses()
+            .iter()
+            .any(|s| s.get::<&str>("status") == Ok("ended")),
+        "{:?}",
+        run.statuses()
+    );
+}
+
+#[test]
+fn http_mjpeg_camera_restarted_twice_resumes() {
+    common::init();
+    let jpegs = common::http::jpegs(15, 320, 240);
+    let mut cam = common::http::HttpCamera::start_with(common::http::Content::Mjpeg {
+        jpegs: Arc::new(jpegs),
+        fps: 15,
+    });
+    let uri = cam.uri("video.mjpg");
+    restarts_resume(&mut cam, &uri);
+}
+
+#[test]
+fn http_mpegts_live_stream_restarted_twice_resumes() {
+    common::init();
+    let ts = common::http::mpegts(30);
+    // About real time: 15 fps at the stream's bitrate.
+    let rate = (ts.len() / 30 / (188 * 7)).max(1) as u32;
+    let mut cam = common::http::HttpCamera::start_with(common::http::Content::Stream {
+        content_type: "video/mp2t",
+        bytes: Arc::new(ts),
+        chunk: 188 * 7,
+        chunks_per_second: rate,
+    });
+    let uri = cam.uri("live.ts");
+    restarts_resume(&mut cam, &uri);
+}
+
+/// The plugin as gst-launch-1.0 loads it (the build puts it in target/release).
+fn plugin_dir() -> std::path::PathBuf {
+    let dir = common::root().join("target/release");
+    assert!(
+        dir.join("libgstvideoai.so").is_file(),
+        "{}/libgstvideoai.so is missing: run `cargo build --release` first (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `gst-launch-1.0 <desc>` `runs` times with the CPU kept busy (so the element's threads
+/// and gst-launch's main thread race as they do on a loaded machine); returns how many runs
+/// did not end within 10 s, and the output of one run.
+fn gst_launch_hangs(desc: &str, runs: usize) -> (usize, String) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+    let mut hangs = 0;
+    let mut said = String::new();
+    for _ in 0..runs {
+        let mut child = std::process::Command::new("gst-launch-1.0")
+            .args(desc.split_whitespace())
+            .env("GST_PLUGIN_PATH", plugin_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("gst-launch-1.0 runs");
+        let start = Instant::now();
+        let ended = loop {
+            if let Some(_status) = child.try_wait().unwrap() {
+                break true;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !ended {
+            hangs += 1;
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        said = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in busy {
+        let _ = b.join();
+    }
+    (hangs, said)
+}
+
+#[test]
+fn gst_launch_ends_after_an_error_at_start() {
+    let dir = common::TempDir::new("launcherr");
+    let garbage = dir.join("garbage.mp4");
+    std::fs::write(&garbage, vec![0x5au8; 4096]).unwrap();
+    for (what, location) in [
+        (
+            "a missing file",
+            "/nonexistent/videoai-missing.mp4".to_string(),
+        ),
+        ("a file that is no video", garbage.display().to_string()),
+    ] {
+        let (hangs, said) = gst_launch_hangs(
+            &format!("resilientsrc uri={location} ! videoconvert ! fakesink"),
+            40,
+        );
+        assert_eq!(
+            hangs, 0,
+            "{what}: gst-launch-1.0 hung in {hangs} of 40 runs"
+        );
+        assert!(said.contains("ERROR"), "{what}: {said}");
+    }
+}
+
+#[test]
+fn malformed_uris_are_refused_at_start() {
+    for (uri, expect) in [
+        ("rtsp://", "host"),
+        ("rtsp:///cam", "host"),
+        ("http://:8080/x", "host"),
+        ("rtsp://127.0.0.1:99999/cam", "port"),
+    ] {
+        let mut run = Run::new(&format!("resilientsrc uri={uri}"));
+        let start = Instant::now();
+        run.run_to_end(Duration::from_secs(10));
+        run.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{uri}: took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(run.errors.len(), 1, "{uri}: {:?}", run.errors);
+        assert!(
+            run.errors[0].contains(expect) && run.errors[0].contains(uri),
+            "{uri}: {}",
+            run.errors[0]
+        );
+    }
+}
+
+/// Log lines of every debug category at levels up to `level` while `f` runs.
+fn logged(level: gst::DebugLevel, f: impl FnOnce()) -> Vec<String> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    let was = gst::log::get_default_threshold();
+    // Not printed (the default handler writes to stderr), only collected.
+    gst::log::remove_default_log_function();
+    gst::log::set_default_threshold(level);
+    gst::log::set_active(true);
+    let id = gst::log::add_log_function(move |_cat, _lvl, _file, _fun, _line, obj, msg| {
+        let who = obj.map(|o| o.to_string()).unwrap_or_default();
+        if let Some(m) = msg.get() {
+            l2.lock().unwrap().push(format!("{who}: {m}"));
+        }
+    });
+    f();
+    gst::log::remove_log_function(id);
+    gst::log::set_default_threshold(was);
+    std::mem::take(&mut *lines.lock().unwrap())
+}
+
+#[test]
+fn rtmp_stream_key_never_appears_in_what_resilientsrc_says() {
+    common::init();
+    let port = common::free_port();
+    let key = "sk-live-9f8e7d6c5b4a";
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=rtmp://127.0.0.1:{port}/live/{key} backoff-initial=100 backoff-max=200"
+    ));
+    let lines = logged(gst::DebugLevel::Log, || {
+        run.play();
+        run.pump_until(Duration::from_secs(10), |r| {
+            r.statuses()
+                .iter()
+                .filter(|s| s.get::<&str>("status") == Ok("retrying"))
+                .count()
+                >= 2
+        });
+    });
+    let stats = run.stats();
+    run.stop();
+    let ours: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("resilientsrc") && l.contains(key))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    let said = format!("{:?} {:?} {stats}", run.messages, run.errors);
+    assert!(!said.contains(key), "{said}");
+    // The URI is still named, with the key masked.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("rtmp://127.0.0.1:{port}/live/***"))),
+        "the source's log does not name it"
+    );
+}
+
+#[test]
+fn rtsp_credentials_reach_the_camera_but_no_log() {
+    let cam = RtspCamera::start_with_auth("rtsp_server_child", Some(("viewer", "pw-Zx81Qk")));
+    let uri = cam.uri().replace("rtsp://", "rtsp://viewer:pw-Zx81Qk@");
+    let mut run = Run::new(&format!("resilientsrc uri={uri} protocols=tcp latency=100"));
+    let mut got = false;
+    let lines = logged(gst::DebugLevel::Debug, || {
+        run.play();
+        got = run.pump_until(Duration::from_secs(30), |r| r.frame_count() >= 10);
+    });
+    run.stop();
+    assert!(
+        got,
+        "no frames with credentials: {:?} {:?}",
+        run.errors,
+        run.statuses()
+    );
+    let leaked: Vec<&String> = lines.iter().filter(|l| l.contains("pw-Zx81Qk")).collect();
+    assert!(
+        leaked.is_empty(),
+        "{} lines: {:?}",
+        leaked.len(),
+        &leaked[..leaked.len().min(3)]
+    );
+    // Without credentials the camera refuses: authentication really happened.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={} protocols=tcp max-attempts=1",
+        cam.uri()
+    ));
+    run.run_to_end(Duration::from_secs(20));
+    run.stop();
+    assert_eq!(run.frame_count(), 0);
+}

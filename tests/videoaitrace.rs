@@ -181,3 +181,14 @@ fn a_sink_inside_a_bin_counts_each_frame_once() {
     assert_eq!(f(p, "frames"), 40.0, "{p}");
     assert_eq!(f(p, "lost"), 0.0, "{p}");
 }
+
+#[test]
+fn a_pipeline_that_passed_no_frame_still_gets_a_report() {
+    let t = tracer();
+    let r = traced(
+        &t,
+        "videotestsrc num-buffers=0 ! fakesink name=out sync=false",
+    );
+    assert_eq!(r["paths"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["elements"].as_array().map(Vec::len), Some(0), "{r}");
+}

@@ -220,3 +220,187 @@ mod tests {
         assert!(c.ratio() < 0.7, "{}", c.ratio());
     }
 }
+
+/// What a GOP may pass, worked out at its keyframe (adaptive mode, encoded video).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GopPlan {
+    /// Share of the input downstream sustains (1.0: all of it).
+    pub share: f64,
+    /// Frames still queued when the keyframe comes: downstream's time goes to them first.
+    pub leftover: f64,
+    /// Most frames a burst may have for its last one to leave within max-latency.
+    pub max_burst: f64,
+}
+
+/// Share of the sustainable rate a GOP's budget aims at, leaving a margin for jitter.
+const GOP_SHARE_MARGIN: f64 = 0.95;
+
+/// Thinning encoded video (adaptive mode): frames can only go as whole GOP tails, so what
+/// downstream sustains is spent per GOP. At each keyframe the GOP gets a budget: the frames
+/// downstream can take over one GOP (`share × GOP length`), less what is still queued from
+/// before, at most what can leave within max-latency; fractions carry on to the next GOP.
+/// Its first frames pass while the budget lasts and the rest of the GOP is cut; a GOP whose
+/// budget does not reach one frame goes whole, keyframe included. The delivered rate so tracks
+/// the sustainable one whatever the GOP length (refusing single frames, a GOP loses its whole
+/// tail at the first refusal: at GOP 30 and a third sustainable, about half was delivered).
+#[derive(Debug, Clone, Default)]
+pub struct GopBudget {
+    /// Frames per GOP (EWMA of the distance between keyframes).
+    len: Ewma,
+    /// Frames since the last keyframe (that one included).
+    since_key: u32,
+    budget: f64,
+    /// The rest of this GOP goes.
+    cutting: bool,
+}
+
+impl GopBudget {
+    /// Forgets the stream (flush, new stream).
+    pub fn reset(&mut self) {
+        *self = GopBudget::default();
+    }
+
+    /// Counts every incoming frame (`key`: a keyframe), dropped or not: the GOP length.
+    pub fn observe(&mut self, key: bool, alpha: f64) {
+        if key {
+            if self.since_key > 0 {
+                self.len.update(self.since_key as f64, alpha);
+            }
+            self.since_key = 1;
+        } else {
+            self.since_key += 1;
+        }
+    }
+
+    /// Whether the next frame (`key`: a keyframe, after [`Self::observe`]) passes; `plan` is
+    /// asked at keyframes (and for the frames of the first GOP).
+    pub fn admit(&mut self, key: bool, plan: impl FnOnce() -> GopPlan) -> bool {
+        if !key {
+            if self.cutting {
+                return false;
+            }
+            if self.budget.is_infinite() {
+                // The GOP length is not known yet (the first GOP): it goes on while its burst
+                // can still leave within max-latency.
+                let plan = plan();
+                if plan.share >= 1.0 || plan.leftover < plan.max_burst {
+                    return true;
+                }
+            } else if self.budget >= 1.0 {
+                self.budget -= 1.0;
+                return true;
+            }
+            self.cutting = true;
+            return false;
+        }
+        let plan = plan();
+        let Some(len) = self.len.get().filter(|_| plan.share < 1.0) else {
+            // Not thinning, or the GOP length is not known yet: the whole GOP passes.
+            self.budget = f64::INFINITY;
+            self.cutting = false;
+            return true;
+        };
+        let fresh = plan.share * GOP_SHARE_MARGIN * len - plan.leftover;
+        let carried = if self.budget.is_finite() {
+            self.budget.max(0.0)
+        } else {
+            0.0
+        };
+        self.budget = (carried + fresh).min(plan.max_burst).min(len);
+        if self.budget < 1.0 {
+            self.cutting = true;
+            return false;
+        }
+        self.budget -= 1.0;
+        self.cutting = false;
+        true
+    }
+}
+
+#[cfg(test)]
+mod gop_tests {
+    use super::*;
+
+    /// Frames passed over `gops` GOPs of `len` frames, and whether every GOP was cut as a
+    /// whole tail (passed frames form a prefix of their GOP).
+    fn run(len: u32, gops: u32, plan: GopPlan) -> (u32, bool) {
+        let mut g = GopBudget::default();
+        let mut passed = 0;
+        let mut prefixes = true;
+        for _ in 0..gops {
+            let mut cut = false;
+            for i in 0..len {
+                g.observe(i == 0, 0.2);
+                if g.admit(i == 0, || plan) {
+                    passed += 1;
+                    prefixes &= !cut;
+                } else {
+                    cut = true;
+                }
+            }
+        }
+        (passed, prefixes)
+    }
+
+    fn share(share: f64) -> GopPlan {
+        GopPlan {
+            share,
+            leftover: 0.0,
+            max_burst: f64::INFINITY,
+        }
+    }
+
+    #[test]
+    fn delivers_the_sustainable_share_whatever_the_gop_length() {
+        for len in [15u32, 30, 60, 120] {
+            let gops = 40;
+            let (passed, prefixes) = run(len, gops, share(1.0 / 3.0));
+            assert!(prefixes, "GOP {len}: only whole tails are cut");
+            let want = (len * gops) as f64 / 3.0 * GOP_SHARE_MARGIN;
+            // The first GOP (length unknown) passes whole.
+            assert!(
+                (passed as f64 - want).abs() <= len as f64 + 2.0,
+                "GOP {len}: {passed} passed, want about {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn leftovers_and_max_latency_shrink_the_budget() {
+        let (full, _) = run(60, 20, share(0.5));
+        let (behind, _) = run(
+            60,
+            20,
+            GopPlan {
+                leftover: 10.0,
+                ..share(0.5)
+            },
+        );
+        let (capped, _) = run(
+            60,
+            20,
+            GopPlan {
+                max_burst: 12.0,
+                ..share(0.5)
+            },
+        );
+        assert!(
+            behind + 19 * 10 - 2 <= full && full <= behind + 19 * 10 + 2,
+            "{full} {behind}"
+        );
+        assert_eq!(capped, 60 + 19 * 12, "{capped}");
+    }
+
+    #[test]
+    fn a_tiny_share_drops_whole_gops_keyframes_included() {
+        let (passed, prefixes) = run(10, 50, share(0.02));
+        assert!(prefixes);
+        // The first GOP, then about one keyframe in five GOPs.
+        assert!((15..=22).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn no_thinning_when_downstream_keeps_up() {
+        assert_eq!(run(30, 5, share(1.0)), (150, true));
+    }
+}

@@ -17,7 +17,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Mode;
-use super::control::Controller;
+use super::control::{Controller, GopBudget, GopPlan};
 use super::store::{Item, PendingQuery, Queued, Store};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -39,6 +39,12 @@ const DEFAULT_MODE: Mode = Mode::Adaptive;
 const DEFAULT_LIVE_ONLY: bool = true;
 /// How long (running time) a level class other than `high` must hold before it is reported.
 const LEVEL_DWELL: u64 = 250 * MS;
+
+/// A time limit property: `None` for "no limit" (0, or -1 = GST_CLOCK_TIME_NONE as
+/// gst-launch-1.0 writes it).
+fn limit(ns: u64) -> Option<u64> {
+    (ns != 0 && ns != u64::MAX).then_some(ns)
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -131,6 +137,8 @@ struct State {
     /// Delta units are dropped until the next keyframe (a GOP tail was cut).
     skip_until_key: bool,
     control: Controller,
+    /// Adaptive mode, encoded video: the pass ratio spent per GOP.
+    gop: GopBudget,
     level_class: LevelClass,
     /// A different class seen since this running time (ns), not reported yet.
     level_candidate: Option<(LevelClass, u64)>,
@@ -155,6 +163,7 @@ impl State {
             upstream_live: None,
             skip_until_key: false,
             control: Controller::new(settings.ewma_alpha),
+            gop: GopBudget::default(),
             level_class: LevelClass::Low,
             level_candidate: None,
             next_query_id: 0,
@@ -174,14 +183,14 @@ impl State {
     fn is_full(&self) -> bool {
         let s = &self.settings;
         (s.max_size_buffers > 0 && self.store.buffers() >= s.max_size_buffers as usize)
-            || (!self.may_drop() && s.max_latency > 0 && self.store.level() >= s.max_latency)
+            || (!self.may_drop() && limit(s.max_latency).is_some_and(|m| self.store.level() >= m))
     }
 
     /// Drops head buffers too old to be worth pushing (see [`Self::max_output_age`]). `now` is
     /// the pipeline's running time, used when upstream is live (its buffers' running times
     /// are capture times); otherwise ages count from the newest buffer.
     fn expire(&mut self, now: Option<gst::ClockTime>) -> usize {
-        if !self.may_drop() || self.settings.max_latency == 0 {
+        if !self.may_drop() || limit(self.settings.max_latency).is_none() {
             return 0;
         }
         let now = now
@@ -200,6 +209,26 @@ impl State {
         }
         self.stats.dropped_expired += total as u64;
         total
+    }
+
+    /// What the next GOP may pass (encoded video, adaptive mode).
+    fn gop_plan(&self) -> GopPlan {
+        let c = &self.control;
+        let max_burst = match (
+            c.interval.get(),
+            c.processing.get(),
+            limit(self.settings.max_latency),
+        ) {
+            // Frame k of a burst leaves k × (processing − interval) after it came; a fifth of
+            // max-latency is kept for jitter.
+            (Some(i), Some(p), Some(m)) if p > i => ((m as f64 / 1e9) * 0.8 - p).max(0.0) / (p - i),
+            _ => f64::INFINITY,
+        };
+        GopPlan {
+            share: c.sustainable_share(),
+            leftover: self.store.buffers() as f64,
+            max_burst,
+        }
     }
 
     /// Oldest a buffer may be when it leaves: max-latency less the time downstream needs.
@@ -402,6 +431,15 @@ impl AdaptiveQueue {
 
         if st.may_drop() {
             let encoded = st.media == Media::Encoded;
+            let adaptive = st.settings.mode == Mode::Adaptive;
+            // The input rate and GOP length count every frame that comes, dropped or not.
+            if adaptive {
+                st.control.record_arrival(rt);
+                if encoded {
+                    let alpha = st.settings.ewma_alpha;
+                    st.gop.observe(key, alpha);
+                }
+            }
             // A GOP tail is being cut: delta units go until the next keyframe.
             if encoded && st.skip_until_key {
                 if !key {
@@ -411,14 +449,29 @@ impl AdaptiveQueue {
                 }
                 st.skip_until_key = false;
             }
-            if st.settings.mode == Mode::Adaptive {
-                st.control.record_arrival(rt);
+            if adaptive {
                 if let Some(now) = rt {
                     let (level, target) = (st.store.level(), st.settings.target_latency);
                     st.control.adjust(level, target, now);
                 }
-                // Keyframes always pass; a refused delta unit starts a GOP tail cut.
-                let passes = (encoded && key) || st.control.admit();
+                // Encoded video: the ratio is spent per GOP, and what is cut goes as a whole
+                // GOP tail (or a whole GOP).
+                let passes = if encoded {
+                    let plan = st.gop_plan();
+                    let passes = st.gop.admit(key, || plan);
+                    if key {
+                        gst::debug!(
+                            CAT,
+                            imp = self,
+                            "keyframe: {plan:?}, {:?}: {}",
+                            st.gop,
+                            if passes { "passes" } else { "GOP dropped" }
+                        );
+                    }
+                    passes
+                } else {
+                    st.control.admit()
+                };
                 if !passes {
                     st.stats.dropped_adaptive += 1;
                     st.store.mark_gap();
@@ -525,6 +578,7 @@ impl AdaptiveQueue {
                     let sticky = st.clear();
                     st.eos = false;
                     st.control.reset_input();
+                    st.gop.reset();
                     if self.srcpad.mode() == gst::PadMode::Push {
                         st.flushing = false;
                         st.srcresult = Ok(gst::FlowSuccess::Ok);
@@ -595,6 +649,7 @@ impl AdaptiveQueue {
             gst::EventView::StreamStart(_) => {
                 st.skip_until_key = false;
                 st.control.reset_input();
+                st.gop.reset();
             }
             gst::EventView::Eos(_) => st.eos = true,
             _ => {}
@@ -626,8 +681,10 @@ impl AdaptiveQueue {
             {
                 return res;
             }
-            // While the task is answering it, the query must stay alive even when flushing.
-            if st.flushing && st.query_in_flight != Some(id) {
+            // Flushing, or downstream ended (EOS, error): the task will not get to it. While
+            // the task is answering it, though, the query must stay alive.
+            if (st.flushing || st.srcresult.is_err()) && st.query_in_flight != Some(id) {
+                st.store.remove_query(id);
                 return false;
             }
             st.waiting_del = true;
@@ -772,6 +829,8 @@ impl AdaptiveQueue {
                 if is_eos {
                     let mut st = self.lock();
                     st.srcresult = Err(gst::FlowError::Eos);
+                    // Queries queued behind the EOS will not be answered downstream.
+                    self.item_removed.notify_all();
                     drop(st);
                     let _ = self.srcpad.pause_task();
                 }
@@ -826,8 +885,12 @@ impl AdaptiveQueue {
         if res && let gst::QueryViewMut::Latency(q) = query.view_mut() {
             // Data may wait here up to max-latency.
             let (live, min, max) = q.result();
-            let ours = gst::ClockTime::from_nseconds(self.settings.lock().unwrap().max_latency);
-            q.set(live, min, max.map(|m| m + ours));
+            let max = match limit(self.settings.lock().unwrap().max_latency) {
+                Some(ours) => max.map(|m| m + gst::ClockTime::from_nseconds(ours)),
+                // Nothing older is dropped: data may wait here for ever.
+                None => gst::ClockTime::NONE,
+            };
+            q.set(live, min, max);
         }
         res
     }
@@ -871,7 +934,8 @@ impl ObjectImpl for AdaptiveQueue {
                     .nick("Low watermark")
                     .blurb(
                         "Level (running time queued, in nanoseconds) that drops bring the queue \
-                         back down to; below it the level is 'low'. Default: 200000000 (200 ms)",
+                         back down to; below it the level is 'low'. -1 (none): the level is always \
+                         'low'. Default: 200000000 (200 ms)",
                     )
                     .default_value(DEFAULT_LOW_WATERMARK)
                     .mutable_playing()
@@ -880,8 +944,8 @@ impl ObjectImpl for AdaptiveQueue {
                     .nick("High watermark")
                     .blurb(
                         "Level (ns) above which the queue drops: raw video frames older than the \
-                         low watermark thinned to every k-th, encoded video whole GOP tails. \
-                         Default: 800000000 (800 ms)",
+                         low watermark thinned to every k-th, encoded video whole GOP tails. -1 \
+                         (none): never. Default: 800000000 (800 ms)",
                     )
                     .default_value(DEFAULT_HIGH_WATERMARK)
                     .mutable_playing()
@@ -892,7 +956,8 @@ impl ObjectImpl for AdaptiveQueue {
                         "Buffers older than this (ns, less downstream's measured processing \
                          time) are dropped on the way out where the drop rules allow; when \
                          nothing may be dropped, upstream blocks at this level. Also added to the \
-                         latency query's maximum. 0 = no limit. Default: 1500000000 (1.5 s)",
+                         latency query's maximum. 0 or -1 (none) = no limit. Default: \
+                         1500000000 (1.5 s)",
                     )
                     .default_value(DEFAULT_MAX_LATENCY)
                     .mutable_playing()
@@ -901,8 +966,9 @@ impl ObjectImpl for AdaptiveQueue {
                     .nick("Target latency")
                     .blurb(
                         "mode=adaptive: above this level (ns) the input is thinned to the rate \
-                         downstream sustains; below it the pass ratio recovers in +5% steps. \
-                         Default: 400000000 (400 ms)",
+                         downstream sustains (encoded video: the first frames of each GOP, whole \
+                         GOP tails cut); below it the pass ratio recovers in +5% steps. -1 \
+                         (none): never thinned. Default: 400000000 (400 ms)",
                     )
                     .default_value(DEFAULT_TARGET_LATENCY)
                     .mutable_playing()

@@ -117,6 +117,12 @@ impl Store {
         Some(item)
     }
 
+    /// Takes the query `id` out of the queue (its caller gave up waiting for it).
+    pub fn remove_query(&mut self, id: u64) {
+        self.items
+            .retain(|i| !matches!(i, Item::Query(q) if q.id == id));
+    }
+
     pub fn front(&self) -> Option<&Item> {
         self.items.front()
     }

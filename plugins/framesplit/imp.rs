@@ -185,6 +185,17 @@ impl FrameSplit {
                     f
                 }
             });
+            // Nothing follows a stream's EOS (a new stream on the pad, or a flush, starts
+            // it again).
+            let over = {
+                let st = self.state.lock().unwrap();
+                st.outs
+                    .get(&index)
+                    .is_some_and(|o| o.eos && o.stream_id.as_deref() == Some(e.stream_id.as_str()))
+            };
+            if over {
+                continue;
+            }
             if let Some(frame) = frame
                 && let Err(err) = self.push_entry(e, frame)
             {

@@ -375,6 +375,11 @@ impl FrameSync {
 }
 
 impl ObjectImpl for FrameSync {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.update_source_flag();
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
@@ -537,6 +542,24 @@ impl ElementImpl for FrameSync {
         PAD_TEMPLATES.as_ref()
     }
 
+    /// EOS sent to the element (as `gst-launch-1.0 -e` does on Ctrl-C) goes to the sink pads;
+    /// with none, there is no stream to end it: it goes downstream at once, from a thread of
+    /// its own (a sink that is still prerolling holds the EOS until PLAYING, and the thread
+    /// that sent it must not wait for that).
+    fn send_event(&self, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Eos && self.obj().num_sink_pads() == 0 {
+            gst::debug!(CAT, imp = self, "EOS with no inputs: ending the output");
+            let pad = self.obj().src_pad().clone();
+            return std::thread::Builder::new()
+                .name("framesync-eos".into())
+                .spawn(move || {
+                    pad.push_event(event);
+                })
+                .is_ok();
+        }
+        self.parent_send_event(event)
+    }
+
     fn request_new_pad(
         &self,
         templ: &gst::PadTemplate,
@@ -544,6 +567,7 @@ impl ElementImpl for FrameSync {
         caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
         let pad = self.parent_request_new_pad(templ, name, caps)?;
+        self.update_source_flag();
         self.obj()
             .child_added(pad.upcast_ref::<glib::Object>(), &pad.name());
         Some(pad)
@@ -564,8 +588,22 @@ impl ElementImpl for FrameSync {
         }
         let name = pad.name();
         self.parent_release_pad(pad);
+        self.update_source_flag();
         self.obj()
             .child_removed(pad.upcast_ref::<glib::Object>(), &name);
+    }
+}
+
+impl FrameSync {
+    /// Without inputs framesync is where its output starts: a bin sends it the events it sends
+    /// its sources (EOS from `gst-launch-1.0 -e`).
+    fn update_source_flag(&self) {
+        let obj = self.obj();
+        if obj.num_sink_pads() == 0 {
+            obj.set_element_flags(gst::ElementFlags::SOURCE);
+        } else {
+            obj.unset_element_flags(gst::ElementFlags::SOURCE);
+        }
     }
 }
 
@@ -595,6 +633,14 @@ impl AggregatorImpl for FrameSync {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         crate::batch::register_meta();
         *self.state.lock().unwrap() = State::default();
+        if self.obj().num_sink_pads() == 0 {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Pad,
+                ("framesync has no inputs: no batch goes out until a sink pad is requested \
+                     (e.g. 'framesync name=s ! … cam1 ! s.sink_0 cam2 ! s.sink_1')")
+            );
+        }
         Ok(())
     }
 
@@ -792,7 +838,13 @@ impl AggregatorImpl for FrameSync {
             let stream_id = imp.stream_id(&ps);
             // Ended: EOS and nothing left for later ticks.
             let ended = eos && ps.stream.pending_until(tick.saturating_add(tol));
-            let pick = ps.stream.pick(tick, tol, v.period.unwrap_or(period), ended);
+            // Once its end went out, a stream has no frame any more (however wide the
+            // tolerance, its last one is not repeated after its EOS).
+            let pick = if ps.ended_sent {
+                Pick::Missing
+            } else {
+                ps.stream.pick(tick, tol, v.period.unwrap_or(period), ended)
+            };
             newly_ended |= ended && !ps.ended_sent;
             ps.ended_sent |= ended;
             drop(ps);

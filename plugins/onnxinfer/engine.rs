@@ -1,15 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
-//! One model ready to run on frames: the model, its preprocessor for the negotiated video
-//! format, and a reusable input tensor. Runs a frame (or regions of it) through the model and
-//! returns results in frame pixels.
+//! One model ready to run on frames: the model, its preprocessors (one per video format seen)
+//! and a small pool of input tensors.
+//!
+//! Work goes through three stages, which may run on different threads:
+//!
+//! 1. [`Engine::prepare`] (streaming thread): frames, or regions of them, preprocessed into
+//!    input tensors, grouped into [`Job`]s, one per model run (entries of the same tensor
+//!    shape share a run; a model with a fixed batch takes them in chunks);
+//! 2. [`Job::run`] (any thread): the model runs; the outputs are copied out;
+//! 3. [`Ran::decode`] (streaming thread): outputs decoded by the model's family, invalid values
+//!    dropped, NMS, boxes mapped back to frame pixels.
+//!
+//! A job carries its own reference to the model, so the model can be swapped between stages.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::decode::{self, Decoded, Output, classifier, ssd};
 use super::model::{Family, Model, TensorInput};
 use super::nms;
 use super::preprocess::{
-    Anchor, ChannelOrder, Elem, EntryMut, Fit, Placement, Plan, Preprocessor, Rect, TensorSpec,
+    Anchor, ChannelOrder, Elem, EntryMut, Fit, Placement, Preprocessor, Rect, Rounding, TensorSpec,
 };
 
 /// Preprocessing choices from the element's properties; `None` = the family's default.
@@ -26,18 +37,24 @@ pub struct Overrides {
     pub input_size: (usize, usize),
 }
 
-/// The input tensor a family expects by default, then the overrides.
+/// Largest input tensor onnxinfer makes, in bytes: far beyond any real model, small enough
+/// that a mistyped size is an error rather than an allocation that aborts the process.
+const MAX_TENSOR_BYTES: usize = 1 << 30;
+
+/// The input tensor a family expects by default, then the overrides; an error when it would
+/// be too large to allocate.
 pub fn tensor_spec(
     model: &Model,
     overrides: &Overrides,
     frame_w: usize,
     frame_h: usize,
-) -> TensorSpec {
-    let (order, letterbox, anchor, scale, mean, std) = match model.family {
+) -> Result<TensorSpec, String> {
+    let (order, letterbox, anchor, rounding, scale, mean, std) = match model.family {
         Family::Yolox => (
             ChannelOrder::Bgr,
             true,
             Anchor::TopLeft,
+            Rounding::Truncate,
             1.0,
             [0.0; 3],
             [1.0; 3],
@@ -46,6 +63,7 @@ pub fn tensor_spec(
             ChannelOrder::Rgb,
             true,
             Anchor::Center,
+            Rounding::Round,
             1.0 / 255.0,
             [0.0; 3],
             [1.0; 3],
@@ -54,6 +72,7 @@ pub fn tensor_spec(
             ChannelOrder::Rgb,
             false,
             Anchor::Center,
+            Rounding::Round,
             1.0 / 255.0,
             [0.0; 3],
             [1.0; 3],
@@ -62,6 +81,7 @@ pub fn tensor_spec(
             ChannelOrder::Rgb,
             false,
             Anchor::Center,
+            Rounding::Round,
             1.0 / 255.0,
             [0.485, 0.456, 0.406],
             [0.229, 0.224, 0.225],
@@ -69,7 +89,7 @@ pub fn tensor_spec(
     };
     let (width, height) = model.input_size(frame_w, frame_h, overrides.input_size);
     let anchor = overrides.anchor.unwrap_or(anchor);
-    TensorSpec {
+    let spec = TensorSpec {
         width,
         height,
         layout: model.input.layout,
@@ -80,23 +100,44 @@ pub fn tensor_spec(
         std: overrides.std.unwrap_or(std),
         pad_value: overrides.pad_value.unwrap_or(114),
         fit: if overrides.letterbox.unwrap_or(letterbox) {
-            Fit::Letterbox(anchor)
+            Fit::Letterbox(anchor, rounding)
         } else {
             Fit::Stretch
         },
+    };
+    let elem_bytes = match spec.elem {
+        Elem::F32 => 4,
+        Elem::U8 => 1,
+    };
+    let bytes =
+        (spec.entry_len() as u128) * model.input.batch.unwrap_or(1).max(1) as u128 * elem_bytes;
+    if bytes > MAX_TENSOR_BYTES as u128 {
+        return Err(format!(
+            "model {}: an input of {width}x{height} needs a tensor of {:.1} GiB, more than the {} GiB onnxinfer allocates; choose a smaller input-width and input-height",
+            model.id,
+            bytes as f64 / (1u64 << 30) as f64,
+            MAX_TENSOR_BYTES >> 30
+        ));
     }
+    Ok(spec)
 }
 
-/// A reusable input tensor of `batch` entries, remembering which placement each entry's
-/// padding was painted for.
+/// An input tensor of `batch` entries, remembering which placement each entry's padding was
+/// painted for (padding is painted again only when the placement changes).
 #[derive(Debug, Default)]
-struct TensorBuf {
+pub struct TensorBuf {
     f32: Vec<f32>,
     u8: Vec<u8>,
     painted: Vec<Option<Placement>>,
 }
 
-/// Per-stage timings of one run.
+impl TensorBuf {
+    fn len(&self) -> usize {
+        self.f32.len().max(self.u8.len())
+    }
+}
+
+/// Per-stage timings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
     /// Model runs (`session.run` calls).
@@ -104,6 +145,26 @@ pub struct Timings {
     pub preprocess: Duration,
     pub inference: Duration,
     pub postprocess: Duration,
+}
+
+impl Timings {
+    /// Each of `n` frames' share of these timings.
+    pub fn share(&self, n: usize) -> Timings {
+        let n = n.max(1) as u32;
+        Timings {
+            runs: self.runs,
+            preprocess: self.preprocess / n,
+            inference: self.inference / n,
+            postprocess: self.postprocess / n,
+        }
+    }
+
+    pub fn add(&mut self, other: &Timings) {
+        self.runs += other.runs;
+        self.preprocess += other.preprocess;
+        self.inference += other.inference;
+        self.postprocess += other.postprocess;
+    }
 }
 
 /// A detection in frame pixels.
@@ -136,325 +197,340 @@ pub struct DecodeParams {
     pub max_detections: usize,
     pub top_k: usize,
     pub box_order: ssd::BoxOrder,
+    pub background: ssd::Background,
 }
+
+/// What a tensor entry is to the caller: a frame, or region `region` of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub frame: usize,
+    pub region: Option<usize>,
+}
+
+/// A frame (or a region of it, in frame pixels) to preprocess.
+pub struct Item<'a, 'f> {
+    pub tag: Tag,
+    pub info: &'a gst_video::VideoInfo,
+    pub frame: &'a gst_video::VideoFrameRef<&'f gst::BufferRef>,
+    pub region: Option<Rect>,
+}
+
+/// Preprocessed input of one model run.
+pub struct Job {
+    model: Arc<Model>,
+    tensor: TensorBuf,
+    batch: usize,
+    spec: TensorSpec,
+    entries: Vec<(Tag, Placement)>,
+    preprocess: Duration,
+}
+
+/// An output tensor copied out of the run.
+struct OwnedOutput {
+    name: String,
+    shape: Vec<i64>,
+    data: Vec<f32>,
+}
+
+/// A job after the model ran.
+pub struct Ran {
+    model: Arc<Model>,
+    tensor: TensorBuf,
+    batch: usize,
+    spec: TensorSpec,
+    entries: Vec<(Tag, Placement)>,
+    outputs: Result<Vec<OwnedOutput>, String>,
+    preprocess: Duration,
+    inference: Duration,
+}
+
+/// What a run gave, decoded.
+pub struct Results {
+    /// `name@version` of the model that ran.
+    pub model: String,
+    pub results: Vec<(Tag, FrameResult)>,
+    /// Candidates dropped for non-finite or out-of-range values.
+    pub invalid: usize,
+    pub timings: Timings,
+}
+
+/// Formats (size and pixel format) whose preprocessors are kept; past that the cache starts
+/// again.
+const MAX_FORMATS: usize = 16;
+/// Spare tensors kept for reuse.
+const MAX_SPARE_TENSORS: usize = 4;
 
 pub struct Engine {
-    pub model: Model,
-    pre: Option<Preprocessor>,
-    /// Preprocessors of batch entries, one per video format seen (most recent last).
-    batch_pres: Vec<(gst_video::VideoInfo, Preprocessor)>,
-    tensor: TensorBuf,
+    pub model: Arc<Model>,
+    overrides: Overrides,
+    threads: usize,
+    /// Preprocessors, one per video format seen (most recent last).
+    pres: Vec<(gst_video::VideoInfo, Preprocessor)>,
+    spare: Vec<TensorBuf>,
 }
 
-/// Formats (size and pixel format) whose preprocessors are kept between batches; past that
-/// the cache starts again.
-const MAX_BATCH_FORMATS: usize = 16;
-
-/// One frame (or region) to preprocess into a tensor entry.
-type Item<'a, 'f> = (
-    &'a Preprocessor,
-    &'a gst_video::VideoFrameRef<&'f gst::BufferRef>,
-    &'a Plan,
-);
-
 impl Engine {
-    pub fn new(model: Model) -> Self {
+    pub fn new(model: Arc<Model>, overrides: Overrides, threads: usize) -> Self {
         Engine {
             model,
-            pre: None,
-            batch_pres: Vec::new(),
-            tensor: TensorBuf::default(),
+            overrides,
+            threads,
+            pres: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
-    /// Prepares for frames of `info`.
-    pub fn configure(
-        &mut self,
-        info: &gst_video::VideoInfo,
-        overrides: &Overrides,
-        threads: usize,
-    ) -> Result<TensorSpec, String> {
-        let pre = self.preprocessor(info, overrides, threads)?;
-        let spec = *pre.spec();
-        self.pre = Some(pre);
-        self.batch_pres.clear();
-        self.tensor = TensorBuf::default();
-        Ok(spec)
+    /// Makes ready for frames of `info` (checks the tensor can be made); returns its spec.
+    pub fn configure(&mut self, info: &gst_video::VideoInfo) -> Result<TensorSpec, String> {
+        let i = self.preprocessor(info)?;
+        Ok(*self.pres[i].1.spec())
     }
 
-    /// A preprocessor from frames of `info` to this model's input.
-    fn preprocessor(
-        &self,
-        info: &gst_video::VideoInfo,
-        overrides: &Overrides,
-        threads: usize,
-    ) -> Result<Preprocessor, String> {
+    /// The index of the preprocessor for `info`, made on first use.
+    fn preprocessor(&mut self, info: &gst_video::VideoInfo) -> Result<usize, String> {
+        if let Some(i) = self.pres.iter().position(|(i, _)| i == info) {
+            return Ok(i);
+        }
         let spec = tensor_spec(
             &self.model,
-            overrides,
+            &self.overrides,
             info.width() as usize,
             info.height() as usize,
-        );
-        Preprocessor::new(spec, info, threads).map_err(|e| e.to_string())
+        )?;
+        let pre = Preprocessor::new(spec, info, self.threads).map_err(|e| e.to_string())?;
+        self.pres.push((info.clone(), pre));
+        Ok(self.pres.len() - 1)
     }
 
-    /// Largest batch this model takes in one run.
-    fn max_batch(&self, wanted: usize) -> usize {
-        match self.model.input.batch {
-            Some(b) => b.max(1),
-            None => wanted.max(1),
+    /// Gives a tensor back for reuse.
+    pub fn recycle(&mut self, tensor: TensorBuf) {
+        if self.spare.len() < MAX_SPARE_TENSORS {
+            self.spare.push(tensor);
         }
     }
 
-    /// Preprocesses `items` into the tensor (entry i = item i; all items share one tensor
-    /// spec) and runs the model; `decode` turns each entry's outputs into a result:
-    /// `decode(outputs, entry, batch, plan)`.
-    fn run_plans<R>(
-        &mut self,
-        items: &[Item<'_, '_>],
-        timings: &mut Timings,
-        mut decode: impl FnMut(&[Output<'_>], usize, usize, &Plan) -> Result<R, String>,
-    ) -> Result<Vec<R>, String> {
-        let Some(first) = items.first() else {
-            return Ok(Vec::new());
+    /// A tensor of `len` elements of `elem`, from the spares when one fits.
+    fn tensor(&mut self, elem: Elem, len: usize, batch: usize) -> TensorBuf {
+        let mut t = match self.spare.iter().position(|t| t.len() == len) {
+            Some(i) => self.spare.swap_remove(i),
+            None => self.spare.pop().unwrap_or_default(),
         };
-        let spec = *first.0.spec();
-        let entry_len = spec.entry_len();
-        let fixed = self.model.input.batch;
-        let chunk = self.max_batch(items.len());
-        let mut results = Vec::with_capacity(items.len());
-        for group in items.chunks(chunk) {
-            // A fixed batch larger than the group keeps whatever the spare entries hold.
-            let batch = fixed.unwrap_or(group.len()).max(group.len());
-            let t0 = Instant::now();
-            let buf = &mut self.tensor;
-            let total = batch * entry_len;
-            let stale = match spec.elem {
-                Elem::F32 => buf.f32.len() != total,
-                Elem::U8 => buf.u8.len() != total,
-            };
-            if stale {
-                match spec.elem {
-                    Elem::F32 => buf.f32 = vec![0.0; total],
-                    Elem::U8 => buf.u8 = vec![0; total],
-                }
-                buf.painted = vec![None; batch];
+        let stale = match elem {
+            Elem::F32 => t.f32.len() != len,
+            Elem::U8 => t.u8.len() != len,
+        };
+        if stale {
+            t = TensorBuf::default();
+            match elem {
+                Elem::F32 => t.f32 = vec![0.0; len],
+                Elem::U8 => t.u8 = vec![0; len],
             }
-            for (i, (pre, frame, plan)) in group.iter().enumerate() {
-                let range = i * entry_len..(i + 1) * entry_len;
-                let repaint = buf.painted[i] != Some(*plan.placement());
-                match spec.elem {
-                    Elem::F32 => {
-                        let e = &mut buf.f32[range];
-                        if repaint {
-                            pre.paint_padding(EntryMut::F32(e));
-                        }
-                        pre.run(plan, frame, EntryMut::F32(e));
-                    }
-                    Elem::U8 => {
-                        let e = &mut buf.u8[range];
-                        if repaint {
-                            pre.paint_padding(EntryMut::U8(e));
-                        }
-                        pre.run(plan, frame, EntryMut::U8(e));
-                    }
-                }
-                buf.painted[i] = Some(*plan.placement());
-            }
-            let t1 = Instant::now();
-            timings.preprocess += t1 - t0;
-            let shape = spec.shape(batch);
-            let input = match spec.elem {
-                Elem::F32 => TensorInput::F32(&buf.f32, shape),
-                Elem::U8 => TensorInput::U8(&buf.u8, shape),
+            t.painted = vec![None; batch];
+        }
+        t
+    }
+
+    /// Preprocesses `items` into jobs, one per model run. Items whose region lies outside their
+    /// frame get no entry.
+    pub fn prepare(&mut self, items: &[Item<'_, '_>]) -> Result<Vec<Job>, String> {
+        if self.pres.len() + items.len() > MAX_FORMATS {
+            // Between batches only: no slot may move while this one uses it.
+            self.pres
+                .retain(|(info, _)| items.iter().any(|it| it.info == info));
+        }
+        // Each item's preprocessor and source rectangle.
+        let mut planned = Vec::with_capacity(items.len());
+        for it in items {
+            let p = self.preprocessor(it.info)?;
+            let pre = &self.pres[p].1;
+            let rect = match it.region {
+                None => Some(pre.full().placement().source),
+                Some(r) => pre.clamp_rect(r),
             };
-            let mut post = Duration::ZERO;
-            let mut t2 = t1;
-            let decoded = self.model.run(input, |outputs| {
-                t2 = Instant::now();
-                let out: Result<Vec<R>, String> = group
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| decode(outputs, i, batch, item.2))
-                    .collect();
-                post = t2.elapsed();
-                out
-            })??;
-            timings.runs += 1;
-            timings.inference += t2 - t1;
-            timings.postprocess += post;
-            results.extend(decoded);
+            if let Some(rect) = rect {
+                planned.push((it, p, rect));
+            }
         }
-        Ok(results)
-    }
-
-    /// Runs the whole frame through the model.
-    pub fn run_frame(
-        &mut self,
-        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-        params: &DecodeParams,
-        timings: &mut Timings,
-    ) -> Result<FrameResult, String> {
-        let pre = self.pre.take().ok_or("not configured (no caps yet)")?;
-        let res = self.run_decoded(&[(&pre, frame, pre.full())], params, timings);
-        self.pre = Some(pre);
-        res?.pop().ok_or_else(|| "no result".to_string())
-    }
-
-    /// Runs each region (frame pixels, clamped to the frame) through the model, batched where
-    /// the model allows; regions entirely outside the frame give `None`.
-    pub fn run_regions(
-        &mut self,
-        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-        regions: &[Rect],
-        params: &DecodeParams,
-        timings: &mut Timings,
-    ) -> Result<Vec<Option<FrameResult>>, String> {
-        let pre = self.pre.take().ok_or("not configured (no caps yet)")?;
-        let clamped: Vec<Option<Rect>> = regions.iter().map(|r| pre.clamp_rect(*r)).collect();
-        let plans: Vec<Plan> = clamped.iter().flatten().map(|r| pre.plan(*r)).collect();
-        let items: Vec<Item<'_, '_>> = plans.iter().map(|p| (&pre, frame, p)).collect();
-        let res = self.run_decoded(&items, params, timings);
-        self.pre = Some(pre);
-        let mut results = res?.into_iter();
-        Ok(clamped
-            .iter()
-            .map(|r| r.and_then(|_| results.next()))
-            .collect())
-    }
-
-    /// Runs whole frames of any formats (batch entries) through the model: frames whose
-    /// tensors have the same spec go in one run (or in chunks of the model's fixed batch).
-    pub fn run_batch(
-        &mut self,
-        frames: &[(
-            &gst_video::VideoInfo,
-            &gst_video::VideoFrameRef<&gst::BufferRef>,
-        )],
-        overrides: &Overrides,
-        threads: usize,
-        params: &DecodeParams,
-        timings: &mut Timings,
-    ) -> Result<Vec<FrameResult>, String> {
-        // Evict between batches only: a slot must not move while this batch uses it.
-        if self.batch_pres.len() >= MAX_BATCH_FORMATS {
-            self.batch_pres.clear();
-        }
-        let mut slots = Vec::with_capacity(frames.len());
-        for (info, _) in frames {
-            slots.push(self.batch_pre(info, overrides, threads)?);
-        }
-        let pres = std::mem::take(&mut self.batch_pres);
-        let mut results: Vec<Option<FrameResult>> = vec![None; frames.len()];
-        let mut done = vec![false; frames.len()];
-        let mut res = Ok(());
-        for i in 0..frames.len() {
+        let mut jobs = Vec::new();
+        let mut done = vec![false; planned.len()];
+        for i in 0..planned.len() {
             if done[i] {
                 continue;
             }
-            let spec = *pres[slots[i]].1.spec();
-            let members: Vec<usize> = (i..frames.len())
-                .filter(|&j| !done[j] && *pres[slots[j]].1.spec() == spec)
+            let spec = *self.pres[planned[i].1].1.spec();
+            let members: Vec<usize> = (i..planned.len())
+                .filter(|&j| !done[j] && *self.pres[planned[j].1].1.spec() == spec)
                 .collect();
-            let items: Vec<Item<'_, '_>> = members
-                .iter()
-                .map(|&j| {
-                    let pre = &pres[slots[j]].1;
-                    (pre, frames[j].1, pre.full())
-                })
-                .collect();
-            match self.run_decoded(&items, params, timings) {
-                Ok(out) => {
-                    for (&j, r) in members.iter().zip(out) {
-                        results[j] = Some(r);
-                        done[j] = true;
+            for &j in &members {
+                done[j] = true;
+            }
+            let chunk = self.model.input.batch.unwrap_or(members.len()).max(1);
+            for group in members.chunks(chunk) {
+                let t0 = Instant::now();
+                // A fixed batch larger than the group keeps whatever the spare entries hold.
+                let batch = self
+                    .model
+                    .input
+                    .batch
+                    .unwrap_or(group.len())
+                    .max(group.len());
+                let entry_len = spec.entry_len();
+                let mut tensor = self.tensor(spec.elem, batch * entry_len, batch);
+                let mut entries = Vec::with_capacity(group.len());
+                for (k, &j) in group.iter().enumerate() {
+                    let (item, p, rect) = &planned[j];
+                    let pre = &self.pres[*p].1;
+                    let full = item.region.is_none();
+                    let owned;
+                    let plan = if full {
+                        pre.full()
+                    } else {
+                        owned = pre.plan(*rect);
+                        &owned
+                    };
+                    let range = k * entry_len..(k + 1) * entry_len;
+                    let repaint = tensor.painted[k] != Some(*plan.placement());
+                    match spec.elem {
+                        Elem::F32 => {
+                            let e = &mut tensor.f32[range];
+                            if repaint {
+                                pre.paint_padding(EntryMut::F32(e));
+                            }
+                            pre.run(plan, item.frame, EntryMut::F32(e));
+                        }
+                        Elem::U8 => {
+                            let e = &mut tensor.u8[range];
+                            if repaint {
+                                pre.paint_padding(EntryMut::U8(e));
+                            }
+                            pre.run(plan, item.frame, EntryMut::U8(e));
+                        }
                     }
+                    tensor.painted[k] = Some(*plan.placement());
+                    entries.push((item.tag, *plan.placement()));
                 }
-                Err(e) => {
-                    res = Err(e);
-                    break;
-                }
+                jobs.push(Job {
+                    model: self.model.clone(),
+                    tensor,
+                    batch,
+                    spec,
+                    entries,
+                    preprocess: t0.elapsed(),
+                });
             }
         }
-        self.batch_pres = pres;
-        res?;
-        Ok(results.into_iter().flatten().collect())
-    }
-
-    /// Runs the regions of a batch entry (frame pixels, clamped to the frame).
-    pub fn run_batch_regions(
-        &mut self,
-        (info, frame): (
-            &gst_video::VideoInfo,
-            &gst_video::VideoFrameRef<&gst::BufferRef>,
-        ),
-        regions: &[Rect],
-        overrides: &Overrides,
-        threads: usize,
-        params: &DecodeParams,
-        timings: &mut Timings,
-    ) -> Result<Vec<Option<FrameResult>>, String> {
-        if self.batch_pres.len() >= MAX_BATCH_FORMATS {
-            self.batch_pres.clear();
-        }
-        let slot = self.batch_pre(info, overrides, threads)?;
-        let pres = std::mem::take(&mut self.batch_pres);
-        let pre = &pres[slot].1;
-        let clamped: Vec<Option<Rect>> = regions.iter().map(|r| pre.clamp_rect(*r)).collect();
-        let plans: Vec<Plan> = clamped.iter().flatten().map(|r| pre.plan(*r)).collect();
-        let items: Vec<Item<'_, '_>> = plans.iter().map(|p| (pre, frame, p)).collect();
-        let res = self.run_decoded(&items, params, timings);
-        self.batch_pres = pres;
-        let mut results = res?.into_iter();
-        Ok(clamped
-            .iter()
-            .map(|r| r.and_then(|_| results.next()))
-            .collect())
-    }
-
-    /// The index of the batch preprocessor for `info`, made on first use.
-    fn batch_pre(
-        &mut self,
-        info: &gst_video::VideoInfo,
-        overrides: &Overrides,
-        threads: usize,
-    ) -> Result<usize, String> {
-        if let Some(i) = self.batch_pres.iter().position(|(i, _)| i == info) {
-            return Ok(i);
-        }
-        let pre = self.preprocessor(info, overrides, threads)?;
-        self.batch_pres.push((info.clone(), pre));
-        Ok(self.batch_pres.len() - 1)
-    }
-
-    fn run_decoded(
-        &mut self,
-        items: &[Item<'_, '_>],
-        params: &DecodeParams,
-        timings: &mut Timings,
-    ) -> Result<Vec<FrameResult>, String> {
-        let Some(first) = items.first() else {
-            return Ok(Vec::new());
-        };
-        let family = self.model.family;
-        let spec = *first.0.spec();
-        let p = *params;
-        self.run_plans(items, timings, |outputs, i, batch, plan| {
-            decode_entry(
-                family,
-                outputs,
-                i,
-                batch,
-                spec.width,
-                spec.height,
-                &p,
-                plan.placement(),
-            )
-        })
+        Ok(jobs)
     }
 }
 
-/// Decodes entry `i` of `batch` and maps it to frame pixels.
+impl Job {
+    /// Runs the model on the job's tensor.
+    pub fn run(self) -> Ran {
+        let t0 = Instant::now();
+        let shape = self.spec.shape(self.batch);
+        let input = match self.spec.elem {
+            Elem::F32 => TensorInput::F32(&self.tensor.f32, shape),
+            Elem::U8 => TensorInput::U8(&self.tensor.u8, shape),
+        };
+        let outputs = self
+            .model
+            .run(input, |outputs| {
+                outputs
+                    .iter()
+                    .map(|o| OwnedOutput {
+                        name: o.name.to_string(),
+                        shape: o.shape.to_vec(),
+                        data: o.data.to_vec(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| format!("model {}: {e}", self.model.id));
+        Ran {
+            model: self.model,
+            tensor: self.tensor,
+            batch: self.batch,
+            spec: self.spec,
+            entries: self.entries,
+            outputs,
+            preprocess: self.preprocess,
+            inference: t0.elapsed(),
+        }
+    }
+
+    /// The model this job runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+}
+
+impl Ran {
+    /// Decodes every entry; gives the tensor back (for [`Engine::recycle`]).
+    pub fn decode(self, params: &DecodeParams) -> (Result<Results, String>, TensorBuf) {
+        let Ran {
+            model,
+            tensor,
+            batch,
+            spec,
+            entries,
+            outputs,
+            preprocess,
+            inference,
+        } = self;
+        let t0 = Instant::now();
+        let results = outputs.and_then(|outputs| {
+            let views: Vec<Output<'_>> = outputs
+                .iter()
+                .map(|o| Output {
+                    name: &o.name,
+                    shape: &o.shape,
+                    data: &o.data,
+                })
+                .collect();
+            let mut invalid = 0;
+            let mut results = Vec::with_capacity(entries.len());
+            for (i, (tag, placement)) in entries.iter().enumerate() {
+                let (r, bad) = decode_entry(
+                    model.family,
+                    &views,
+                    i,
+                    batch,
+                    spec.width,
+                    spec.height,
+                    params,
+                    placement,
+                )
+                .map_err(|e| format!("model {}: {e}", model.id))?;
+                invalid += bad;
+                results.push((*tag, r));
+            }
+            Ok(Results {
+                model: model.id.clone(),
+                results,
+                invalid,
+                timings: Timings {
+                    runs: 1,
+                    preprocess,
+                    inference,
+                    postprocess: t0.elapsed(),
+                },
+            })
+        });
+        // The last user of a model taken out of use: it is dropped on the retiring thread,
+        // not here.
+        if Arc::strong_count(&model) == 1 {
+            super::models::retire(model);
+        }
+        (results, tensor)
+    }
+
+    /// The model this job ran.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+}
+
+/// Decodes entry `i` of `batch` and maps it to frame pixels; also returns how many candidates
+/// were dropped for invalid values.
 #[allow(clippy::too_many_arguments)]
 fn decode_entry(
     family: Family,
@@ -465,28 +541,30 @@ fn decode_entry(
     height: usize,
     p: &DecodeParams,
     placement: &Placement,
-) -> Result<FrameResult, String> {
+) -> Result<(FrameResult, usize), String> {
     let first = || -> Result<(&[f32], &[i64]), String> {
         let o = outputs.first().ok_or("the model gave no output")?;
         Ok((decode::entry(o, i, batch)?, o.shape))
     };
     let decoded = match family {
         Family::Raw => {
-            return Ok(FrameResult::Tensors(
-                outputs
-                    .iter()
-                    .map(|o| {
-                        Ok((
-                            o.name.to_string(),
-                            o.shape.to_vec(),
-                            decode::entry(o, i, batch)?.to_vec(),
-                        ))
-                    })
-                    .collect::<Result<_, String>>()?,
-            ));
+            let tensors = outputs
+                .iter()
+                .map(|o| {
+                    Ok((
+                        o.name.to_string(),
+                        o.shape.to_vec(),
+                        decode::entry(o, i, batch)?.to_vec(),
+                    ))
+                })
+                .collect::<Result<_, String>>()?;
+            return Ok((FrameResult::Tensors(tensors), 0));
         }
         Family::Classifier => {
             let (data, _) = first()?;
+            if data.iter().any(|v| !v.is_finite()) {
+                return Ok((FrameResult::Classes(Vec::new()), 1));
+            }
             Decoded::Classes(classifier::top_k(data, p.top_k))
         }
         Family::Yolov5 => {
@@ -520,28 +598,30 @@ fn decode_entry(
             height,
             p.box_order,
             p.threshold,
+            p.background,
         )?),
     };
     Ok(match decoded {
-        Decoded::Classes(c) => FrameResult::Classes(c),
+        Decoded::Classes(c) => (FrameResult::Classes(c), 0),
         Decoded::Boxes(candidates) => {
-            let kept = nms::nms(candidates, p.iou, p.class_agnostic, p.max_detections);
-            FrameResult::Boxes(
-                kept.iter()
-                    .map(|c| {
-                        let (x1, y1) = placement.to_frame(c.x1, c.y1);
-                        let (x2, y2) = placement.to_frame(c.x2, c.y2);
-                        FrameBox {
-                            x1,
-                            y1,
-                            x2,
-                            y2,
-                            score: c.score,
-                            class_id: c.class_id,
-                        }
-                    })
-                    .collect(),
-            )
+            let (valid, invalid) = decode::sanitize(candidates, width, height);
+            let kept = nms::nms(valid, p.iou, p.class_agnostic, p.max_detections);
+            let boxes = kept
+                .iter()
+                .map(|c| {
+                    let (x1, y1) = placement.to_frame(c.x1, c.y1);
+                    let (x2, y2) = placement.to_frame(c.x2, c.y2);
+                    FrameBox {
+                        x1,
+                        y1,
+                        x2,
+                        y2,
+                        score: c.score,
+                        class_id: c.class_id,
+                    }
+                })
+                .collect();
+            (FrameResult::Boxes(boxes), invalid)
         }
     })
 }

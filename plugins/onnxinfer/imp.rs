@@ -1,12 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `onnxinfer` implementation.
 //!
-//! Threads: the streaming thread runs frames (`transform_ip`); a model set while the element
-//! runs is loaded and warmed up on a thread of its own and handed over through `pending`, which
-//! the streaming thread picks up before the next frame.
+//! Every buffer goes one way, whether it is a frame of one stream or a `framesync` batch (a
+//! single stream is a batch of one): the per-stream rules ([`super::cursor`]) pick, for each
+//! frame, whether it is inferred and by which model; [`Engine::prepare`] preprocesses the frames
+//! to infer into jobs, one per model run; the jobs run; their results are decoded and attached
+//! ([`super::attach`]).
 //!
-//! Lock order: `settings`, then `state`, then `pending`, then `stats`. The streaming thread
-//! copies what it needs from `settings` and releases it before taking `state`.
+//! Threads: the streaming thread runs frames. With `pipelining=false` (default) the jobs run on
+//! it too (`transform_ip`); with `pipelining=true` they run on the inference thread
+//! ([`super::worker`]) while the streaming thread preprocesses the next buffer
+//! (`generate_output`), and a buffer leaves when the next one came (or a serialized event,
+//! query or EOS drains it). A model set while the element runs is loaded and warmed up on a
+//! thread of its own ([`super::models::Loader`]) and switched in by the streaming thread
+//! between two buffers; models taken out of use are dropped on a thread of their own. The
+//! application thread (properties) never waits for the streaming thread.
+//!
+//! Lock order: `state`, then `settings`, then `stats`, then the small ones (`running_models`,
+//! `warm_info`, `warned_formats`). Only the streaming thread (and start/stop) takes `state`, and
+//! nobody takes it while holding another lock: the streaming thread copies what it needs from
+//! `settings` and releases it before taking `state` (a refused swap, reported from the
+//! streaming thread, takes `settings` with `state` held).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,20 +29,23 @@ use std::sync::{LazyLock, Mutex};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::cursor::{CanaryShare, Carried, Cursors, Pick, Rules};
 use super::decode::ssd;
-use super::engine::{DecodeParams, Engine, FrameResult, Overrides, Timings};
+use super::engine::{DecodeParams, FrameResult, Item, Job, Overrides, Ran, Tag, Timings};
 use super::model::{Family, LoadOptions, Model, ModelError};
+use super::models::{Event, Loader, Models, Role};
 use super::preprocess::{Anchor, ChannelOrder, Rect, SUPPORTED_FORMATS};
 use super::stats::Stats;
+use super::worker::Worker;
 use super::{
-    BoxOrder, CanaryBy, ChannelOrderProp, ExecutionProvider, LetterboxAnchor, ModelType,
-    OptimizationLevel, ResizeMode, labels,
+    BoxOrder, CanaryBy, CanaryModelType, ChannelOrderProp, ExecutionProvider, LetterboxAnchor,
+    ModelType, OptimizationLevel, ResizeMode, attach, labels,
 };
 use crate::batch::{self, Status};
 use crate::detection;
-use crate::event::Detection;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -48,22 +65,8 @@ const DEFAULT_INTERVAL: u32 = 1;
 const DEFAULT_CANARY_FRACTION: f64 = 0.0;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_PREPROCESS_THREADS: u32 = 0;
-
-/// Which model position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Primary = 0,
-    Canary = 1,
-}
-
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Canary => "canary",
-        }
-    }
-}
+const DEFAULT_BACKGROUND_CLASS: i32 = -1;
+const DEFAULT_PIPELINING: bool = false;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -85,9 +88,11 @@ struct Settings {
     top_k: u32,
     nms_class_agnostic: bool,
     box_order: BoxOrder,
+    background_class: i32,
     interval: u32,
     roi_only: bool,
     canary_model_location: Option<PathBuf>,
+    canary_model_type: CanaryModelType,
     canary_fraction: f64,
     canary_by: CanaryBy,
     execution_provider: ExecutionProvider,
@@ -96,6 +101,7 @@ struct Settings {
     spinning: bool,
     preprocess_threads: u32,
     optimization_level: OptimizationLevel,
+    pipelining: bool,
 }
 
 impl Default for Settings {
@@ -119,9 +125,11 @@ impl Default for Settings {
             top_k: DEFAULT_TOP_K,
             nms_class_agnostic: false,
             box_order: BoxOrder::Yxyx,
+            background_class: DEFAULT_BACKGROUND_CLASS,
             interval: DEFAULT_INTERVAL,
             roi_only: false,
             canary_model_location: None,
+            canary_model_type: CanaryModelType::Same,
             canary_fraction: DEFAULT_CANARY_FRACTION,
             canary_by: CanaryBy::Stream,
             execution_provider: ExecutionProvider::Cpu,
@@ -130,16 +138,21 @@ impl Default for Settings {
             spinning: false,
             preprocess_threads: DEFAULT_PREPROCESS_THREADS,
             optimization_level: OptimizationLevel::All,
+            pipelining: DEFAULT_PIPELINING,
         }
     }
 }
 
-fn triple(v: &[f64]) -> Option<[f32; 3]> {
+/// `mean`/`std`: one value for all channels or three, checked at start.
+fn triple(name: &str, v: &[f64]) -> Result<Option<[f32; 3]>, String> {
     match v {
-        [] => None,
-        [a] => Some([*a as f32; 3]),
-        [a, b, c] => Some([*a as f32, *b as f32, *c as f32]),
-        _ => None,
+        [] => Ok(None),
+        [a] => Ok(Some([*a as f32; 3])),
+        [a, b, c] => Ok(Some([*a as f32, *b as f32, *c as f32])),
+        other => Err(format!(
+            "{name} has {} values ({other:?}); give one or three, e.g. {name}=\"<0.5,0.5,0.5>\"",
+            other.len()
+        )),
     }
 }
 
@@ -153,6 +166,28 @@ impl Settings {
             provider: self.execution_provider,
             provider_fallback: self.provider_fallback,
         }
+    }
+
+    fn model_type(&self, role: Role) -> ModelType {
+        match role {
+            Role::Primary => self.model_type,
+            Role::Canary => self.canary_model_type.resolve(self.model_type),
+        }
+    }
+
+    /// Checks the preprocessing properties that only make sense together (at start).
+    fn check(&self) -> Result<(), String> {
+        triple("mean", &self.mean)?;
+        let std = triple("std", &self.std)?;
+        if let Some(s) = std
+            && s.iter().any(|v| *v == 0.0 || !v.is_finite())
+        {
+            return Err(format!(
+                "std={:?} divides by zero: every value must be non-zero (std=\"<0.229,0.224,0.225>\" for ImageNet, or leave it unset)",
+                self.std
+            ));
+        }
+        Ok(())
     }
 
     fn overrides(&self) -> Overrides {
@@ -173,14 +208,14 @@ impl Settings {
                 ChannelOrderProp::Bgr => Some(ChannelOrder::Bgr),
             },
             scale: (self.scale >= 0.0).then_some(self.scale as f32),
-            mean: triple(&self.mean),
-            std: triple(&self.std),
+            mean: triple("mean", &self.mean).ok().flatten(),
+            std: triple("std", &self.std).ok().flatten(),
             pad_value: u8::try_from(self.pad_value).ok(),
             input_size: (self.input_width as usize, self.input_height as usize),
         }
     }
 
-    fn decode_params(&self) -> DecodeParams {
+    fn decode_params(&self, labels: &[String]) -> DecodeParams {
         DecodeParams {
             threshold: self.confidence_threshold as f32,
             iou: self.iou_threshold as f32,
@@ -191,63 +226,101 @@ impl Settings {
                 BoxOrder::Yxyx => ssd::BoxOrder::Yxyx,
                 BoxOrder::Xyxy => ssd::BoxOrder::Xyxy,
             },
+            background: match self.background_class {
+                -1 => ssd::Background::Auto {
+                    labels: labels.len(),
+                    first_is_background: labels
+                        .first()
+                        .is_some_and(|l| ssd::is_background_label(l)),
+                },
+                c if c < 0 => ssd::Background::None,
+                c => ssd::Background::Class(c as usize),
+            },
         }
     }
 
     fn preprocess_threads(&self) -> usize {
         match self.preprocess_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => super::preprocess::pool_threads(),
             n => n as usize,
+        }
+    }
+
+    fn rules(&self, has_canary: bool) -> Rules {
+        Rules {
+            interval: self.interval,
+            carries: !self.roi_only,
+            canary: has_canary.then_some(CanaryShare {
+                fraction: self.canary_fraction,
+                by: self.canary_by,
+            }),
         }
     }
 }
 
-/// The result attached to the last inferred frame, carried to the frames `interval` skips.
-#[derive(Debug, Clone)]
-struct Carried {
-    model: String,
-    result: FrameResult,
+/// One frame of a buffer: the buffer itself, or a batch entry.
+struct FrameWork {
+    /// The batch entry (`None`: the buffer is the frame).
+    entry: Option<usize>,
+    stream: String,
+    info: gst_video::VideoInfo,
+    pick: Pick,
+    /// `roi-only`: the upstream regions to classify (one result each).
+    regions: Vec<Rect>,
+    /// What it gave: one per region with `roi-only`, else one.
+    results: Vec<Option<FrameResult>>,
+    /// The model that gave the results.
+    model: Option<String>,
+}
+
+/// A buffer between preprocessing and its results.
+struct Work {
+    /// The batch's entries (batch caps).
+    entries: Option<Vec<batch::Entry>>,
+    frames: Vec<FrameWork>,
+    /// The jobs, each with whether it is the canary's.
+    jobs: Vec<(bool, Job)>,
+}
+
+/// A buffer whose jobs run on the inference thread (`pipelining=true`).
+struct InFlight {
+    buffer: gst::Buffer,
+    work: Work,
+    canary: Vec<bool>,
 }
 
 /// Created in `start`, dropped in `stop`.
 struct State {
-    primary: Engine,
-    canary: Option<Engine>,
+    models: Models,
     labels: Vec<String>,
+    /// Negotiated video (`None` with batch caps).
     info: Option<gst_video::VideoInfo>,
     stream_id: Option<String>,
-    /// mode `canary-by=stream`: this stream goes to the canary.
-    canary_stream: bool,
-    canary_credit: f64,
-    /// Frames seen since the stream started (for `interval`).
-    frames_seen: u64,
-    last: Option<Carried>,
-    /// Batch caps (`framesync`): each entry's frame is inferred, in one run where the model
-    /// allows.
+    /// Batch caps (`framesync`).
     batch: bool,
-    /// Per stream of a batch: frames seen and the last result (for `interval`).
-    batch_streams: std::collections::HashMap<String, (u64, Option<Carried>)>,
-}
-
-/// A model loaded off the streaming thread, waiting to be switched in (`None`: remove the
-/// canary).
-struct Pending {
-    role: Role,
-    generation: u64,
-    model: Option<Model>,
+    cursors: Cursors,
+    worker: Option<Worker>,
+    in_flight: Option<InFlight>,
 }
 
 #[derive(Default)]
 pub struct OnnxInfer {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-    pending: Mutex<Vec<Pending>>,
-    has_pending: AtomicBool,
-    /// Newest load requested per role; older loads that finish later are discarded.
-    generation: [AtomicU64; 2],
     stats: Mutex<Stats>,
-    /// Formats upstream asked about that we cannot read (warned about once each per run).
+    loader: Loader,
+    /// Between `start` and `stop`.
+    running: AtomicBool,
+    /// The paths of the models in use (primary, canary), for a refused swap to put back.
+    running_models: Mutex<[Option<PathBuf>; 2]>,
+    /// The negotiated video, for warming up a model loaded while playing.
+    warm_info: Mutex<Option<gst_video::VideoInfo>>,
+    /// `pipelining=true`: one frame period (ns) added to the latency; 0 when unknown.
+    frame_period: AtomicU64,
+    /// Formats upstream asked about that we cannot read, and invalid model outputs (warned
+    /// about once each per run).
     warned_formats: Mutex<std::collections::HashSet<String>>,
+    warned_invalid: AtomicBool,
 }
 
 #[glib::object_subclass]
@@ -270,16 +343,6 @@ fn roi_regions(buf: &gst::BufferRef) -> Vec<Rect> {
         .collect()
 }
 
-/// FNV-1a of the stream id, as a fraction in [0, 1).
-fn stream_fraction(stream_id: &str) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream_id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % 1_000_000) as f64 / 1_000_000.0
-}
-
 fn model_gst_error(err: &ModelError) -> gst::ErrorMessage {
     match err {
         ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
@@ -289,26 +352,51 @@ fn model_gst_error(err: &ModelError) -> gst::ErrorMessage {
     }
 }
 
+/// Loads a model for `role` with `settings` and checks it fits them.
+fn load_model(
+    settings: &Settings,
+    role: Role,
+    path: &std::path::Path,
+) -> Result<Model, ModelError> {
+    let model_type = settings.model_type(role);
+    let model = Model::load(path, &settings.load_options(model_type))?;
+    if settings.roi_only && model.family != Family::Classifier {
+        return Err(ModelError::Unsupported(format!(
+            "roi-only classifies upstream regions and needs a classifier model; '{}' is a {} model. Set model-type=classifier or roi-only=false",
+            path.display(),
+            model.family.name()
+        )));
+    }
+    gst::info!(
+        CAT,
+        "loaded {} model {} from {}: family {} (model-type {:?}), input {:?}, outputs {:?}, provider {:?}",
+        role.name(),
+        model.id,
+        path.display(),
+        model.family.name(),
+        model_type,
+        model.input,
+        model.output_shapes,
+        model.provider
+    );
+    Ok(model)
+}
+
+/// The frames of `work` mapped for reading: the buffer itself, or the batch entries' frames.
+fn frame_buffer<'b>(
+    buf: &'b gst::BufferRef,
+    entries: Option<&'b [batch::Entry]>,
+    entry: Option<usize>,
+) -> Option<&'b gst::BufferRef> {
+    match (entries, entry) {
+        (Some(e), Some(i)) => e.get(i)?.buffer.as_deref(),
+        _ => Some(buf),
+    }
+}
+
 impl OnnxInfer {
-    /// Loads a model for `role` with the current settings and checks it fits them.
-    fn load(
-        &self,
-        settings: &Settings,
-        role: Role,
-        path: &std::path::Path,
-    ) -> Result<Model, ModelError> {
-        let model_type = match role {
-            Role::Primary => settings.model_type,
-            Role::Canary => ModelType::Auto,
-        };
-        let model = Model::load(path, &settings.load_options(model_type))?;
-        if settings.roi_only && model.family != Family::Classifier {
-            return Err(ModelError::Unsupported(format!(
-                "roi-only classifies upstream regions and needs a classifier model; '{}' is a {} model. Set model-type=classifier or roi-only=false",
-                path.display(),
-                model.family.name()
-            )));
-        }
+    /// Warns when the model does not run where it was asked to (`provider-fallback`).
+    fn check_provider(&self, settings: &Settings, model: &Model) {
         if model.provider != settings.execution_provider {
             gst::element_imp_warning!(
                 self,
@@ -320,110 +408,57 @@ impl OnnxInfer {
                 )
             );
         }
-        gst::info!(
-            CAT,
-            imp = self,
-            "loaded {} model {} from {}: family {} (model-type {:?}), input {:?}, outputs {:?}, provider {:?}",
-            role.name(),
-            model.id,
-            path.display(),
-            model.family.name(),
-            model_type,
-            model.input,
-            model.output_shapes,
-            model.provider
-        );
-        Ok(model)
     }
 
     /// Loads `path` for `role` on another thread; the streaming thread switches it in before
-    /// the next frame. A model that fails is refused with a warning and the current one stays.
+    /// the next buffer. A model that fails is refused with a warning and the current one stays.
     fn request_load(&self, role: Role, path: Option<PathBuf>) {
-        let generation = self.generation[role as usize].fetch_add(1, Ordering::SeqCst) + 1;
         let settings = self.settings.lock().unwrap().clone();
-        let Some(path) = path else {
-            // Removing the canary needs no loading.
-            self.hand_over(Pending {
-                role,
-                generation,
-                model: None,
-            });
-            return;
-        };
-        let info = self
-            .state
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|s| s.info.clone());
+        let info = self.warm_info.lock().unwrap().clone();
         let weak = self.obj().downgrade();
-        gst::info!(
-            CAT,
-            imp = self,
-            "loading {} model {} in the background",
-            role.name(),
-            path.display()
-        );
-        let spawned = std::thread::Builder::new()
-            .name("onnxinfer-load".into())
-            .spawn(move || {
-                let Some(element) = weak.upgrade() else {
-                    return;
-                };
-                let imp = element.imp();
-                let loaded = imp.load(&settings, role, &path).and_then(|mut model| {
-                    // Warm up with the current frame size, so the switch costs no first-run delay.
-                    if let Some(info) = &info {
-                        let spec = super::engine::tensor_spec(
-                            &model,
-                            &settings.overrides(),
-                            info.width() as usize,
-                            info.height() as usize,
-                        );
-                        model.warm_up(&spec).map_err(|e| {
-                            ModelError::Unsupported(format!(
-                                "'{}': warm-up failed: {e}",
-                                path.display()
-                            ))
-                        })?;
-                    }
-                    Ok(model)
-                });
-                match loaded {
-                    Ok(model) => imp.hand_over(Pending {
-                        role,
-                        generation,
-                        model: Some(model),
-                    }),
-                    Err(err) => imp.refuse(role, generation, &path, &err.to_string()),
-                }
-            });
-        if let Err(e) = spawned {
-            self.refuse(
-                role,
-                generation,
-                &PathBuf::new(),
-                &format!("cannot start a loader thread: {e}"),
-            );
-        }
-    }
-
-    fn hand_over(&self, p: Pending) {
-        if p.generation != self.generation[p.role as usize].load(Ordering::SeqCst) {
-            gst::debug!(
+        let weak_refused = weak.clone();
+        let shown = path.clone().unwrap_or_default();
+        if let Some(p) = &path {
+            gst::info!(
                 CAT,
                 imp = self,
-                "discarding an outdated {} model",
-                p.role.name()
+                "loading {} model {} in the background",
+                role.name(),
+                p.display()
             );
-            return;
         }
-        self.pending.lock().unwrap().push(p);
-        self.has_pending.store(true, Ordering::Release);
+        let load = move |path: &std::path::Path| -> Result<Model, String> {
+            let model = load_model(&settings, role, path).map_err(|e| e.to_string())?;
+            // Warm up with the current frame size, so the switch costs no first-run delay.
+            if let Some(info) = &info {
+                let spec = super::engine::tensor_spec(
+                    &model,
+                    &settings.overrides(),
+                    info.width() as usize,
+                    info.height() as usize,
+                )?;
+                model
+                    .warm_up(&spec)
+                    .map_err(|e| format!("warm-up failed: {e}"))?;
+            }
+            if let Some(el) = weak.upgrade() {
+                el.imp().check_provider(&settings, &model);
+            }
+            Ok(model)
+        };
+        let refused_path = shown.clone();
+        let (generation, started) = self.loader.request(role, path, load, move |g, why| {
+            if let Some(el) = weak_refused.upgrade() {
+                el.imp().refuse(role, g, &refused_path, &why);
+            }
+        });
+        if let Err(why) = started {
+            self.refuse(role, generation, &shown, &why);
+        }
     }
 
-    /// A model asked for while running could not be used: warn, keep the current one and put the
-    /// location property back to it.
+    /// A model asked for while running could not be used: warn, keep the current one and put
+    /// the location property back to it. Takes no streaming lock.
     fn refuse(&self, role: Role, generation: u64, path: &std::path::Path, why: &str) {
         self.stats.lock().unwrap().swaps_refused += 1;
         gst::element_imp_warning!(
@@ -435,16 +470,10 @@ impl OnnxInfer {
                 path.display()
             )
         );
-        if generation != self.generation[role as usize].load(Ordering::SeqCst) {
+        if !self.loader.is_current(role, generation) {
             return;
         }
-        let current = {
-            let state = self.state.lock().unwrap();
-            state.as_ref().and_then(|s| match role {
-                Role::Primary => Some(s.primary.model.path.clone()),
-                Role::Canary => s.canary.as_ref().map(|c| c.model.path.clone()),
-            })
-        };
+        let current = self.running_models.lock().unwrap()[role as usize].clone();
         {
             let mut settings = self.settings.lock().unwrap();
             match role {
@@ -458,412 +487,540 @@ impl OnnxInfer {
         });
     }
 
-    /// Switches in models loaded since the last frame (streaming thread, `state` held).
-    fn apply_pending(&self, state: &mut State, settings: &Settings) {
-        if !self.has_pending.swap(false, Ordering::Acquire) {
-            return;
+    /// Reports what switching models did.
+    fn report(&self, events: Vec<Event>) {
+        for e in events {
+            match e {
+                Event::Switched { role, id, path } => {
+                    gst::info!(CAT, imp = self, "switched {} model to {id}", role.name());
+                    self.running_models.lock().unwrap()[role as usize] = Some(path);
+                    let mut stats = self.stats.lock().unwrap();
+                    stats.swaps += 1;
+                    match role {
+                        Role::Primary => stats.primary = Some(id),
+                        Role::Canary => {
+                            stats.canary = Some(id);
+                            stats.canary_disabled = None;
+                        }
+                    }
+                }
+                Event::Refused {
+                    role,
+                    generation,
+                    path,
+                    why,
+                } => self.refuse(role, generation, &path, &why),
+                Event::CanaryRemoved => {
+                    gst::info!(CAT, imp = self, "canary removed");
+                    self.running_models.lock().unwrap()[Role::Canary as usize] = None;
+                    self.stats.lock().unwrap().canary = None;
+                }
+            }
         }
-        let ready: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
-        for p in ready {
-            if p.generation != self.generation[p.role as usize].load(Ordering::SeqCst) {
-                continue;
-            }
-            let Some(model) = p.model else {
-                state.canary = None;
-                self.stats.lock().unwrap().canary = None;
-                gst::info!(CAT, imp = self, "canary removed");
-                continue;
-            };
-            let mut engine = Engine::new(model);
-            if let Some(info) = &state.info
-                && let Err(e) =
-                    engine.configure(info, &settings.overrides(), settings.preprocess_threads())
-            {
-                let path = engine.model.path.clone();
-                self.refuse(p.role, p.generation, &path, &e);
-                continue;
-            }
-            let id = engine.model.id.clone();
-            gst::info!(CAT, imp = self, "switched {} model to {id}", p.role.name());
+    }
+
+    /// The canary failed (`why`): it is switched off, production goes on. Says so in a
+    /// warning, an `onnxinfer-canary-disabled` element message and `stats`.
+    fn disable_canary(&self, models: Option<&mut Models>, what: &str, why: &str) {
+        if let Some(m) = models {
+            m.remove_canary();
+        }
+        self.running_models.lock().unwrap()[Role::Canary as usize] = None;
+        {
             let mut stats = self.stats.lock().unwrap();
-            stats.swaps += 1;
-            match p.role {
-                Role::Primary => {
-                    stats.primary = Some(id);
-                    state.primary = engine;
-                }
-                Role::Canary => {
-                    stats.canary = Some(id);
-                    state.canary = Some(engine);
-                }
-            }
+            stats.canary = None;
+            stats.canary_disabled = Some(why.to_string());
         }
-    }
-
-    /// Whether this frame goes to the canary.
-    fn pick_canary(state: &mut State, settings: &Settings) -> bool {
-        if state.canary.is_none() || settings.canary_fraction <= 0.0 {
-            return false;
-        }
-        match settings.canary_by {
-            CanaryBy::Stream => state.canary_stream,
-            CanaryBy::Frame => {
-                state.canary_credit += settings.canary_fraction;
-                if state.canary_credit >= 1.0 {
-                    state.canary_credit -= 1.0;
-                    true
-                } else {
-                    false
-                }
-            }
-        }
-    }
-
-    /// Posts that running `model_id` failed.
-    fn model_failed(&self, model_id: &str, e: String) -> gst::FlowError {
-        gst::element_imp_error!(
+        gst::element_imp_warning!(
             self,
             gst::LibraryError::Failed,
-            ("onnxinfer: model {model_id}: {e}")
+            ("canary model {what} switched off, the primary model goes on: {why}")
         );
+        let s = gst::Structure::builder("onnxinfer-canary-disabled")
+            .field("model", what)
+            .field("reason", why)
+            .build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+
+    /// The running canary failed on frames (`why`): switched off.
+    fn canary_failed(&self, models: &mut Models, why: &str) {
+        let what = models
+            .canary
+            .as_ref()
+            .map(|c| c.model.id.clone())
+            .unwrap_or_default();
+        self.disable_canary(Some(models), &what, why);
+    }
+
+    /// Posts that the primary model failed.
+    fn model_failed(&self, e: &str) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::LibraryError::Failed, ("{e}"));
         gst::FlowError::Error
     }
 
-    /// Whether a batch entry of `stream_id` goes to the canary.
-    fn pick_canary_entry(state: &mut State, settings: &Settings, stream_id: &str) -> bool {
-        if state.canary.is_none() || settings.canary_fraction <= 0.0 {
-            return false;
-        }
-        match settings.canary_by {
-            CanaryBy::Stream => stream_fraction(stream_id) < settings.canary_fraction,
-            CanaryBy::Frame => Self::pick_canary(state, settings),
-        }
-    }
-
-    /// Attaches roi-only classifier results to the ROIs they came from; returns how many
-    /// regions were classified.
-    fn attach_roi_results(
-        buf: &mut gst::BufferRef,
-        labels_: &[String],
-        results: &[Option<FrameResult>],
-        model_id: &str,
-    ) -> usize {
-        let tops: Vec<Option<Vec<detection::Class>>> = results
-            .iter()
-            .map(|r| match r {
-                Some(FrameResult::Classes(top)) => Some(
-                    top.iter()
-                        .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect();
-        let n = tops.iter().flatten().count();
-        detection::classify_rois(buf, &tops, model_id, true);
-        detection::attach_inference(buf, model_id, true, n as u32);
-        n
-    }
-
-    /// A `framesync` batch: every fresh entry is inferred, all of them in one model run per
-    /// tensor shape (entry by entry for models with a fixed batch of 1); results go on each
-    /// entry's own frame.
-    fn transform_batch(
+    /// The frames of `buf` and what the per-stream rules say for each; switches in models
+    /// loaded since the last buffer first.
+    fn frames(
         &self,
-        buf: &mut gst::BufferRef,
         state: &mut State,
         settings: &Settings,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(mut entries) = batch::read(buf) else {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                (
-                    "onnxinfer: a {} buffer without its {}: batches come from framesync",
-                    batch::CAPS_NAME,
-                    batch::META_NAME
-                )
-            );
-            return Err(gst::FlowError::Error);
+        buf: &gst::BufferRef,
+    ) -> Result<(Option<Vec<batch::Entry>>, Vec<FrameWork>), gst::FlowError> {
+        let events = state.models.apply(&self.loader, state.info.as_ref());
+        self.report(events);
+        let mut frames = Vec::new();
+        let entries = if state.batch {
+            let Some(entries) = batch::read(buf) else {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "a {} buffer without its {}: batches come from framesync",
+                        batch::CAPS_NAME,
+                        batch::META_NAME
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            };
+            let mut unreadable = 0u64;
+            for (i, e) in entries.iter().enumerate() {
+                let Some(buffer) = e.buffer.as_ref().filter(|_| e.status == Status::Fresh) else {
+                    continue;
+                };
+                match self.readable(e, buffer) {
+                    Some(info) => frames.push(FrameWork {
+                        entry: Some(i),
+                        stream: e.stream_id.clone(),
+                        info,
+                        pick: Pick::Infer { canary: false },
+                        regions: Vec::new(),
+                        results: Vec::new(),
+                        model: None,
+                    }),
+                    None => unreadable += 1,
+                }
+            }
+            let mut stats = self.stats.lock().unwrap();
+            stats.frames += frames.len() as u64 + unreadable;
+            stats.skipped += unreadable;
+            stats.batches += 1;
+            Some(entries)
+        } else {
+            let Some(info) = state.info.clone() else {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("got a buffer before caps")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            };
+            self.stats.lock().unwrap().frames += 1;
+            frames.push(FrameWork {
+                entry: None,
+                stream: state.stream_id.clone().unwrap_or_default(),
+                info,
+                pick: Pick::Infer { canary: false },
+                regions: Vec::new(),
+                results: Vec::new(),
+                model: None,
+            });
+            None
         };
-        let params = settings.decode_params();
-        let overrides = settings.overrides();
-        let threads = settings.preprocess_threads();
-        // Fresh entries with a frame and caps we can read.
-        let mut runnable: Vec<(usize, gst_video::VideoInfo)> = Vec::new();
-        let mut unreadable = 0u64;
-        for (i, e) in entries.iter().enumerate() {
-            if e.status != Status::Fresh || e.buffer.is_none() {
+        let rules = settings.rules(state.models.canary.is_some());
+        for f in &mut frames {
+            f.pick = state.cursors.pick(&f.stream, &rules);
+            if settings.roi_only && matches!(f.pick, Pick::Infer { .. }) {
+                let b = frame_buffer(buf, entries.as_deref(), f.entry).unwrap_or(buf);
+                f.regions = roi_regions(b);
+            }
+        }
+        Ok((entries, frames))
+    }
+
+    /// The video info of a batch entry whose frame onnxinfer can read; warns (once per format)
+    /// or logs why not.
+    fn readable(&self, e: &batch::Entry, buffer: &gst::Buffer) -> Option<gst_video::VideoInfo> {
+        let info = e
+            .caps
+            .as_ref()
+            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
+        match info {
+            Some(info)
+                if SUPPORTED_FORMATS.contains(&info.format())
+                    && gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+                        .is_ok() =>
+            {
+                Some(info)
+            }
+            Some(info) if SUPPORTED_FORMATS.contains(&info.format()) => {
+                // Too small for its caps (a damaged or empty buffer): skip, say so.
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "batch entry of stream {}: a {} byte buffer is not a {}x{} {} frame; skipped",
+                    e.stream_id,
+                    buffer.size(),
+                    info.width(),
+                    info.height(),
+                    info.format().to_str()
+                );
+                None
+            }
+            other => {
+                let what = other.map_or_else(
+                    || format!("{:?}", e.caps),
+                    |i| i.format().to_str().to_string(),
+                );
+                if self.warned_formats.lock().unwrap().insert(what.clone()) {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "batch entry of stream {} is {what}, which onnxinfer cannot read; its frames are passed on without inference (put videoconvert before framesync)",
+                            e.stream_id
+                        )
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Preprocesses the frames in `only` that are to be inferred into jobs (with whether each
+    /// is the canary's). A canary that cannot take its frames is switched off and they go to
+    /// the primary.
+    #[allow(clippy::too_many_arguments)]
+    fn jobs(
+        &self,
+        state: &mut State,
+        roi_only: bool,
+        buf: &gst::BufferRef,
+        entries: Option<&[batch::Entry]>,
+        frames: &mut [FrameWork],
+        only: &[usize],
+    ) -> Result<Vec<(bool, Job)>, gst::FlowError> {
+        let mut jobs = Vec::new();
+        for canary in [true, false] {
+            let chosen: Vec<usize> = only
+                .iter()
+                .copied()
+                .filter(|&i| frames[i].pick == Pick::Infer { canary })
+                .collect();
+            if chosen.is_empty() {
                 continue;
             }
-            let info = e
-                .caps
-                .as_ref()
-                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
-            let buffer = e.buffer.as_ref().unwrap();
-            match info {
-                Some(info)
-                    if SUPPORTED_FORMATS.contains(&info.format())
-                        && gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-                            .is_ok() =>
-                {
-                    runnable.push((i, info))
-                }
-                Some(info) if SUPPORTED_FORMATS.contains(&info.format()) => {
-                    // Too small for its caps (a damaged or empty buffer): skip, say so.
-                    unreadable += 1;
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "batch entry of stream {}: a {} byte buffer is not a {}x{} {} frame; skipped",
-                        e.stream_id,
-                        buffer.size(),
-                        info.width(),
-                        info.height(),
-                        info.format().to_str()
-                    );
-                }
-                other => {
-                    unreadable += 1;
-                    let what = other.map_or_else(
-                        || format!("{:?}", e.caps),
-                        |i| i.format().to_str().to_string(),
-                    );
-                    if self.warned_formats.lock().unwrap().insert(what.clone()) {
-                        gst::element_imp_warning!(
+            let mut mapped = Vec::with_capacity(chosen.len());
+            for &i in &chosen {
+                let f = &frames[i];
+                let b = frame_buffer(buf, entries, f.entry).unwrap_or(buf);
+                match gst_video::VideoFrameRef::from_buffer_ref_readable(b, &f.info) {
+                    Ok(frame) => mapped.push((i, frame)),
+                    Err(_) => {
+                        gst::element_imp_error!(
                             self,
-                            gst::StreamError::Format,
+                            gst::StreamError::Decode,
                             (
-                                "onnxinfer: batch entry of stream {} is {what}, which onnxinfer cannot read; its frames are passed on without inference (put videoconvert before framesync)",
-                                e.stream_id
+                                "cannot map a {} byte buffer of stream '{}' as {}x{} {}",
+                                b.size(),
+                                f.stream,
+                                f.info.width(),
+                                f.info.height(),
+                                f.info.format().to_str()
                             )
+                        );
+                        return Err(gst::FlowError::Error);
+                    }
+                }
+            }
+            let mut items = Vec::new();
+            for (i, frame) in &mapped {
+                let f = &frames[*i];
+                if !f.regions.is_empty() {
+                    for (r, rect) in f.regions.iter().enumerate() {
+                        items.push(Item {
+                            tag: Tag {
+                                frame: *i,
+                                region: Some(r),
+                            },
+                            info: &f.info,
+                            frame,
+                            region: Some(*rect),
+                        });
+                    }
+                } else if !roi_only {
+                    items.push(Item {
+                        tag: Tag {
+                            frame: *i,
+                            region: None,
+                        },
+                        info: &f.info,
+                        frame,
+                        region: None,
+                    });
+                }
+            }
+            let prepared = state.models.engine(canary).prepare(&items);
+            drop(items);
+            drop(mapped);
+            match prepared {
+                Ok(j) => jobs.extend(j.into_iter().map(|j| (canary, j))),
+                Err(why) if canary => {
+                    self.canary_failed(&mut state.models, &why);
+                    for &i in &chosen {
+                        frames[i].pick = Pick::Infer { canary: false };
+                    }
+                }
+                Err(why) => return Err(self.model_failed(&why)),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// The frames of `buf` and the jobs for them.
+    fn prepare(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        buf: &gst::BufferRef,
+    ) -> Result<Work, gst::FlowError> {
+        let (entries, mut frames) = self.frames(state, settings, buf)?;
+        let all: Vec<usize> = (0..frames.len()).collect();
+        let jobs = self.jobs(
+            state,
+            settings.roi_only,
+            buf,
+            entries.as_deref(),
+            &mut frames,
+            &all,
+        )?;
+        Ok(Work {
+            entries,
+            frames,
+            jobs,
+        })
+    }
+
+    /// Decodes what the jobs gave and attaches it: the frame's results, carried results on the
+    /// frames `interval` skips and on repeated batch entries; records the statistics.
+    fn finish(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        buf: &mut gst::BufferRef,
+        mut work: Work,
+        ran: Vec<(bool, Ran)>,
+    ) -> Result<(), gst::FlowError> {
+        let params = settings.decode_params(&state.labels);
+        let mut timings = vec![Timings::default(); work.frames.len()];
+        let mut invalid = 0;
+        let mut runs = 0u64;
+        let mut canary_failed = None;
+        let mut pending = ran;
+        loop {
+            for (canary, r) in pending.drain(..) {
+                let (decoded, tensor) = r.decode(&params);
+                let engine = state.models.engine(canary);
+                match decoded {
+                    Ok(d) => {
+                        if engine.model.id == d.model {
+                            engine.recycle(tensor);
+                        }
+                        runs += 1;
+                        invalid += d.invalid;
+                        let mut in_run: Vec<usize> =
+                            d.results.iter().map(|(t, _)| t.frame).collect();
+                        in_run.dedup();
+                        let share = d.timings.share(in_run.len());
+                        for f in &in_run {
+                            timings[*f].add(&share);
+                        }
+                        for (tag, result) in d.results {
+                            let f = &mut work.frames[tag.frame];
+                            let slot = tag.region.unwrap_or(0);
+                            if f.results.len() <= slot {
+                                f.results.resize(slot + 1, None);
+                            }
+                            f.results[slot] = Some(result);
+                            f.model = Some(d.model.clone());
+                        }
+                    }
+                    Err(why) if canary => canary_failed = Some(why),
+                    Err(why) => return Err(self.model_failed(&why)),
+                }
+            }
+            // A canary that failed on its frames: switched off, and its frames go to the
+            // primary now.
+            let Some(why) = canary_failed.take() else {
+                break;
+            };
+            self.canary_failed(&mut state.models, &why);
+            let redo: Vec<usize> = (0..work.frames.len())
+                .filter(|&i| work.frames[i].pick == Pick::Infer { canary: true })
+                .collect();
+            for &i in &redo {
+                let f = &mut work.frames[i];
+                f.pick = Pick::Infer { canary: false };
+                f.results.clear();
+                f.model = None;
+                timings[i] = Timings::default();
+            }
+            let jobs = self.jobs(
+                state,
+                settings.roi_only,
+                buf,
+                work.entries.as_deref(),
+                &mut work.frames,
+                &redo,
+            )?;
+            pending = jobs.into_iter().map(|(c, j)| (c, j.run())).collect();
+        }
+        if invalid > 0 {
+            self.stats.lock().unwrap().invalid_outputs += invalid as u64;
+            if !self.warned_invalid.swap(true, Ordering::SeqCst) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("the model gave non-finite or out-of-range values ({invalid} candidates in this buffer); they are dropped, never stored as detections, and counted in stats invalid-outputs")
+                );
+            }
+        }
+
+        // Attach.
+        let keep_last = settings.interval > 1 || state.batch;
+        let mut entries = work.entries.take();
+        let mut records = Vec::new();
+        let mut skipped = 0u64;
+        for (i, f) in work.frames.iter_mut().enumerate() {
+            let size = (f.info.width(), f.info.height());
+            let b: &mut gst::BufferRef = match (entries.as_mut(), f.entry) {
+                (Some(e), Some(k)) => match e[k].buffer.as_mut() {
+                    Some(b) => b.make_mut(),
+                    None => continue,
+                },
+                _ => buf,
+            };
+            match &f.pick {
+                Pick::Carry => {
+                    skipped += 1;
+                    if let Some(c) = state.cursors.last(&f.stream) {
+                        attach::result(b, &state.labels, size, &c.model, &c.result, false);
+                    }
+                }
+                Pick::Infer { canary } => {
+                    let Some(model) = f.model.clone() else {
+                        if settings.roi_only {
+                            // No region to classify: the frame still says who looked.
+                            let id = state.models.engine(*canary).model.id.clone();
+                            attach::region_results(b, &state.labels, &[], &id);
+                        }
+                        continue;
+                    };
+                    let role = if *canary { Role::Canary } else { Role::Primary };
+                    let n = if settings.roi_only {
+                        let mut results = std::mem::take(&mut f.results);
+                        results.resize(f.regions.len(), None);
+                        attach::region_results(b, &state.labels, &results, &model)
+                    } else if let Some(Some(result)) = f.results.first() {
+                        let n = attach::result(b, &state.labels, size, &model, result, true);
+                        if keep_last {
+                            state.cursors.remember(
+                                &f.stream,
+                                Carried {
+                                    model: model.clone(),
+                                    result: result.clone(),
+                                },
+                            );
+                        }
+                        n
+                    } else {
+                        0
+                    };
+                    records.push((model, role, timings[i], n));
+                }
+            }
+        }
+        // Repeated entries (a stream slower than the ticks) carry their stream's last result.
+        if let Some(entries) = entries.as_mut() {
+            if !settings.roi_only {
+                for e in entries.iter_mut().filter(|e| e.status == Status::Repeated) {
+                    let Some(last) = state.cursors.last(&e.stream_id) else {
+                        continue;
+                    };
+                    let (Some(frame), Some(info)) = (
+                        e.buffer.as_mut(),
+                        e.caps
+                            .as_ref()
+                            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok()),
+                    ) else {
+                        continue;
+                    };
+                    let b = frame.make_mut();
+                    if detection::inference_model(b).is_none() {
+                        attach::result(
+                            b,
+                            &state.labels,
+                            (info.width(), info.height()),
+                            &last.model,
+                            &last.result,
+                            false,
                         );
                     }
                 }
             }
+            batch::write(buf, entries).map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("cannot update the batch: {e}")
+                );
+                gst::FlowError::Error
+            })?;
         }
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.frames += runnable.len() as u64 + unreadable;
-            stats.skipped += unreadable;
-            stats.batches += 1;
+        let mut stats = self.stats.lock().unwrap();
+        stats.skipped += skipped;
+        if state.batch {
+            stats.batch_runs += runs;
         }
-        // interval: per stream, frames in between carry the stream's last result.
-        let mut carried: Vec<(usize, (u32, u32), Carried)> = Vec::new();
-        let mut primary = Vec::new();
-        let mut canary = Vec::new();
-        for (i, info) in runnable {
-            let id = entries[i].stream_id.clone();
-            let (seen, last) = state.batch_streams.entry(id.clone()).or_default();
-            let n = *seen;
-            *seen += 1;
-            if settings.interval > 1
-                && n % settings.interval as u64 != 0
-                && let Some(l) = last
-            {
-                carried.push((i, (info.width(), info.height()), l.clone()));
-                continue;
-            }
-            if Self::pick_canary_entry(state, settings, &id) {
-                canary.push((i, info));
-            } else {
-                primary.push((i, info));
-            }
+        for (model, role, t, n) in records {
+            stats.record(&model, role.name(), &t, n);
         }
-        for (i, size, c) in &carried {
-            let b = entries[*i].buffer.as_mut().unwrap().make_mut();
-            if !(settings.roi_only && matches!(c.result, FrameResult::Classes(_))) {
-                Self::attach(b, &state.labels, *size, &c.model, &c.result, false);
-            }
-        }
-        self.stats.lock().unwrap().skipped += carried.len() as u64;
-
-        for (role, group) in [(Role::Primary, primary), (Role::Canary, canary)] {
-            if group.is_empty() {
-                continue;
-            }
-            let engine = match role {
-                Role::Canary => state.canary.as_mut().unwrap(),
-                Role::Primary => &mut state.primary,
-            };
-            let model_id = engine.model.id.clone();
-            let fail = |e: String| self.model_failed(&model_id, e);
-            let mut timings = Timings::default();
-            let mapped: Result<Vec<_>, _> = group
-                .iter()
-                .map(|(i, info)| {
-                    let b = entries[*i].buffer.as_ref().unwrap();
-                    gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), info).map_err(
-                        |_| {
-                            format!(
-                                "cannot map the {} byte frame of stream {} as {}x{} {}",
-                                b.size(),
-                                entries[*i].stream_id,
-                                info.width(),
-                                info.height(),
-                                info.format().to_str()
-                            )
-                        },
-                    )
-                })
-                .collect();
-            let frames = mapped.map_err(&fail)?;
-            let results: Vec<Vec<Option<FrameResult>>> = if settings.roi_only {
-                let mut out = Vec::new();
-                for ((i, info), frame) in group.iter().zip(&frames) {
-                    let regions = roi_regions(entries[*i].buffer.as_ref().unwrap());
-                    out.push(if regions.is_empty() {
-                        Vec::new()
-                    } else {
-                        engine
-                            .run_batch_regions(
-                                (info, frame),
-                                &regions,
-                                &overrides,
-                                threads,
-                                &params,
-                                &mut timings,
-                            )
-                            .map_err(&fail)?
-                    });
-                }
-                out
-            } else {
-                let pairs: Vec<_> = group
-                    .iter()
-                    .zip(&frames)
-                    .map(|((_, info), f)| (info, f))
-                    .collect();
-                engine
-                    .run_batch(&pairs, &overrides, threads, &params, &mut timings)
-                    .map_err(&fail)?
-                    .into_iter()
-                    .map(|r| vec![Some(r)])
-                    .collect()
-            };
-            drop(frames);
-            let mut counts = Vec::with_capacity(group.len());
-            for ((i, info), r) in group.iter().zip(results) {
-                let e = &mut entries[*i];
-                let b = e.buffer.as_mut().unwrap().make_mut();
-                let size = (info.width(), info.height());
-                let n = if settings.roi_only {
-                    Self::attach_roi_results(b, &state.labels, &r, &model_id)
-                } else if let Some(Some(result)) = r.into_iter().next() {
-                    let n = Self::attach(b, &state.labels, size, &model_id, &result, true);
-                    // Kept for `interval` and for this stream's repeated entries.
-                    let slot = state.batch_streams.entry(e.stream_id.clone()).or_default();
-                    slot.1 = Some(Carried {
-                        model: model_id.clone(),
-                        result,
-                    });
-                    n
-                } else {
-                    0
-                };
-                counts.push(n);
-            }
-            // Per frame: the batch's time shared between its entries.
-            let k = group.len() as u32;
-            let share = Timings {
-                runs: timings.runs,
-                preprocess: timings.preprocess / k,
-                inference: timings.inference / k,
-                postprocess: timings.postprocess / k,
-            };
-            let mut stats = self.stats.lock().unwrap();
-            stats.batch_runs += timings.runs as u64;
-            for n in counts {
-                stats.record(&model_id, role.name(), &share, n);
-            }
-        }
-        // Repeated entries (a stream slower than the ticks) carry their stream's last result.
-        if !settings.roi_only {
-            for e in entries.iter_mut().filter(|e| e.status == Status::Repeated) {
-                let Some((_, Some(last))) = state.batch_streams.get(&e.stream_id) else {
-                    continue;
-                };
-                let (Some(frame), Some(info)) = (
-                    e.buffer.as_mut(),
-                    e.caps
-                        .as_ref()
-                        .and_then(|c| gst_video::VideoInfo::from_caps(c).ok()),
-                ) else {
-                    continue;
-                };
-                let b = frame.make_mut();
-                if detection::inference_model(b).is_none() {
-                    Self::attach(
-                        b,
-                        &state.labels,
-                        (info.width(), info.height()),
-                        &last.model,
-                        &last.result,
-                        false,
-                    );
-                }
-            }
-        }
-        batch::write(buf, &entries).map_err(|e| {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Failed,
-                ("onnxinfer: cannot update the batch: {e}")
-            );
-            gst::FlowError::Error
-        })?;
-        Ok(gst::FlowSuccess::Ok)
+        Ok(())
     }
 
-    fn update_canary_stream(&self, state: &mut State, settings: &Settings) {
-        let id = state.stream_id.clone().unwrap_or_default();
-        state.canary_stream = stream_fraction(&id) < settings.canary_fraction;
-    }
-
-    /// Attaches `result` to the buffer; returns how many detections it holds.
-    fn attach(
-        buf: &mut gst::BufferRef,
-        labels_: &[String],
-        size: (u32, u32),
-        model: &str,
-        result: &FrameResult,
-        fresh: bool,
-    ) -> usize {
-        let n = match result {
-            FrameResult::Boxes(boxes) => {
-                for b in boxes {
-                    let (x, y) = (b.x1.round().max(0.0) as u32, b.y1.round().max(0.0) as u32);
-                    let w = (b.x2.round().max(0.0) as u32).saturating_sub(x);
-                    let h = (b.y2.round().max(0.0) as u32).saturating_sub(y);
-                    if w == 0 || h == 0 {
-                        continue;
-                    }
-                    let mut det = Detection::new(
-                        labels::label(labels_, b.class_id),
-                        b.class_id as i32,
-                        b.score as f64,
-                        (x, y, w, h),
-                    );
-                    det.fresh = fresh;
-                    detection::attach(buf, &det, model);
-                }
-                boxes.len()
-            }
-            FrameResult::Classes(top) => {
-                let top: Vec<detection::Class> = top
-                    .iter()
-                    .map(|(c, p)| (labels::label(labels_, *c), *c as i32, *p as f64))
-                    .collect();
-                detection::attach_frame_classification(buf, size, &top, model, fresh);
-                usize::from(!top.is_empty())
-            }
-            FrameResult::Tensors(t) => {
-                detection::attach_tensors(buf, t, model);
-                0
-            }
+    /// `pipelining=true`: waits for the in-flight buffer's jobs, finishes it and returns it.
+    fn complete(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        f: InFlight,
+    ) -> Result<gst::Buffer, gst::FlowError> {
+        let ran = match state.worker.as_mut() {
+            Some(w) => w.wait().map_err(|e| self.model_failed(&e))?,
+            None => Vec::new(),
         };
-        detection::attach_inference(buf, model, fresh, n as u32);
-        n
+        let ran = f.canary.iter().copied().zip(ran).collect();
+        let mut buffer = f.buffer;
+        self.finish(state, settings, buffer.make_mut(), f.work, ran)?;
+        Ok(buffer)
+    }
+
+    /// `pipelining=true`: the buffer still in flight goes out now (before a serialized event
+    /// or query, at EOS).
+    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let buffer = {
+            let mut guard = self.state.lock().unwrap();
+            let Some(state) = guard.as_mut() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let Some(f) = state.in_flight.take() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            self.complete(state, &settings, f)?
+        };
+        self.obj().src_pad().push(buffer)
     }
 }
 
@@ -947,6 +1104,21 @@ impl ObjectImpl for OnnxInfer {
                 glib::ParamSpecEnum::builder_with_default("box-order", BoxOrder::Yxyx)
                     .nick("SSD box order")
                     .blurb("SSD models: order of the four box coordinates. Default: yxyx")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("background-class")
+                    .nick("Background class")
+                    .blurb(
+                        "SSD models: the class (score column) that means background and is never \
+                         a detection. -1 = auto: with per-class scores [1,N,C], column 0 when the \
+                         first label is 'background' (or __background__, bg), when there are C-1 \
+                         labels (class ids then follow the labels file: column k is class k-1), \
+                         or when there is no labels file; with a classes output, class 0 when \
+                         the first label names the background. -2 = none: every class is a \
+                         class. Default: -1",
+                    )
+                    .minimum(-2)
+                    .default_value(DEFAULT_BACKGROUND_CLASS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("resize", DEFAULT_RESIZE)
@@ -1052,6 +1224,14 @@ impl ObjectImpl for OnnxInfer {
                     )
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("canary-model-type", CanaryModelType::Same)
+                    .nick("Canary model type")
+                    .blurb(
+                        "Family of the canary model (see model-type). 'same': the model-type in \
+                         force for the primary. Default: same",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecDouble::builder("canary-fraction")
                     .nick("Canary fraction")
                     .blurb("Share (0 to 1) of streams or frames sent to the canary model. Default: 0")
@@ -1106,10 +1286,23 @@ impl ObjectImpl for OnnxInfer {
                 glib::ParamSpecUInt::builder("preprocess-threads")
                     .nick("Preprocessing threads")
                     .blurb(
-                        "Threads the preprocessing of large frames is split over. 0 = one per \
-                         core. Default: 0",
+                        "Parts the preprocessing of a large frame is split into, run on the \
+                         process-wide preprocessing pool (one thread per core, shared by every \
+                         onnxinfer; no thread is started per frame). 0 = one per core. Default: 0",
                     )
                     .default_value(DEFAULT_PREPROCESS_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("pipelining")
+                    .nick("Pipelining")
+                    .blurb(
+                        "Run the model on a thread of its own: while frame (or batch) N is \
+                         inferred, N+1 is preprocessed. Results stay in order; each frame leaves \
+                         when the next one came (or at EOS), so one frame period is added to the \
+                         latency (reported in the LATENCY query). Pays where preprocessing and \
+                         inference can use different cores. Default: false",
+                    )
+                    .default_value(DEFAULT_PIPELINING)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("optimization-level", OptimizationLevel::All)
@@ -1121,8 +1314,12 @@ impl ObjectImpl for OnnxInfer {
                     .nick("Statistics")
                     .blurb(
                         "Read-only 'onnxinfer-stats' structure: frames (seen), inferred, skipped \
-                         (carried by interval), model and canary-model (name@version), swaps, \
-                         swaps-refused, preprocess/inference/postprocess-mean-ms and -p99-ms \
+                         (carried by interval, or unreadable batch entries), model and \
+                         canary-model (name@version), canary-disabled (why a failing canary was \
+                         switched off, empty otherwise), swaps, swaps-refused, batches and \
+                         batch-runs (framesync batches and the model runs made for them), \
+                         invalid-outputs (candidates dropped for non-finite or out-of-range \
+                         values), preprocess/inference/postprocess-mean-ms and -p99-ms \
                          (milliseconds per inferred frame), and models: one structure per model \
                          version (role, frames, detections, detections-per-frame, \
                          inference-mean-ms, inference-p99-ms, …)",
@@ -1158,6 +1355,9 @@ impl ObjectImpl for OnnxInfer {
                 load = Some((Role::Canary, settings.canary_model_location.clone()));
             }
             "model-type" => settings.model_type = value.get().expect("type checked upstream"),
+            "canary-model-type" => {
+                settings.canary_model_type = value.get().expect("type checked upstream")
+            }
             "labels-location" => settings.labels_location = path(value),
             "confidence-threshold" => {
                 settings.confidence_threshold = value.get().expect("type checked upstream")
@@ -1171,6 +1371,9 @@ impl ObjectImpl for OnnxInfer {
             }
             "top-k" => settings.top_k = value.get().expect("type checked upstream"),
             "box-order" => settings.box_order = value.get().expect("type checked upstream"),
+            "background-class" => {
+                settings.background_class = value.get().expect("type checked upstream")
+            }
             "resize" => settings.resize = value.get().expect("type checked upstream"),
             "letterbox-anchor" => {
                 settings.letterbox_anchor = value.get().expect("type checked upstream")
@@ -1202,20 +1405,15 @@ impl ObjectImpl for OnnxInfer {
             "optimization-level" => {
                 settings.optimization_level = value.get().expect("type checked upstream")
             }
+            "pipelining" => settings.pipelining = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
-        let settings_now = settings.clone();
         drop(settings);
-        let mut state = self.state.lock().unwrap();
-        if let Some(state) = state.as_mut()
-            && matches!(pspec.name(), "canary-fraction" | "canary-by")
+        // While running, a new model is loaded in the background (see `request_load`); the
+        // streaming thread is never waited for.
+        if self.running.load(Ordering::SeqCst)
+            && let Some((role, path)) = load
         {
-            self.update_canary_stream(state, &settings_now);
-        }
-        let running = state.is_some();
-        drop(state);
-        // While running, a new model is loaded in the background (see `request_load`).
-        if running && let Some((role, path)) = load {
             if role == Role::Primary && path.is_none() {
                 gst::element_imp_warning!(
                     self,
@@ -1240,6 +1438,7 @@ impl ObjectImpl for OnnxInfer {
             "model-location" => path(&s.model_location),
             "canary-model-location" => path(&s.canary_model_location),
             "model-type" => s.model_type.to_value(),
+            "canary-model-type" => s.canary_model_type.to_value(),
             "labels-location" => path(&s.labels_location),
             "confidence-threshold" => s.confidence_threshold.to_value(),
             "iou-threshold" => s.iou_threshold.to_value(),
@@ -1247,6 +1446,7 @@ impl ObjectImpl for OnnxInfer {
             "max-detections" => s.max_detections.to_value(),
             "top-k" => s.top_k.to_value(),
             "box-order" => s.box_order.to_value(),
+            "background-class" => s.background_class.to_value(),
             "resize" => s.resize.to_value(),
             "letterbox-anchor" => s.letterbox_anchor.to_value(),
             "pad-value" => s.pad_value.to_value(),
@@ -1266,6 +1466,7 @@ impl ObjectImpl for OnnxInfer {
             "intra-op-spinning" => s.spinning.to_value(),
             "preprocess-threads" => s.preprocess_threads.to_value(),
             "optimization-level" => s.optimization_level.to_value(),
+            "pipelining" => s.pipelining.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1381,22 +1582,48 @@ impl BaseTransformImpl for OnnxInfer {
         let Some(path) = settings.model_location.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ("onnxinfer: no model set. Set model-location to an .onnx file, e.g. onnxinfer model-location=models/common_det.onnx")
+                ("no model set. Set model-location to an .onnx file, e.g. onnxinfer model-location=models/common_det.onnx")
             ));
         };
+        settings
+            .check()
+            .map_err(|m| gst::error_msg!(gst::ResourceError::Settings, ("{}", m)))?;
         let labels = match &settings.labels_location {
             Some(p) => labels::load(p)
                 .map_err(|m| gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)))?,
             None => Vec::new(),
         };
-        let primary = self
-            .load(&settings, Role::Primary, &path)
-            .map_err(|e| model_gst_error(&e))?;
+        if let Some(p) = &settings.labels_location
+            && labels
+                .iter()
+                .enumerate()
+                .all(|(i, l)| *l == format!("class-{i}"))
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                (
+                    "labels file '{}' has no labels (it is empty); classes are named class-N",
+                    p.display()
+                )
+            );
+        }
+        let primary =
+            load_model(&settings, Role::Primary, &path).map_err(|e| model_gst_error(&e))?;
+        self.check_provider(&settings, &primary);
+        self.stats.lock().unwrap().reset();
+        self.warned_invalid.store(false, Ordering::SeqCst);
         let canary = match &settings.canary_model_location {
-            Some(p) => Some(Engine::new(
-                self.load(&settings, Role::Canary, p)
-                    .map_err(|e| model_gst_error(&e))?,
-            )),
+            Some(p) => match load_model(&settings, Role::Canary, p) {
+                Ok(m) => {
+                    self.check_provider(&settings, &m);
+                    Some(m)
+                }
+                Err(e) => {
+                    self.disable_canary(None, &p.display().to_string(), &e.to_string());
+                    None
+                }
+            },
             None => None,
         };
         if let Some(classes) = primary.classes()
@@ -1412,103 +1639,147 @@ impl BaseTransformImpl for OnnxInfer {
                 classes
             );
         }
-        for g in &self.generation {
-            g.fetch_add(1, Ordering::SeqCst);
+        self.loader.reset();
+        *self.running_models.lock().unwrap() = [
+            Some(path),
+            canary
+                .as_ref()
+                .map(|_| settings.canary_model_location.clone().unwrap_or_default()),
+        ];
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.primary = Some(primary.id.clone());
+            stats.canary = canary.as_ref().map(|c| c.id.clone());
         }
-        self.pending.lock().unwrap().clear();
-        *self.stats.lock().unwrap() = Stats {
-            primary: Some(primary.id.clone()),
-            canary: canary.as_ref().map(|c| c.model.id.clone()),
-            ..Default::default()
+        let worker = if settings.pipelining {
+            Some(Worker::start().map_err(|e| gst::error_msg!(gst::CoreError::Thread, ("{}", e)))?)
+        } else {
+            None
         };
-        let mut state = State {
-            primary: Engine::new(primary),
-            canary,
+        *self.state.lock().unwrap() = Some(State {
+            models: Models::new(
+                primary,
+                canary,
+                settings.overrides(),
+                settings.preprocess_threads(),
+            ),
             labels,
             info: None,
             stream_id: None,
-            canary_stream: false,
-            canary_credit: 0.0,
-            frames_seen: 0,
-            last: None,
             batch: false,
-            batch_streams: Default::default(),
-        };
-        self.update_canary_stream(&mut state, &settings);
-        *self.state.lock().unwrap() = Some(state);
+            cursors: Cursors::default(),
+            worker,
+            in_flight: None,
+        });
+        self.running.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.running.store(false, Ordering::SeqCst);
         // Loads still running finish into a generation nobody waits for.
-        for g in &self.generation {
-            g.fetch_add(1, Ordering::SeqCst);
+        self.loader.reset();
+        let state = self.state.lock().unwrap().take();
+        if let Some(state) = state {
+            // The models (sessions) are dropped on the retiring thread.
+            super::models::retire(state.models);
         }
-        *self.state.lock().unwrap() = None;
-        self.pending.lock().unwrap().clear();
+        *self.warm_info.lock().unwrap() = None;
         self.warned_formats.lock().unwrap().clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::StreamStart(s) = event.view() {
-            let settings = self.settings.lock().unwrap().clone();
-            if let Some(state) = self.state.lock().unwrap().as_mut() {
-                state.stream_id = Some(s.stream_id().to_string());
-                state.frames_seen = 0;
-                state.last = None;
-                self.update_canary_stream(state, &settings);
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "stream {} goes to the {} model",
-                    s.stream_id(),
-                    if state.canary_stream {
-                        "canary"
-                    } else {
-                        "primary"
+        match event.view() {
+            gst::EventView::FlushStop(_) => {
+                // What was in flight belongs to before the flush.
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.in_flight = None;
+                    if let Some(w) = state.worker.as_mut() {
+                        w.discard();
                     }
-                );
+                }
             }
+            _ if event.is_serialized() => {
+                // Pipelining: the buffer in flight goes out before the event.
+                if let Err(e) = self.drain() {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "draining before {:?}: {e:?}",
+                        event.type_()
+                    );
+                }
+            }
+            _ => {}
+        }
+        if let gst::EventView::StreamStart(s) = event.view()
+            && let Some(state) = self.state.lock().unwrap().as_mut()
+        {
+            state.stream_id = Some(s.stream_id().to_string());
+            state.cursors.restart(s.stream_id());
         }
         self.parent_sink_event(event)
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-        let res = BaseTransformImplExt::parent_query(self, direction, query);
         if direction == gst::PadDirection::Sink
-            && let gst::QueryView::Caps(q) = query.view()
+            && query.is_serialized()
+            && let Err(e) = self.drain()
         {
-            self.check_refused_format(q.filter(), q.result());
+            gst::debug!(CAT, imp = self, "draining before a query: {e:?}");
+        }
+        let res = BaseTransformImplExt::parent_query(self, direction, query);
+        match query.view_mut() {
+            gst::QueryViewMut::Caps(q) if direction == gst::PadDirection::Sink => {
+                self.check_refused_format(q.filter(), q.result());
+            }
+            gst::QueryViewMut::Latency(q) if res && direction == gst::PadDirection::Src => {
+                // Pipelining holds a frame until the next one comes.
+                let period = self.frame_period.load(Ordering::SeqCst);
+                if period > 0 {
+                    let (live, min, max) = q.result();
+                    let extra = gst::ClockTime::from_nseconds(period);
+                    q.set(live, min + extra, max.map(|m| m + extra));
+                }
+            }
+            _ => {}
         }
         res
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let pipelining = self.settings.lock().unwrap().pipelining;
+        let fps = incaps
+            .structure(0)
+            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            .filter(|f| f.numer() > 0 && f.denom() > 0);
+        let period = match fps {
+            Some(f) if pipelining => gst::ClockTime::SECOND
+                .mul_div_round(f.denom() as u64, f.numer() as u64)
+                .map_or(0, |t| t.nseconds()),
+            _ => 0,
+        };
+        self.frame_period.store(period, Ordering::SeqCst);
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::loggable_error!(CAT, "caps set before start"));
+        };
         if batch::is_batch_caps(incaps) {
-            let mut state = self.state.lock().unwrap();
-            let Some(state) = state.as_mut() else {
-                return Err(gst::loggable_error!(CAT, "caps set before start"));
-            };
             gst::debug!(CAT, imp = self, "batches from framesync");
             state.batch = true;
             state.info = None;
-            state.batch_streams.clear();
+            state.cursors.reset();
+            *self.warm_info.lock().unwrap() = None;
             return Ok(());
         }
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
-        let settings = self.settings.lock().unwrap().clone();
-        let mut state = self.state.lock().unwrap();
-        let Some(state) = state.as_mut() else {
-            return Err(gst::loggable_error!(CAT, "caps set before start"));
-        };
-        let overrides = settings.overrides();
-        let threads = settings.preprocess_threads();
-        for engine in std::iter::once(&mut state.primary).chain(state.canary.as_mut()) {
-            let spec = engine.configure(&info, &overrides, threads).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Format, ("onnxinfer: {e}"));
+        let models = &mut state.models;
+        for engine in std::iter::once(&mut models.primary).chain(models.canary.as_mut()) {
+            let spec = engine.configure(&info).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{e}"));
                 gst::loggable_error!(CAT, "{e}")
             })?;
             gst::debug!(
@@ -1523,127 +1794,72 @@ impl BaseTransformImpl for OnnxInfer {
                 spec
             );
         }
+        *self.warm_info.lock().unwrap() = Some(info.clone());
         state.info = Some(info);
-        state.last = None;
+        state.cursors.forget_results();
         state.batch = false;
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings.lock().unwrap().clone();
-        let params = settings.decode_params();
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("onnxinfer is not started")
-            );
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("not started"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        self.apply_pending(state, &settings);
-        if state.batch {
-            return self.transform_batch(buf, state, &settings);
-        }
-        let Some(info) = state.info.clone() else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("onnxinfer got a buffer before caps")
-            );
-            return Err(gst::FlowError::NotNegotiated);
-        };
-        let size = (info.width(), info.height());
-        self.stats.lock().unwrap().frames += 1;
+        let mut work = self.prepare(state, &settings, buf)?;
+        let ran = std::mem::take(&mut work.jobs)
+            .into_iter()
+            .map(|(canary, job)| (canary, job.run()))
+            .collect();
+        self.finish(state, &settings, buf, work, ran)?;
+        Ok(gst::FlowSuccess::Ok)
+    }
 
-        // interval: frames in between carry the last result.
-        let n = state.frames_seen;
-        state.frames_seen += 1;
-        if settings.interval > 1
-            && n % settings.interval as u64 != 0
-            && let Some(last) = &state.last
-        {
-            match &last.result {
-                FrameResult::Classes(_) if settings.roi_only => {}
-                r => {
-                    Self::attach(buf, &state.labels, size, &last.model, r, false);
-                }
-            }
-            self.stats.lock().unwrap().skipped += 1;
-            return Ok(gst::FlowSuccess::Ok);
-        }
-
-        let use_canary = Self::pick_canary(state, &settings);
-        let (engine, role) = match state.canary.as_mut() {
-            Some(c) if use_canary => (c, Role::Canary),
-            _ => (&mut state.primary, Role::Primary),
-        };
-        let model_id = engine.model.id.clone();
-        let mut timings = Timings::default();
-        let fail = |e: String| self.model_failed(&model_id, e);
-        let map_err = |_| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Decode,
-                (
-                    "onnxinfer: cannot map a {} byte buffer as {}x{} {}",
-                    buf.size(),
-                    info.width(),
-                    info.height(),
-                    info.format().to_str()
-                )
-            );
-            gst::FlowError::Error
-        };
-
-        if settings.roi_only {
-            let regions = roi_regions(buf);
-            let results = if regions.is_empty() {
-                Vec::new()
-            } else {
-                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info)
-                    .map_err(map_err)?;
-                engine
-                    .run_regions(&frame, &regions, &params, &mut timings)
-                    .map_err(fail)?
-            };
-            let n = Self::attach_roi_results(buf, &state.labels, &results, &model_id);
-            let mut stats = self.stats.lock().unwrap();
-            if !regions.is_empty() {
-                stats.record(&model_id, role.name(), &timings, n);
-            }
-            return Ok(gst::FlowSuccess::Ok);
-        }
-
-        let result = {
-            let frame =
-                gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).map_err(map_err)?;
-            engine
-                .run_frame(&frame, &params, &mut timings)
-                .map_err(fail)?
-        };
-        let count = Self::attach(buf, &state.labels, size, &model_id, &result, true);
-        gst::trace!(
-            CAT,
-            imp = self,
-            "{:?}: {} results from {model_id} (pre {:?}, infer {:?}, post {:?})",
-            buf.pts(),
-            count,
-            timings.preprocess,
-            timings.inference,
-            timings.postprocess
-        );
-        if settings.interval > 1 {
-            state.last = Some(super::imp::Carried {
-                model: model_id.clone(),
-                result,
-            });
-        }
-        drop(guard);
-        self.stats
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        let pipelined = self
+            .state
             .lock()
             .unwrap()
-            .record(&model_id, role.name(), &timings, count);
-        Ok(gst::FlowSuccess::Ok)
+            .as_ref()
+            .is_some_and(|s| s.worker.is_some());
+        if !pipelined {
+            return self.parent_generate_output();
+        }
+        let Some(inbuf) = self.take_queued_buffer() else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        let settings = self.settings.lock().unwrap().clone();
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        // Preprocess this buffer while the previous one is inferred ...
+        let mut work = self.prepare(state, &settings, &inbuf)?;
+        // ... then finish the previous one ...
+        let out = match state.in_flight.take() {
+            Some(f) => Some(self.complete(state, &settings, f)?),
+            None => None,
+        };
+        // ... and start inferring this one.
+        let jobs = std::mem::take(&mut work.jobs);
+        let canary = jobs.iter().map(|(c, _)| *c).collect();
+        if let Some(w) = state.worker.as_mut() {
+            w.submit(jobs.into_iter().map(|(_, j)| j).collect())
+                .map_err(|e| self.model_failed(&e))?;
+        }
+        state.in_flight = Some(InFlight {
+            buffer: inbuf,
+            work,
+            canary,
+        });
+        Ok(match out {
+            Some(b) => GenerateOutputSuccess::Buffer(b),
+            None => GenerateOutputSuccess::NoOutput,
+        })
     }
 }

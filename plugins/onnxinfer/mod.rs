@@ -19,15 +19,19 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod attach;
+mod cursor;
 mod decode;
 pub mod engine;
 mod imp;
 mod labels;
 pub mod model;
+mod models;
 pub mod nms;
 pub mod preprocess;
 mod providers;
 mod stats;
+mod worker;
 
 /// The model family, which decides how outputs are decoded and the preprocessing defaults.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -69,6 +73,51 @@ pub enum ModelType {
         nick = "raw"
     )]
     Raw = 6,
+}
+
+/// The canary model's family (`model-type` for the canary).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstOnnxInferCanaryModelType")]
+pub enum CanaryModelType {
+    #[enum_value(
+        name = "Same: the model-type in force for the primary model",
+        nick = "same"
+    )]
+    Same = 0,
+    #[enum_value(
+        name = "Auto: pick the family from the canary's output shapes",
+        nick = "auto"
+    )]
+    Auto = 1,
+    #[enum_value(name = "YOLOv5", nick = "yolov5")]
+    Yolov5 = 2,
+    #[enum_value(name = "YOLOv8/v11", nick = "yolov8")]
+    Yolov8 = 3,
+    #[enum_value(name = "YOLOX", nick = "yolox")]
+    Yolox = 4,
+    #[enum_value(name = "SSD-style", nick = "ssd")]
+    Ssd = 5,
+    #[enum_value(name = "Classifier", nick = "classifier")]
+    Classifier = 6,
+    #[enum_value(name = "Raw", nick = "raw")]
+    Raw = 7,
+}
+
+impl CanaryModelType {
+    /// The family the canary is loaded as, given the primary's `model-type`.
+    pub fn resolve(self, primary: ModelType) -> ModelType {
+        match self {
+            CanaryModelType::Same => primary,
+            CanaryModelType::Auto => ModelType::Auto,
+            CanaryModelType::Yolov5 => ModelType::Yolov5,
+            CanaryModelType::Yolov8 => ModelType::Yolov8,
+            CanaryModelType::Yolox => ModelType::Yolox,
+            CanaryModelType::Ssd => ModelType::Ssd,
+            CanaryModelType::Classifier => ModelType::Classifier,
+            CanaryModelType::Raw => ModelType::Raw,
+        }
+    }
 }
 
 /// How frames are fitted to the model's input size.
@@ -196,6 +245,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     #[cfg(feature = "doc")]
     {
         ModelType::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+        CanaryModelType::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         ResizeMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         LetterboxAnchor::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         ChannelOrderProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());

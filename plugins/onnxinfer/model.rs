@@ -101,7 +101,9 @@ pub enum TensorInput<'a> {
 }
 
 pub struct Model {
-    session: Session,
+    /// `run` takes the session mutably: one run at a time (a job may run on another thread
+    /// than the one that prepared it).
+    session: std::sync::Mutex<Session>,
     /// `name@version`: file stem and the first 8 hex digits of a hash of the file's bytes.
     pub id: String,
     pub path: PathBuf,
@@ -272,14 +274,19 @@ impl Model {
                 )
             })?;
         }
-        let (mut builder, provider) = super::providers::apply(builder, opts)?;
-        let session = builder.commit_from_memory(&bytes).map_err(|e| {
-            ModelError::Invalid(format!(
-                "'{shown}' is not a valid ONNX model ({} bytes): ONNX Runtime says: {}. Check that model-location points to an .onnx file",
-                bytes.len(),
-                e.to_string().trim_end_matches('.')
-            ))
-        })?;
+        let (session, provider) =
+            super::providers::commit(builder, opts, |b| b.commit_from_memory(&bytes)).map_err(
+                |e| match e {
+                    super::providers::CommitError::Model(e) => ModelError::Invalid(format!(
+                        "'{shown}' is not a valid ONNX model ({} bytes): ONNX Runtime says: {}. Check that model-location points to an .onnx file",
+                        bytes.len(),
+                        e.trim_end_matches('.')
+                    )),
+                    super::providers::CommitError::Provider(msg) => {
+                        ModelError::Runtime(format!("'{shown}': {msg}"))
+                    }
+                },
+            )?;
 
         let stem = path
             .file_stem()
@@ -348,7 +355,7 @@ impl Model {
         let names: Vec<&str> = output_names.iter().map(String::as_str).collect();
         let family = resolve_family(opts.model_type, &names, &output_shapes, &input, &shown)?;
         Ok(Model {
-            session,
+            session: std::sync::Mutex::new(session),
             id,
             path: path.to_path_buf(),
             input,
@@ -395,7 +402,7 @@ impl Model {
 
     /// Runs the model once on zeros shaped like `spec`, so the first real frame does not pay
     /// for ONNX Runtime's lazy initialisation.
-    pub fn warm_up(&mut self, spec: &super::preprocess::TensorSpec) -> Result<(), String> {
+    pub fn warm_up(&self, spec: &super::preprocess::TensorSpec) -> Result<(), String> {
         let batch = self.input.batch.unwrap_or(1);
         let shape = spec.shape(batch);
         let n = batch * spec.entry_len();
@@ -413,7 +420,7 @@ impl Model {
 
     /// Runs the model and hands the outputs to `f`.
     pub fn run<R>(
-        &mut self,
+        &self,
         input: TensorInput<'_>,
         f: impl FnOnce(&[Output<'_>]) -> R,
     ) -> Result<R, String> {
@@ -426,8 +433,11 @@ impl Model {
             }
         }
         .map_err(|e| format!("cannot wrap the input tensor: {e}"))?;
-        let outputs = self
+        let mut session = self
             .session
+            .lock()
+            .map_err(|_| "an earlier run of this model panicked".to_string())?;
+        let outputs = session
             .run(ort::inputs![self.input.name.as_str() => value])
             .map_err(|e| format!("inference failed: {e}"))?;
         let mut extracted = Vec::with_capacity(outputs.len());

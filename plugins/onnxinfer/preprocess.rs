@@ -41,11 +41,20 @@ pub enum Anchor {
     Center,
 }
 
+/// How a letterboxed picture's size is made whole, as each family's reference preprocessing
+/// does: ultralytics (YOLOv5/v8) rounds (`int(round(w * r))`), YOLOX truncates (`int(w * r)`).
+/// At 1366×768 into 416×416 that is 234 rows against 233.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    Round,
+    Truncate,
+}
+
 /// How the frame is fitted to the tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
     /// Keep the aspect ratio, pad the rest.
-    Letterbox(Anchor),
+    Letterbox(Anchor, Rounding),
     /// Scale each axis independently to fill the tensor.
     Stretch,
 }
@@ -127,14 +136,17 @@ impl Placement {
                 height: tensor_height,
                 source,
             },
-            Fit::Letterbox(anchor) => {
+            Fit::Letterbox(anchor, rounding) => {
                 let r = f64::min(
                     tensor_width as f64 / sw as f64,
                     tensor_height as f64 / sh as f64,
                 );
-                // Truncation, as YOLOX/ultralytics preprocessing does.
-                let width = ((sw as f64 * r) as usize).clamp(1, tensor_width);
-                let height = ((sh as f64 * r) as usize).clamp(1, tensor_height);
+                let whole = |v: f64| match rounding {
+                    Rounding::Round => v.round() as usize,
+                    Rounding::Truncate => v as usize,
+                };
+                let width = whole(sw as f64 * r).clamp(1, tensor_width);
+                let height = whole(sh as f64 * r).clamp(1, tensor_height);
                 let (offset_x, offset_y) = match anchor {
                     Anchor::TopLeft => (0, 0),
                     Anchor::Center => ((tensor_width - width) / 2, (tensor_height - height) / 2),
@@ -383,6 +395,24 @@ impl Store for u8 {
 
 /// Pictures with at least this many tensor pixels are split across threads.
 const THREADING_MIN_PIXELS: usize = 96 * 1024;
+
+/// The preprocessing threads of the process: one pool (rayon) shared by every onnxinfer, as
+/// many threads as cores. Splitting a frame queues its parts on the pool and the streaming
+/// thread takes a part itself; no thread is started per frame, and many pipelines on a
+/// many-core host share the cores instead of each starting its own threads.
+static POOL: std::sync::LazyLock<Option<rayon::ThreadPool>> = std::sync::LazyLock::new(|| {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_name(|i| format!("videoai-pre-{i}"))
+        .build()
+        .ok()
+});
+
+/// Threads in the shared preprocessing pool (1 when it could not be started: then frames
+/// are preprocessed on the streaming thread alone).
+pub fn pool_threads() -> usize {
+    POOL.as_ref().map_or(1, |p| p.current_num_threads())
+}
 
 /// Writes frames into tensor entries.
 #[derive(Debug)]
@@ -678,15 +708,19 @@ impl Preprocessor {
                 }
             }
         }
-        if jobs.len() == 1 {
-            let (range, rows) = jobs.pop().expect("one job");
-            self.write_rows(plan, range, rows, kernel);
-            return;
-        }
-        std::thread::scope(|s| {
-            let first = jobs.remove(0);
+        let pool = match POOL.as_ref() {
+            Some(pool) if jobs.len() > 1 => pool,
+            _ => {
+                for (range, rows) in jobs {
+                    self.write_rows(plan, range, rows, kernel);
+                }
+                return;
+            }
+        };
+        let first = jobs.remove(0);
+        pool.in_place_scope(|s| {
             for (range, rows) in jobs {
-                s.spawn(move || self.write_rows(plan, range, rows, kernel));
+                s.spawn(move |_| self.write_rows(plan, range, rows, kernel));
             }
             self.write_rows(plan, first.0, first.1, kernel);
         });
@@ -768,7 +802,12 @@ mod tests {
 
     #[test]
     fn letterbox_top_left_maps_back() {
-        let p = Placement::new(full(1280, 720), 416, 416, Fit::Letterbox(Anchor::TopLeft));
+        let p = Placement::new(
+            full(1280, 720),
+            416,
+            416,
+            Fit::Letterbox(Anchor::TopLeft, Rounding::Truncate),
+        );
         assert_eq!(
             (p.width, p.height, p.offset_x, p.offset_y),
             (416, 234, 0, 0)
@@ -782,7 +821,12 @@ mod tests {
 
     #[test]
     fn letterbox_center_maps_back() {
-        let p = Placement::new(full(640, 480), 640, 640, Fit::Letterbox(Anchor::Center));
+        let p = Placement::new(
+            full(640, 480),
+            640,
+            640,
+            Fit::Letterbox(Anchor::Center, Rounding::Round),
+        );
         assert_eq!(
             (p.width, p.height, p.offset_x, p.offset_y),
             (640, 480, 0, 80)
@@ -913,7 +957,12 @@ mod tests {
             VideoFormat::Rgb,
             100,
             50,
-            spec(64, 64, Fit::Letterbox(Anchor::TopLeft), ChannelOrder::Bgr),
+            spec(
+                64,
+                64,
+                Fit::Letterbox(Anchor::TopLeft, Rounding::Truncate),
+                ChannelOrder::Bgr,
+            ),
             1,
             |_, data, _| {
                 for px in data.chunks_exact_mut(3) {
@@ -1044,12 +1093,54 @@ mod tests {
             }
         };
         for layout in [Layout::Nchw, Layout::Nhwc] {
-            let mut sp = spec(640, 640, Fit::Letterbox(Anchor::Center), ChannelOrder::Rgb);
+            let mut sp = spec(
+                640,
+                640,
+                Fit::Letterbox(Anchor::Center, Rounding::Round),
+                ChannelOrder::Rgb,
+            );
             sp.layout = layout;
             let one = run_on(VideoFormat::Nv12, 1920, 1080, sp, 1, fill);
             let three = run_on(VideoFormat::Nv12, 1920, 1080, sp, 3, fill);
             assert!(one == three, "{layout:?}");
         }
+    }
+
+    /// A thread id handed out now (Linux gives them in increasing order, process-wide, so the
+    /// difference between two is how many threads and processes were started in between).
+    fn new_tid() -> i64 {
+        std::thread::spawn(|| unsafe { libc::gettid() } as i64)
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn frames_start_no_threads() {
+        // 300 frames split in two parts each: a thread per frame would take 300 thread ids;
+        // the pool takes none. Other processes on the machine start threads too, so the least
+        // of three tries is compared.
+        let (info, buf) = frame(VideoFormat::Nv12, 1280, 720, |_, d, _| d.fill(100));
+        let sp = spec(
+            640,
+            640,
+            Fit::Letterbox(Anchor::Center, Rounding::Round),
+            ChannelOrder::Rgb,
+        );
+        let pre = Preprocessor::new(sp, &info, 2).unwrap();
+        let f = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+        let mut t = vec![0.0f32; sp.entry_len()];
+        pre.run(pre.full(), &f, EntryMut::F32(&mut t));
+        let started = (0..3)
+            .filter_map(|_| {
+                let before = new_tid();
+                for _ in 0..300 {
+                    pre.run(pre.full(), &f, EntryMut::F32(&mut t));
+                }
+                (new_tid() - before - 1).try_into().ok()
+            })
+            .min()
+            .unwrap_or(u64::MAX);
+        assert!(started < 100, "{started} threads started for 300 frames");
     }
 
     #[test]

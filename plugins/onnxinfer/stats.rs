@@ -29,10 +29,19 @@ pub struct Stats {
     pub batch_runs: u64,
     pub primary: Option<String>,
     pub canary: Option<String>,
+    /// Why the canary was switched off (it failed to load, run or decode).
+    pub canary_disabled: Option<String>,
+    /// Candidates dropped for non-finite or out-of-range values.
+    pub invalid_outputs: u64,
     pub models: BTreeMap<String, ModelStats>,
 }
 
 impl Stats {
+    /// Starts counting again (a new run).
+    pub fn reset(&mut self) {
+        *self = Stats::default();
+    }
+
     pub fn record(&mut self, model: &str, role: &'static str, t: &Timings, detections: usize) {
         self.inferred += 1;
         let m = self.models.entry(model.to_string()).or_default();
@@ -86,6 +95,11 @@ impl Stats {
             .field("skipped", self.skipped)
             .field("model", self.primary.clone().unwrap_or_default())
             .field("canary-model", self.canary.clone().unwrap_or_default())
+            .field(
+                "canary-disabled",
+                self.canary_disabled.clone().unwrap_or_default(),
+            )
+            .field("invalid-outputs", self.invalid_outputs)
             .field("swaps", self.swaps)
             .field("swaps-refused", self.swaps_refused)
             .field("batches", self.batches)

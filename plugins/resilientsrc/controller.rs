@@ -63,6 +63,8 @@ pub trait Host: Send + Sync + 'static {
     fn stream_found(&self, info: &Info);
     fn fail(&self, msg: &str);
     fn warn(&self, msg: &str);
+    /// No state change of the pipeline is under way (see [`fail`]).
+    fn state_settled(&self) -> bool;
 }
 
 #[derive(Default)]
@@ -204,6 +206,30 @@ fn set_status(s: &Shared, status: Status, reason: &str) {
     s.host.status_changed(&info, reason);
 }
 
+/// Time allowed after the pipeline's state change settled before an error is posted.
+const SETTLE_GRACE: Duration = Duration::from_millis(100);
+
+/// Posts an error (the run is over), once no state change is under way.
+///
+/// An application may quit its main loop from the thread that posts an error (gst-launch-1.0
+/// does, from its bus sync handler); if that happens before its main loop runs (while
+/// `set_state(PAUSED)` is still returning), the quit is lost and it hangs for ever. So the
+/// error waits for the pipeline's state change to return, and a moment more. Errors known
+/// before the state change (no URI, a missing file, a malformed URI) are returned by the state
+/// change itself instead.
+fn fail(s: &Shared, msg: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.host.state_settled() && Instant::now() < deadline {
+        if sleep(s, Duration::from_millis(10)) {
+            // Stopped meanwhile: nobody waits for the error any more.
+            return;
+        }
+    }
+    if !sleep(s, SETTLE_GRACE) {
+        s.host.fail(msg);
+    }
+}
+
 /// How an attempt ended.
 enum Outcome {
     Stopped,
@@ -264,9 +290,10 @@ fn run(s: &Arc<Shared>) {
         } else {
             s.info.lock().unwrap().last_error = Some(msg.clone());
             set_status(s, Status::Failed, &msg);
-            s.host.fail(&format!(
-                "{msg}. Use decoder=auto, or decoder-fallback=true to fall back"
-            ));
+            fail(
+                s,
+                &format!("{msg}. Use decoder=auto, or decoder-fallback=true to fall back"),
+            );
             return;
         }
     }
@@ -286,7 +313,7 @@ fn run(s: &Arc<Shared>) {
                 excluded
             );
             set_status(s, Status::Failed, &msg);
-            s.host.fail(&msg);
+            fail(s, &msg);
             return;
         }
         set_status(
@@ -316,7 +343,7 @@ fn run(s: &Arc<Shared>) {
             Outcome::Fatal(msg) => {
                 s.info.lock().unwrap().last_error = Some(msg.clone());
                 set_status(s, Status::Failed, &msg);
-                s.host.fail(&msg);
+                fail(s, &msg);
                 return;
             }
             Outcome::DecoderFailed { kind, reason } => {
@@ -325,7 +352,7 @@ fn run(s: &Arc<Shared>) {
                 if kind == Kind::Cpu || !can_fall_back {
                     let msg = format!("{} decoder failed: {reason}", kind.name());
                     set_status(s, Status::Failed, &msg);
-                    s.host.fail(&msg);
+                    fail(s, &msg);
                     return;
                 }
                 s.host.warn(&format!(
@@ -344,7 +371,7 @@ fn run(s: &Arc<Shared>) {
                 if !cfg.live {
                     let msg = format!("{shown}: {reason}");
                     set_status(s, Status::Failed, &msg);
-                    s.host.fail(&msg);
+                    fail(s, &msg);
                     return;
                 }
                 failures += 1;
@@ -353,7 +380,7 @@ fn run(s: &Arc<Shared>) {
                         "{shown}: giving up after {failures} failed attempts; last: {reason}"
                     );
                     set_status(s, Status::Failed, &msg);
-                    s.host.fail(&msg);
+                    fail(s, &msg);
                     return;
                 }
                 let delay = cfg.backoff.delay(failures, backoff::random_unit());
@@ -499,17 +526,72 @@ fn watch(s: &Arc<Shared>, pipeline: &gst::Pipeline, kinds: &[Kind], started: Ins
 }
 
 /// `uridecodebin uri=… ! appsink` with decoder kinds `kinds` (in preference order).
+/// The URI to give the inner source, and the credentials it gets as properties instead (RTSP
+/// and HTTP sources take `user-id`/`user-pw`; a URI with a password would be logged by every
+/// element it passes through at `GST_DEBUG=5`).
+pub fn source_uri(uri: &str) -> (String, Option<(String, String)>) {
+    let scheme = uri::scheme(uri);
+    if scheme.starts_with("rtsp") || scheme.starts_with("http") {
+        uri::split_credentials(uri)
+    } else {
+        (uri.to_string(), None)
+    }
+}
+
+/// Asks an HTTP(S) server whether `uri` is a live stream: a multipart response (MJPEG) or one
+/// without a length (a live MPEG-TS) is; a response with a length is a file. `None` when the
+/// server did not answer within `timeout` (a camera that is down: retried as live).
+pub fn http_is_live(uri: &str, timeout: Duration) -> Option<bool> {
+    let (location, credentials) = source_uri(uri);
+    let src = gst::ElementFactory::make("souphttpsrc")
+        .property("location", &location)
+        .build()
+        .ok()?;
+    if let Some((user, password)) = &credentials {
+        src.set_property("user-id", user);
+        src.set_property("user-pw", password);
+    }
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .ok()?;
+    let pipeline = gst::Pipeline::with_name("resilientsrc-http-probe");
+    pipeline.add_many([&src, &sink]).ok()?;
+    src.link(&sink).ok()?;
+    let _ = pipeline.set_state(gst::State::Paused);
+    let bus = pipeline.bus()?;
+    let prerolled = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+            &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+        )
+        .is_some_and(|m| m.type_() == gst::MessageType::AsyncDone);
+    let answer = prerolled.then(|| {
+        let multipart = src
+            .static_pad("src")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("multipart/")))
+            .unwrap_or(false);
+        let length = src.query_duration::<gst::format::Bytes>();
+        multipart || length.is_none()
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    answer
+}
+
+/// `uridecodebin uri=… ! appsink` with decoder kinds `kinds` (in preference order).
 fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
     let cfg = &s.config;
     *s.linked.lock().unwrap() = (false, false);
     let pipeline = gst::Pipeline::with_name("resilientsrc-inner");
+    let (location, credentials) = source_uri(&cfg.uri);
     let dec = gst::ElementFactory::make("uridecodebin")
-        .property("uri", &cfg.uri)
+        .property("uri", &location)
         .build()
         .map_err(|_| "uridecodebin is missing: install gstreamer1.0-plugins-base".to_string())?;
     pipeline.add(&dec).map_err(|e| e.to_string())?;
 
-    // rtspsrc settings.
+    // Source settings: rtspsrc's, and the credentials.
     let (latency, protocols, timeout_us) = (
         cfg.latency_ms,
         cfg.protocols.clone(),
@@ -525,7 +607,26 @@ fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
                 src.set_property_from_str("protocols", p);
             }
         }
+        if let Some((user, password)) = &credentials
+            && src.has_property("user-id")
+            && src.has_property("user-pw")
+        {
+            src.set_property("user-id", user);
+            src.set_property("user-pw", password);
+        }
         None
+    });
+
+    // MJPEG cameras (multipart/x-mixed-replace): multipartdemux exposes its pad only once it
+    // knows no other part type comes, which for a camera stream is never; told that there is
+    // one stream, it exposes it at once.
+    pipeline.connect_deep_element_added(|_, _, element| {
+        if element
+            .factory()
+            .is_some_and(|f| f.name() == "multipartdemux")
+        {
+            element.set_property("single-stream", true);
+        }
     });
 
     // Decoder choice: only the allowed kinds, preferred first.

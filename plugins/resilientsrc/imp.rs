@@ -153,6 +153,29 @@ impl Host for ElementHost {
             gst::element_warning!(el, gst::ResourceError::Settings, ("resilientsrc: {msg}"));
         }
     }
+
+    fn state_settled(&self) -> bool {
+        let Some(el) = self.0.upgrade() else {
+            return true;
+        };
+        let mut top: gst::Element = el.upcast();
+        while let Some(parent) = top.parent().and_then(|p| p.downcast::<gst::Element>().ok()) {
+            top = parent;
+        }
+        // `gst_element_set_state` holds the element's state lock until it returns: free, no
+        // state change of the top-level pipeline is under way.
+        // SAFETY: `state_lock` is the GRecMutex of an element we hold a reference to; a lock
+        // taken here is released at once.
+        unsafe {
+            let lock = std::ptr::addr_of_mut!((*top.as_ptr()).state_lock);
+            if glib::ffi::g_rec_mutex_trylock(lock) != glib::ffi::GFALSE {
+                glib::ffi::g_rec_mutex_unlock(lock);
+                true
+            } else {
+                false
+            }
+        }
+    }
 }
 
 fn status_nick(s: Status) -> &'static str {
@@ -199,7 +222,37 @@ impl ResilientSrc {
             gst::element_imp_error!(self, gst::ResourceError::Settings, ("resilientsrc: {e}"));
             return Err(gst::StateChangeError);
         }
-        let live = uri::is_live(&uri);
+        // What can be known now is said by the state change itself (and not later, from a
+        // thread, while the application may not be listening yet).
+        if let Err(e) = uri::validate(&uri) {
+            let kind = if uri::scheme(&uri) == "file" {
+                gst::ResourceError::NotFound
+            } else {
+                gst::ResourceError::Settings
+            };
+            gst::element_imp_error!(self, kind, ("resilientsrc: {e}"));
+            return Err(gst::StateChangeError);
+        }
+        let live = match uri::liveness(&uri) {
+            uri::Liveness::Live => true,
+            uri::Liveness::File => false,
+            uri::Liveness::AskTheSource => {
+                let timeout = Duration::from_millis(settings.stall_timeout.min(3000) as u64);
+                let answer = controller::http_is_live(&uri, timeout);
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "{}: {}",
+                    uri::redact(&uri),
+                    match answer {
+                        Some(true) => "a live stream (multipart, or no length)",
+                        Some(false) => "a file (the server gives its length)",
+                        None => "no answer yet: taken for a live camera (retried)",
+                    }
+                );
+                answer.unwrap_or(true)
+            }
+        };
         self.video.set_is_live(live);
         self.video.set_block(!live);
         // Bounded in frames, not bytes (appsrc's 200 000-byte default is less than one frame).
@@ -282,8 +335,12 @@ impl ObjectImpl for ResilientSrc {
                     .blurb(
                         "What to play: rtsp://, rtsps://, rtmp://, http(s)://, file://, v4l2:// \
                          or a plain path. Container and codec are found from the bytes, not the \
-                         name. rtsp/rtmp/v4l2/udp/srt are live (reconnected); others end with \
-                         EOS. Credentials in the URI are never logged. Required. Default: none",
+                         name. rtsp/rtmp/v4l2/udp/srt are live (reconnected); http(s) is live when \
+                         the server streams without a length or multipart (MJPEG cameras), else \
+                         a file; files end with EOS. A malformed URI or a missing file is an \
+                         error at start. Credentials (user:password@) go to the source as \
+                         user-id/user-pw and are never logged, nor an RTMP stream key. Required. \
+                         Default: none",
                     )
                     .mutable_ready()
                     .build(),

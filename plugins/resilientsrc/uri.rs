@@ -1,12 +1,32 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Source locations: plain paths to `file://` URIs, which schemes are live, and URIs with the
-//! credentials taken out for logs and messages.
+//! Source locations: plain paths to `file://` URIs, which are malformed, which schemes are
+//! live, credentials taken out of the URI (for the source's own properties), and URIs with
+//! their secrets masked for logs and messages.
 
-/// Schemes whose sources are live: they are reconnected on errors, EOS and stalls. Everything
-/// else (files, HTTP downloads) ends with EOS, and an error ends the stream.
+/// Schemes whose sources are live: they are reconnected on errors, EOS and stalls.
 const LIVE_SCHEMES: &[&str] = &[
     "rtsp", "rtsps", "rtspt", "rtsph", "rtmp", "rtmps", "v4l2", "udp", "rtp", "srt", "srtp",
 ];
+
+/// Schemes whose live-ness only the source can tell: an HTTP camera (MJPEG, a live MPEG-TS) or
+/// a file on a web server.
+const HTTP_SCHEMES: &[&str] = &["http", "https"];
+
+/// Schemes that name a host (`scheme://host[:port]/…`).
+const NETWORK_SCHEMES: &[&str] = &[
+    "rtsp", "rtsps", "rtspt", "rtsph", "rtmp", "rtmps", "http", "https", "srt", "srtp",
+];
+
+/// Whether a source is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// A camera: reconnected on errors, EOS and stalls.
+    Live,
+    /// A file: ends with EOS; its errors are final.
+    File,
+    /// HTTP: the response tells (see `controller::http_is_live`).
+    AskTheSource,
+}
 
 /// A URI for `location`: URIs as they are, paths (relative or absolute) as `file://` URIs.
 pub fn normalize(location: &str) -> Result<String, String> {
@@ -42,7 +62,75 @@ pub fn scheme(uri: &str) -> String {
 }
 
 pub fn is_live(uri: &str) -> bool {
-    LIVE_SCHEMES.contains(&scheme(uri).as_str())
+    liveness(uri) == Liveness::Live
+}
+
+pub fn liveness(uri: &str) -> Liveness {
+    let scheme = scheme(uri);
+    if LIVE_SCHEMES.contains(&scheme.as_str()) {
+        Liveness::Live
+    } else if HTTP_SCHEMES.contains(&scheme.as_str()) {
+        Liveness::AskTheSource
+    } else {
+        Liveness::File
+    }
+}
+
+/// Checks what can be checked before connecting: a network URI names a host and a port that
+/// can exist; a file exists and can be read. The error says what is wrong with which URI.
+pub fn validate(uri: &str) -> Result<(), String> {
+    let shown = redact(uri);
+    let scheme = scheme(uri);
+    if NETWORK_SCHEMES.contains(&scheme.as_str()) {
+        let parsed = url::Url::parse(uri).map_err(|e| match e {
+            url::ParseError::EmptyHost => {
+                format!("'{shown}' has no host: write {scheme}://host[:port]/path")
+            }
+            url::ParseError::InvalidPort => {
+                format!("'{shown}': the port is not a number from 1 to 65535")
+            }
+            e => format!("'{shown}' is not a valid URI: {e}"),
+        })?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "'{shown}' has no host: write {scheme}://host[:port]/path"
+            ));
+        }
+    } else if scheme == "file" {
+        let path = gst::glib::filename_from_uri(uri)
+            .map(|(p, _)| p)
+            .map_err(|e| format!("'{shown}' is not a file URI: {e}"))?;
+        std::fs::File::open(&path).map_err(|e| {
+            format!(
+                "cannot open '{}': {e}. Check the path (uri=/path/to/clip.mp4 or file:///path/to/clip.mp4)",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The URI without `user:password@`, and the user and password it had (decoded): the source
+/// gets them as properties (`user-id`/`user-pw`), so they are never in a URI another element
+/// logs.
+pub fn split_credentials(uri: &str) -> (String, Option<(String, String)>) {
+    let Ok(mut parsed) = url::Url::parse(uri) else {
+        return (uri.to_string(), None);
+    };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return (uri.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(parsed.username());
+    let password = decode(parsed.password().unwrap_or(""));
+    if parsed.set_username("").is_err() || parsed.set_password(None).is_err() {
+        return (uri.to_string(), None);
+    }
+    (parsed.to_string(), Some((user, password)))
 }
 
 /// Query parameters whose values are secrets (names compared without case).
@@ -86,6 +174,7 @@ pub fn redact(uri: &str) -> String {
         Some(at) => format!("***@{}", &authority[at + 1..]),
         None => authority.to_string(),
     };
+    let tail = stream_key_masked(scheme, tail);
     let tail = match tail.split_once('?') {
         None => tail.to_string(),
         Some((path, query)) => {
@@ -113,6 +202,26 @@ pub fn redact(uri: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// RTMP: `rtmp://host/app/<stream key>`: the key is a secret (whoever has it can publish).
+/// Returns where the key is in `path` (the URI after the authority).
+fn stream_key(scheme: &str, path: &str) -> Option<(usize, usize)> {
+    if !scheme.to_ascii_lowercase().starts_with("rtmp") {
+        return None;
+    }
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let trimmed = path[..end].trim_start_matches('/');
+    let app_end = trimmed.find('/')?;
+    let start = end - trimmed.len() + app_end + 1;
+    (start < end).then_some((start, end))
+}
+
+fn stream_key_masked(scheme: &str, path: &str) -> String {
+    match stream_key(scheme, path) {
+        Some((a, b)) => format!("{}***{}", &path[..a], &path[b..]),
+        None => path.to_string(),
+    }
+}
+
 /// The secrets of `uri` long enough to be masked on their own.
 fn bare_secrets(uri: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -126,6 +235,11 @@ fn bare_secrets(uri: &str) -> Vec<String> {
         if let Some((_, password)) = userinfo.split_once(':') {
             out.push(password.to_string());
         }
+    }
+    if let Some((scheme, _)) = uri.split_once("://")
+        && let Some((a, b)) = stream_key(scheme, &rest[authority_end..])
+    {
+        out.push(rest[authority_end..][a..b].to_string());
     }
     if let Some((_, query)) = rest.split_once('?') {
         let query = query.split('#').next().unwrap_or("");
@@ -205,6 +319,48 @@ mod tests {
     }
 
     #[test]
+    fn rtmp_stream_keys_and_credentials() {
+        let uri = "rtmp://ingest.example:1935/live/sk-9f8e7d6c?x=1";
+        assert_eq!(redact(uri), "rtmp://ingest.example:1935/live/***?x=1");
+        assert_eq!(
+            scrub("publishing to live/sk-9f8e7d6c failed", uri),
+            "publishing to live/*** failed"
+        );
+        assert_eq!(redact("rtmp://host/live"), "rtmp://host/live");
+        assert_eq!(
+            split_credentials("rtsp://ad%40min:p%3Ass@cam:554/s?a=1"),
+            (
+                "rtsp://cam:554/s?a=1".to_string(),
+                Some(("ad@min".to_string(), "p:ss".to_string()))
+            )
+        );
+        assert_eq!(
+            split_credentials("rtsp://cam/s"),
+            ("rtsp://cam/s".into(), None)
+        );
+    }
+
+    #[test]
+    fn malformed_uris() {
+        gst::init().unwrap();
+        for bad in ["rtsp://", "rtsp:///cam", "http://:8080/x", "rtsp://u:p@/x"] {
+            let e = validate(bad).unwrap_err();
+            assert!(
+                e.contains("no host") || e.contains("not a valid URI"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(validate("rtsp://h:99999/").unwrap_err().contains("port"));
+        assert!(validate("rtsp://[::1]:554/x").is_ok());
+        assert!(validate("rtsp://cam/x").is_ok());
+        assert!(
+            validate("file:///nonexistent/videoai.mp4")
+                .unwrap_err()
+                .contains("/nonexistent/videoai.mp4")
+        );
+    }
+
+    #[test]
     fn paths_become_uris_and_liveness() {
         gst::init().unwrap();
         assert_eq!(normalize("/tmp/a b.mp4").unwrap(), "file:///tmp/a%20b.mp4");
@@ -212,5 +368,6 @@ mod tests {
         assert_eq!(normalize("rtsp://cam/1").unwrap(), "rtsp://cam/1");
         assert!(is_live("RTSP://cam/1") && is_live("v4l2:///dev/video0"));
         assert!(!is_live("file:///x") && !is_live("https://x/y.mp4"));
+        assert_eq!(liveness("https://x/y.mp4"), Liveness::AskTheSource);
     }
 }

@@ -12,6 +12,9 @@ use gst::subclass::prelude::*;
 use super::report::{self, ElementFigures, PathFigures};
 use crate::histogram::Histogram;
 
+/// Names of the pipelines videoai elements run inside themselves (resilientsrc).
+const INNER_PIPELINE_PREFIX: &str = "resilientsrc-";
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "videoaitrace",
@@ -329,7 +332,7 @@ impl VideoAiTrace {
 
     /// Prints the table of the pipeline `top`, writes the JSON file if asked, and forgets that
     /// pipeline's figures (other pipelines' stay).
-    fn report(&self, top: usize) {
+    fn report(&self, top: usize, internal: bool) {
         let st = {
             let mut all = self.state.lock().unwrap();
             let mine: HashSet<usize> = all
@@ -338,9 +341,6 @@ impl VideoAiTrace {
                 .filter(|(_, t)| **t == top)
                 .map(|(e, _)| *e)
                 .collect();
-            if mine.is_empty() {
-                return;
-            }
             let mut st = State {
                 names: all.names.clone(),
                 ..Default::default()
@@ -409,9 +409,12 @@ impl VideoAiTrace {
                 time: &st.elements[e],
             })
             .collect();
-        if paths.is_empty() && elements.is_empty() {
+        if internal {
+            // videoai's own inner pipelines (resilientsrc's): their frames are followed in the
+            // pipeline the element is in.
             return;
         }
+        // Also when nothing passed: an empty table says the pipeline ran and passed no frame.
         eprint!("{}", report::table(&paths, &elements));
         let tracked = st.sources.values().map(|r| r.0.at.len()).sum::<usize>()
             + st.entered.values().map(|r| r.at.len()).sum::<usize>();
@@ -516,7 +519,8 @@ impl TracerImpl for VideoAiTrace {
         _result: Result<gst::StateChangeSuccess, gst::StateChangeError>,
     ) {
         if change == gst::StateChange::PausedToReady && element.parent().is_none() {
-            self.report(id(element));
+            let internal = element.name().starts_with(INNER_PIPELINE_PREFIX);
+            self.report(id(element), internal);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! run to completion with a deadline, and the text places of pipelines/sample-text.txt.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod nats;
 pub mod onnx_model;
 pub mod rtsp;

@@ -53,6 +53,22 @@ impl Spec {
         }
     }
 
+    /// An NCHW f32 image input whose batch, height and width are dynamic.
+    pub fn dynamic_image() -> Spec {
+        Spec {
+            input_name: "images".into(),
+            input_type: InputType::F32,
+            input_shape: vec![
+                Dim::Named("batch"),
+                Dim::Fixed(3),
+                Dim::Named("h"),
+                Dim::Named("w"),
+            ],
+            outputs: Vec::new(),
+            ballast: 0,
+        }
+    }
+
     pub fn with_ballast(mut self, floats: usize) -> Spec {
         self.ballast = floats;
         self
@@ -350,4 +366,61 @@ fn attr_ints(name: &str, v: &[i64]) -> Vec<u8> {
     }
     field_varint(&mut a, 20, 7); // AttributeType INTS
     a
+}
+
+/// A model that is slow on purpose: `matmuls` products of a 1024×1024 matrix that depend on
+/// the input (so nothing is folded at load time), then one YOLOv5 row `[1,1,6]`
+/// (`cx 32, cy 24, w 16, h 16`, objectness and class 0.9). Input `images` `[1,3,64,64]` f32.
+/// About `matmuls` × 1 GMAC per frame.
+pub fn slow_model(path: &Path, matmuls: usize) {
+    let n = 1024i64;
+    let mut graph = Vec::new();
+    field_bytes(
+        &mut graph,
+        1,
+        &node(
+            "ReduceMean",
+            &["images"],
+            &["m"],
+            &[attr_int("keepdims", 0)],
+        ),
+    );
+    let matrix: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1e6)
+        .collect();
+    field_bytes(&mut graph, 5, &tensor("big", &[n, n], &matrix));
+    field_bytes(&mut graph, 1, &node("Mul", &["m", "big"], &["y0"], &[]));
+    let mut y = "y0".to_string();
+    for i in 0..matmuls {
+        let next = format!("y{}", i + 1);
+        field_bytes(&mut graph, 1, &node("MatMul", &[&y, "big"], &[&next], &[]));
+        y = next;
+    }
+    field_bytes(
+        &mut graph,
+        1,
+        &node("ReduceSum", &[&y], &["s"], &[attr_int("keepdims", 0)]),
+    );
+    field_bytes(&mut graph, 5, &tensor("zero", &[], &[0.0]));
+    field_bytes(
+        &mut graph,
+        1,
+        &node("Mul", &["s", "zero"], &["nothing"], &[]),
+    );
+    field_bytes(
+        &mut graph,
+        5,
+        &tensor("row", &[1, 1, 6], &[32.0, 24.0, 16.0, 16.0, 0.9, 0.9]),
+    );
+    field_bytes(
+        &mut graph,
+        1,
+        &node("Add", &["row", "nothing"], &["output0"], &[]),
+    );
+    field_str(&mut graph, 2, "videoai-slow");
+    let image = [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(64), Dim::Fixed(64)];
+    field_bytes(&mut graph, 11, &value_info("images", 1, &image));
+    let out = [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(6)];
+    field_bytes(&mut graph, 12, &value_info("output0", 1, &out));
+    std::fs::write(path, model_proto(&graph)).unwrap();
 }

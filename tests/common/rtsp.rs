@@ -16,6 +16,8 @@ use gst_rtsp_server::prelude::*;
 use super::free_port;
 
 const CHILD_ENV: &str = "VIDEOAI_TEST_RTSP_PORT";
+/// `user:password`: the child asks for these (RTSP basic authentication).
+const AUTH_ENV: &str = "VIDEOAI_TEST_RTSP_AUTH";
 
 /// The media served: a moving ball, 320×240 at 30 fps, H.264.
 pub const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
@@ -26,16 +28,23 @@ pub struct RtspCamera {
     port: u16,
     entry: &'static str,
     child: Option<Child>,
+    auth: Option<(String, String)>,
 }
 
 impl RtspCamera {
     /// Starts a camera serving `rtsp://127.0.0.1:<port>/cam`; `entry` is the name of the test
     /// that calls [`serve_if_child`].
     pub fn start(entry: &'static str) -> RtspCamera {
+        Self::start_with_auth(entry, None)
+    }
+
+    /// A camera that only serves clients giving `user` and `password` (basic authentication).
+    pub fn start_with_auth(entry: &'static str, auth: Option<(&str, &str)>) -> RtspCamera {
         let mut cam = RtspCamera {
             port: free_port(),
             entry,
             child: None,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         };
         cam.restart();
         cam
@@ -76,9 +85,13 @@ impl RtspCamera {
     /// Starts the server again on the same port and waits until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([self.entry, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, self.port.to_string())
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([self.entry, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, self.port.to_string());
+        if let Some((u, p)) = &self.auth {
+            cmd.env(AUTH_ENV, format!("{u}:{p}"));
+        }
+        let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -116,6 +129,26 @@ pub fn serve_if_child() {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(LAUNCH);
     factory.set_shared(true);
+    if let Some((user, password)) = std::env::var(AUTH_ENV).ok().and_then(|a| {
+        a.split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+    }) {
+        let auth = gst_rtsp_server::RTSPAuth::new();
+        let token = gst_rtsp_server::RTSPToken::builder()
+            .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+            .build();
+        auth.add_basic(
+            gst_rtsp_server::RTSPAuth::make_basic(&user, &password).as_str(),
+            &token,
+        );
+        server.set_auth(Some(&auth));
+        factory.add_role_from_structure(
+            &gst::Structure::builder("viewer")
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
+    }
     server.mount_points().unwrap().add_factory("/cam", factory);
     let main_loop = glib::MainLoop::new(None, false);
     let _source = server.attach(None).expect("the RTSP server binds its port");

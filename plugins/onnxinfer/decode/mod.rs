@@ -54,3 +54,62 @@ pub enum Decoded {
     /// Top classes, best first: (class id, probability).
     Classes(Vec<(usize, f32)>),
 }
+
+/// Drops candidates that cannot be detections: a score or a coordinate that is not finite
+/// (fp16 overflow, a broken export), or a box reaching more than one input size beyond the
+/// input (`width`×`height` tensor pixels). Returns the valid ones and how many were dropped.
+pub fn sanitize(
+    candidates: Vec<Candidate>,
+    width: usize,
+    height: usize,
+) -> (Vec<Candidate>, usize) {
+    let (w, h) = (width as f32, height as f32);
+    let inside = |v: f32, size: f32| v.is_finite() && v >= -size && v <= 2.0 * size;
+    let before = candidates.len();
+    let valid: Vec<Candidate> = candidates
+        .into_iter()
+        .filter(|c| {
+            c.score.is_finite()
+                && inside(c.x1, w)
+                && inside(c.x2, w)
+                && inside(c.y1, h)
+                && inside(c.y2, h)
+        })
+        .collect();
+    let dropped = before - valid.len();
+    (valid, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Candidate {
+        Candidate {
+            x1,
+            y1,
+            x2,
+            y2,
+            score,
+            class_id: 0,
+        }
+    }
+
+    #[test]
+    fn sanitize_drops_non_finite_and_absurd_values() {
+        let (valid, dropped) = sanitize(
+            vec![
+                c(10.0, 10.0, 20.0, 20.0, 0.9),
+                c(10.0, 10.0, 20.0, 20.0, f32::INFINITY),
+                c(10.0, 10.0, 20.0, 20.0, f32::NAN),
+                c(f32::NEG_INFINITY, 10.0, 20.0, 20.0, 0.9),
+                c(-1e30, 10.0, 1e30, 20.0, 0.9),
+                c(-50.0, -20.0, 150.0, 120.0, 0.5),
+            ],
+            100,
+            100,
+        );
+        assert_eq!(valid.len(), 2);
+        assert_eq!(dropped, 4);
+    }
+}

@@ -11,6 +11,62 @@
 use super::{Output, entry, shape_string};
 use crate::onnxinfer::nms::Candidate;
 
+/// Which class is "background" (never a detection). SSD exports that softmax over background
+/// and the classes (MobileNet-SSD, pytorch-ssd, the TensorFlow object detection API) put it in
+/// score column 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Background {
+    /// Per-class scores: column 0 is background when the first label names it, when there is
+    /// one more column than labels (ids then follow the labels file: column k is class k−1),
+    /// or when there is no labels file. A classes output: class 0 when the first label names
+    /// it.
+    Auto {
+        labels: usize,
+        first_is_background: bool,
+    },
+    /// Every class is a class.
+    None,
+    /// This class id (score column) is background.
+    Class(usize),
+}
+
+/// Whether a label names the background class.
+pub fn is_background_label(label: &str) -> bool {
+    matches!(
+        label.trim().to_ascii_lowercase().as_str(),
+        "background" | "__background__" | "bg" | "__bg__"
+    )
+}
+
+impl Background {
+    /// For per-class scores of `columns` columns: the background column, and how much to take
+    /// off a column to get its class id.
+    fn per_class(self, columns: usize) -> (Option<usize>, usize) {
+        match self {
+            Background::Auto {
+                first_is_background: true,
+                ..
+            } => (Some(0), 0),
+            Background::Auto { labels: 0, .. } => (Some(0), 0),
+            Background::Auto { labels, .. } if labels + 1 == columns => (Some(0), 1),
+            Background::Auto { .. } | Background::None => (None, 0),
+            Background::Class(c) => (Some(c), 0),
+        }
+    }
+
+    /// For a classes output: the class id that is background.
+    fn class(self) -> Option<usize> {
+        match self {
+            Background::Auto {
+                first_is_background: true,
+                ..
+            } => Some(0),
+            Background::Auto { .. } | Background::None => None,
+            Background::Class(c) => Some(c),
+        }
+    }
+}
+
 /// Order of the four box coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BoxOrder {
@@ -103,6 +159,7 @@ pub fn decode(
     height: usize,
     order: BoxOrder,
     threshold: f32,
+    background: Background,
 ) -> Result<Vec<Candidate>, String> {
     let get = |i: usize| -> Result<&[f32], String> {
         let o = outputs
@@ -110,34 +167,61 @@ pub fn decode(
             .ok_or_else(|| format!("output {i} missing"))?;
         entry(o, index, batch)
     };
+    let shape = |i: usize| shape_string(outputs[i].shape);
     let boxes = get(l.boxes)?;
     let n = boxes.len() / 4;
-    let (scores, classes) = match (l.scores, l.classes, l.unnamed_pair) {
+    let (scores, scores_at, classes) = match (l.scores, l.classes, l.unnamed_pair) {
         (_, _, Some((a, b))) => {
-            let (a, b) = (get(a)?, get(b)?);
-            if is_whole(a) && !is_whole(b) {
-                (b, Some(a))
+            let (da, db) = (get(a)?, get(b)?);
+            if is_whole(da) && !is_whole(db) {
+                (db, b, Some((da, a)))
             } else {
-                (a, Some(b))
+                (da, a, Some((db, b)))
             }
         }
-        (Some(s), c, None) => (get(s)?, c.map(get).transpose()?),
+        (Some(s), c, None) => (get(s)?, s, c.map(|c| get(c).map(|d| (d, c))).transpose()?),
         (None, _, None) => return Err("SSD: no scores output".into()),
     };
     let per_class = scores.len() != n;
-    if per_class && (n == 0 || scores.len() % n != 0) {
+    if per_class && (n == 0 || !scores.len().is_multiple_of(n)) {
         return Err(format!(
-            "SSD: {} scores for {n} boxes (boxes {})",
+            "SSD: output '{}' {} holds {} scores for the {n} boxes of '{}' {}: expected {n} or a multiple (one per class)",
+            outputs[scores_at].name,
+            shape(scores_at),
             scores.len(),
-            shape_string(outputs[l.boxes].shape)
+            outputs[l.boxes].name,
+            shape(l.boxes)
         ));
     }
-    let classes_n = if per_class { scores.len() / n } else { 1 };
+    if let Some((c, at)) = classes
+        && !per_class
+        && c.len() < n
+    {
+        return Err(format!(
+            "SSD: output '{}' {} holds {} class ids for the {n} boxes of '{}' {}: expected one per box. Check model-type and the model's outputs",
+            outputs[at].name,
+            shape(at),
+            c.len(),
+            outputs[l.boxes].name,
+            shape(l.boxes)
+        ));
+    }
+    let classes = classes.map(|c| c.0);
+    let columns = if per_class { scores.len() / n } else { 1 };
+    let (bg_column, shift) = background.per_class(columns);
+    let bg_class = background.class();
     let valid = match l.count {
-        Some(c) => get(c)?.first().map(|v| (*v as usize).min(n)).unwrap_or(n),
+        Some(c) => get(c)?
+            .first()
+            .map(|v| (v.max(0.0) as usize).min(n))
+            .unwrap_or(n),
         None => n,
     };
-    let normalised = boxes.iter().all(|v| *v <= 1.5);
+    // Normalised (0..1) unless a coordinate of a finite box says pixels.
+    let normalised = boxes[..valid * 4]
+        .iter()
+        .filter(|v| v.is_finite())
+        .all(|v| *v <= 1.5);
     let (sx, sy) = if normalised {
         (width as f32, height as f32)
     } else {
@@ -146,15 +230,29 @@ pub fn decode(
     let mut out = Vec::new();
     for i in 0..valid {
         let (class_id, score) = if per_class {
-            let row = &scores[i * classes_n..(i + 1) * classes_n];
-            row.iter()
+            let row = &scores[i * columns..(i + 1) * columns];
+            let best = row
+                .iter()
                 .copied()
                 .enumerate()
-                .fold((0, f32::MIN), |a, (k, v)| if v > a.1 { (k, v) } else { a })
+                .filter(|(k, _)| Some(*k) != bg_column)
+                .fold((usize::MAX, f32::MIN), |a, (k, v)| {
+                    if v > a.1 || v.is_nan() { (k, v) } else { a }
+                });
+            if best.0 == usize::MAX {
+                continue;
+            }
+            (best.0.saturating_sub(shift), best.1)
         } else {
             let c = classes.map(|c| c[i]).unwrap_or(0.0);
-            (c.max(0.0) as usize, scores[i])
+            let class_id = c.max(0.0) as usize;
+            if Some(class_id) == bg_class {
+                continue;
+            }
+            (class_id, scores[i])
         };
+        // A NaN score is not below the threshold: it goes on, to be counted and dropped with
+        // the other invalid values (see `decode::sanitize`).
         if score < threshold {
             continue;
         }
@@ -235,7 +333,18 @@ mod tests {
                 data: &count,
             },
         ];
-        let c = decode(&l, &outs, 0, 1, 100, 200, BoxOrder::Yxyx, 0.5).unwrap();
+        let c = decode(
+            &l,
+            &outs,
+            0,
+            1,
+            100,
+            200,
+            BoxOrder::Yxyx,
+            0.5,
+            Background::None,
+        )
+        .unwrap();
         // Third box is beyond the count; the second is below the threshold.
         assert_eq!(c.len(), 1);
         let got = [c[0].x1, c[0].y1, c[0].x2, c[0].y2];

@@ -51,7 +51,9 @@ pub fn yolov5(data: &[f32], row_len: usize, threshold: f32) -> Vec<Candidate> {
         }
         let (class_id, best) = best_class(row[5..].iter().copied());
         let score = obj * best;
-        if score >= threshold {
+        // A NaN score is not below the threshold: it goes on, to be counted and dropped with
+        // the other invalid values (see `decode::sanitize`).
+        if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Less) {
             out.push(candidate(row[0], row[1], row[2], row[3], score, class_id));
         }
     }
@@ -68,7 +70,7 @@ pub fn yolov8(data: &[f32], attrs: usize, threshold: f32) -> Vec<Candidate> {
     let at = |a: usize, i: usize| data[a * n + i];
     for i in 0..n {
         let (class_id, score) = best_class((4..attrs).map(|a| at(a, i)));
-        if score >= threshold {
+        if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Less) {
             out.push(candidate(
                 at(0, i),
                 at(1, i),
