@@ -157,7 +157,7 @@ fn encoded(stream: &str, i: u64) -> EncodedEvent {
 /// (`pipelined`: all in flight, acks awaited at the end).
 fn raw_nats(url: &str, stream_name: &str, streams: usize, n: u64, pipelined: bool) -> Duration {
     use gstvideoai::nats_log;
-    let urls = nats_log::parse_location(url).unwrap();
+    let urls = nats_log::parse_location(url).unwrap().unwrap();
     nats_log::block_on(async move {
         let client = nats_log::connect(&urls, "bench", Duration::from_secs(10), false)
             .await

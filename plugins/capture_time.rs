@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Capture timestamps: when a frame was taken, in nanoseconds since the Unix epoch.
 //!
-//! A `GstReferenceTimestampMeta` from upstream wins (first one with reference
-//! `timestamp/x-unix`, else the first one of any reference). Otherwise the buffer's running
-//! time is mapped to the wall clock: the wall-clock time of running time 0 is measured once
-//! (from the pipeline clock and base time when there is one, else from the first frame's
+//! A `GstReferenceTimestampMeta` from upstream wins: one with reference `timestamp/x-unix`
+//! first (already Unix time), else one with `timestamp/x-ntp` (NTP time, nanoseconds since
+//! 1900-01-01: what `rtspsrc add-reference-timestamp-meta=true` attaches from the camera's
+//! RTCP sender reports), converted to Unix time. Metas with other references (a camera's own
+//! clock, PTP without an epoch) are not wall-clock times and are ignored. Otherwise the buffer's
+//! running time is mapped to the wall clock: the wall-clock time of running time 0 is measured
+//! once (from the pipeline clock and base time when there is one, else from the first frame's
 //! running time) and added to each frame's running time, so frames keep their spacing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,20 +28,26 @@ fn wall_now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// The upstream capture timestamp of `buffer`, if it carries one.
+/// Nanoseconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01).
+pub const NTP_TO_UNIX_NS: u64 = 2_208_988_800 * 1_000_000_000;
+
+/// The upstream capture time of `buffer` in ns since the Unix epoch, if it carries one.
 pub fn reference_timestamp(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
-    let mut first = None;
+    let mut ntp = None;
     for meta in buffer.iter_meta::<gst::ReferenceTimestampMeta>() {
-        let is_unix = meta
-            .reference()
-            .structure(0)
-            .is_some_and(|s| s.name() == "timestamp/x-unix");
-        if is_unix {
-            return Some(meta.timestamp());
+        match meta.reference().structure(0).map(|s| s.name().as_str()) {
+            Some("timestamp/x-unix") => return Some(meta.timestamp()),
+            Some("timestamp/x-ntp") if ntp.is_none() => {
+                ntp = meta
+                    .timestamp()
+                    .nseconds()
+                    .checked_sub(NTP_TO_UNIX_NS)
+                    .map(gst::ClockTime::from_nseconds);
+            }
+            _ => {}
         }
-        first.get_or_insert(meta.timestamp());
     }
-    first
+    ntp
 }
 
 impl CaptureClock {
@@ -86,5 +95,42 @@ impl CaptureClock {
     /// inverse of [`Self::capture_ns`], to compare capture times with running times.
     pub fn running_ns(&mut self, element: &gst::Element, capture_ns: i64) -> i64 {
         (capture_ns as i128 - self.epoch(element, None)) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_meta(reference: &str, ns: u64) -> gst::Buffer {
+        let mut b = gst::Buffer::new();
+        gst::ReferenceTimestampMeta::add(
+            b.get_mut().unwrap(),
+            &gst::Caps::new_empty_simple(reference),
+            gst::ClockTime::from_nseconds(ns),
+            gst::ClockTime::NONE,
+        );
+        b
+    }
+
+    #[test]
+    fn ntp_and_unix_reference_timestamps() {
+        gst::init().unwrap();
+        let unix = 1_795_000_000_000_000_000u64;
+        let b = with_meta("timestamp/x-ntp", unix + NTP_TO_UNIX_NS);
+        assert_eq!(reference_timestamp(&b).unwrap().nseconds(), unix);
+        let b = with_meta("timestamp/x-unix", unix);
+        assert_eq!(reference_timestamp(&b).unwrap().nseconds(), unix);
+        // Both: x-unix wins, whatever the order.
+        let mut b = with_meta("timestamp/x-ntp", unix + 5 + NTP_TO_UNIX_NS);
+        gst::ReferenceTimestampMeta::add(
+            b.get_mut().unwrap(),
+            &gst::Caps::new_empty_simple("timestamp/x-unix"),
+            gst::ClockTime::from_nseconds(unix),
+            gst::ClockTime::NONE,
+        );
+        assert_eq!(reference_timestamp(&b).unwrap().nseconds(), unix);
+        // A clock without an epoch is no capture time.
+        assert!(reference_timestamp(&with_meta("timestamp/x-camera", 42)).is_none());
     }
 }

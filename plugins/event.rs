@@ -78,6 +78,22 @@ impl Detection {
             classification: None,
         }
     }
+
+    /// Whether every number in it is finite (JSON has no NaN or infinity: such a value would
+    /// be stored as `null` and the event could not be read back).
+    pub fn is_finite(&self) -> bool {
+        self.confidence.is_finite()
+            && self.classification.as_ref().is_none_or(|c| {
+                c.confidence.is_finite() && c.confidences.iter().all(|v| v.is_finite())
+            })
+    }
+}
+
+/// Removes the detections with a non-finite number; returns how many were removed.
+pub fn drop_non_finite(detections: &mut Vec<Detection>) -> usize {
+    let before = detections.len();
+    detections.retain(Detection::is_finite);
+    before - detections.len()
 }
 
 /// Everything stored about one frame.

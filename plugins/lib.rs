@@ -31,6 +31,7 @@ pub mod detection;
 pub mod event;
 pub mod event_store;
 pub mod histogram;
+pub mod liveness;
 pub mod nats_log;
 #[cfg(feature = "onnxinfer")]
 pub mod ort_runtime;

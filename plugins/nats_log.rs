@@ -18,22 +18,83 @@ use crate::event::FrameEvent;
 pub const DEFAULT_STREAM: &str = "VIDEOAI_EVENTS";
 pub const SUBJECT_PREFIX: &str = "videoai.events";
 
-/// The server URLs of a `nats://host:port[,host:port…]` location; `None` for anything else.
-pub fn parse_location(location: &str) -> Option<Vec<String>> {
-    let rest = location.strip_prefix("nats://")?;
-    let urls: Vec<String> = rest
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.starts_with("nats://") {
-                s.to_string()
-            } else {
-                format!("nats://{s}")
+/// The server URLs of a `nats://host:port[,host:port…]` location: `None` when the location is
+/// not a NATS one (a file path), `Some(Err(why))` when it names no usable server (no host, a
+/// port that is not a number). A missing port means NATS's 4222.
+pub fn parse_location(location: &str) -> Option<Result<Vec<String>, String>> {
+    let scheme = location.get(..5)?;
+    if !scheme.eq_ignore_ascii_case("nats:") {
+        return None;
+    }
+    let usage = "write nats://host:port, or several servers as nats://host:port,host:port";
+    let Some(rest) = location[5..].strip_prefix("//") else {
+        return Some(Err(format!("'{location}' is not a NATS location: {usage}")));
+    };
+    let mut urls = Vec::new();
+    for server in rest.split(',').map(str::trim) {
+        let server = server.strip_prefix("nats://").unwrap_or(server);
+        if server.is_empty() || server.starts_with(':') {
+            return Some(Err(format!(
+                "'{location}' names a server without a host: {usage}"
+            )));
+        }
+        let url = match url::Url::parse(&format!("nats://{server}")) {
+            Ok(u) => u,
+            Err(url::ParseError::InvalidPort) => {
+                return Some(Err(format!(
+                    "'{location}': the port of '{server}' is not a port number (1-65535): {usage}"
+                )));
             }
-        })
-        .collect();
-    (!urls.is_empty()).then_some(urls)
+            Err(e) => return Some(Err(format!("'{location}': '{server}': {e}; {usage}"))),
+        };
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Some(Err(format!(
+                "'{location}' names a server without a host: {usage}"
+            )));
+        };
+        if url.path().len() > 1 || url.query().is_some() {
+            return Some(Err(format!(
+                "'{location}': '{server}' has a path or query, a NATS server has neither: {usage}"
+            )));
+        }
+        let auth = match (url.username(), url.password()) {
+            ("", _) => String::new(),
+            (u, None) => format!("{u}@"),
+            (u, Some(p)) => format!("{u}:{p}@"),
+        };
+        urls.push(format!(
+            "nats://{auth}{host}:{}",
+            url.port().unwrap_or(4222)
+        ));
+    }
+    Some(Ok(urls))
+}
+
+/// The host:port pairs of `urls` (for a plain TCP probe).
+pub fn host_ports(urls: &[String]) -> Vec<String> {
+    urls.iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .filter_map(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(4222))))
+        .collect()
+}
+
+/// Why the servers cannot be reached, asked of TCP itself (the NATS client only says that a
+/// request timed out): `None` when one of them accepts a connection.
+pub async fn probe(urls: &[String]) -> Option<String> {
+    let mut why = Vec::new();
+    for hp in host_ports(urls) {
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&hp))
+            .await
+        {
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => why.push(format!(
+                "{hp}: connection refused (no NATS server listening)"
+            )),
+            Ok(Err(e)) => why.push(format!("{hp}: {e}")),
+            Err(_) => why.push(format!("{hp}: no answer within 1 s")),
+        }
+    }
+    Some(format!("cannot connect to NATS: {}", why.join("; ")))
 }
 
 fn fnv(s: &str) -> u64 {
@@ -129,21 +190,97 @@ pub async fn last_seq(
     }
 }
 
-/// Every event in the stream, in stream order (the order they were acknowledged).
-pub async fn read_all(js: &jetstream::Context, name: &str) -> Result<Vec<FrameEvent>, String> {
-    let mut stream = js
-        .get_stream(name)
+/// The event seqs held on `subject` (read from the message headers only): what a writer
+/// checks before publishing an event whose seq is not above the subject's last one (a replay,
+/// frames stored after a backward seek), so that an event is skipped only when JetStream holds
+/// that exact key.
+pub async fn held_seqs(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<std::collections::HashSet<i64>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let mut held = std::collections::HashSet::new();
+    let last = match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => m.sequence,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(held),
+        Err(e) => return Err(format!("cannot read the last event on {subject}: {e}")),
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            headers_only: true,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| format!("cannot open JetStream stream '{name}': {e}"))?;
+        .map_err(|e| format!("cannot read the events on {subject}: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot read the events on {subject}: {e}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| format!("reading the events on {subject}: {e}"))?;
+        if let Some(seq) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .and_then(|v| v.as_str().rsplit_once(':').map(|(_, s)| s.to_string()))
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            held.insert(seq);
+        }
+        if msg.info().map(|i| i.stream_sequence).unwrap_or(last) >= last {
+            break;
+        }
+    }
+    Ok(held)
+}
+
+/// The stream, once it has a leader: a cluster electing one (its leader was just killed)
+/// answers nothing for a few seconds, so this asks again until `deadline`.
+pub async fn stream_with_leader(
+    js: &jetstream::Context,
+    name: &str,
+    deadline: std::time::Instant,
+) -> Result<jetstream::stream::Stream, String> {
+    loop {
+        let why = match js.get_stream(name).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
+                    return Ok(s);
+                }
+                Ok(_) => format!("stream '{name}' has no leader"),
+                Err(e) => format!("cannot read stream '{name}': {e}"),
+            },
+            Err(e) => format!("cannot open JetStream stream '{name}': {e}"),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{why} (waited for a leader until the deadline, --wait)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Calls `each` with every event in the stream, in stream order (the order they were
+/// acknowledged), one at a time (constant memory); `each` returns false to stop. Messages that
+/// are not events go to `bad` with their stream sequence. Waits for a leader until `deadline`.
+pub async fn for_each_event(
+    js: &jetstream::Context,
+    name: &str,
+    deadline: std::time::Instant,
+    mut each: impl FnMut(FrameEvent) -> bool,
+    mut bad: impl FnMut(u64, String),
+) -> Result<(), String> {
+    let mut stream = stream_with_leader(js, name, deadline).await?;
     let last = stream
         .info()
         .await
         .map_err(|e| format!("cannot read stream '{name}': {e}"))?
         .state
         .last_sequence;
-    let mut out = Vec::new();
     if last == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
@@ -156,13 +293,36 @@ pub async fn read_all(js: &jetstream::Context, name: &str) -> Result<Vec<FrameEv
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| format!("reading stream '{name}': {e}"))?;
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(last);
-        let ev: FrameEvent = serde_json::from_slice(&msg.payload)
-            .map_err(|e| format!("stream '{name}' message {seq}: not an event: {e}"))?;
-        out.push(ev);
+        match serde_json::from_slice::<FrameEvent>(&msg.payload) {
+            Ok(ev) => {
+                if !each(ev) {
+                    break;
+                }
+            }
+            Err(e) => bad(seq, format!("not an event: {e}")),
+        }
         if seq >= last {
             break;
         }
     }
+    Ok(())
+}
+
+/// Every event in the stream, in stream order (the order they were acknowledged).
+pub async fn read_all(js: &jetstream::Context, name: &str) -> Result<Vec<FrameEvent>, String> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for_each_event(
+        js,
+        name,
+        deadline,
+        |e| {
+            out.push(e);
+            true
+        },
+        |_, _| {},
+    )
+    .await?;
     Ok(out)
 }
 
@@ -235,12 +395,25 @@ mod tests {
     fn locations_and_subjects() {
         assert_eq!(
             parse_location("nats://127.0.0.1:4222,127.0.0.1:4223"),
-            Some(vec![
+            Some(Ok(vec![
                 "nats://127.0.0.1:4222".to_string(),
                 "nats://127.0.0.1:4223".to_string()
-            ])
+            ]))
+        );
+        assert_eq!(
+            parse_location("NATS://nats.local"),
+            Some(Ok(vec!["nats://nats.local:4222".to_string()]))
         );
         assert_eq!(parse_location("events.db"), None);
+        for bad in [
+            "nats://",
+            "nats:",
+            "nats://:4222",
+            "nats://h:notaport",
+            "nats://a,,b",
+        ] {
+            assert!(matches!(parse_location(bad), Some(Err(_))), "{bad}");
+        }
         let s = subject("a.b c*>/001");
         assert!(s.starts_with("videoai.events.a_b_c___001_"), "{s}");
         assert_eq!(s.matches('.').count(), 2);

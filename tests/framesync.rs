@@ -588,3 +588,63 @@ fn a_tolerance_near_its_maximum_ends_cleanly() {
         after_eos.lock().unwrap()
     );
 }
+
+#[test]
+fn a_stalled_stream_delays_batches_by_the_tolerance_once() {
+    // Two live streams at 10 fps, one stops after 10 frames: the batches that follow wait for
+    // it until tick + tolerance + upstream latency, not twice the tolerance.
+    common::init();
+    let tol_ms = 300u64;
+    let p = common::parse(&format!(
+        "framesync name=sync tolerance={} ! appsink name=out sync=false \
+         videotestsrc is-live=true num-buffers=60 ! video/x-raw,width=16,height=16,framerate=10/1 ! sync.sink_0 \
+         videotestsrc is-live=true ! video/x-raw,width=16,height=16,framerate=10/1 ! valve name=v ! sync.sink_1",
+        tol_ms * MS
+    ));
+    let sink = p
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    let d2 = delays.clone();
+    let el = sink.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer().unwrap();
+                let entries = batch::read(buf).unwrap();
+                let tick = batch::tick(buf).unwrap();
+                if let Some(now) = el.current_running_time()
+                    && entries
+                        .iter()
+                        .any(|e| e.pad_index == 1 && e.status == Status::Missing)
+                {
+                    d2.lock().unwrap().push(now.saturating_sub(tick));
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let valve = p.by_name("v").unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    valve.set_property("drop", true);
+    std::thread::sleep(Duration::from_secs(3));
+    p.set_state(gst::State::Null).unwrap();
+    let delays = delays.lock().unwrap().clone();
+    assert!(
+        delays.len() >= 10,
+        "{} batches with stream 1 missing",
+        delays.len()
+    );
+    let mut sorted = delays.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    // One tolerance (and the live sources' latency, a frame or so), not two.
+    assert!(
+        median < gst::ClockTime::from_mseconds(tol_ms * 3 / 2),
+        "median delay {median} with a tolerance of {tol_ms} ms: {delays:?}"
+    );
+}

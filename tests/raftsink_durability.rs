@@ -290,7 +290,7 @@ fn version_1_logs_are_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3, "migrated to the current schema");
 }
 
 #[test]
@@ -467,4 +467,395 @@ fn timeline_stats_and_follow() {
     assert!(
         streams[..10].iter().all(|s| s == "cam-1") && streams[10..].iter().all(|s| s == "cam-2")
     );
+}
+
+#[test]
+fn seeking_a_variable_rate_file_stores_every_position_once() {
+    let dir = common::TempDir::new("vfrseek");
+    let clip = dir.join("vfr.mkv");
+    let positions = common::vfr_clip(&clip, 120);
+    let db = dir.join("events.db");
+    common::play_with_seeks(&clip, &format!("location=\"{}\"", db.display()));
+    let events = EventStore::open_for_reading(&db)
+        .unwrap()
+        .events(None)
+        .unwrap();
+    let stored: BTreeSet<u64> = events.iter().map(|e| e.pts_ns.unwrap() as u64).collect();
+    let all: BTreeSet<u64> = positions.iter().copied().collect();
+    assert_eq!(
+        stored.len(),
+        events.len(),
+        "a position stored twice: {} events for {} positions",
+        events.len(),
+        stored.len()
+    );
+    assert_eq!(
+        stored,
+        all,
+        "missing positions: {:?}",
+        all.difference(&stored).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_paced_file_is_not_taken_for_a_live_source() {
+    // identity sync=true answers the latency query as live; the file is still a file: the
+    // same frames get the same keys on a replay.
+    let dir = common::TempDir::new("paced");
+    let clip = dir.join("clip.mp4");
+    common::init();
+    common::make_clip(&clip, 64, 48, 15);
+    let db = dir.join("events.db");
+    for _ in 0..2 {
+        let p = common::parse(&format!(
+            "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! identity sync=true \
+             ! raftsink location=\"{}\" stream-id=clip",
+            clip.display(),
+            db.display()
+        ));
+        let out = common::run(&p, Duration::from_secs(30));
+        assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    }
+    let events = EventStore::open_for_reading(&db)
+        .unwrap()
+        .events(None)
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..15).collect::<Vec<_>>(),
+        "numbered by position, stored once"
+    );
+}
+
+#[test]
+fn a_non_finite_confidence_never_poisons_the_log() {
+    let dir = common::TempDir::new("nanconf");
+    let db = dir.join("events.db");
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=6 ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! identity name=id ! raftsink name=sink location=\"{}\" stream-id=cam",
+        db.display()
+    ));
+    // Every frame: one good detection; frames 1 and 4 also one with a NaN or infinite
+    // confidence (a broken export, fp16 overflow upstream).
+    let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    p.by_name("id")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data {
+                let b = b.make_mut();
+                let good = gstvideoai::event::Detection::new("car", 2, 0.9, (1, 2, 10, 10));
+                gstvideoai::detection::attach(b, &good, "m@1");
+                if i == 1 || i == 4 {
+                    let bad = gstvideoai::event::Detection::new(
+                        "car",
+                        2,
+                        if i == 1 { f64::NAN } else { f64::INFINITY },
+                        (20, 20, 10, 10),
+                    );
+                    gstvideoai::detection::attach(b, &bad, "m@1");
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let out = common::run(&p, Duration::from_secs(30));
+    assert!(out.eos, "{out:?}");
+    let dump = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(["dump", &db.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let events: Vec<FrameEvent> = String::from_utf8(dump.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 6);
+    assert!(events.iter().all(|e| e.detections.len() == 1));
+    let stats = p
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(
+        stats.get::<u64>("invalid-detections").unwrap(),
+        2,
+        "{stats}"
+    );
+    assert_eq!(
+        out.warnings
+            .iter()
+            .filter(|w| w.contains("not finite"))
+            .count(),
+        1,
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn one_unreadable_row_does_not_hide_the_others() {
+    // A log written by an older version that stored a NaN as `null`, or damaged by hand.
+    let dir = common::TempDir::new("badrow");
+    let db = dir.join("events.db");
+    push_three(&db);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE events SET detections = '[{\"label\":\"car\",\"class_id\":2,\"confidence\":null,\"x\":1,\"y\":2,\"w\":3,\"h\":4}]' WHERE seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    for cmd in ["dump", "summary", "stats"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+            .args([cmd, &db.display().to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd}: {stderr}");
+        if cmd == "dump" {
+            assert_eq!(stdout.lines().count(), 2, "{stdout}");
+            assert!(stderr.contains("(cam, 1)"), "{stderr}");
+        }
+    }
+}
+
+/// Three events of stream `cam` (seq 0, 1, 2) in a new log at `db`.
+fn push_three(db: &Path) {
+    let mut store = EventStore::open_for_writing(db).unwrap();
+    let events: Vec<gstvideoai::event_store::EncodedEvent> = (0..3)
+        .map(|i| {
+            gstvideoai::event_store::EncodedEvent::new(&FrameEvent {
+                stream: "cam".into(),
+                seq: i,
+                pts_ns: Some(i * 40_000_000),
+                capture_ns: 1_795_000_000_000_000_000 + i * 40_000_000,
+                model: "m@1".into(),
+                detections: vec![gstvideoai::event::Detection::new(
+                    "car",
+                    2,
+                    0.9,
+                    (1, 2, 3, 4),
+                )],
+                schema: 2,
+            })
+        })
+        .collect();
+    store.insert_batch(&events).unwrap();
+}
+
+#[test]
+fn an_archived_log_reads_without_write_access() {
+    let dir = common::TempDir::new("archived");
+    let sub = dir.join("archive");
+    std::fs::create_dir_all(&sub).unwrap();
+    let db = sub.join("events.db");
+    push_three(&db);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As a user who cannot write there (root can write anywhere: the test drops to nobody).
+    let tool = env!("CARGO_BIN_EXE_videoai-events");
+    let root = unsafe { libc::geteuid() } == 0;
+    let out = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", tool])
+            .args(["dump", &db.display().to_string()])
+            .output()
+            .unwrap()
+    } else {
+        Command::new(tool)
+            .args(["dump", &db.display().to_string()])
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn deleting_the_log_while_writing_is_noticed() {
+    let dir = common::TempDir::new("deleted");
+    let db = dir.join("events.db");
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers=60 ! video/x-raw,width=16,height=16,framerate=30/1 \
+         ! raftsink location=\"{}\" stream-id=cam",
+        db.display()
+    ));
+    let d2 = db.clone();
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", d2.display()));
+        }
+    });
+    let out = common::run(&p, Duration::from_secs(30));
+    remover.join().unwrap();
+    let said = format!("{:?} {:?}", out.errors, out.warnings);
+    assert!(
+        said.contains("deleted") && said.contains("events.db"),
+        "nothing said: {said}"
+    );
+    // It goes on in a new log at the same place.
+    assert!(out.eos, "{out:?}");
+    let n = EventStore::open_for_reading(&db)
+        .unwrap()
+        .count(None)
+        .unwrap();
+    assert!(n > 0 && n < 60, "{n} events in the new log");
+}
+
+#[test]
+fn big_logs_are_read_in_constant_memory() {
+    // A few million events: dump, timeline and follow --from-start stream them.
+    let dir = common::TempDir::new("biglog");
+    let db = dir.join("events.db");
+    let n: i64 = 2_000_000;
+    {
+        let mut store = EventStore::open_for_writing(&db).unwrap();
+        let chunk = 50_000;
+        for start in (0..n).step_by(chunk) {
+            let events: Vec<gstvideoai::event_store::EncodedEvent> = (start
+                ..(start + chunk as i64).min(n))
+                .map(|i| gstvideoai::event_store::EncodedEvent {
+                    stream: format!("cam-{}", i % 4),
+                    seq: i / 4,
+                    pts_ns: Some(i * 1000),
+                    capture_ns: 1_795_000_000_000_000_000 + i * 1000,
+                    model: "m@1".into(),
+                    detections:
+                        r#"[{"label":"car","class_id":2,"confidence":0.9,"x":1,"y":2,"w":3,"h":4}]"#
+                            .into(),
+                })
+                .collect();
+            store.insert_batch(&events).unwrap();
+        }
+    }
+    let d = db.display().to_string();
+    for args in [
+        vec!["dump", d.as_str()],
+        vec!["timeline", d.as_str(), "--stream", "cam-1"],
+        vec!["follow", d.as_str(), "--from-start", "--count", "1500000"],
+    ] {
+        let (lines, rss_kib) = max_rss_of(env!("CARGO_BIN_EXE_videoai-events"), &args);
+        eprintln!("{args:?}: {lines} lines, max RSS {rss_kib} KiB");
+        assert!(lines >= 500_000, "{args:?}: {lines} lines");
+        assert!(rss_kib < 64 * 1024, "{args:?}: max RSS {rss_kib} KiB");
+    }
+}
+
+/// Runs `tool args`, counting the lines it prints; returns them and its peak RSS (KiB).
+#[allow(clippy::zombie_processes)] // waited for with wait4, which also gives the RSS
+fn max_rss_of(tool: &str, args: &[&str]) -> (u64, i64) {
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = BufReader::new(stdout).lines().count() as u64;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child and reads its resource usage.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?} failed"
+    );
+    (lines, usage.ru_maxrss)
+}
+
+#[test]
+fn commits_reach_the_disk() {
+    // SIGKILL keeps the page cache: only counting the syncs shows commits really reach the
+    // disk. A shim (LD_PRELOAD) counts fsync/fdatasync calls of a child that commits every
+    // event on its own.
+    if let Ok(counter) = std::env::var("VIDEOAI_SYNC_CHILD") {
+        let db = std::env::var("DB").unwrap();
+        common::init();
+        let p = common::parse(&format!(
+            "videotestsrc num-buffers=20 ! video/x-raw,width=16,height=16,framerate=30/1 \
+             ! identity sleep-time=20000 ! raftsink location=\"{db}\" commit-interval=0 stream-id=cam"
+        ));
+        assert!(common::run(&p, Duration::from_secs(30)).eos);
+        let _ = counter;
+        return;
+    }
+    let dir = common::TempDir::new("fsync");
+    let shim_c = dir.join("shim.c");
+    std::fs::write(
+        &shim_c,
+        r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void count(const char *what) {
+    const char *path = getenv("VIDEOAI_SYNC_CHILD");
+    if (!path) return;
+    FILE *f = fopen(path, "a");
+    if (f) { fprintf(f, "%s\n", what); fclose(f); }
+}
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = dlsym(RTLD_NEXT, "fsync");
+    count("fsync");
+    return real(fd);
+}
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = dlsym(RTLD_NEXT, "fdatasync");
+    count("fdatasync");
+    return real(fd);
+}
+"#,
+    )
+    .unwrap();
+    let shim = dir.join("libsyncshim.so");
+    let cc = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&shim_c)
+        .arg("-ldl")
+        .status()
+        .unwrap();
+    assert!(cc.success(), "gcc builds the shim");
+    let counter = dir.join("syncs.txt");
+    let db = dir.join("events.db");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["commits_reach_the_disk", "--exact", "--test-threads=1"])
+        .env("LD_PRELOAD", &shim)
+        .env("VIDEOAI_SYNC_CHILD", &counter)
+        .env("DB", &db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let syncs = std::fs::read_to_string(&counter).unwrap_or_default();
+    let n = syncs.lines().count();
+    let events = EventStore::open_for_reading(&db)
+        .unwrap()
+        .count(None)
+        .unwrap();
+    assert_eq!(events, 20);
+    // synchronous=FULL in WAL mode: each commit syncs the WAL (20 commits, one event each).
+    assert!(n >= 20, "{n} syncs for 20 commits");
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::nats::NatsCluster;
 use gst::prelude::*;
 use gstvideoai::event::FrameEvent;
+use gstvideoai::nats_log;
 
 /// A pipeline writing `frames` live frames (at `fps`) of stream `id` to `url` through its own
 /// outbox.
@@ -243,4 +244,270 @@ fn unreachable_nats_keeps_events_in_the_outbox() {
         (store.count(None).unwrap(), store.pending().unwrap()),
         (10, 10)
     );
+}
+
+#[test]
+fn seeking_a_variable_rate_file_publishes_every_position_once() {
+    common::init();
+    let nats = NatsCluster::start(1);
+    let dir = common::TempDir::new("natsvfr");
+    let clip = dir.join("vfr.mkv");
+    let positions = common::vfr_clip(&clip, 120);
+    common::play_with_seeks(
+        &clip,
+        &format!(
+            "location=\"{}\" outbox-location=\"{}\" stream-id=vfr",
+            nats.url(),
+            dir.join("outbox.db").display()
+        ),
+    );
+    let events = nats.read_all("VIDEOAI_EVENTS");
+    let stored: std::collections::BTreeSet<u64> =
+        events.iter().map(|e| e.pts_ns.unwrap() as u64).collect();
+    assert_eq!(stored.len(), events.len(), "a position published twice");
+    let all: std::collections::BTreeSet<u64> = positions.into_iter().collect();
+    assert_eq!(
+        stored,
+        all,
+        "missing in NATS: {:?}",
+        all.difference(&stored).collect::<Vec<_>>()
+    );
+}
+
+/// `gst-launch-1.0` as a user runs it: with the plugin from target/release, in `cwd`.
+fn gst_launch(cwd: &std::path::Path, desc: &str) -> Command {
+    let mut c = Command::new("gst-launch-1.0");
+    c.arg("-q")
+        .args(shell_words(desc))
+        .current_dir(cwd)
+        .env("GST_PLUGIN_PATH", common::root().join("target/release"));
+    c
+}
+
+/// Splits a pipeline description at spaces (no quoting needed by the callers).
+fn shell_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn same_directory_pipelines(n: usize) {
+    common::init();
+    let mut nats = NatsCluster::start(3);
+    let dir = common::TempDir::new(&format!("samedir{n}"));
+    let frames = 120;
+    let children: Vec<std::process::Child> = (0..n)
+        .map(|i| {
+            gst_launch(
+                dir.path(),
+                &format!(
+                    "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=16,height=16,framerate=40/1 \
+                     ! raftsink location={} stream-id=proc-{i} eos-timeout=60000",
+                    nats.url()
+                ),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // The stream leader dies while they write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut killed = false;
+    while !killed && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(leader) = nats.leader_of("VIDEOAI_EVENTS") {
+            nats.kill(leader);
+            killed = true;
+        }
+    }
+    assert!(killed, "the stream's leader was found and killed");
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "pipeline {i} of {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let events = nats.read_all("VIDEOAI_EVENTS");
+    let expected: BTreeMap<String, usize> = (0..n)
+        .map(|i| (format!("proc-{i}"), frames as usize))
+        .collect();
+    check_exactly_once_in_order(&events, &expected);
+}
+
+#[test]
+fn two_pipelines_in_one_directory_share_the_default_outbox() {
+    same_directory_pipelines(2);
+}
+
+#[test]
+fn four_pipelines_in_one_directory_share_the_default_outbox() {
+    same_directory_pipelines(4);
+}
+
+#[test]
+fn an_event_nats_refuses_is_parked_and_the_other_streams_go_on() {
+    common::init();
+    let nats = NatsCluster::start(1);
+    // A stream whose messages may not exceed 4 kB.
+    let urls = nats_log_urls(&nats);
+    nats_log::block_on(async {
+        let client = nats_log::connect(&urls, "test", Duration::from_secs(5), false)
+            .await
+            .unwrap();
+        async_nats::jetstream::new(client)
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "VIDEOAI_EVENTS".into(),
+                subjects: vec![format!("{}.>", nats_log::SUBJECT_PREFIX)],
+                max_message_size: 4096,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let dir = common::TempDir::new("natsbig");
+    let outbox = dir.join("outbox.db");
+    // Two cameras batched into one raftsink; frame 5 of cam-a carries 200 detections (a
+    // 20 kB event).
+    let p = common::parse(&format!(
+        "framesync name=sync ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" eos-timeout=20000 \
+         videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=16,height=16,framerate=30/1 ! identity name=a ! sync.sink_0 \
+         videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=16,height=16,framerate=30/1 ! sync.sink_1",
+        nats.url(),
+        outbox.display()
+    ));
+    let sync = p.by_name("sync").unwrap();
+    sync.static_pad("sink_0")
+        .unwrap()
+        .set_property("stream-id", "cam-a");
+    sync.static_pad("sink_1")
+        .unwrap()
+        .set_property("stream-id", "cam-b");
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    p.by_name("a")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 5
+                && let Some(gst::PadProbeData::Buffer(b)) = &mut info.data
+            {
+                let b = b.make_mut();
+                for k in 0..200 {
+                    let d = gstvideoai::event::Detection::new(
+                        format!("label-number-{k}"),
+                        k,
+                        0.5,
+                        (k as u32, 1, 2, 3),
+                    );
+                    gstvideoai::detection::attach(b, &d, "m@1");
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let started = Instant::now();
+    let out = common::run(&p, Duration::from_secs(60));
+    let took = started.elapsed();
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    assert!(took < Duration::from_secs(15), "EOS waited {took:?}");
+    let stats = p
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("dead-letters").unwrap(), 1, "{stats}");
+    assert!(
+        out.warnings.iter().any(|w| w.contains("dead-letter")),
+        "{:?}",
+        out.warnings
+    );
+    let events = nats.read_all("VIDEOAI_EVENTS");
+    let count = |s: &str| events.iter().filter(|e| e.stream == s).count();
+    assert_eq!((count("cam-a"), count("cam-b")), (29, 30));
+    // videoai-events lists it.
+    let listed = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(["stats", &outbox.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("dead letter") && text.contains("cam-a"),
+        "{text}"
+    );
+}
+
+fn nats_log_urls(nats: &NatsCluster) -> Vec<String> {
+    nats_log::parse_location(&nats.url()).unwrap().unwrap()
+}
+
+#[test]
+fn events_tool_waits_for_a_new_leader() {
+    common::init();
+    let mut nats = NatsCluster::start(3);
+    let dir = common::TempDir::new("natsdumpleader");
+    let p = writer(&nats.url(), &dir, "cam", 40, 50);
+    play_all(&[p], || {});
+    let leader = nats.leader_of("VIDEOAI_EVENTS").expect("a leader");
+    nats.kill(leader);
+    let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(["dump", &nats.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 40);
+}
+
+#[test]
+fn nats_down_the_counts_are_the_outboxes() {
+    common::init();
+    let dir = common::TempDir::new("natscounts");
+    let outbox = dir.join("outbox.db");
+    let port = common::free_port();
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=12 ! video/x-raw,framerate=25/1 ! raftsink name=sink location=nats://127.0.0.1:{port} \
+         outbox-location=\"{}\" eos-timeout=2000 stream-id=cam",
+        outbox.display()
+    ));
+    let out = common::run(&p, Duration::from_secs(30));
+    assert!(out.eos, "{out:?}");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("12 events not acknowledged")),
+        "{:?}",
+        out.warnings
+    );
+    let stats = p
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("pending").unwrap(), 12, "{stats}");
+    let last = stats.get::<String>("last-error").unwrap();
+    assert!(last.to_lowercase().contains("refused"), "{last}");
+}
+
+#[test]
+fn nats_locations_without_host_or_port_are_refused_at_start() {
+    common::init();
+    let dir = common::TempDir::new("natsurl");
+    for (location, expect) in [("nats://", "host"), ("nats://127.0.0.1:notaport", "port")] {
+        let out = gst_launch(
+            dir.path(),
+            &format!("videotestsrc num-buffers=5 ! raftsink location={location}"),
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{location}");
+        assert!(
+            err.contains(expect) && err.contains(location),
+            "{location}: {err}"
+        );
+        let stray: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(stray.is_empty(), "{location}: files left: {stray:?}");
+    }
 }

@@ -1031,3 +1031,136 @@ fn rtsp_credentials_reach_the_camera_but_no_log() {
     run.stop();
     assert_eq!(run.frame_count(), 0);
 }
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[test]
+fn rtsp_sender_reports_give_wall_clock_capture_times() {
+    // rtspsrc add-reference-timestamp-meta=true stamps frames with the camera's NTP time
+    // (RTCP sender reports): nanoseconds since 1900, not 1970.
+    let cam = RtspCamera::start("rtsp_server_child");
+    let dir = common::TempDir::new("ntp");
+    let db = dir.join("events.db");
+    common::init();
+    let p = common::parse(&format!(
+        "rtspsrc location={} protocols=tcp latency=100 add-reference-timestamp-meta=true \
+         ! rtph264depay ! h264parse ! avdec_h264 ! raftsink location=\"{}\" stream-id=cam",
+        cam.uri(),
+        db.display()
+    ));
+    let before = wall_ns();
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    // Long enough for a few sender reports.
+    std::thread::sleep(Duration::from_secs(7));
+    p.send_event(gst::event::Eos::new());
+    let _ = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos]);
+    p.set_state(gst::State::Null).unwrap();
+    let after = wall_ns();
+    let events = gstvideoai::event_store::EventStore::open_for_reading(&db)
+        .unwrap()
+        .events(None)
+        .unwrap();
+    assert!(events.len() > 50, "{} events", events.len());
+    let off: Vec<&gstvideoai::event::FrameEvent> = events
+        .iter()
+        .filter(|e| e.capture_ns < before - 1_000_000_000 || e.capture_ns > after + 1_000_000_000)
+        .collect();
+    assert!(
+        off.is_empty(),
+        "{} of {} capture times more than 1 s off the wall clock, e.g. {}",
+        off.len(),
+        events.len(),
+        off[0].capture_ns
+    );
+}
+
+#[test]
+fn framesync_aligns_rtsp_cameras_on_capture_time() {
+    let mut cams = [
+        RtspCamera::start("rtsp_server_child"),
+        RtspCamera::start("rtsp_server_child"),
+    ];
+    common::init();
+    let p = common::parse(&format!(
+        "framesync name=sync align-on=capture-time tolerance=50000000 latency=500000000 ! appsink name=out sync=false \
+         rtspsrc location={} protocols=tcp latency=100 add-reference-timestamp-meta=true ! rtph264depay ! h264parse ! avdec_h264 ! sync.sink_0 \
+         rtspsrc location={} protocols=tcp latency=100 add-reference-timestamp-meta=true ! rtph264depay ! h264parse ! avdec_h264 ! sync.sink_1",
+        cams[0].uri(),
+        cams[1].uri()
+    ));
+    let sink = p
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    // Per batch: the statuses of the two entries.
+    let got = Arc::new(Mutex::new(Vec::<(Instant, [String; 2])>::new()));
+    let g = got.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let entries = gstvideoai::batch::read(sample.buffer().unwrap()).unwrap();
+                let st = |i: usize| {
+                    entries
+                        .iter()
+                        .find(|e| e.pad_index == i as u32)
+                        .map_or("none".to_string(), |e| e.status.as_str().to_string())
+                };
+                g.lock().unwrap().push((Instant::now(), [st(0), st(1)]));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    // Both cameras send sender reports within a few seconds; then both are fresh together.
+    std::thread::sleep(Duration::from_secs(8));
+    let both_fresh = got
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(30)
+        .filter(|(_, s)| s[0] == "fresh" && s[1] == "fresh")
+        .count();
+    // Camera 1 stalls: its entries go missing, and batches keep coming.
+    cams[1].freeze();
+    let frozen_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let after: Vec<(Instant, [String; 2])> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > frozen_at)
+        .cloned()
+        .collect();
+    p.set_state(gst::State::Null).unwrap();
+    cams[1].kill();
+    assert!(
+        both_fresh >= 20,
+        "both cameras fresh in {both_fresh} of the last 30 batches"
+    );
+    let first_missing = after.iter().find(|(_, s)| s[1] == "missing");
+    let Some((t, _)) = first_missing else {
+        panic!(
+            "camera 1 never went missing; {} batches after the stall",
+            after.len()
+        );
+    };
+    assert!(
+        *t - frozen_at < Duration::from_secs(2),
+        "missing only after {:?}",
+        *t - frozen_at
+    );
+    assert!(
+        after.iter().filter(|(_, s)| s[0] == "fresh").count() >= 40,
+        "camera 0 went on: {} batches",
+        after.len()
+    );
+}

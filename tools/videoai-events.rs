@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use gstvideoai::event::{Detection, FrameEvent};
-use gstvideoai::event_store::EventStore;
+use gstvideoai::event_store::{BadRow, EventStore};
 use gstvideoai::nats_log;
 
 const USAGE: &str = "\
@@ -43,6 +43,14 @@ ARGUMENTS:
                    epoch, or a UTC time such as 2026-11-24T03:00:00Z or 2026-11-24T03:00:00.5Z
     --nats-stream NAME
                    the JetStream stream (default VIDEOAI_EVENTS)
+    --wait SECONDS NATS: how long to wait for the stream to have a leader (a cluster electing
+                   one after its leader died answers nothing for a few seconds); default 30
+
+Reading never needs write access (an archived log on a read-only mount). dump, timeline,
+follow and summary stream the log in constant memory. A row that cannot be read is reported
+on stderr as `skipped (stream, seq): why` and the others are printed; the exit status stays 0.
+With NATS, dump and timeline order events per stream as they were acknowledged (the capture
+order of a camera), not re-sorted.
 
 EXIT STATUS:
     0 on success, 1 when the log cannot be read, 2 on a usage error.
@@ -58,6 +66,7 @@ struct Args {
     from_start: bool,
     count: Option<u64>,
     nats_stream: Option<String>,
+    wait: Option<u64>,
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -123,6 +132,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 )
             }
             "--nats-stream" => a.nats_stream = Some(value("--nats-stream")?),
+            "--wait" => {
+                a.wait = Some(
+                    value("--wait")?
+                        .parse()
+                        .map_err(|_| "--wait needs a number of seconds".to_string())?,
+                )
+            }
             s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
             _ => positional.push(arg),
         }
@@ -178,84 +194,98 @@ impl Place {
     }
 }
 
-fn summarize(out: &mut impl Write, stream: &str, events: &[FrameEvent]) -> std::io::Result<()> {
-    let frames = events.len();
-    let with = events.iter().filter(|e| !e.detections.is_empty()).count();
-    let total: usize = events.iter().map(|e| e.detections.len()).sum();
-    let mut models: Vec<&str> = events
-        .iter()
-        .map(|e| e.model.as_str())
-        .filter(|m| !m.is_empty())
-        .collect();
-    models.sort();
-    models.dedup();
-    let per_frame = if frames == 0 {
-        0.0
-    } else {
-        total as f64 / frames as f64
-    };
-    writeln!(out, "stream {stream}")?;
-    writeln!(
-        out,
-        "  frames: {frames}, frames with detections: {with}, detections: {total} ({per_frame:.1} per frame)"
-    )?;
-    let models = if models.is_empty() {
-        "-".to_string()
-    } else {
-        models.join(", ")
-    };
-    writeln!(out, "  models: {models}")?;
-    let mut places: Vec<Place> = Vec::new();
-    for d in events.iter().flat_map(|e| e.detections.iter()) {
-        let best = places
-            .iter_mut()
-            .filter(|p| p.label == d.label)
-            .map(|p| (p.iou(d), p))
-            .filter(|(iou, _)| *iou >= 0.3)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        match best {
-            Some((_, p)) => p.merge(d),
-            None => {
-                let mut p = Place {
-                    label: d.label.clone(),
-                    x: 0.0,
-                    y: 0.0,
-                    w: 0.0,
-                    h: 0.0,
-                    count: 0,
-                    confidence_sum: 0.0,
-                };
-                p.merge(d);
-                places.push(p);
+/// One stream's summary, built one event at a time.
+#[derive(Default)]
+struct Summary {
+    stream: String,
+    frames: usize,
+    with: usize,
+    total: usize,
+    models: std::collections::BTreeSet<String>,
+    places: Vec<Place>,
+}
+
+impl Summary {
+    fn add(&mut self, e: &FrameEvent) {
+        self.frames += 1;
+        self.with += usize::from(!e.detections.is_empty());
+        self.total += e.detections.len();
+        if !e.model.is_empty() && !self.models.contains(&e.model) {
+            self.models.insert(e.model.clone());
+        }
+        for d in &e.detections {
+            let best = self
+                .places
+                .iter_mut()
+                .filter(|p| p.label == d.label)
+                .map(|p| (p.iou(d), p))
+                .filter(|(iou, _)| *iou >= 0.3)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            match best {
+                Some((_, p)) => p.merge(d),
+                None => {
+                    let mut p = Place {
+                        label: d.label.clone(),
+                        x: 0.0,
+                        y: 0.0,
+                        w: 0.0,
+                        h: 0.0,
+                        count: 0,
+                        confidence_sum: 0.0,
+                    };
+                    p.merge(d);
+                    self.places.push(p);
+                }
             }
         }
     }
-    places.sort_by(|a, b| b.count.cmp(&a.count).then(a.x.total_cmp(&b.x)));
-    writeln!(
-        out,
-        "  places (box x,y w×h in frame pixels, frames seen, mean confidence):"
-    )?;
-    for p in places.iter().take(20) {
+
+    fn write(mut self, out: &mut impl Write) -> std::io::Result<()> {
+        let (frames, with, total) = (self.frames, self.with, self.total);
+        let per_frame = if frames == 0 {
+            0.0
+        } else {
+            total as f64 / frames as f64
+        };
+        writeln!(out, "stream {}", self.stream)?;
         writeln!(
             out,
-            "    {:<12} at {:>5.0},{:<5.0} {:>4.0}×{:<4.0} in {:>5} frames, confidence {:.2}",
-            p.label,
-            p.x,
-            p.y,
-            p.w,
-            p.h,
-            p.count,
-            p.confidence_sum / p.count as f64
+            "  frames: {frames}, frames with detections: {with}, detections: {total} ({per_frame:.1} per frame)"
         )?;
-    }
-    if places.len() > 20 {
+        let models = if self.models.is_empty() {
+            "-".to_string()
+        } else {
+            self.models.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        writeln!(out, "  models: {models}")?;
+        let places = &mut self.places;
+        places.sort_by(|a, b| b.count.cmp(&a.count).then(a.x.total_cmp(&b.x)));
         writeln!(
             out,
-            "    … and {} more places seen less often",
-            places.len() - 20
+            "  places (box x,y w×h in frame pixels, frames seen, mean confidence):"
         )?;
+        for p in places.iter().take(20) {
+            writeln!(
+                out,
+                "    {:<12} at {:>5.0},{:<5.0} {:>4.0}×{:<4.0} in {:>5} frames, confidence {:.2}",
+                p.label,
+                p.x,
+                p.y,
+                p.w,
+                p.h,
+                p.count,
+                p.confidence_sum / p.count as f64
+            )?;
+        }
+        if places.len() > 20 {
+            writeln!(
+                out,
+                "    … and {} more places seen less often",
+                places.len() - 20
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn json_line(out: &mut impl Write, ev: &FrameEvent) -> std::io::Result<()> {
@@ -263,70 +293,113 @@ fn json_line(out: &mut impl Write, ev: &FrameEvent) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
-/// Sorts as timelines are rebuilt: by stream, capture time, seq.
-fn sort_timeline(events: &mut [FrameEvent]) {
-    events.sort_by(|a, b| {
-        a.stream
-            .cmp(&b.stream)
-            .then(a.capture_ns.cmp(&b.capture_ns))
-            .then(a.seq.cmp(&b.seq))
-    });
+/// A NATS location's servers, `None` for a file; a bad NATS location is an error.
+fn nats_urls(location: &str) -> Result<Option<Vec<String>>, String> {
+    nats_log::parse_location(location).transpose()
 }
 
-/// All events matching the filters, in timeline order.
-fn load(args: &Args) -> Result<Vec<FrameEvent>, String> {
-    if let Some(urls) = nats_log::parse_location(&args.location) {
-        let name = args
-            .nats_stream
-            .clone()
-            .unwrap_or_else(|| nats_log::DEFAULT_STREAM.into());
-        let mut events = nats_log::block_on(async {
-            let client =
-                nats_log::connect(&urls, "videoai-events", Duration::from_secs(5), false).await?;
-            nats_log::read_all(&async_nats::jetstream::new(client), &name).await
-        })?;
-        events.retain(|e| {
-            args.stream.as_ref().is_none_or(|s| &e.stream == s)
-                && args.from.is_none_or(|f| e.capture_ns >= f)
-                && args.to.is_none_or(|t| e.capture_ns <= t)
+fn nats_name(args: &Args) -> String {
+    args.nats_stream
+        .clone()
+        .unwrap_or_else(|| nats_log::DEFAULT_STREAM.into())
+}
+
+fn deadline(args: &Args) -> Instant {
+    Instant::now() + Duration::from_secs(args.wait.unwrap_or(30))
+}
+
+/// A row that cannot be read: said on stderr, the others go on.
+fn skipped(b: BadRow) {
+    eprintln!(
+        "videoai-events: skipped ({}, {}): {}",
+        b.stream, b.seq, b.why
+    );
+}
+
+fn open(args: &Args) -> Result<EventStore, String> {
+    EventStore::open_for_reading(std::path::Path::new(&args.location)).map_err(|e| e.to_string())
+}
+
+/// Every event matching the filters, one at a time, in timeline order (SQLite) or per stream
+/// in acknowledgement order (NATS); `each` returns false to stop.
+fn for_each(args: &Args, mut each: impl FnMut(FrameEvent) -> bool) -> Result<(), String> {
+    let want = |e: &FrameEvent| {
+        args.stream.as_ref().is_none_or(|s| &e.stream == s)
+            && args.from.is_none_or(|f| e.capture_ns >= f)
+            && args.to.is_none_or(|t| e.capture_ns <= t)
+    };
+    if let Some(urls) = nats_urls(&args.location)? {
+        let name = nats_name(args);
+        let deadline = deadline(args);
+        // A cluster whose leader just died refuses connections and requests for a few
+        // seconds: try again until the deadline, as long as nothing was printed yet.
+        let mut printed = 0u64;
+        return nats_log::block_on(async {
+            loop {
+                let tried = async {
+                    let client =
+                        nats_log::connect(&urls, "videoai-events", Duration::from_secs(5), false)
+                            .await?;
+                    nats_log::for_each_event(
+                        &async_nats::jetstream::new(client),
+                        &name,
+                        deadline,
+                        |e| {
+                            if !want(&e) {
+                                return true;
+                            }
+                            printed += 1;
+                            each(e)
+                        },
+                        |seq, why| eprintln!("videoai-events: skipped stream message {seq}: {why}"),
+                    )
+                    .await
+                }
+                .await;
+                match tried {
+                    Err(e) if printed == 0 && Instant::now() < deadline => {
+                        eprintln!("videoai-events: {e}; trying again (--wait)");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    other => return other,
+                }
+            }
         });
-        sort_timeline(&mut events);
-        return Ok(events);
     }
-    let store = EventStore::open_for_reading(std::path::Path::new(&args.location))
-        .map_err(|e| e.to_string())?;
-    store
-        .timeline(args.stream.as_deref(), args.from, args.to)
+    open(args)?
+        .for_each_in_timeline(args.stream.as_deref(), args.from, args.to, each, skipped)
         .map_err(|e| e.to_string())
 }
 
 fn print_stats(out: &mut impl Write, args: &Args) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
-    if nats_log::parse_location(&args.location).is_some() {
-        let events = load(args)?;
+    if nats_urls(&args.location)?.is_some() {
         writeln!(
             out,
             "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns"
         )
         .map_err(io)?;
-        for chunk in events.chunk_by(|a, b| a.stream == b.stream) {
-            let seqs = chunk.iter().map(|e| e.seq);
-            writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                chunk[0].stream,
-                chunk.len(),
-                seqs.clone().min().unwrap_or(0),
-                seqs.max().unwrap_or(0),
-                chunk.first().map_or(0, |e| e.capture_ns),
-                chunk.last().map_or(0, |e| e.capture_ns)
-            )
-            .map_err(io)?;
+        let mut per: std::collections::BTreeMap<String, (u64, i64, i64, i64, i64)> =
+            Default::default();
+        for_each(args, |e| {
+            let s =
+                per.entry(e.stream.clone())
+                    .or_insert((0, i64::MAX, i64::MIN, i64::MAX, i64::MIN));
+            *s = (
+                s.0 + 1,
+                s.1.min(e.seq),
+                s.2.max(e.seq),
+                s.3.min(e.capture_ns),
+                s.4.max(e.capture_ns),
+            );
+            true
+        })?;
+        for (stream, (n, a, b, c, d)) in per {
+            writeln!(out, "{stream}\t{n}\t{a}\t{b}\t{c}\t{d}").map_err(io)?;
         }
         return Ok(());
     }
-    let store = EventStore::open_for_reading(std::path::Path::new(&args.location))
-        .map_err(|e| e.to_string())?;
+    let store = open(args)?;
     writeln!(
         out,
         "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns\tnot_in_nats"
@@ -346,6 +419,23 @@ fn print_stats(out: &mut impl Write, args: &Args) -> Result<(), String> {
         )
         .map_err(io)?;
     }
+    let dead = store.dead_letters().map_err(|e| e.to_string())?;
+    if !dead.is_empty() {
+        writeln!(
+            out,
+            "\n{} dead letter(s): events NATS refused for good, kept in the outbox's dead_letters table\nstream\tseq\tparked_ns\treason",
+            dead.len()
+        )
+        .map_err(io)?;
+        for d in dead {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}",
+                d.stream, d.seq, d.parked_ns, d.reason
+            )
+            .map_err(io)?;
+        }
+    }
     Ok(())
 }
 
@@ -354,20 +444,15 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
     let want = |e: &FrameEvent| args.stream.as_ref().is_none_or(|s| &e.stream == s);
     let mut printed = 0u64;
     let done = |n: u64| args.count.is_some_and(|c| n >= c);
-    if let Some(urls) = nats_log::parse_location(&args.location) {
+    if let Some(urls) = nats_urls(&args.location)? {
         use futures_util::StreamExt;
-        let name = args
-            .nats_stream
-            .clone()
-            .unwrap_or_else(|| nats_log::DEFAULT_STREAM.into());
+        let name = nats_name(args);
+        let deadline = deadline(args);
         return nats_log::block_on(async {
             let client =
                 nats_log::connect(&urls, "videoai-events", Duration::from_secs(5), false).await?;
             let js = async_nats::jetstream::new(client);
-            let stream = js
-                .get_stream(&name)
-                .await
-                .map_err(|e| format!("cannot open stream '{name}': {e}"))?;
+            let stream = nats_log::stream_with_leader(&js, &name, deadline).await?;
             let consumer = stream
                 .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                     deliver_policy: if args.from_start {
@@ -382,35 +467,41 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
             while let Some(msg) = messages.next().await {
                 let msg = msg.map_err(|e| e.to_string())?;
-                if let Ok(ev) = serde_json::from_slice::<FrameEvent>(&msg.payload)
-                    && want(&ev)
-                {
-                    json_line(out, &ev).map_err(io)?;
-                    out.flush().map_err(io)?;
-                    printed += 1;
-                    if done(printed) {
-                        break;
+                match serde_json::from_slice::<FrameEvent>(&msg.payload) {
+                    Ok(ev) if want(&ev) => {
+                        json_line(out, &ev).map_err(io)?;
+                        out.flush().map_err(io)?;
+                        printed += 1;
+                        if done(printed) {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("videoai-events: skipped a message that is not an event: {e}")
                     }
                 }
             }
             Ok(())
         });
     }
-    let path = std::path::Path::new(&args.location);
-    let store = EventStore::open_for_reading(path).map_err(|e| e.to_string())?;
+    let store = open(args)?;
     let mut last = if args.from_start {
         0
     } else {
-        store
-            .after(0, usize::MAX)
-            .map_err(|e| e.to_string())?
-            .last()
-            .map_or(0, |(id, _)| *id)
+        store.last_id().map_err(|e| e.to_string())?
     };
     let mut idle_since = Instant::now();
     loop {
-        let batch = store.after(last, 1000).map_err(|e| e.to_string())?;
-        if batch.is_empty() {
+        let mut bad_ids = Vec::new();
+        let batch = store
+            .after(last, 1000, |b| {
+                bad_ids.push(b.id);
+                skipped(b)
+            })
+            .map_err(|e| e.to_string())?;
+        let bad_last = bad_ids.iter().copied().max().unwrap_or(0);
+        if batch.is_empty() && bad_last == 0 {
             std::thread::sleep(Duration::from_millis(
                 if idle_since.elapsed() < Duration::from_secs(1) {
                     20
@@ -421,8 +512,9 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
             continue;
         }
         idle_since = Instant::now();
+        last = last.max(bad_last);
         for (id, ev) in batch {
-            last = id;
+            last = last.max(id);
             if want(&ev) {
                 json_line(out, &ev).map_err(io)?;
                 printed += 1;
@@ -437,30 +529,55 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
 
 fn run(args: Args) -> Result<(), String> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let io = |e: std::io::Error| e.to_string();
     let res = match args.command.as_str() {
         "follow" => follow(&mut out, &args),
         "stats" => print_stats(&mut out, &args),
-        command => {
-            let events = load(&args)?;
-            let io = |e: std::io::Error| e.to_string();
-            if command == "summary" {
-                if events.is_empty() {
-                    let which = args
-                        .stream
-                        .as_ref()
-                        .map(|s| format!(" for stream {s}"))
-                        .unwrap_or_default();
-                    writeln!(out, "no events{which}").map_err(io)?;
-                }
-                for chunk in events.chunk_by(|a, b| a.stream == b.stream) {
-                    summarize(&mut out, &chunk[0].stream, chunk).map_err(io)?;
-                }
-            } else {
-                for ev in &events {
-                    json_line(&mut out, ev).map_err(io)?;
+        "summary" => {
+            // Per stream, in stream order (SQLite; NATS: streams kept apart as they come).
+            let mut open: std::collections::BTreeMap<String, Summary> = Default::default();
+            let mut failed = None;
+            for_each(&args, |e| {
+                open.entry(e.stream.clone())
+                    .or_insert_with(|| Summary {
+                        stream: e.stream.clone(),
+                        ..Default::default()
+                    })
+                    .add(&e);
+                true
+            })?;
+            if open.is_empty() {
+                let which = args
+                    .stream
+                    .as_ref()
+                    .map(|s| format!(" for stream {s}"))
+                    .unwrap_or_default();
+                writeln!(out, "no events{which}").map_err(io)?;
+            }
+            for (_, s) in open {
+                if let Err(e) = s.write(&mut out) {
+                    failed = Some(e);
+                    break;
                 }
             }
-            out.flush().map_err(io)
+            match failed {
+                Some(e) => Err(e.to_string()),
+                None => out.flush().map_err(io),
+            }
+        }
+        _ => {
+            let mut failed = None;
+            for_each(&args, |ev| match json_line(&mut out, &ev) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+            match failed {
+                Some(e) => Err(e.to_string()),
+                None => out.flush().map_err(io),
+            }
         }
     };
     match res {

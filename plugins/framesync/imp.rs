@@ -669,12 +669,13 @@ impl AggregatorImpl for FrameSync {
     }
 
     /// The running time after which (plus latency) a live batch goes out with what is there:
-    /// the tick plus the tolerance; before the first tick, the earliest queued frame's, so a
-    /// camera that never sends anything does not hold the others back.
+    /// the tick; before the first tick, the earliest queued frame's, so a camera that never
+    /// sends anything does not hold the others back. The tolerance is counted once, in the
+    /// latency framesync reports (`aggregate`), so a batch with a stalled stream goes out at
+    /// tick + tolerance + upstream latency.
     fn next_time(&self) -> Option<gst::ClockTime> {
         let settings = *self.settings.lock().unwrap();
         let views = self.pad_views(&settings);
-        let tol = Self::tolerance(&settings, &views);
         let mut state = self.state.lock().unwrap();
         let tick = match state.tick {
             Some(t) => t,
@@ -691,9 +692,7 @@ impl AggregatorImpl for FrameSync {
                 first?
             }
         };
-        Some(gst::ClockTime::from_nseconds(
-            tick.saturating_add(tol).max(0) as u64,
-        ))
+        Some(gst::ClockTime::from_nseconds(tick.max(0) as u64))
     }
 
     /// No allocation query: batches hold no memory of their own, and a serialized query

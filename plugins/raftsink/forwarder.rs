@@ -3,22 +3,29 @@
 //! acknowledged by JetStream) into the JetStream stream. Every forwarder of the process is a task
 //! on one shared runtime ([`nats_log::runtime`]) and shares one connection per server list.
 //!
-//! Per video stream strictly in order, one publish in flight (streams in parallel). Before a
-//! stream's first publish, and after any failure, the stream's high-water mark (last seq on its
-//! subject) is read from the server and everything at or below it is skipped: exactly once even
-//! past JetStream's duplicate window. Failures (leader election, servers down) are retried with
-//! exponential backoff and jitter, for as long as the element runs; what is not acknowledged
-//! stays in the outbox for the next run.
+//! Per video stream strictly in outbox order, one publish in flight (streams in parallel, each
+//! with its own backoff, so a stream that fails holds back no other). An event is marked
+//! forwarded only when JetStream acknowledged it or already holds that exact key: an event
+//! whose seq is above the last one on the stream's subject is published; one at or below it
+//! (a replay, frames stored after a backward seek, an acknowledgement lost in a crash) is
+//! checked against the seqs the subject holds (read once, headers only) and published only
+//! when missing. Rows are marked "published" before they are sent (see
+//! [`OutboxRow::published`]).
+//!
+//! What JetStream refuses for good (a message larger than the stream allows, a permission
+//! violation) and rows that cannot be read are parked in the outbox's dead letters, counted
+//! and reported once; transient failures (leader election, servers down) are retried with
+//! exponential backoff and jitter for as long as the element runs; what is not acknowledged
+//! stays in the outbox for the next run. `pending` is always the outbox's own count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::event::FrameEvent;
-use crate::event_store::EventStore;
+use crate::event_store::{EventStore, OutboxRow};
 use crate::histogram::Histogram;
 use crate::nats_log;
 
@@ -35,7 +42,10 @@ pub struct Config {
 pub struct Stats {
     pub forwarded: u64,
     pub skipped: u64,
+    /// Events of this element's streams that wait in the outbox.
     pub pending: i64,
+    /// Events parked in the dead letters by this run.
+    pub dead_letters: u64,
     pub retries: u64,
     pub connected: bool,
     pub last_error: Option<String>,
@@ -47,7 +57,9 @@ pub struct Stats {
 struct State {
     stats: Stats,
     shutdown: bool,
-    /// Set once the outbox was seen empty after the last nudge.
+    /// The streams this element writes: their events are the ones EOS waits for.
+    own: HashSet<String>,
+    /// Set once this element's streams were seen drained after the last nudge.
     drained_generation: u64,
     nudged_generation: u64,
 }
@@ -64,7 +76,8 @@ pub struct Forwarder {
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-const BATCH: usize = 4096;
+/// Rows of one stream read (and marked published) at a time.
+const CHUNK: usize = 512;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -81,7 +94,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Forwarder {
-    pub fn start(config: Config, on_error: Box<dyn Fn(String) + Send>) -> Forwarder {
+    pub fn start(config: Config, reports: Reports) -> Forwarder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -90,7 +103,7 @@ impl Forwarder {
         let s = shared.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         nats_log::runtime().spawn(async move {
-            run(s, config, on_error).await;
+            run(s, config, reports).await;
             let _ = tx.send(());
         });
         Forwarder {
@@ -99,14 +112,28 @@ impl Forwarder {
         }
     }
 
+    /// The element writes events of `stream`: EOS waits for them.
+    pub fn claim(&self, stream: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        if !st.own.contains(stream) {
+            st.own.insert(stream.to_string());
+        }
+    }
+
+    /// The streams this element writes.
+    pub fn own(&self) -> Vec<String> {
+        own_streams(&self.shared)
+    }
+
     /// New events were committed to the outbox.
     pub fn nudge(&self) {
         self.shared.state.lock().unwrap().nudged_generation += 1;
         self.shared.wake.notify_one();
     }
 
-    /// Waits until the outbox is empty (everything acknowledged), at most `timeout`; `cancel`
-    /// returning true stops the wait early. Returns whether it drained.
+    /// Waits until the outbox holds no event of this element's streams that NATS has not
+    /// acknowledged (or parked), at most `timeout`; `cancel` returning true stops the wait
+    /// early. Returns whether it drained.
     pub fn wait_drained(&self, timeout: Duration, cancel: impl Fn() -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.state.lock().unwrap();
@@ -164,6 +191,10 @@ fn note_error(shared: &Shared, msg: String) {
     st.stats.last_error = Some(msg);
 }
 
+fn own_streams(shared: &Shared) -> Vec<String> {
+    shared.state.lock().unwrap().own.iter().cloned().collect()
+}
+
 /// Sleeps for `d`, returning early (true) when shutting down.
 async fn pause(shared: &Shared, d: Duration) -> bool {
     if shutting_down(shared) {
@@ -178,51 +209,103 @@ async fn pause(shared: &Shared, d: Duration) -> bool {
 
 /// Runs SQLite work on the runtime's blocking pool, handing the store there and back.
 async fn blocking<T: Send + 'static>(
-    store: EventStore,
+    store: &Arc<Mutex<EventStore>>,
     f: impl FnOnce(&mut EventStore) -> T + Send + 'static,
-) -> (EventStore, T) {
-    tokio::task::spawn_blocking(move || {
-        let mut store = store;
-        let out = f(&mut store);
-        (store, out)
-    })
-    .await
-    .expect("SQLite work does not panic")
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap()))
+        .await
+        .expect("SQLite work does not panic")
 }
 
-async fn run(shared: Arc<Shared>, config: Config, on_error: Box<dyn Fn(String) + Send>) {
+/// Callbacks to the element.
+pub struct Reports {
+    /// A fatal error (the outbox cannot be opened).
+    pub on_error: Box<dyn Fn(String) + Send>,
+    /// The first event parked in this run (later ones are only counted).
+    pub on_parked: Box<dyn Fn(String) + Send>,
+}
+
+async fn run(shared: Arc<Shared>, config: Config, reports: Reports) {
     let outbox = config.outbox.clone();
     let store =
         match tokio::task::spawn_blocking(move || EventStore::open_for_writing(&outbox)).await {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => Arc::new(Mutex::new(s)),
             Ok(Err(e)) => {
-                on_error(format!("NATS forwarder cannot open the outbox: {e}"));
+                (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
                 return;
             }
             Err(e) => {
-                on_error(format!("NATS forwarder cannot open the outbox: {e}"));
+                (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
                 return;
             }
         };
-    let client = tokio::select! {
-        c = nats_log::shared_client(&config.urls, ACK_TIMEOUT) => match c {
-            Ok(c) => c,
-            Err(e) => {
-                on_error(e);
-                return;
+    // Until connected, keep the counts true and say why nothing moves.
+    let connect = nats_log::shared_client(&config.urls, ACK_TIMEOUT);
+    tokio::pin!(connect);
+    let client = loop {
+        tokio::select! {
+            c = &mut connect => match c {
+                Ok(c) => break c,
+                Err(e) => {
+                    (reports.on_error)(e);
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                update_pending(&shared, &store).await;
+                if let Some(why) = nats_log::probe(&config.urls).await {
+                    note_error(&shared, why);
+                }
+                if shutting_down(&shared) {
+                    return;
+                }
             }
-        },
-        _ = async { while !pause(&shared, Duration::from_millis(200)).await {} } => return,
+        }
     };
-    forward(&shared, &config, store, client).await;
+    forward(&shared, &config, store, client, reports).await;
     nats_log::release_client(&config.urls);
+}
+
+/// Reads the outbox's count of this element's pending events into the stats; returns it.
+async fn update_pending(shared: &Arc<Shared>, store: &Arc<Mutex<EventStore>>) -> i64 {
+    let own = own_streams(shared);
+    let pending = blocking(store, move |s| s.pending_of(Some(&own))).await;
+    let mut st = shared.state.lock().unwrap();
+    match pending {
+        Ok(n) => st.stats.pending = n,
+        Err(e) => st.stats.last_error = Some(e.to_string()),
+    }
+    shared.changed.notify_all();
+    st.stats.pending
+}
+
+/// What the forwarder knows of a video stream's subject.
+#[derive(Default)]
+struct Known {
+    /// The highest seq on the subject: `None` = not asked yet, `Some(None)` = empty.
+    max: Option<Option<i64>>,
+    /// The seqs on the subject, read when an event at or below `max` is to be sent.
+    held: Option<HashSet<i64>>,
+}
+
+/// What happened to one stream's chunk.
+#[derive(Default)]
+struct Outcome {
+    /// Outbox ids now in JetStream.
+    acked: Vec<i64>,
+    /// Outbox ids refused for good, with the reason.
+    parked: Vec<(i64, String)>,
+    /// A transient failure ended the chunk early.
+    failed: bool,
 }
 
 async fn forward(
     shared: &Arc<Shared>,
     config: &Config,
-    mut store: EventStore,
+    store: Arc<Mutex<EventStore>>,
     client: async_nats::Client,
+    reports: Reports,
 ) {
     let shared = shared.clone();
     let js = jetstream::new(client.clone());
@@ -252,7 +335,12 @@ async fn forward(
         match ready {
             Ok(s) => break s,
             Err(e) => {
+                let e = match nats_log::probe(&config.urls).await {
+                    Some(why) => why,
+                    None => e,
+                };
                 note_error(&shared, e);
+                update_pending(&shared, &store).await;
                 if pause(&shared, jitter(backoff)).await {
                     return;
                 }
@@ -262,18 +350,17 @@ async fn forward(
     };
     shared.state.lock().unwrap().stats.connected = true;
 
-    // Per video stream: the high-water mark known from the server (absent: read it first;
-    // None: nothing stored yet).
-    let mut hwm: HashMap<String, Option<i64>> = HashMap::new();
+    // Per video stream: when it may be tried again after a failure, and its backoff.
+    let mut retry_at: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut known: HashMap<String, Known> = HashMap::new();
+    let mut parked_reported = false;
     loop {
         if shutting_down(&shared) {
             return;
         }
         let generation = shared.state.lock().unwrap().nudged_generation;
-        let (s, batch) = blocking(store, |s| s.unforwarded(BATCH)).await;
-        store = s;
-        let batch = match batch {
-            Ok(b) => b,
+        let streams = match blocking(&store, |s| s.pending_streams()).await {
+            Ok(s) => s,
             Err(e) => {
                 note_error(&shared, e.to_string());
                 if pause(&shared, Duration::from_millis(200)).await {
@@ -282,146 +369,221 @@ async fn forward(
                 continue;
             }
         };
-        if batch.is_empty() {
-            {
-                let mut st = shared.state.lock().unwrap();
-                st.stats.pending = 0;
-                st.drained_generation = generation;
-                shared.changed.notify_all();
-            }
-            if pause(&shared, Duration::from_millis(500)).await {
-                return;
-            }
-            continue;
-        }
-        // Group by video stream, in seq order.
-        let mut per_stream: BTreeMap<String, Vec<(i64, FrameEvent)>> = BTreeMap::new();
-        for (id, ev) in batch {
-            per_stream
-                .entry(ev.stream.clone())
-                .or_default()
-                .push((id, ev));
-        }
-        let tasks = per_stream.into_iter().map(|(name, mut events)| {
-            events.sort_by_key(|(_, e)| e.seq);
-            let mut mark = hwm.get(&name).copied();
-            let (stream, js, shared) = (&stream, &js, &shared);
+        let now = Instant::now();
+        let ready: Vec<String> = streams
+            .into_iter()
+            .filter(|s| retry_at.get(s).is_none_or(|(at, _)| *at <= now))
+            .collect();
+        let tasks = ready.into_iter().map(|name| {
+            let (store, js, shared, stream) = (&store, &js, &shared, &stream);
+            let mut k = known.remove(&name).unwrap_or_default();
             async move {
-                let done = forward_stream(shared, js, stream, &name, &events, &mut mark).await;
-                (name, mark, done)
+                let outcome = forward_chunk(shared, store, js, stream, &name, &mut k).await;
+                (name, k, outcome)
             }
         });
         let results = futures_util::future::join_all(tasks).await;
-        let mut acked = Vec::new();
-        for (name, mark, done) in results {
-            match mark {
-                Some(m) => hwm.insert(name, m),
-                None => hwm.remove(&name),
-            };
-            acked.extend(done);
-        }
-        let (s, (marked, pending)) = blocking(store, move |s| {
-            let marked = if acked.is_empty() {
-                Ok(())
+        let mut any_failed = false;
+        for (name, k, outcome) in results {
+            known.insert(name.clone(), k);
+            if outcome.failed {
+                any_failed = true;
+                let b = retry_at
+                    .get(&name)
+                    .map_or(BACKOFF_MIN, |(_, b)| (*b * 2).min(BACKOFF_MAX));
+                retry_at.insert(name, (Instant::now() + jitter(b), b));
             } else {
-                s.mark_forwarded(&acked)
-            };
-            (marked, s.pending().unwrap_or(-1))
-        })
-        .await;
-        store = s;
-        if let Err(e) = marked {
-            note_error(&shared, e.to_string());
+                retry_at.remove(&name);
+            }
+            let Outcome { acked, parked, .. } = outcome;
+            let n_parked = parked.len() as u64;
+            if let Some((_, why)) = parked.first()
+                && !parked_reported
+            {
+                parked_reported = true;
+                (reports.on_parked)(why.clone());
+            }
+            let done = blocking(&store, move |s| {
+                s.mark_forwarded(&acked)?;
+                for (id, why) in &parked {
+                    s.park(*id, why)?;
+                }
+                Ok::<(), crate::event_store::StoreError>(())
+            })
+            .await;
+            match done {
+                Ok(()) => shared.state.lock().unwrap().stats.dead_letters += n_parked,
+                Err(e) => note_error(&shared, e.to_string()),
+            }
         }
-        let mut st = shared.state.lock().unwrap();
-        st.stats.pending = pending;
-        shared.changed.notify_all();
+        let pending = update_pending(&shared, &store).await;
+        if pending == 0 {
+            let mut st = shared.state.lock().unwrap();
+            st.drained_generation = generation;
+            shared.changed.notify_all();
+        }
+        let all = blocking(&store, |s| s.pending()).await.unwrap_or(0);
+        if all == 0 || any_failed || !retry_at.is_empty() {
+            let wait = retry_at
+                .values()
+                .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(Duration::from_millis(500))
+                .clamp(Duration::from_millis(10), Duration::from_millis(500));
+            if pause(&shared, wait).await {
+                return;
+            }
+        }
     }
 }
 
-/// Publishes `events` (one video stream, ascending seq) in order, one at a time. `mark` is the
-/// stream's high-water mark: `None` = unknown (read from the server first), `Some(None)` = no
-/// event stored yet. Returns the outbox ids that are now in JetStream (published or found there).
-async fn forward_stream(
+/// Whether a publish error is for good: retrying the same message can never succeed.
+fn refused_for_good(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind;
+    if e.kind() == PublishErrorKind::MaxPayloadExceeded {
+        return true;
+    }
+    let code = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(|api| api.error_code());
+    // 10054: message size exceeds the stream's maximum.
+    if code.is_some_and(|c| c.0 == 10054) {
+        return true;
+    }
+    let text = format!("{e:?}").to_lowercase();
+    text.contains("permissions violation") || text.contains("maximum payload")
+}
+
+/// Publishes the next chunk of one video stream's pending events, in outbox order.
+async fn forward_chunk(
     shared: &Shared,
+    store: &Arc<Mutex<EventStore>>,
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     name: &str,
-    events: &[(i64, FrameEvent)],
-    mark: &mut Option<Option<i64>>,
-) -> Vec<i64> {
+    known: &mut Known,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let n = name.to_string();
+    let rows: Vec<OutboxRow> = match blocking(store, move |s| s.unforwarded(&n, CHUNK)).await {
+        Ok(r) => r,
+        Err(e) => {
+            note_error(shared, e.to_string());
+            out.failed = true;
+            return out;
+        }
+    };
     let subject = nats_log::subject(name);
-    let mut done = Vec::with_capacity(events.len());
-    for (id, ev) in events {
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            if shutting_down(shared) {
-                return done;
+    let fresh: Vec<i64> = rows.iter().filter(|r| !r.published).map(|r| r.id).collect();
+    if !fresh.is_empty()
+        && let Err(e) = blocking(store, move |s| s.mark_published(&fresh)).await
+    {
+        note_error(shared, e.to_string());
+        out.failed = true;
+        return out;
+    }
+    for row in &rows {
+        if shutting_down(shared) {
+            return out;
+        }
+        let ev = match &row.event {
+            Ok(ev) => ev,
+            Err(why) => {
+                out.parked.push((
+                    row.id,
+                    format!(
+                        "the outbox row ({}, {}) cannot be read: {why}",
+                        row.stream, row.seq
+                    ),
+                ));
+                continue;
             }
-            let known = match *mark {
-                Some(m) => m,
-                None => match nats_log::last_seq(stream, &subject).await {
-                    Ok(m) => {
-                        *mark = Some(m);
-                        m
-                    }
-                    Err(e) => {
-                        note_error(shared, e);
-                        if pause(shared, jitter(backoff)).await {
-                            return done;
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                },
-            };
-            if known.is_some_and(|m| ev.seq <= m) {
-                shared.state.lock().unwrap().stats.skipped += 1;
-                done.push(*id);
-                break;
-            }
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", nats_log::msg_id(name, ev.seq).as_str());
-            let payload = serde_json::to_vec(ev).unwrap_or_default();
-            let sent = Instant::now();
-            let result = match js
-                .publish_with_headers(subject.clone(), headers, payload.into())
-                .await
-            {
-                Ok(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!(
-                        "publish of {}:{} not acknowledged: {e}",
-                        name, ev.seq
-                    )),
-                    Err(_) => Err(format!(
-                        "publish of {}:{} not acknowledged within {ACK_TIMEOUT:?}",
-                        name, ev.seq
-                    )),
-                },
-                Err(e) => Err(format!("publish of {}:{} failed: {e}", name, ev.seq)),
-            };
-            match result {
-                Ok(()) => {
-                    *mark = Some(Some(ev.seq));
-                    let mut st = shared.state.lock().unwrap();
-                    st.stats.forwarded += 1;
-                    st.stats.ack_latency.record(sent.elapsed());
-                    drop(st);
-                    done.push(*id);
-                    break;
+        };
+        // Already in JetStream? Only an event at or below the subject's last seq can be.
+        let max = match known.max {
+            Some(m) => m,
+            None => match nats_log::last_seq(stream, &subject).await {
+                Ok(m) => {
+                    known.max = Some(m);
+                    m
                 }
                 Err(e) => {
-                    // The server may have stored it anyway: read the mark again before retrying.
-                    *mark = None;
                     note_error(shared, e);
-                    if pause(shared, jitter(backoff)).await {
-                        return done;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    out.failed = true;
+                    return out;
                 }
+            },
+        };
+        if max.is_some_and(|m| ev.seq <= m) {
+            if known.held.is_none() {
+                match nats_log::held_seqs(stream, &subject).await {
+                    Ok(h) => known.held = Some(h),
+                    Err(e) => {
+                        note_error(shared, e);
+                        out.failed = true;
+                        return out;
+                    }
+                }
+            }
+            if known.held.as_ref().is_some_and(|h| h.contains(&ev.seq)) {
+                shared.state.lock().unwrap().stats.skipped += 1;
+                out.acked.push(row.id);
+                continue;
+            }
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", nats_log::msg_id(name, ev.seq).as_str());
+        let payload = serde_json::to_vec(ev).unwrap_or_default();
+        let size = payload.len();
+        let sent = Instant::now();
+        let result = match js
+            .publish_with_headers(subject.clone(), headers, payload.into())
+            .await
+        {
+            Ok(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                Ok(r) => r,
+                Err(_) => Err(jetstream::context::PublishError::new(
+                    jetstream::context::PublishErrorKind::TimedOut,
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(ack) => {
+                let mut st = shared.state.lock().unwrap();
+                if ack.duplicate {
+                    st.stats.skipped += 1;
+                } else {
+                    st.stats.forwarded += 1;
+                }
+                st.stats.ack_latency.record(sent.elapsed());
+                drop(st);
+                known.max = Some(Some(max.map_or(ev.seq, |m| m.max(ev.seq))));
+                if let Some(h) = &mut known.held {
+                    h.insert(ev.seq);
+                }
+                out.acked.push(row.id);
+            }
+            Err(e) if refused_for_good(&e) => {
+                out.parked.push((
+                    row.id,
+                    format!(
+                        "NATS refused event ({name}, {}) of {size} bytes for good: {e}",
+                        ev.seq
+                    ),
+                ));
+            }
+            Err(e) => {
+                note_error(
+                    shared,
+                    format!("publish of ({name}, {}) not acknowledged: {e}", ev.seq),
+                );
+                // The server may have stored it anyway: ask again before the next try.
+                *known = Known::default();
+                out.failed = true;
+                return out;
             }
         }
     }
-    done
+    out
 }

@@ -25,7 +25,7 @@ use super::writer::{self, WriteError, Writer};
 use crate::capture_time::CaptureClock;
 use crate::event_store::{EncodedEvent, EventStore};
 use crate::histogram::ms;
-use crate::{detection, nats_log};
+use crate::{detection, event, liveness, nats_log};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -95,6 +95,8 @@ struct State {
     /// Batch caps (`framesync`): one event per fresh entry, numbered per entry stream.
     batch: bool,
     batch_streams: std::collections::HashMap<String, Sequencer>,
+    /// NATS: told which streams this element writes (EOS waits for those).
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 #[derive(Default)]
@@ -106,6 +108,8 @@ pub struct RaftSink {
     final_stats: Mutex<Option<gst::Structure>>,
     unlocked: Arc<AtomicBool>,
     skipped_empty: Mutex<u64>,
+    /// Detections dropped for a non-finite number (they cannot be stored as JSON).
+    invalid_detections: Mutex<u64>,
 }
 
 #[glib::object_subclass]
@@ -116,6 +120,8 @@ impl ObjectSubclass for RaftSink {
 }
 
 /// The default outbox of a NATS location: a file in the working directory named after it.
+/// Several pipelines (and processes) may share it: the store creates it race-free, and each
+/// element waits at EOS only for its own streams.
 fn default_outbox(location: &str, stream: &str) -> PathBuf {
     let h = location.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
@@ -151,6 +157,10 @@ impl RaftSink {
             .field("queued", w.queued)
             .field("skipped-empty", *self.skipped_empty.lock().unwrap())
             .field(
+                "invalid-detections",
+                *self.invalid_detections.lock().unwrap(),
+            )
+            .field(
                 "commit-latency-p50-ms",
                 ms(w.commit_latency.percentile(0.5)),
             )
@@ -162,6 +172,7 @@ impl RaftSink {
         b.field("forwarded", f.forwarded)
             .field("already-in-nats", f.skipped)
             .field("pending", f.pending.max(0) as u64)
+            .field("dead-letters", f.dead_letters)
             .field("retries", f.retries)
             .field("nats-connected", f.connected)
             .field("last-error", f.last_error.unwrap_or_default())
@@ -195,12 +206,13 @@ impl RaftSink {
             let unlocked = self.unlocked.clone();
             if !f.wait_drained(timeout, || unlocked.load(Ordering::SeqCst)) {
                 let s = f.stats();
+                let pending = self.outbox_pending(&f).unwrap_or(s.pending);
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
                         "raftsink: {} events not acknowledged by NATS within eos-timeout ({timeout:?}); they stay in the outbox and are sent when raftsink next runs with it{}",
-                        s.pending,
+                        pending,
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
                             .unwrap_or_default()
@@ -221,12 +233,45 @@ impl RaftSink {
             .flatten()
     }
 
+    /// The outbox's own count of this element's events not yet acknowledged by NATS.
+    fn outbox_pending(&self, f: &Forwarder) -> Option<i64> {
+        let path = self.io.lock().unwrap().as_ref()?.database.clone();
+        EventStore::open_for_reading(&path)
+            .ok()?
+            .pending_of(Some(&f.own()))
+            .ok()
+    }
+
+    /// Whether the frames come from a live source: asked of the source itself, not of the
+    /// LATENCY query (a paced file, `identity sync=true`, answers that as live).
     fn upstream_live(&self) -> bool {
-        let mut q = gst::query::Latency::new();
-        self.obj()
-            .static_pad("sink")
-            .is_some_and(|p| p.peer_query(&mut q))
-            && q.result().0
+        let Some(pad) = self.obj().static_pad("sink") else {
+            return false;
+        };
+        liveness::upstream_is_live(&pad).unwrap_or_else(|| {
+            let mut q = gst::query::Latency::new();
+            pad.peer_query(&mut q) && q.result().0
+        })
+    }
+
+    /// Drops detections with a non-finite number (NaN, infinity: a broken export, an fp16
+    /// overflow), counted in `invalid-detections`; the first time, says so.
+    fn drop_invalid(&self, detections: &mut Vec<event::Detection>, stream: &str) {
+        let n = event::drop_non_finite(detections);
+        if n == 0 {
+            return;
+        }
+        let mut count = self.invalid_detections.lock().unwrap();
+        let first = *count == 0;
+        *count += n as u64;
+        drop(count);
+        if first {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("raftsink: a detection of stream '{stream}' has a confidence that is not finite (NaN or infinity): it is left out of the event (the others are stored); later ones are only counted in stats invalid-detections. Check the model's output")
+            );
+        }
     }
 }
 
@@ -255,8 +300,12 @@ impl ObjectImpl for RaftSink {
                     .blurb(
                         "NATS only: the SQLite file events are committed to first and forwarded \
                          from, so that a NATS outage or a crash loses nothing. Use one per \
-                         pipeline. Default: videoai-outbox-<stream>-<hash of location>.db in the \
-                         working directory",
+                         pipeline, or share one: pipelines in one directory with the same NATS \
+                         location share the default, and each waits at EOS only for its own \
+                         streams. Events NATS refuses for good (too large, no permission) are \
+                         parked in its dead_letters table (videoai-events stats lists them). \
+                         Default: videoai-outbox-<stream>-<hash of location>.db in the working \
+                         directory",
                     )
                     .mutable_ready()
                     .build(),
@@ -328,9 +377,11 @@ impl ObjectImpl for RaftSink {
                     .blurb(
                         "Read-only 'raftsink-stats' structure: written (events stored), \
                          duplicates (already in the log), commits, queued, skipped-empty, \
+                         invalid-detections (left out: a non-finite confidence), \
                          commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
-                         forwarded, already-in-nats, pending (in the outbox), retries, \
-                         nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
+                         forwarded, already-in-nats, pending (this element's events in the \
+                         outbox not yet acknowledged), dead-letters (parked: refused by NATS for \
+                         good), retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
                     )
                     .read_only()
                     .build(),
@@ -438,7 +489,16 @@ impl BaseSinkImpl for RaftSink {
                 ("raftsink: no location set. Set location to an event log file (raftsink location=events.db) or a NATS cluster (location=nats://127.0.0.1:4222)")
             ));
         };
-        let nats = nats_log::parse_location(&location);
+        let nats = match nats_log::parse_location(&location) {
+            None => None,
+            Some(Ok(urls)) => Some(urls),
+            Some(Err(why)) => {
+                return Err(gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ("raftsink: location {why}")
+                ));
+            }
+        };
         let database = match &nats {
             Some(_) => settings
                 .outbox_location
@@ -446,13 +506,8 @@ impl BaseSinkImpl for RaftSink {
                 .unwrap_or_else(|| default_outbox(&location, &settings.nats_stream)),
             None => PathBuf::from(&location),
         };
-        let store = EventStore::open_for_writing(&database).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::OpenWrite,
-                ("raftsink: {e}"),
-                ["check that the directory exists and is writable"]
-            )
-        })?;
+        let store = EventStore::open_for_writing(&database)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("raftsink: {e}")))?;
         let weak = self.obj().downgrade();
         let post = settings.post_durable;
         let forwarder = nats.map(|urls| {
@@ -464,11 +519,33 @@ impl BaseSinkImpl for RaftSink {
                     replicas: settings.replicas as usize,
                     outbox: database.clone(),
                 },
-                Box::new(move |msg| {
-                    if let Some(el) = weak_err.upgrade() {
-                        gst::element_error!(el, gst::ResourceError::OpenWrite, ("raftsink: {msg}"));
-                    }
-                }),
+                forwarder::Reports {
+                    on_error: Box::new(move |msg| {
+                        if let Some(el) = weak_err.upgrade() {
+                            gst::element_error!(
+                                el,
+                                gst::ResourceError::OpenWrite,
+                                ("raftsink: {msg}")
+                            );
+                        }
+                    }),
+                    on_parked: {
+                        let weak = self.obj().downgrade();
+                        let outbox = database.clone();
+                        Box::new(move |why| {
+                            if let Some(el) = weak.upgrade() {
+                                gst::element_warning!(
+                                    el,
+                                    gst::ResourceError::Write,
+                                    (
+                                        "raftsink: {why}. The event is parked in the dead-letter table of the outbox '{}' (videoai-events stats lists it); the other events go on. Later dead letters are only counted (stats dead-letters)",
+                                        outbox.display()
+                                    )
+                                );
+                            }
+                        })
+                    },
+                },
             ))
         });
         let nudge = forwarder.clone();
@@ -479,23 +556,37 @@ impl BaseSinkImpl for RaftSink {
                 commit_max_events: settings.commit_max_events as usize,
                 capacity: QUEUE_CAPACITY,
             },
-            Box::new(move |commit| {
-                if let Some(f) = &nudge {
-                    f.nudge();
-                }
-                if post && let Some(el) = weak.upgrade() {
-                    let s = gst::Structure::builder("raftsink-durable")
-                        .field("events", commit.events as u64)
-                        .field("new", commit.inserted as u64)
-                        .field(
-                            "streams",
-                            gst::Array::new(commit.streams.iter().map(|s| s.0.clone())),
-                        )
-                        .field("seqs", gst::Array::new(commit.streams.iter().map(|s| s.1)))
-                        .build();
-                    let _ = el.post_message(gst::message::Element::builder(s).src(&el).build());
-                }
-            }),
+            writer::Callbacks {
+                on_commit: Box::new(move |commit| {
+                    if let Some(f) = &nudge {
+                        f.nudge();
+                    }
+                    if post && let Some(el) = weak.upgrade() {
+                        let s = gst::Structure::builder("raftsink-durable")
+                            .field("events", commit.events as u64)
+                            .field("new", commit.inserted as u64)
+                            .field(
+                                "streams",
+                                gst::Array::new(commit.streams.iter().map(|s| s.0.clone())),
+                            )
+                            .field("seqs", gst::Array::new(commit.streams.iter().map(|s| s.1)))
+                            .build();
+                        let _ = el.post_message(gst::message::Element::builder(s).src(&el).build());
+                    }
+                }),
+                on_replaced: {
+                    let weak = self.obj().downgrade();
+                    Box::new(move |what| {
+                        if let Some(el) = weak.upgrade() {
+                            gst::element_warning!(
+                                el,
+                                gst::ResourceError::Write,
+                                ("raftsink: {what}")
+                            );
+                        }
+                    })
+                },
+            },
         );
         gst::info!(
             CAT,
@@ -509,12 +600,14 @@ impl BaseSinkImpl for RaftSink {
             }
         );
         *self.skipped_empty.lock().unwrap() = 0;
+        *self.invalid_detections.lock().unwrap() = 0;
         *self.final_stats.lock().unwrap() = None;
         let writer = Arc::new(writer);
         *self.state.lock().unwrap() = State {
             skip_empty: settings.skip_empty,
             stream_override: settings.stream_id.clone(),
             writer: Some(writer.clone()),
+            forwarder: forwarder.clone(),
             ..Default::default()
         };
         self.unlocked.store(false, Ordering::SeqCst);
@@ -527,9 +620,18 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let last = self.stats_structure();
+        let mut last = self.stats_structure();
+        if let Some((_, Some(f))) = self.io_handles()
+            && let Some(n) = self.outbox_pending(&f)
+        {
+            last.set("pending", n.max(0) as u64);
+        }
         *self.final_stats.lock().unwrap() = Some(last);
-        self.state.lock().unwrap().writer = None;
+        {
+            let mut st = self.state.lock().unwrap();
+            st.writer = None;
+            st.forwarder = None;
+        }
         let io = self.io.lock().unwrap().take();
         if let Some(io) = io {
             if let Some(f) = io.forwarder {
@@ -597,8 +699,13 @@ impl BaseSinkImpl for RaftSink {
                 st.live = None;
             }
             gst::EventView::Segment(s) => {
-                self.state.lock().unwrap().segment =
-                    s.segment().downcast_ref::<gst::ClockTime>().cloned();
+                let mut st = self.state.lock().unwrap();
+                st.segment = s.segment().downcast_ref::<gst::ClockTime>().cloned();
+                // A new segment (a seek): frames are numbered by their position alone.
+                st.sequencer.reset();
+                for s in st.batch_streams.values_mut() {
+                    s.reset();
+                }
             }
             gst::EventView::FlushStop(_) => {
                 let mut st = self.state.lock().unwrap();
@@ -619,7 +726,7 @@ impl BaseSinkImpl for RaftSink {
         if self.state.lock().unwrap().batch {
             return self.render_batch(buffer);
         }
-        let detections = detection::read_detections(buffer);
+        let mut detections = detection::read_detections(buffer);
         let (needs_live, stream) = {
             let st = self.state.lock().unwrap();
             if st.skip_empty && detections.is_empty() {
@@ -634,6 +741,7 @@ impl BaseSinkImpl for RaftSink {
                 .unwrap_or_else(|| self.obj().name().to_string());
             (st.live.is_none(), stream)
         };
+        self.drop_invalid(&mut detections, &stream);
         // Once per stream: live input numbers frames by capture time, continuing after what is
         // already stored for the stream.
         let live = needs_live.then(|| {
@@ -693,6 +801,10 @@ impl RaftSink {
         let Some(writer) = writer else {
             return Err(gst::FlowError::Flushing);
         };
+        let forwarder = self.state.lock().unwrap().forwarder.clone();
+        if let Some(f) = forwarder {
+            f.claim(&ev.stream);
+        }
         let (stream, seq) = (ev.stream.clone(), ev.seq);
         match writer.submit(ev) {
             Ok(()) => Ok(gst::FlowSuccess::Ok),
@@ -742,7 +854,8 @@ impl RaftSink {
             let Some(frame) = e.buffer.as_ref() else {
                 continue;
             };
-            let detections = detection::read_detections(frame);
+            let mut detections = detection::read_detections(frame);
+            self.drop_invalid(&mut detections, &e.stream_id);
             let new_stream = !self
                 .state
                 .lock()

@@ -1,15 +1,22 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Frame sequence numbers: the `seq` of `(stream, seq)`, the key that makes writes idempotent.
 //!
-//! * Non-live input (a file): `seq = round(pts · fps)`. The same frame of the same file gets the
-//!   same number in every run, so a replay or a restart after a crash stores nothing twice.
-//! * Live input (a camera): `seq = round(capture time · fps)`, capture time being wall-clock
-//!   nanoseconds. A live source restarts its timestamps at zero, so PTS-based numbers would
-//!   collide with the previous run's; wall-clock numbers keep growing.
-//! * Without a framerate or a timestamp, a counter continues from the last number given.
+//! The number comes from where the frame is, never from how many frames came before it, so a
+//! seek, a replay or a restart gives the same frame the same number:
 //!
-//! Numbers only go up within a run: a frame whose number is already used (variable framerate,
-//! jitter) gets the next free one, so no frame is silently merged with another.
+//! * Non-live input (a file): its position, `seq = round(pts · fps)`; without a framerate
+//!   (variable-rate files, `0/1` caps) the PTS in microseconds. The same frame of the same file
+//!   gets the same number in every run and after any seek, so nothing is stored twice.
+//! * Live input (a camera): its capture time, `seq = round(capture time · fps)` (capture time in
+//!   wall-clock nanoseconds), or the capture time in microseconds without a framerate. A live
+//!   source restarts its timestamps at zero, so PTS-based numbers would collide with the
+//!   previous run's; wall-clock numbers keep growing.
+//! * Only a frame without a timestamp gets the number after the last one given.
+//!
+//! Two frames in the same slot (a framerate in the caps that the timestamps do not keep,
+//! jitter) are not merged: the second gets the next free number. A flush or a new segment
+//! (a seek) forgets the last number, so the frames after it are numbered by their position
+//! alone.
 
 /// What the number is derived from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,11 +72,14 @@ impl Sequencer {
 
     /// The sequence number of a frame with this PTS and capture time (ns since the epoch).
     pub fn next(&mut self, pts: Option<gst::ClockTime>, capture_ns: i64) -> i64 {
+        let micros = |ns: u128| (ns / 1000) as i64;
         let derived = match (self.basis, self.fps) {
             (Basis::Pts, Some(fps)) => pts.map(|p| frames_at(p.nseconds() as u128, fps)),
+            (Basis::Pts, None) => pts.map(|p| micros(p.nseconds() as u128)),
             (Basis::CaptureTime, Some(fps)) if capture_ns > 0 => {
                 Some(frames_at(capture_ns as u128, fps))
             }
+            (Basis::CaptureTime, None) if capture_ns > 0 => Some(micros(capture_ns as u128)),
             _ => None,
         };
         let seq = match (derived, self.last) {
@@ -138,9 +148,30 @@ mod tests {
         );
         assert_eq!(s.next(None, 0), 3);
         let mut c = Sequencer::new();
+        assert_eq!(c.next(None, 0), 0);
+        assert_eq!(c.next(None, 0), 1);
+    }
+
+    #[test]
+    fn without_a_framerate_the_position_is_the_number() {
+        // A variable-rate file: the PTS in microseconds, the same after a seek back.
+        let mut s = Sequencer::new();
+        s.set_framerate(0, 1);
+        let at = |ms: u64| Some(gst::ClockTime::from_mseconds(ms));
+        assert_eq!((s.next(at(0), 0), s.next(at(20), 0)), (0, 20_000));
+        s.reset();
         assert_eq!(
-            (c.next(None, 0), c.next(Some(gst::ClockTime::SECOND), 0)),
-            (0, 1)
+            s.next(at(0), 0),
+            0,
+            "after a flush, the same frame, the same number"
+        );
+        assert_eq!(s.next(at(65), 0), 65_000);
+        // Live without a framerate: the capture time in microseconds.
+        let mut live = Sequencer::new();
+        live.set_basis(Basis::CaptureTime);
+        assert_eq!(
+            live.next(at(0), 1_795_000_000_123_456_789),
+            1_795_000_000_123_456
         );
     }
 

@@ -3,9 +3,14 @@
 //!
 //! The streaming thread hands events over ([`Writer::submit`], blocking only when `capacity`
 //! events wait); the writer commits when the oldest waiting event is `commit_interval` old or
-//! `commit_max_events` wait, whichever comes first, so one fsync covers many events. After
-//! each commit a [`Commit`] report goes to the `on_commit` callback (durability messages, the
-//! NATS forwarder).
+//! `commit_max_events` wait, whichever comes first, so one fsync covers many events, or at once
+//! when someone waits for durability ([`Writer::wait_durable`]: EOS). After each commit a
+//! [`Commit`] report goes to the `on_commit` callback (durability messages, the NATS
+//! forwarder).
+//!
+//! Before each commit the writer checks that the file at the log's path is still the one it has
+//! open: a log deleted (or replaced) while being written is reopened at its path, and the
+//! `on_replaced` callback says so; nothing is written into a deleted file.
 //!
 //! Lock order: only `Shared::state`; the callback runs without it.
 
@@ -57,6 +62,8 @@ struct State {
     queue: VecDeque<(EncodedEvent, Instant)>,
     submitted: u64,
     durable: u64,
+    /// Someone waits for durability: commit now, not at the end of the interval.
+    commit_now: bool,
     flushing: bool,
     shutdown: bool,
     error: Option<StoreError>,
@@ -78,12 +85,16 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the writer reports besides commits.
+pub struct Callbacks {
+    pub on_commit: Box<dyn Fn(&Commit) + Send>,
+    /// The log was deleted or replaced under the writer; it goes on in a new log at the same
+    /// path (the argument says what happened).
+    pub on_replaced: Box<dyn Fn(&str) + Send>,
+}
+
 impl Writer {
-    pub fn start(
-        mut store: EventStore,
-        config: Config,
-        on_commit: Box<dyn Fn(&Commit) + Send>,
-    ) -> Writer {
+    pub fn start(mut store: EventStore, config: Config, callbacks: Callbacks) -> Writer {
         let shared = Arc::new(Shared {
             capacity: config.capacity.max(1),
             max_events: config.commit_max_events.max(1),
@@ -94,7 +105,7 @@ impl Writer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("raftsink-writer".into())
-            .spawn(move || Self::run(&s, &mut store, config, on_commit))
+            .spawn(move || Self::run(&s, &mut store, config, callbacks))
             .expect("a thread can be started");
         Writer {
             shared,
@@ -102,12 +113,7 @@ impl Writer {
         }
     }
 
-    fn run(
-        shared: &Shared,
-        store: &mut EventStore,
-        config: Config,
-        on_commit: Box<dyn Fn(&Commit) + Send>,
-    ) {
+    fn run(shared: &Shared, store: &mut EventStore, config: Config, callbacks: Callbacks) {
         let mut st = shared.state.lock().unwrap();
         loop {
             while st.queue.is_empty() && !st.shutdown {
@@ -120,6 +126,7 @@ impl Writer {
             loop {
                 let age = st.queue.front().map(|e| e.1.elapsed()).unwrap_or_default();
                 if st.shutdown
+                    || st.commit_now
                     || st.queue.len() >= config.commit_max_events
                     || age >= config.commit_interval
                 {
@@ -133,10 +140,14 @@ impl Writer {
             }
             let n = st.queue.len().min(config.commit_max_events.max(1));
             let (events, arrived): (Vec<EncodedEvent>, Vec<Instant>) = st.queue.drain(..n).unzip();
+            if st.queue.is_empty() {
+                st.commit_now = false;
+            }
             shared.progress.notify_all();
             drop(st);
 
-            let res = store.insert_batch(&events);
+            let res =
+                Self::still_there(store, &callbacks).and_then(|()| store.insert_batch(&events));
             let mut streams: Vec<(String, i64)> = Vec::new();
             for e in &events {
                 match streams.iter_mut().find(|s| s.0 == e.stream) {
@@ -157,7 +168,7 @@ impl Writer {
                     }
                     shared.progress.notify_all();
                     drop(st);
-                    on_commit(&Commit {
+                    (callbacks.on_commit)(&Commit {
                         events: n,
                         inserted,
                         streams,
@@ -172,6 +183,20 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Reopens the log at its path when the file there is no longer the one open.
+    fn still_there(store: &mut EventStore, callbacks: &Callbacks) -> Result<(), StoreError> {
+        if store.still_at_its_path() {
+            return Ok(());
+        }
+        let path = store.path().to_path_buf();
+        *store = EventStore::open_for_writing(&path)?;
+        (callbacks.on_replaced)(&format!(
+            "the event log '{}' was deleted or replaced while raftsink was writing it: the events committed before are in the old file; writing on in a new log at the same path",
+            path.display()
+        ));
+        Ok(())
     }
 
     /// Hands one event over; blocks while `capacity` events wait.
@@ -207,7 +232,10 @@ impl Writer {
         let mut st = self.shared.state.lock().unwrap();
         let target = st.submitted;
         // Do not wait for the interval: commit what is there now.
-        self.shared.work.notify_one();
+        if st.durable < target {
+            st.commit_now = true;
+            self.shared.work.notify_one();
+        }
         loop {
             if let Some(e) = &st.error {
                 return Err(WriteError::Failed(e.clone()));
@@ -264,5 +292,56 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64) -> EncodedEvent {
+        EncodedEvent {
+            stream: "cam".into(),
+            seq,
+            pts_ns: Some(seq),
+            capture_ns: seq,
+            model: String::new(),
+            detections: "[]".into(),
+        }
+    }
+
+    #[test]
+    fn waiting_for_durability_commits_now() {
+        let dir = std::env::temp_dir().join(format!("videoai-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = EventStore::open_for_writing(&dir.join("events.db")).unwrap();
+        // A long commit interval: only "commit now" makes the event durable soon.
+        let writer = Writer::start(
+            store,
+            Config {
+                commit_interval: Duration::from_secs(20),
+                commit_max_events: 1000,
+                capacity: 100,
+            },
+            Callbacks {
+                on_commit: Box::new(|_| {}),
+                on_replaced: Box::new(|_| {}),
+            },
+        );
+        writer.submit(event(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        assert!(matches!(
+            writer.wait_durable(Duration::from_secs(5)),
+            Ok(true)
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(writer.stats().commits, 1);
+        writer.stop().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

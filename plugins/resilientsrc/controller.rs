@@ -603,6 +603,11 @@ fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
             src.set_property("latency", latency);
             src.set_property("tcp-timeout", timeout_us);
             src.set_property("teardown-timeout", 100_000_000u64);
+            // The camera's capture time (NTP, from its RTCP sender reports) on every frame
+            // once it is known: what framesync aligns on and raftsink numbers frames by.
+            if src.has_property("add-reference-timestamp-meta") {
+                src.set_property("add-reference-timestamp-meta", true);
+            }
             if let Some(p) = &protocols {
                 src.set_property_from_str("protocols", p);
             }

@@ -278,3 +278,94 @@ pub fn covered(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> f64 {
     let area = a.2 * a.3;
     if area <= 0.0 { 0.0 } else { iw * ih / area }
 }
+
+/// A raw GRAY8 Matroska file of `frames` frames at a variable rate (gaps of 20, 45, 30 ms in
+/// turn; caps framerate 0/1); returns the frames' positions in ns.
+pub fn vfr_clip(path: &Path, frames: usize) -> Vec<u64> {
+    init();
+    let p = parse(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=16,height=16,framerate=0/1 \
+         ! matroskamux ! filesink location=\"{}\"",
+        path.display()
+    ));
+    let src = p
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut positions = Vec::new();
+    let mut t = 0u64;
+    for i in 0..frames {
+        positions.push(t);
+        let mut b = gst::Buffer::with_size(256).unwrap();
+        let step = [20, 45, 30][i % 3] * 1_000_000;
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(t));
+            // With its duration, the last frame is inside the file's segment (a sink drops a
+            // zero-length buffer at the segment's end).
+            b.set_duration(gst::ClockTime::from_nseconds(step));
+            b.map_writable().unwrap().fill((i % 250) as u8);
+        }
+        src.push_buffer(b).unwrap();
+        t += step;
+    }
+    src.end_of_stream().unwrap();
+    let bus = p.bus().unwrap();
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos])
+        .expect("the clip was written");
+    p.set_state(gst::State::Null).unwrap();
+    positions
+}
+
+/// Plays `file` into `raftsink <sink>`, seeking back and forth while it plays: to 0.5 s once
+/// 40 frames were stored, then forward to 2 s, then back to 0.
+pub fn play_with_seeks(file: &Path, sink: &str) {
+    init();
+    let p = parse(&format!(
+        "filesrc location=\"{}\" ! matroskademux ! identity sleep-time=2000 ! raftsink name=sink {sink}",
+        file.display()
+    ));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = seen.clone();
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Paused).unwrap();
+    let _ = p.state(gst::ClockTime::from_seconds(10));
+    p.set_state(gst::State::Playing).unwrap();
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while seen.load(std::sync::atomic::Ordering::SeqCst) < n
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let flags = gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE;
+    wait_for(40);
+    p.seek_simple(flags, gst::ClockTime::from_mseconds(500))
+        .unwrap();
+    wait_for(60);
+    p.seek_simple(flags, gst::ClockTime::from_seconds(2))
+        .unwrap();
+    wait_for(80);
+    p.seek_simple(flags, gst::ClockTime::ZERO).unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{}: {:?}", e.error(), e.debug());
+    }
+    p.set_state(gst::State::Null).unwrap();
+}

@@ -96,7 +96,7 @@ impl NatsCluster {
     }
 
     fn urls(&self) -> Vec<String> {
-        nats_log::parse_location(&self.url()).unwrap()
+        nats_log::parse_location(&self.url()).unwrap().unwrap()
     }
 
     /// Waits until a running server answers JetStream requests (a meta leader exists).
