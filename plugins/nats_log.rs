@@ -124,6 +124,12 @@ pub fn msg_id(stream_id: &str, seq: i64) -> String {
     format!("{stream_id}:{seq}")
 }
 
+/// The event seq in a message's `Nats-Msg-Id` header (see [`msg_id`]).
+fn seq_of(headers: &async_nats::HeaderMap) -> Option<i64> {
+    let id = headers.get("Nats-Msg-Id")?;
+    id.as_str().rsplit_once(':')?.1.parse().ok()
+}
+
 /// Connects to the servers. With `retry`, keeps trying the first connection too (a writer);
 /// without, fails after `timeout` (a reader).
 pub async fn connect(
@@ -173,11 +179,7 @@ pub async fn last_seq(
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(msg) => {
-            let from_header = msg
-                .headers
-                .get("Nats-Msg-Id")
-                .and_then(|v| v.as_str().rsplit_once(':').map(|(_, s)| s.to_string()))
-                .and_then(|s| s.parse::<i64>().ok());
+            let from_header = seq_of(&msg.headers);
             let seq = from_header.or_else(|| {
                 serde_json::from_slice::<FrameEvent>(&msg.payload)
                     .ok()
@@ -219,13 +221,7 @@ pub async fn held_seqs(
         .map_err(|e| format!("cannot read the events on {subject}: {e}"))?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| format!("reading the events on {subject}: {e}"))?;
-        if let Some(seq) = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .and_then(|v| v.as_str().rsplit_once(':').map(|(_, s)| s.to_string()))
-            .and_then(|s| s.parse::<i64>().ok())
-        {
+        if let Some(seq) = msg.headers.as_ref().and_then(seq_of) {
             held.insert(seq);
         }
         if msg.info().map(|i| i.stream_sequence).unwrap_or(last) >= last {
