@@ -65,11 +65,21 @@ fn check_exactly_once_in_order(events: &[FrameEvent], expected: &BTreeMap<String
         let seqs = per
             .get(id.as_str())
             .unwrap_or_else(|| panic!("no events of {id}"));
+        // Seqs of a live source count frames from its capture time: neighbours differ by one.
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        let gaps: Vec<(i64, i64)> = sorted
+            .windows(2)
+            .filter(|w| w[1] - w[0] != 1)
+            .map(|w| (w[0], w[1]))
+            .collect();
         assert_eq!(
             seqs.len(),
             *n,
-            "{id}: {} events in NATS, {n} frames written",
-            seqs.len()
+            "{id}: {} events in NATS, {n} frames written (gaps {gaps:?} in {:?}..={:?})",
+            seqs.len(),
+            sorted.first(),
+            sorted.last()
         );
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),

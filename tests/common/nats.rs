@@ -135,10 +135,26 @@ impl NatsCluster {
         }
     }
 
-    /// Stops every node (SIGKILL: as abrupt as a power cut).
+    /// Shuts every node down (SIGTERM, then waits for each to exit). Not SIGKILL: nats-server
+    /// acknowledges a write before its file store has written it out (nats-server#7564), so
+    /// killing every replica at once can lose writes that NATS already acknowledged, which no
+    /// client can prevent. Killing a minority (`kill`) loses nothing: the quorum holds the data.
     pub fn stop_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill(i);
+        for node in &mut self.nodes {
+            if let Some(c) = &node.child {
+                // SAFETY: kill(2) with a pid this struct started and has not yet reaped.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for node in &mut self.nodes {
+            if let Some(mut c) = node.child.take() {
+                while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 
