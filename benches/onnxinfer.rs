@@ -69,11 +69,13 @@ fn ms(d: Duration) -> f64 {
 fn load_options() -> LoadOptions {
     LoadOptions {
         model_type: ModelType::Auto,
-        threads: 0,
-        spinning: false,
-        optimization: OptimizationLevel::All,
-        provider: ExecutionProvider::Cpu,
-        provider_fallback: false,
+        session: gstvideoai::onnxinfer::runtime::SessionConfig {
+            threads: 0,
+            spinning: false,
+            optimization: OptimizationLevel::All,
+            provider: ExecutionProvider::Cpu,
+            provider_fallback: false,
+        },
     }
 }
 

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
 use gst::prelude::*;
-use gstvideoai::detection;
-use gstvideoai::event::{Detection, FrameEvent};
-use gstvideoai::event_store::EncodedEvent;
+use gstvideoai::eventlog::event::{Detection, FrameEvent};
+use gstvideoai::eventlog::store::EncodedEvent;
+use gstvideoai::formats::detection;
 
 use common::env_u64 as env;
 
@@ -156,14 +156,14 @@ fn encoded(stream: &str, i: u64) -> EncodedEvent {
 /// The raw client: `streams` streams of `n` events, one publish in flight per stream
 /// (`pipelined`: all in flight, acks awaited at the end).
 fn raw_nats(url: &str, stream_name: &str, streams: usize, n: u64, pipelined: bool) -> Duration {
-    use gstvideoai::nats_log;
-    let urls = nats_log::parse_location(url).unwrap().unwrap();
-    nats_log::block_on(async move {
-        let client = nats_log::connect(&urls, "bench", Duration::from_secs(10), false)
+    use gstvideoai::eventlog::nats;
+    let urls = nats::parse_location(url).unwrap().unwrap();
+    nats::block_on(async move {
+        let client = nats::connect(&urls, "bench", Duration::from_secs(10), false)
             .await
             .unwrap();
         let js = async_nats::jetstream::new(client);
-        nats_log::ensure_stream(&js, stream_name, 3).await.unwrap();
+        nats::ensure_stream(&js, stream_name, 3).await.unwrap();
         let payloads: Vec<Vec<(String, String, Vec<u8>)>> = (0..streams)
             .map(|s| {
                 let id = format!("raw-{s}-{pipelined}");
@@ -180,8 +180,8 @@ fn raw_nats(url: &str, stream_name: &str, streams: usize, n: u64, pipelined: boo
                             schema: 2,
                         };
                         (
-                            nats_log::subject(&id),
-                            nats_log::msg_id(&id, i as i64),
+                            nats::subject(&id),
+                            nats::msg_id(&id, i as i64),
                             serde_json::to_vec(&ev).unwrap(),
                         )
                     })
@@ -277,7 +277,7 @@ fn main() {
                     &[
                         ("location", url),
                         ("outbox-location", outbox.display().to_string()),
-                        ("eos-timeout", "600000".into()),
+                        ("eos-timeout", "600000000000".into()),
                     ],
                     &format!("cam-{s}"),
                     per_stream,

@@ -19,22 +19,18 @@
 //!   picks the best decoder available.
 //!
 //! The modules outside the element folders hold what several elements and the
-//! `videoai-events` tool share: the detection metadata ([`detection`]), the event schema
-//! ([`event`]) and its SQLite store ([`event_store`]), capture timestamps ([`capture_time`]) and
-//! the ONNX Runtime loader ([`ort_runtime`]).
+//! `videoai-events` tool share, grouped by what they are:
+//!
+//! * [`formats`]: what elements exchange on buffers (detection meta, batches, capture time);
+//! * [`eventlog`]: the event log (schema, SQLite store and outbox, NATS JetStream), no
+//!   GStreamer in it;
+//! * [`util`]: small helpers (histogram, backoff, hashing, source liveness).
 
 use gst::glib;
 
-pub mod batch;
-pub mod capture_time;
-pub mod detection;
-pub mod event;
-pub mod event_store;
-pub mod histogram;
-pub mod liveness;
-pub mod nats_log;
-#[cfg(feature = "onnxinfer")]
-pub mod ort_runtime;
+pub mod eventlog;
+pub mod formats;
+pub mod util;
 
 #[cfg(feature = "adaptivequeue")]
 pub mod adaptivequeue;
@@ -55,7 +51,7 @@ pub mod videoaitrace;
 
 #[allow(unused_variables)] // with every element feature off
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    detection::register_inference_meta();
+    formats::detection::register_inference_meta();
     #[cfg(feature = "adaptivequeue")]
     adaptivequeue::register(plugin)?;
     #[cfg(feature = "detectionoverlay")]

@@ -6,9 +6,9 @@ mod common;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstvideoai::detection;
 use gstvideoai::detectionoverlay::canvas::{Rgb, class_colour};
-use gstvideoai::event::Detection;
+use gstvideoai::eventlog::event::Detection;
+use gstvideoai::formats::detection;
 
 const W: u32 = 64;
 const H: u32 = 48;

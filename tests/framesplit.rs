@@ -4,7 +4,7 @@
 mod common;
 
 use gst::prelude::*;
-use gstvideoai::batch::{self, Entry, Status};
+use gstvideoai::formats::batch::{self, Entry, Status};
 
 fn frame(pts_ms: u64) -> gst::Buffer {
     let mut b = gst::Buffer::with_size(64 * 48 * 3 / 2).unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstvideoai::batch::{self, Entry, Status};
+use gstvideoai::formats::batch::{self, Entry, Status};
 
 const MS: u64 = 1_000_000;
 

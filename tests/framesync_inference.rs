@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstvideoai::event_store::EventStore;
+use gstvideoai::eventlog::store::EventStore;
 
 /// Grey level of stream `i` and where the model's box lands for it (x of the box's left edge,
 /// frame pixels): `cx = 40 + 240·g/255`, width 40.
@@ -225,7 +225,7 @@ fn repeated_entries_pushed_at_the_tick_rate_with_the_last_result() {
         source(1, 15, 15)
     );
     let pipeline = common::parse(&desc);
-    type Got = Arc<Mutex<Vec<(u64, Vec<gstvideoai::event::Detection>)>>>;
+    type Got = Arc<Mutex<Vec<(u64, Vec<gstvideoai::eventlog::event::Detection>)>>>;
     let got: Got = Arc::default();
     let g = got.clone();
     pipeline
@@ -240,7 +240,7 @@ fn repeated_entries_pushed_at_the_tick_rate_with_the_last_result() {
                     let b = sample.buffer().unwrap();
                     g.lock().unwrap().push((
                         b.pts().unwrap().nseconds(),
-                        gstvideoai::detection::read_detections(b),
+                        gstvideoai::formats::detection::read_detections(b),
                     ));
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -294,7 +294,7 @@ fn split_desc(model: &std::path::Path, extra: &str, frames: u32) -> String {
     desc
 }
 
-type Frames = Arc<Mutex<Vec<Vec<gstvideoai::event::Detection>>>>;
+type Frames = Arc<Mutex<Vec<Vec<gstvideoai::eventlog::event::Detection>>>>;
 
 /// Per `appsink name=outN`: the detections of each frame it gets.
 fn collect_detections(pipeline: &gst::Pipeline) -> Vec<Frames> {
@@ -310,7 +310,8 @@ fn collect_detections(pipeline: &gst::Pipeline) -> Vec<Frames> {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |s| {
                     let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let dets = gstvideoai::detection::read_detections(sample.buffer().unwrap());
+                    let dets =
+                        gstvideoai::formats::detection::read_detections(sample.buffer().unwrap());
                     f.lock().unwrap().push(dets);
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -322,7 +323,7 @@ fn collect_detections(pipeline: &gst::Pipeline) -> Vec<Frames> {
 
 /// Four streams through `framesync ! onnxinfer <extra> ! framesplit`: per stream, each frame's
 /// detections.
-fn four_streams_detections(extra: &str) -> Vec<Vec<Vec<gstvideoai::event::Detection>>> {
+fn four_streams_detections(extra: &str) -> Vec<Vec<Vec<gstvideoai::eventlog::event::Detection>>> {
     common::init();
     let dir = common::TempDir::new("framesync-pipelined");
     let model = dir.join("brightness.onnx");

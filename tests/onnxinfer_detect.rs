@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstvideoai::detection;
-use gstvideoai::event::Detection;
+use gstvideoai::eventlog::event::Detection;
+use gstvideoai::formats::detection;
 
 /// Runs the text picture through onnxinfer and returns each frame's detections and model.
 fn detect(

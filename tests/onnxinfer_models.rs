@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::onnx_model::{Dim, InputType, Spec};
 use gst::prelude::*;
-use gstvideoai::detection;
+use gstvideoai::formats::detection;
 
 /// One ROI as it left onnxinfer.
 #[derive(Debug, Clone, PartialEq)]

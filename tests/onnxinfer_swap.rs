@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::onnx_model::Spec;
 use gst::prelude::*;
-use gstvideoai::detection;
+use gstvideoai::formats::detection;
 
 /// A YOLOv5-style model with one box of class `class` (so each model's output differs), made
 /// slow to load by `ballast` unused floats.
@@ -40,11 +40,13 @@ fn hot_swap_while_playing() {
     let load_started = Instant::now();
     let opts = gstvideoai::onnxinfer::model::LoadOptions {
         model_type: gstvideoai::onnxinfer::ModelType::Auto,
-        threads: 0,
-        spinning: false,
-        optimization: gstvideoai::onnxinfer::OptimizationLevel::All,
-        provider: gstvideoai::onnxinfer::ExecutionProvider::Cpu,
-        provider_fallback: false,
+        session: gstvideoai::onnxinfer::runtime::SessionConfig {
+            threads: 0,
+            spinning: false,
+            optimization: gstvideoai::onnxinfer::OptimizationLevel::All,
+            provider: gstvideoai::onnxinfer::ExecutionProvider::Cpu,
+            provider_fallback: false,
+        },
     };
     gstvideoai::onnxinfer::model::Model::load(&models[1], &opts).unwrap();
     let load_time = load_started.elapsed();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::rtsp::RtspCamera;
 use gst::prelude::*;
-use gstvideoai::event_store::EventStore;
+use gstvideoai::eventlog::store::EventStore;
 
 /// Elements the GPU pipelines need and this machine may not have.
 const GPU_ELEMENTS: &[&str] = &["nvh264dec", "vaapih264dec", "vah264dec"];

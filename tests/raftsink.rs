@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstvideoai::detection;
-use gstvideoai::event::{Detection, FrameEvent};
-use gstvideoai::event_store::EventStore;
+use gstvideoai::eventlog::event::{Detection, FrameEvent};
+use gstvideoai::eventlog::store::EventStore;
+use gstvideoai::formats::detection;
 
 fn det(i: u32) -> Detection {
     Detection::new(

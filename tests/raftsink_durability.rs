@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::onnx_model::Spec;
 use gst::prelude::*;
-use gstvideoai::event::FrameEvent;
-use gstvideoai::event_store::EventStore;
+use gstvideoai::eventlog::event::FrameEvent;
+use gstvideoai::eventlog::store::EventStore;
 
 /// A YOLOv5-style model with one box, class 1 at 0.72.
 fn detector(dir: &common::TempDir) -> PathBuf {
@@ -39,7 +39,7 @@ fn child_pipeline() {
     let get = |k: &str| std::env::var(k).unwrap();
     let p = common::parse(&format!(
         "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer model-location=\"{}\" \
-         ! raftsink location=\"{}\" post-durable=true commit-interval=10 sync=true",
+         ! raftsink location=\"{}\" post-durable=true commit-interval=10000000 sync=true",
         get("CLIP"),
         get("MODEL"),
         get("DB")
@@ -549,16 +549,17 @@ fn a_non_finite_confidence_never_poisons_the_log() {
             let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data {
                 let b = b.make_mut();
-                let good = gstvideoai::event::Detection::new("car", 2, 0.9, (1, 2, 10, 10));
-                gstvideoai::detection::attach(b, &good, "m@1");
+                let good =
+                    gstvideoai::eventlog::event::Detection::new("car", 2, 0.9, (1, 2, 10, 10));
+                gstvideoai::formats::detection::attach(b, &good, "m@1");
                 if i == 1 || i == 4 {
-                    let bad = gstvideoai::event::Detection::new(
+                    let bad = gstvideoai::eventlog::event::Detection::new(
                         "car",
                         2,
                         if i == 1 { f64::NAN } else { f64::INFINITY },
                         (20, 20, 10, 10),
                     );
-                    gstvideoai::detection::attach(b, &bad, "m@1");
+                    gstvideoai::formats::detection::attach(b, &bad, "m@1");
                 }
             }
             gst::PadProbeReturn::Ok
@@ -632,15 +633,15 @@ fn one_unreadable_row_does_not_hide_the_others() {
 /// Three events of stream `cam` (seq 0, 1, 2) in a new log at `db`.
 fn push_three(db: &Path) {
     let mut store = EventStore::open_for_writing(db).unwrap();
-    let events: Vec<gstvideoai::event_store::EncodedEvent> = (0..3)
+    let events: Vec<gstvideoai::eventlog::store::EncodedEvent> = (0..3)
         .map(|i| {
-            gstvideoai::event_store::EncodedEvent::new(&FrameEvent {
+            gstvideoai::eventlog::store::EncodedEvent::new(&FrameEvent {
                 stream: "cam".into(),
                 seq: i,
                 pts_ns: Some(i * 40_000_000),
                 capture_ns: 1_795_000_000_000_000_000 + i * 40_000_000,
                 model: "m@1".into(),
-                detections: vec![gstvideoai::event::Detection::new(
+                detections: vec![gstvideoai::eventlog::event::Detection::new(
                     "car",
                     2,
                     0.9,
@@ -730,9 +731,9 @@ fn big_logs_are_read_in_constant_memory() {
         let mut store = EventStore::open_for_writing(&db).unwrap();
         let chunk = 50_000;
         for start in (0..n).step_by(chunk) {
-            let events: Vec<gstvideoai::event_store::EncodedEvent> = (start
+            let events: Vec<gstvideoai::eventlog::store::EncodedEvent> = (start
                 ..(start + chunk as i64).min(n))
-                .map(|i| gstvideoai::event_store::EncodedEvent {
+                .map(|i| gstvideoai::eventlog::store::EncodedEvent {
                     stream: format!("cam-{}", i % 4),
                     seq: i / 4,
                     pts_ns: Some(i * 1000),

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
 use gst::prelude::*;
-use gstvideoai::event::FrameEvent;
-use gstvideoai::nats_log;
+use gstvideoai::eventlog::event::FrameEvent;
+use gstvideoai::eventlog::nats;
 
 /// A pipeline writing `frames` live frames (at `fps`) of stream `id` to `url` through its own
 /// outbox.
 fn writer(url: &str, dir: &common::TempDir, id: &str, frames: u32, fps: u32) -> gst::Pipeline {
     common::parse(&format!(
         "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=32,height=24,framerate={fps}/1 \
-         ! raftsink name=sink location=\"{url}\" outbox-location=\"{}\" stream-id={id} eos-timeout=90000",
+         ! raftsink name=sink location=\"{url}\" outbox-location=\"{}\" stream-id={id} eos-timeout=90000000000",
         dir.join(&format!("outbox-{id}.db")).display()
     ))
 }
@@ -237,7 +237,7 @@ fn unreachable_nats_keeps_events_in_the_outbox() {
         .port();
     let url = format!("nats://127.0.0.1:{port}");
     let p = common::parse(&format!(
-        "videotestsrc num-buffers=10 ! video/x-raw,framerate=25/1 ! raftsink location=\"{url}\" outbox-location=\"{}\" eos-timeout=1500 stream-id=cam",
+        "videotestsrc num-buffers=10 ! video/x-raw,framerate=25/1 ! raftsink location=\"{url}\" outbox-location=\"{}\" eos-timeout=1500000000 stream-id=cam",
         outbox.display()
     ));
     let out = common::run(&p, Duration::from_secs(30));
@@ -249,7 +249,7 @@ fn unreachable_nats_keeps_events_in_the_outbox() {
         "{:?}",
         out.warnings
     );
-    let store = gstvideoai::event_store::EventStore::open_for_reading(&outbox).unwrap();
+    let store = gstvideoai::eventlog::store::EventStore::open_for_reading(&outbox).unwrap();
     assert_eq!(
         (store.count(None).unwrap(), store.pending().unwrap()),
         (10, 10)
@@ -310,7 +310,7 @@ fn same_directory_pipelines(n: usize) {
                 dir.path(),
                 &format!(
                     "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=16,height=16,framerate=40/1 \
-                     ! raftsink location={} stream-id=proc-{i} eos-timeout=60000",
+                     ! raftsink location={} stream-id=proc-{i} eos-timeout=60000000000",
                     nats.url()
                 ),
             )
@@ -362,14 +362,14 @@ fn an_event_nats_refuses_is_parked_and_the_other_streams_go_on() {
     let nats = NatsCluster::start(1);
     // A stream whose messages may not exceed 4 kB.
     let urls = nats_log_urls(&nats);
-    nats_log::block_on(async {
-        let client = nats_log::connect(&urls, "test", Duration::from_secs(5), false)
+    nats::block_on(async {
+        let client = nats::connect(&urls, "test", Duration::from_secs(5), false)
             .await
             .unwrap();
         async_nats::jetstream::new(client)
             .create_stream(async_nats::jetstream::stream::Config {
                 name: "VIDEOAI_EVENTS".into(),
-                subjects: vec![format!("{}.>", nats_log::SUBJECT_PREFIX)],
+                subjects: vec![format!("{}.>", nats::SUBJECT_PREFIX)],
                 max_message_size: 4096,
                 ..Default::default()
             })
@@ -381,7 +381,7 @@ fn an_event_nats_refuses_is_parked_and_the_other_streams_go_on() {
     // Two cameras batched into one raftsink; frame 5 of cam-a carries 200 detections (a
     // 20 kB event).
     let p = common::parse(&format!(
-        "framesync name=sync ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" eos-timeout=20000 \
+        "framesync name=sync ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" eos-timeout=20000000000 \
          videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=16,height=16,framerate=30/1 ! identity name=a ! sync.sink_0 \
          videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=16,height=16,framerate=30/1 ! sync.sink_1",
         nats.url(),
@@ -405,13 +405,13 @@ fn an_event_nats_refuses_is_parked_and_the_other_streams_go_on() {
             {
                 let b = b.make_mut();
                 for k in 0..200 {
-                    let d = gstvideoai::event::Detection::new(
+                    let d = gstvideoai::eventlog::event::Detection::new(
                         format!("label-number-{k}"),
                         k,
                         0.5,
                         (k as u32, 1, 2, 3),
                     );
-                    gstvideoai::detection::attach(b, &d, "m@1");
+                    gstvideoai::formats::detection::attach(b, &d, "m@1");
                 }
             }
             gst::PadProbeReturn::Ok
@@ -447,7 +447,7 @@ fn an_event_nats_refuses_is_parked_and_the_other_streams_go_on() {
 }
 
 fn nats_log_urls(nats: &NatsCluster) -> Vec<String> {
-    nats_log::parse_location(&nats.url()).unwrap().unwrap()
+    nats::parse_location(&nats.url()).unwrap().unwrap()
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn nats_down_the_counts_are_the_outboxes() {
     let port = common::free_port();
     let p = common::parse(&format!(
         "videotestsrc num-buffers=12 ! video/x-raw,framerate=25/1 ! raftsink name=sink location=nats://127.0.0.1:{port} \
-         outbox-location=\"{}\" eos-timeout=2000 stream-id=cam",
+         outbox-location=\"{}\" eos-timeout=2000000000 stream-id=cam",
         outbox.display()
     ));
     let out = common::run(&p, Duration::from_secs(30));

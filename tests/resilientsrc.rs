@@ -170,8 +170,8 @@ fn camera_killed_and_restarted_ten_times() {
     let mut cam = RtspCamera::start("rtsp_server_child");
     // Backoff 200 ms doubling to at most 1 s, ±20 %.
     let mut run = Run::new(&format!(
-        "resilientsrc uri={} protocols=tcp latency=100 stall-timeout=2000 \
-         backoff-initial=200 backoff-max=1000 jitter=0.2",
+        "resilientsrc uri={} protocols=tcp latency=100000000 stall-timeout=2000000000 \
+         backoff-initial=200000000 backoff-max=1000000000 jitter=0.2",
         cam.uri()
     ));
     run.play();
@@ -275,7 +275,7 @@ fn camera_killed_and_restarted_ten_times() {
 fn frozen_camera_is_detected_by_the_stall_timeout() {
     let mut cam = RtspCamera::start("rtsp_server_child");
     let mut run = Run::new(&format!(
-        "resilientsrc uri={} protocols=udp stall-timeout=1000 backoff-initial=200",
+        "resilientsrc uri={} protocols=udp stall-timeout=1000000000 backoff-initial=200000000",
         cam.uri()
     ));
     run.play();
@@ -323,8 +323,8 @@ fn hung_camera_is_given_up_on_and_stopping_does_not_hang() {
         }
     });
     let mut run = Run::new(&format!(
-        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam stall-timeout=500 backoff-initial=100 \
-         backoff-max=200"
+        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam stall-timeout=500000000 backoff-initial=100000000 \
+         backoff-max=200000000"
     ));
     run.play();
     let retries = |r: &Run| {
@@ -350,7 +350,7 @@ fn camera_that_never_returns_keeps_retrying_with_backoff() {
     let port = common::free_port();
     let mut run = Run::new(&format!(
         "resilientsrc uri=rtsp://admin:s3cret@127.0.0.1:{port}/cam \
-         backoff-initial=100 backoff-max=400 backoff-multiplier=2 jitter=0"
+         backoff-initial=100000000 backoff-max=400000000 backoff-multiplier=2 jitter=0"
     ));
     run.play();
     let retry_ins = |r: &Run| -> Vec<u64> {
@@ -395,7 +395,7 @@ fn camera_that_never_returns_keeps_retrying_with_backoff() {
 fn max_attempts_gives_up_with_a_clear_error() {
     let port = common::free_port();
     let mut run = Run::new(&format!(
-        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=50 backoff-max=100 max-attempts=3"
+        "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=50000000 backoff-max=100000000 max-attempts=3"
     ));
     run.run_to_end(Duration::from_secs(30));
     let stats = run.stats();
@@ -678,7 +678,7 @@ fn state_changes_while_connecting_do_not_hang() {
     let port = common::free_port();
     for _ in 0..5 {
         let mut run = Run::new(&format!(
-            "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=5000"
+            "resilientsrc uri=rtsp://127.0.0.1:{port}/cam backoff-initial=5000000000"
         ));
         run.play();
         run.pump_until(Duration::from_millis(300), |_| false);
@@ -709,7 +709,7 @@ fn pausing_a_live_camera_keeps_time_and_does_not_reconnect() {
     let cam = RtspCamera::start("rtsp_server_child");
     // A stall timeout shorter than the pauses: frames arriving while paused keep it quiet.
     let mut run = Run::new(&format!(
-        "resilientsrc uri={} protocols=tcp latency=100 stall-timeout=1500",
+        "resilientsrc uri={} protocols=tcp latency=100000000 stall-timeout=1500000000",
         cam.uri()
     ));
     // Paused before it ever played (the camera connects and sends meanwhile), then played.
@@ -750,7 +750,7 @@ fn pausing_a_live_camera_keeps_time_and_does_not_reconnect() {
 
 fn restarts_resume(cam: &mut common::http::HttpCamera, uri: &str) {
     let mut run = Run::new(&format!(
-        "resilientsrc uri={uri} stall-timeout=2000 backoff-initial=200 backoff-max=1000"
+        "resilientsrc uri={uri} stall-timeout=2000000000 backoff-initial=200000000 backoff-max=1000000000"
     ));
     run.play();
     assert!(
@@ -968,7 +968,7 @@ fn rtmp_stream_key_never_appears_in_what_resilientsrc_says() {
     let port = common::free_port();
     let key = "sk-live-9f8e7d6c5b4a";
     let mut run = Run::new(&format!(
-        "resilientsrc uri=rtmp://127.0.0.1:{port}/live/{key} backoff-initial=100 backoff-max=200"
+        "resilientsrc uri=rtmp://127.0.0.1:{port}/live/{key} backoff-initial=100000000 backoff-max=200000000"
     ));
     let lines = logged(gst::DebugLevel::Log, || {
         run.play();
@@ -1002,7 +1002,9 @@ fn rtmp_stream_key_never_appears_in_what_resilientsrc_says() {
 fn rtsp_credentials_reach_the_camera_but_no_log() {
     let cam = RtspCamera::start_with_auth("rtsp_server_child", Some(("viewer", "pw-Zx81Qk")));
     let uri = cam.uri().replace("rtsp://", "rtsp://viewer:pw-Zx81Qk@");
-    let mut run = Run::new(&format!("resilientsrc uri={uri} protocols=tcp latency=100"));
+    let mut run = Run::new(&format!(
+        "resilientsrc uri={uri} protocols=tcp latency=100000000"
+    ));
     let mut got = false;
     let lines = logged(gst::DebugLevel::Debug, || {
         run.play();
@@ -1062,12 +1064,12 @@ fn rtsp_sender_reports_give_wall_clock_capture_times() {
     let _ = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos]);
     p.set_state(gst::State::Null).unwrap();
     let after = wall_ns();
-    let events = gstvideoai::event_store::EventStore::open_for_reading(&db)
+    let events = gstvideoai::eventlog::store::EventStore::open_for_reading(&db)
         .unwrap()
         .events(None)
         .unwrap();
     assert!(events.len() > 50, "{} events", events.len());
-    let off: Vec<&gstvideoai::event::FrameEvent> = events
+    let off: Vec<&gstvideoai::eventlog::event::FrameEvent> = events
         .iter()
         .filter(|e| e.capture_ns < before - 1_000_000_000 || e.capture_ns > after + 1_000_000_000)
         .collect();
@@ -1106,7 +1108,7 @@ fn framesync_aligns_rtsp_cameras_on_capture_time() {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let entries = gstvideoai::batch::read(sample.buffer().unwrap()).unwrap();
+                let entries = gstvideoai::formats::batch::read(sample.buffer().unwrap()).unwrap();
                 let st = |i: usize| {
                     entries
                         .iter()

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use gstvideoai::event::{Detection, FrameEvent};
-use gstvideoai::event_store::{BadRow, EventStore};
-use gstvideoai::nats_log;
+use gstvideoai::eventlog::event::{Detection, FrameEvent};
+use gstvideoai::eventlog::nats;
+use gstvideoai::eventlog::store::{BadRow, EventStore};
 
 const USAGE: &str = "\
 videoai-events: read the event log written by the videoai `raftsink` element
@@ -295,13 +295,13 @@ fn json_line(out: &mut impl Write, ev: &FrameEvent) -> std::io::Result<()> {
 
 /// A NATS location's servers, `None` for a file; a bad NATS location is an error.
 fn nats_urls(location: &str) -> Result<Option<Vec<String>>, String> {
-    nats_log::parse_location(location).transpose()
+    nats::parse_location(location).transpose()
 }
 
 fn nats_name(args: &Args) -> String {
     args.nats_stream
         .clone()
-        .unwrap_or_else(|| nats_log::DEFAULT_STREAM.into())
+        .unwrap_or_else(|| nats::DEFAULT_STREAM.into())
 }
 
 fn deadline(args: &Args) -> Instant {
@@ -334,13 +334,13 @@ fn for_each(args: &Args, mut each: impl FnMut(FrameEvent) -> bool) -> Result<(),
         // A cluster whose leader just died refuses connections and requests for a few
         // seconds: try again until the deadline, as long as nothing was printed yet.
         let mut printed = 0u64;
-        return nats_log::block_on(async {
+        return nats::block_on(async {
             loop {
                 let tried = async {
                     let client =
-                        nats_log::connect(&urls, "videoai-events", Duration::from_secs(5), false)
+                        nats::connect(&urls, "videoai-events", Duration::from_secs(5), false)
                             .await?;
-                    nats_log::for_each_event(
+                    nats::for_each_event(
                         &async_nats::jetstream::new(client),
                         &name,
                         deadline,
@@ -448,11 +448,11 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
         use futures_util::StreamExt;
         let name = nats_name(args);
         let deadline = deadline(args);
-        return nats_log::block_on(async {
+        return nats::block_on(async {
             let client =
-                nats_log::connect(&urls, "videoai-events", Duration::from_secs(5), false).await?;
+                nats::connect(&urls, "videoai-events", Duration::from_secs(5), false).await?;
             let js = async_nats::jetstream::new(client);
-            let stream = nats_log::stream_with_leader(&js, &name, deadline).await?;
+            let stream = nats::stream_with_leader(&js, &name, deadline).await?;
             let consumer = stream
                 .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                     deliver_policy: if args.from_start {

@@ -18,6 +18,8 @@ use gst::prelude::*;
 
 pub mod control;
 mod imp;
+mod settings;
+mod state;
 pub mod store;
 
 /// How the queue reacts to overload.

@@ -13,7 +13,7 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use super::canvas::{self, Canvas, Rgb};
-use crate::detection;
+use crate::formats::detection;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -79,7 +79,7 @@ impl ObjectSubclass for DetectionOverlay {
 }
 
 /// The text above a box: `label confidence`, and the classifier's label if any.
-fn caption(d: &crate::event::Detection, show_confidence: bool) -> String {
+fn caption(d: &crate::eventlog::event::Detection, show_confidence: bool) -> String {
     let mut s = d.label.clone();
     if show_confidence && d.class_id >= 0 {
         s.push_str(&format!(" {:.2}", d.confidence));

@@ -12,7 +12,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::batch::{self, Status};
+use crate::formats::batch::{self, Status};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -162,7 +162,7 @@ impl FrameSplit {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::WrongType,
-                ("framesplit: got a buffer without a VideoAIBatchMeta; framesplit takes the batches of framesync (framesync ! ... ! framesplit)")
+                ("got a buffer without a VideoAIBatchMeta; framesplit takes the batches of framesync (framesync ! ... ! framesplit)")
             );
             return Err(gst::FlowError::Error);
         };
@@ -232,7 +232,7 @@ impl FrameSplit {
     /// Pushes one entry's frame on its pad, after whatever events the pad has not had yet.
     fn push_entry(
         &self,
-        e: crate::batch::Entry,
+        e: crate::formats::batch::Entry,
         frame: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let pad = self.out_pad(e.pad_index);
@@ -289,7 +289,7 @@ impl FrameSplit {
                     self,
                     gst::StreamError::Failed,
                     (
-                        "framesplit: the branch of {} (stream {}) stopped: {err:?}",
+                        "the branch of {} (stream {}) stopped: {err:?}",
                         pad.name(),
                         e.stream_id
                     ),
@@ -316,11 +316,7 @@ impl FrameSplit {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::Negotiation,
-                        (
-                            "framesplit: expected {} caps, got {}",
-                            batch::CAPS_NAME,
-                            c.caps()
-                        )
+                        ("expected {} caps, got {}", batch::CAPS_NAME, c.caps())
                     );
                 }
                 ok
@@ -382,7 +378,7 @@ impl FrameSplit {
 /// the tick's position in the stream's segment, so that encoders and muxers see time advance.
 fn retimed(
     frame: gst::Buffer,
-    e: &crate::batch::Entry,
+    e: &crate::formats::batch::Entry,
     tick: Option<gst::ClockTime>,
 ) -> gst::Buffer {
     let pts = e

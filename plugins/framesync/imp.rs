@@ -29,8 +29,9 @@ use gst_base::subclass::prelude::*;
 use super::AlignOn;
 use super::align::Pick;
 use super::pad::Held;
-use crate::batch::{self, Entry, Status};
-use crate::capture_time::{self, CaptureClock};
+use super::settings::*;
+use crate::formats::batch::{self, Entry, Status};
+use crate::formats::capture_time::{self, CaptureClock};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -47,32 +48,8 @@ const PREFERRED_FORMATS: [&str; 13] = [
     "GRAY8",
 ];
 
-/// Largest `tolerance` (ns).
-const MAX_TOLERANCE: u64 = 10_000_000_000;
-/// Fastest tick rate (batches per second).
-const MAX_FPS: i32 = 1000;
-
 /// Tick rate when neither `framerate` nor any input's caps give one.
 const FALLBACK_FPS: (i32, i32) = (30, 1);
-
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    framerate: gst::Fraction,
-    tolerance: u64,
-    align_on: AlignOn,
-    drift_correction: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            framerate: gst::Fraction::new(0, 1),
-            tolerance: 0,
-            align_on: AlignOn::RunningTime,
-            drift_correction: false,
-        }
-    }
-}
 
 /// Created in `start`, dropped in `stop`.
 #[derive(Default)]
@@ -381,74 +358,8 @@ impl ObjectImpl for FrameSync {
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                gst::ParamSpecFraction::builder("framerate")
-                    .nick("Framerate")
-                    .blurb(
-                        "Batches per second (at most 1000). 0/1: the fastest input's framerate \
-                         (from its caps), 30/1 when no input has a fixed one. Default: 0/1",
-                    )
-                    .minimum(gst::Fraction::new(0, 1))
-                    .maximum(gst::Fraction::new(MAX_FPS, 1))
-                    .default_value(gst::Fraction::new(0, 1))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("tolerance")
-                    .nick("Tolerance")
-                    .blurb(
-                        "How far (ns) a frame's time may be from the batch's tick to be fresh in \
-                         it (at most 10 s). 0: half the tick period. Default: 0",
-                    )
-                    .maximum(MAX_TOLERANCE)
-                    .default_value(0)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("align-on", AlignOn::RunningTime)
-                    .nick("Align on")
-                    .blurb(
-                        "Match frames by running time, or by capture time \
-                         (GstReferenceTimestampMeta, e.g. from rtspsrc add-reference-timestamp-meta \
-                         or an NTP-synced camera). Default: running-time",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("drift-correction")
-                    .nick("Drift correction")
-                    .blurb(
-                        "Live inputs: shift each stream's frame times by its estimated clock \
-                         offset to the first pad (sliding minimum of arrival time − frame time \
-                         over 256 frames), for cameras whose timestamps drift. The estimate is \
-                         always measured (stats skew-ns); this applies it. Default: false",
-                    )
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("timeout")
-                    .nick("Timeout")
-                    .blurb(
-                        "Live inputs: how long (ns) after a tick's running time (plus upstream \
-                         latency) the batch waits for late streams before it goes out with \
-                         them marked missing. The same value as the 'latency' property. \
-                         Default: 0",
-                    )
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "Read-only. batches, skipped-ticks (ticks where every stream was missing: no batch), \
-                         framerate (tick rate), overhead-us-mean and overhead-us-max (CPU time \
-                         aggregate takes per batch, pushing excluded), and streams: one \
-                         structure per sink pad with pad, stream-id, fresh, repeated, missing, \
-                         dropped (frames that came too late or were superseded) and skew-ns \
-                         (estimated clock offset to the first pad, live inputs)",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> =
+            LazyLock::new(super::settings::properties);
         PROPERTIES.as_ref()
     }
 
@@ -631,7 +542,7 @@ impl ChildProxyImpl for FrameSync {
 
 impl AggregatorImpl for FrameSync {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        crate::batch::register_meta();
+        crate::formats::batch::register_meta();
         *self.state.lock().unwrap() = State::default();
         if self.obj().num_sink_pads() == 0 {
             gst::element_imp_warning!(

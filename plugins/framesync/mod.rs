@@ -2,7 +2,7 @@
 //! `framesync`: many streams in, one synchronised batch per tick out.
 //!
 //! An Aggregator with request pads `sink_%u`. Each output buffer is a batch (see
-//! [`crate::batch`]): no pixels, just references to one frame per stream for that tick, with
+//! [`crate::formats::batch`]): no pixels, just references to one frame per stream for that tick, with
 //! per-entry metadata (pad index, stream id, caps, segment, PTS, running time, capture time and
 //! whether the entry is fresh, repeated or missing). `onnxinfer` runs all fresh entries of a
 //! batch in one inference call, `raftsink` stores one event per entry and `framesplit` turns
@@ -21,6 +21,7 @@ use gst::prelude::*;
 pub mod align;
 mod imp;
 mod pad;
+mod settings;
 
 /// What frames are matched on.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Results onto frames: detections as `GstVideoRegionOfInterestMeta`s, classifications as
 //! `classification` params, raw outputs as a `videoai-tensors` meta, and on every handled frame
-//! the `videoai-inference` meta (see [`crate::detection`]).
+//! the `videoai-inference` meta (see [`crate::formats::detection`]).
 
 use super::engine::FrameResult;
 use super::labels;
-use crate::detection;
-use crate::event::Detection;
+use crate::eventlog::event::Detection;
+use crate::formats::detection;
 
 /// Attaches `result` (from `model`) to a `size` frame; returns how many detections it holds.
 pub fn result(

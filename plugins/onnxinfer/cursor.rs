@@ -65,11 +65,7 @@ pub struct Cursors {
 /// The stream's place in [0, 1): FNV-1a 64 of its id, modulo 10⁶, over 10⁶ (documented, so a
 /// user can tell in advance which cameras a fraction sends to the canary).
 pub fn stream_fraction(stream_id: &str) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream_id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::util::hash::fnv1a(stream_id.as_bytes());
     (h % 1_000_000) as f64 / 1_000_000.0
 }
 

@@ -4,7 +4,7 @@
 //! In-place transform: every frame (or every `interval`-th) is preprocessed in one fused pass
 //! from its pixel format to the model's input tensor, run through the model and decoded by the
 //! model family's decoder. Detections become `GstVideoRegionOfInterestMeta`s with a
-//! `detection` param, classifications a `classification` param (see [`crate::detection`]), raw
+//! `detection` param, classifications a `classification` param (see [`crate::formats::detection`]), raw
 //! outputs a `videoai-tensors` meta. Buffers are passed on unchanged otherwise.
 //!
 //! The model can be replaced while playing (set `model-location`: loaded and warmed up on
@@ -29,9 +29,19 @@ pub mod model;
 mod models;
 pub mod nms;
 pub mod preprocess;
-mod providers;
+pub mod runtime;
+mod settings;
 mod stats;
 mod worker;
+
+/// The element's debug category, also used by the modules beside `imp.rs`.
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "onnxinfer",
+        gst::DebugColorFlags::empty(),
+        Some("videoai ONNX Runtime inference"),
+    )
+});
 
 /// The model family, which decides how outputs are decoded and the preprocessing defaults.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, TensorRef};
 
 use super::decode::{Output, shape_string, ssd, yolo};
 use super::preprocess::{Elem, Layout};
-use super::{ExecutionProvider, ModelType, OptimizationLevel};
+use super::runtime::{self, RuntimeError, SessionConfig};
+use super::{ExecutionProvider, ModelType};
 
 /// Why a model could not be used. Each message names the file and what to do.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub enum ModelError {
     /// The file does not exist or cannot be read.
     NotFound(String),
     /// ONNX Runtime is missing or broken, or the execution provider is not there.
-    Runtime(String),
+    Runtime(RuntimeError),
     /// The file is not a model ONNX Runtime can load.
     Invalid(String),
     /// The model loads but its inputs/outputs do not fit the requested family.
@@ -28,10 +28,10 @@ pub enum ModelError {
 impl std::fmt::Display for ModelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ModelError::NotFound(s)
-            | ModelError::Runtime(s)
-            | ModelError::Invalid(s)
-            | ModelError::Unsupported(s) => f.write_str(s),
+            ModelError::NotFound(s) | ModelError::Invalid(s) | ModelError::Unsupported(s) => {
+                f.write_str(s)
+            }
+            ModelError::Runtime(e) => e.fmt(f),
         }
     }
 }
@@ -67,18 +67,11 @@ impl Family {
     }
 }
 
-/// How to create the session.
+/// How to load a model: which family, and how ONNX Runtime runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
     pub model_type: ModelType,
-    /// Intra-op threads; 0 = ONNX Runtime's default (one per core).
-    pub threads: usize,
-    /// Let idle intra-op threads spin (busy-wait) for the next run.
-    pub spinning: bool,
-    pub optimization: OptimizationLevel,
-    pub provider: ExecutionProvider,
-    /// Use the CPU (with a warning) when the provider is not there.
-    pub provider_fallback: bool,
+    pub session: SessionConfig,
 }
 
 /// The model's image input.
@@ -124,21 +117,6 @@ impl std::fmt::Debug for Model {
             .field("family", &self.family)
             .finish()
     }
-}
-
-/// FNV-1a, 64 bit, over 8-byte words: a stable content fingerprint for model versions.
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        h ^= u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    for b in words.remainder() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^ bytes.len() as u64
 }
 
 fn dims(dtype: &ort::value::ValueType) -> Vec<i64> {
@@ -251,48 +229,27 @@ impl Model {
         }
         let bytes = std::fs::read(path)
             .map_err(|e| ModelError::NotFound(format!("cannot read model file '{shown}': {e}")))?;
-        let env = crate::ort_runtime::environment().map_err(ModelError::Runtime)?;
-        let rt =
-            |what: &str, e: &dyn std::fmt::Display| ModelError::Runtime(format!("{what}: {e}"));
-        let level = match opts.optimization {
-            OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
-            OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
-            OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
-            OptimizationLevel::All => GraphOptimizationLevel::All,
-        };
-        let mut builder = Session::builder(env)
-            .map_err(|e| rt("cannot create an ONNX Runtime session", &e))?
-            .with_optimization_level(level)
-            .map_err(|e| rt("cannot set the optimization level", &e))?
-            .with_intra_op_spinning(opts.spinning)
-            .map_err(|e| rt("cannot set intra-op spinning", &e))?;
-        if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads).map_err(|e| {
-                rt(
-                    &format!("cannot set {} inference threads", opts.threads),
-                    &e,
-                )
-            })?;
-        }
         let (session, provider) =
-            super::providers::commit(builder, opts, |b| b.commit_from_memory(&bytes)).map_err(
-                |e| match e {
-                    super::providers::CommitError::Model(e) => ModelError::Invalid(format!(
-                        "'{shown}' is not a valid ONNX model ({} bytes): ONNX Runtime says: {}. Check that model-location points to an .onnx file",
-                        bytes.len(),
-                        e.trim_end_matches('.')
-                    )),
-                    super::providers::CommitError::Provider(msg) => {
-                        ModelError::Runtime(format!("'{shown}': {msg}"))
-                    }
-                },
-            )?;
+            runtime::session_from_memory(&bytes, &opts.session).map_err(|e| match e {
+                RuntimeError::Model(e) => ModelError::Invalid(format!(
+                    "'{shown}' is not a valid ONNX model ({} bytes): ONNX Runtime says: {}. Check that model-location points to an .onnx file",
+                    bytes.len(),
+                    e.trim_end_matches('.')
+                )),
+                RuntimeError::Provider(msg) => {
+                    ModelError::Runtime(RuntimeError::Provider(format!("'{shown}': {msg}")))
+                }
+                other => ModelError::Runtime(other),
+            })?;
 
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        let id = format!("{stem}@{:08x}", fingerprint(&bytes) >> 32);
+        let id = format!(
+            "{stem}@{:08x}",
+            crate::util::hash::fingerprint(&bytes) >> 32
+        );
 
         let Some(input) = session.inputs().first() else {
             return Err(ModelError::Unsupported(format!(

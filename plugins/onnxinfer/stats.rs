@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::engine::Timings;
-use crate::histogram::{Histogram, ms};
+use crate::util::histogram::{Histogram, ms};
 
 #[derive(Debug, Default, Clone)]
 pub struct ModelStats {

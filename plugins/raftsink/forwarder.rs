@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The NATS forwarder: drains the local outbox (events committed to SQLite but not yet
 //! acknowledged by JetStream) into the JetStream stream. Every forwarder of the process is a task
-//! on one shared runtime ([`nats_log::runtime`]) and shares one connection per server list.
+//! on one shared runtime ([`nats::runtime`]) and shares one connection per server list.
 //!
 //! Per video stream strictly in outbox order, one publish in flight (streams in parallel, each
 //! with its own backoff, so a stream that fails holds back no other). An event is marked
@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::event_store::{EventStore, OutboxRow};
-use crate::histogram::Histogram;
-use crate::nats_log;
+use crate::eventlog::nats;
+use crate::eventlog::store::{EventStore, OutboxRow};
+use crate::util::backoff::{self, Backoff};
+use crate::util::histogram::Histogram;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,19 +80,14 @@ pub struct Forwarder {
 /// Rows of one stream read (and marked published) at a time.
 const CHUNK: usize = 512;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// A little randomness for backoff jitter, without a dependency.
-fn jitter(d: Duration) -> Duration {
-    let nanos = Instant::now().elapsed().subsec_nanos() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-    let frac = (nanos.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as f64 / (1u64 << 24) as f64;
-    d.mul_f64(0.8 + 0.4 * frac)
-}
+/// Retry delays after a failure (per stream, and for connecting): 50 ms doubling up to 2 s,
+/// ±20 % so that streams and processes do not retry in lockstep.
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+    multiplier: 2.0,
+    jitter: 0.2,
+};
 
 impl Forwarder {
     pub fn start(config: Config, reports: Reports) -> Forwarder {
@@ -102,7 +98,7 @@ impl Forwarder {
         });
         let s = shared.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        nats_log::runtime().spawn(async move {
+        nats::runtime().spawn(async move {
             run(s, config, reports).await;
             let _ = tx.send(());
         });
@@ -186,6 +182,7 @@ fn shutting_down(shared: &Shared) -> bool {
 }
 
 fn note_error(shared: &Shared, msg: String) {
+    gst::debug!(super::CAT, "NATS: {msg}; retrying");
     let mut st = shared.state.lock().unwrap();
     st.stats.retries += 1;
     st.stats.last_error = Some(msg);
@@ -241,7 +238,7 @@ async fn run(shared: Arc<Shared>, config: Config, reports: Reports) {
             }
         };
     // Until connected, keep the counts true and say why nothing moves.
-    let connect = nats_log::shared_client(&config.urls, ACK_TIMEOUT);
+    let connect = nats::shared_client(&config.urls, ACK_TIMEOUT);
     tokio::pin!(connect);
     let client = loop {
         tokio::select! {
@@ -254,7 +251,7 @@ async fn run(shared: Arc<Shared>, config: Config, reports: Reports) {
             },
             _ = tokio::time::sleep(Duration::from_millis(300)) => {
                 update_pending(&shared, &store).await;
-                if let Some(why) = nats_log::probe(&config.urls).await {
+                if let Some(why) = nats::probe(&config.urls).await {
                     note_error(&shared, why);
                 }
                 if shutting_down(&shared) {
@@ -264,7 +261,7 @@ async fn run(shared: Arc<Shared>, config: Config, reports: Reports) {
         }
     };
     forward(&shared, &config, store, client, reports).await;
-    nats_log::release_client(&config.urls);
+    nats::release_client(&config.urls);
 }
 
 /// Reads the outbox's count of this element's pending events into the stats; returns it.
@@ -320,11 +317,11 @@ async fn forward(
         }
         n => n,
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
     let stream = loop {
         // A stream just created in a cluster takes a moment to elect its leader; publishes sent
         // before that are not acknowledged, so wait for it.
-        let ready = match nats_log::ensure_stream(&js, &config.stream, replicas).await {
+        let ready = match nats::ensure_stream(&js, &config.stream, replicas).await {
             Ok(mut s) => match s.info().await {
                 Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => Ok(s),
                 Ok(_) => Err(format!("stream '{}' has no leader yet", config.stream)),
@@ -335,23 +332,24 @@ async fn forward(
         match ready {
             Ok(s) => break s,
             Err(e) => {
-                let e = match nats_log::probe(&config.urls).await {
+                let e = match nats::probe(&config.urls).await {
                     Some(why) => why,
                     None => e,
                 };
                 note_error(&shared, e);
                 update_pending(&shared, &store).await;
-                if pause(&shared, jitter(backoff)).await {
+                failures += 1;
+                if pause(&shared, BACKOFF.delay(failures, backoff::random_unit())).await {
                     return;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     };
     shared.state.lock().unwrap().stats.connected = true;
 
-    // Per video stream: when it may be tried again after a failure, and its backoff.
-    let mut retry_at: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // Per video stream: when it may be tried again after a failure, and how many failures in a
+    // row it has had.
+    let mut retry_at: HashMap<String, (Instant, u32)> = HashMap::new();
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut parked_reported = false;
     loop {
@@ -388,15 +386,24 @@ async fn forward(
             known.insert(name.clone(), k);
             if outcome.failed {
                 any_failed = true;
-                let b = retry_at
-                    .get(&name)
-                    .map_or(BACKOFF_MIN, |(_, b)| (*b * 2).min(BACKOFF_MAX));
-                retry_at.insert(name, (Instant::now() + jitter(b), b));
+                let failures = retry_at.get(&name).map_or(1, |(_, n)| n + 1);
+                let delay = BACKOFF.delay(failures, backoff::random_unit());
+                gst::debug!(
+                    super::CAT,
+                    "stream '{name}': failure {failures} in a row, next try in {delay:?}"
+                );
+                retry_at.insert(name, (Instant::now() + delay, failures));
             } else {
                 retry_at.remove(&name);
             }
             let Outcome { acked, parked, .. } = outcome;
             let n_parked = parked.len() as u64;
+            for (id, why) in &parked {
+                gst::warning!(
+                    super::CAT,
+                    "outbox event {id} parked as a dead letter: {why}"
+                );
+            }
             if let Some((_, why)) = parked.first()
                 && !parked_reported
             {
@@ -408,7 +415,7 @@ async fn forward(
                 for (id, why) in &parked {
                     s.park(*id, why)?;
                 }
-                Ok::<(), crate::event_store::StoreError>(())
+                Ok::<(), crate::eventlog::store::StoreError>(())
             })
             .await;
             match done {
@@ -473,7 +480,7 @@ async fn forward_chunk(
             return out;
         }
     };
-    let subject = nats_log::subject(name);
+    let subject = nats::subject(name);
     let fresh: Vec<i64> = rows.iter().filter(|r| !r.published).map(|r| r.id).collect();
     if !fresh.is_empty()
         && let Err(e) = blocking(store, move |s| s.mark_published(&fresh)).await
@@ -502,7 +509,7 @@ async fn forward_chunk(
         // Already in JetStream? Only an event at or below the subject's last seq can be.
         let max = match known.max {
             Some(m) => m,
-            None => match nats_log::last_seq(stream, &subject).await {
+            None => match nats::last_seq(stream, &subject).await {
                 Ok(m) => {
                     known.max = Some(m);
                     m
@@ -516,7 +523,7 @@ async fn forward_chunk(
         };
         if max.is_some_and(|m| ev.seq <= m) {
             if known.held.is_none() {
-                match nats_log::held_seqs(stream, &subject).await {
+                match nats::held_seqs(stream, &subject).await {
                     Ok(h) => known.held = Some(h),
                     Err(e) => {
                         note_error(shared, e);
@@ -532,7 +539,7 @@ async fn forward_chunk(
             }
         }
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", nats_log::msg_id(name, ev.seq).as_str());
+        headers.insert("Nats-Msg-Id", nats::msg_id(name, ev.seq).as_str());
         let payload = serde_json::to_vec(ev).unwrap_or_default();
         let size = payload.len();
         let sent = Instant::now();

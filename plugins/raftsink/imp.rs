@@ -19,57 +19,19 @@ use gst::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::CAT;
 use super::forwarder::{self, Forwarder};
 use super::sequence::{Basis, Sequencer};
+use super::settings::*;
 use super::writer::{self, WriteError, Writer};
-use crate::capture_time::CaptureClock;
-use crate::event_store::{EncodedEvent, EventStore};
-use crate::histogram::ms;
-use crate::{detection, event, liveness, nats_log};
+use crate::eventlog::store::{EncodedEvent, EventStore};
+use crate::eventlog::{event, nats};
+use crate::formats::capture_time::CaptureClock;
+use crate::formats::detection;
+use crate::util::histogram::ms;
+use crate::util::liveness;
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "raftsink",
-        gst::DebugColorFlags::empty(),
-        Some("videoai durable detection event sink"),
-    )
-});
-
-const DEFAULT_COMMIT_INTERVAL_MS: u32 = 20;
-const DEFAULT_COMMIT_MAX_EVENTS: u32 = 1000;
-const DEFAULT_EOS_TIMEOUT_MS: u32 = 30_000;
 const QUEUE_CAPACITY: usize = 16_384;
-
-#[derive(Debug, Clone)]
-struct Settings {
-    location: Option<String>,
-    outbox_location: Option<PathBuf>,
-    nats_stream: String,
-    replicas: u32,
-    commit_interval: Duration,
-    commit_max_events: u32,
-    eos_timeout: Duration,
-    skip_empty: bool,
-    post_durable: bool,
-    stream_id: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            location: None,
-            outbox_location: None,
-            nats_stream: nats_log::DEFAULT_STREAM.to_string(),
-            replicas: 0,
-            commit_interval: Duration::from_millis(DEFAULT_COMMIT_INTERVAL_MS as u64),
-            commit_max_events: DEFAULT_COMMIT_MAX_EVENTS,
-            eos_timeout: Duration::from_millis(DEFAULT_EOS_TIMEOUT_MS as u64),
-            skip_empty: false,
-            post_durable: false,
-            stream_id: None,
-        }
-    }
-}
 
 /// The writer and the forwarder, created in `start` and stopped in `stop`.
 struct Io {
@@ -88,13 +50,15 @@ struct State {
     writer: Option<Arc<Writer>>,
     stream_id: Option<String>,
     segment: Option<gst::FormattedSegment<gst::ClockTime>>,
-    sequencer: Sequencer,
+    /// The framerate of plain (not batch) input, from its caps.
+    framerate: Option<gst::Fraction>,
+    /// One numbering per stream: the element's own stream, or each stream of a batch.
+    sequencers: std::collections::HashMap<String, Sequencer>,
     capture: CaptureClock,
     /// Whether upstream is live (decides the sequence number basis), asked once per stream.
     live: Option<bool>,
     /// Batch caps (`framesync`): one event per fresh entry, numbered per entry stream.
     batch: bool,
-    batch_streams: std::collections::HashMap<String, Sequencer>,
     /// NATS: told which streams this element writes (EOS waits for those).
     forwarder: Option<Arc<Forwarder>>,
 }
@@ -123,9 +87,7 @@ impl ObjectSubclass for RaftSink {
 /// Several pipelines (and processes) may share it: the store creates it race-free, and each
 /// element waits at EOS only for its own streams.
 fn default_outbox(location: &str, stream: &str) -> PathBuf {
-    let h = location.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let h = crate::util::hash::fnv1a(location.as_bytes());
     PathBuf::from(format!("videoai-outbox-{stream}-{:08x}.db", h >> 32))
 }
 
@@ -193,12 +155,12 @@ impl RaftSink {
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
-                    ("raftsink: events not yet durable after eos-timeout ({timeout:?})")
+                    ("events not yet durable after eos-timeout ({timeout:?})")
                 );
             }
             Err(WriteError::Flushing) => return false,
             Err(WriteError::Failed(e)) => {
-                gst::element_imp_error!(self, gst::ResourceError::Write, ("raftsink: {e}"));
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("{e}"));
                 return false;
             }
         }
@@ -211,7 +173,7 @@ impl RaftSink {
                     self,
                     gst::ResourceError::Write,
                     (
-                        "raftsink: {} events not acknowledged by NATS within eos-timeout ({timeout:?}); they stay in the outbox and are sent when raftsink next runs with it{}",
+                        "{} events not acknowledged by NATS within eos-timeout ({timeout:?}); they stay in the outbox and are sent when raftsink next runs with it{}",
                         pending,
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -269,7 +231,7 @@ impl RaftSink {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Format,
-                ("raftsink: a detection of stream '{stream}' has a confidence that is not finite (NaN or infinity): it is left out of the event (the others are stored); later ones are only counted in stats invalid-detections. Check the model's output")
+                ("a detection of stream '{stream}' has a confidence that is not finite (NaN or infinity): it is left out of the event (the others are stored); later ones are only counted in stats invalid-detections. Check the model's output")
             );
         }
     }
@@ -283,110 +245,8 @@ impl ObjectImpl for RaftSink {
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("location")
-                    .nick("Location")
-                    .blurb(
-                        "Where events go. A file path: an SQLite event log (WAL, synchronous=FULL), \
-                         created if missing. nats://host:port[,host:port…]: a NATS JetStream \
-                         cluster, with a local SQLite outbox (outbox-location) in front of it. \
-                         Required. Default: none",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("outbox-location")
-                    .nick("Outbox location")
-                    .blurb(
-                        "NATS only: the SQLite file events are committed to first and forwarded \
-                         from, so that a NATS outage or a crash loses nothing. Use one per \
-                         pipeline, or share one: pipelines in one directory with the same NATS \
-                         location share the default, and each waits at EOS only for its own \
-                         streams. Events NATS refuses for good (too large, no permission) are \
-                         parked in its dead_letters table (videoai-events stats lists them). \
-                         Default: videoai-outbox-<stream>-<hash of location>.db in the working \
-                         directory",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("nats-stream")
-                    .nick("NATS stream")
-                    .blurb("NATS only: the JetStream stream (created if missing). Default: VIDEOAI_EVENTS")
-                    .default_value(Some(nats_log::DEFAULT_STREAM))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("replicas")
-                    .nick("Replicas")
-                    .blurb(
-                        "NATS only: copies of the stream when it is created. 0 = 3 when the \
-                         cluster has three or more servers, else 1. Default: 0",
-                    )
-                    .maximum(5)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("commit-interval")
-                    .nick("Commit interval")
-                    .blurb(
-                        "Group commit: an event is durable at most this many milliseconds after \
-                         it arrived (one fsync covers all events of the interval), and always \
-                         before EOS is passed on. 0 commits every event. Default: 20",
-                    )
-                    .default_value(DEFAULT_COMMIT_INTERVAL_MS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("commit-max-events")
-                    .nick("Commit max events")
-                    .blurb("Group commit: commit as soon as this many events wait. Default: 1000")
-                    .minimum(1)
-                    .default_value(DEFAULT_COMMIT_MAX_EVENTS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("eos-timeout")
-                    .nick("EOS timeout")
-                    .blurb(
-                        "How long EOS waits, in milliseconds, for everything to be durable (and, \
-                         with NATS, acknowledged); after it a warning is posted and EOS goes on \
-                         (unacknowledged events stay in the outbox). Default: 30000",
-                    )
-                    .default_value(DEFAULT_EOS_TIMEOUT_MS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("skip-empty")
-                    .nick("Skip empty")
-                    .blurb("Store no event for frames without detections. Default: false (every frame has an event)")
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("post-durable")
-                    .nick("Post durable")
-                    .blurb(
-                        "After each commit, post an element message 'raftsink-durable' with \
-                         events (in the commit), new (not stored before), streams and seqs (the highest durable seq per \
-                         stream). Default: false",
-                    )
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("stream-id")
-                    .nick("Stream id")
-                    .blurb("Store events under this stream id instead of the STREAM-START stream-id. Default: none")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "Read-only 'raftsink-stats' structure: written (events stored), \
-                         duplicates (already in the log), commits, queued, skipped-empty, \
-                         invalid-detections (left out: a non-finite confidence), \
-                         commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
-                         forwarded, already-in-nats, pending (this element's events in the \
-                         outbox not yet acknowledged), dead-letters (parked: refused by NATS for \
-                         good), retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> =
+            LazyLock::new(super::settings::properties);
         PROPERTIES.as_ref()
     }
 
@@ -397,21 +257,20 @@ impl ObjectImpl for RaftSink {
                 .expect("type checked upstream")
                 .filter(|s| !s.is_empty())
         };
-        let millis = |v: &glib::Value| {
-            Duration::from_millis(v.get::<u32>().expect("type checked upstream") as u64)
-        };
+        let nanos =
+            |v: &glib::Value| Duration::from_nanos(v.get::<u64>().expect("type checked upstream"));
         match pspec.name() {
             "location" => s.location = string(value),
             "outbox-location" => s.outbox_location = string(value).map(PathBuf::from),
             "nats-stream" => {
-                s.nats_stream = string(value).unwrap_or_else(|| nats_log::DEFAULT_STREAM.into())
+                s.nats_stream = string(value).unwrap_or_else(|| nats::DEFAULT_STREAM.into())
             }
             "replicas" => s.replicas = value.get().expect("type checked upstream"),
-            "commit-interval" => s.commit_interval = millis(value),
+            "commit-interval" => s.commit_interval = nanos(value),
             "commit-max-events" => {
                 s.commit_max_events = value.get().expect("type checked upstream")
             }
-            "eos-timeout" => s.eos_timeout = millis(value),
+            "eos-timeout" => s.eos_timeout = nanos(value),
             "skip-empty" => s.skip_empty = value.get().expect("type checked upstream"),
             "post-durable" => s.post_durable = value.get().expect("type checked upstream"),
             "stream-id" => s.stream_id = string(value),
@@ -433,9 +292,9 @@ impl ObjectImpl for RaftSink {
                 .to_value(),
             "nats-stream" => s.nats_stream.to_value(),
             "replicas" => s.replicas.to_value(),
-            "commit-interval" => (s.commit_interval.as_millis() as u32).to_value(),
+            "commit-interval" => (s.commit_interval.as_nanos() as u64).to_value(),
             "commit-max-events" => s.commit_max_events.to_value(),
-            "eos-timeout" => (s.eos_timeout.as_millis() as u32).to_value(),
+            "eos-timeout" => (s.eos_timeout.as_nanos() as u64).to_value(),
             "skip-empty" => s.skip_empty.to_value(),
             "post-durable" => s.post_durable.to_value(),
             "stream-id" => s.stream_id.to_value(),
@@ -486,16 +345,16 @@ impl BaseSinkImpl for RaftSink {
         let Some(location) = settings.location.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ("raftsink: no location set. Set location to an event log file (raftsink location=events.db) or a NATS cluster (location=nats://127.0.0.1:4222)")
+                ("no location set. Set location to an event log file (raftsink location=events.db) or a NATS cluster (location=nats://127.0.0.1:4222)")
             ));
         };
-        let nats = match nats_log::parse_location(&location) {
+        let nats = match nats::parse_location(&location) {
             None => None,
             Some(Ok(urls)) => Some(urls),
             Some(Err(why)) => {
                 return Err(gst::error_msg!(
                     gst::ResourceError::Settings,
-                    ("raftsink: location {why}")
+                    ("location {why}")
                 ));
             }
         };
@@ -507,7 +366,7 @@ impl BaseSinkImpl for RaftSink {
             None => PathBuf::from(&location),
         };
         let store = EventStore::open_for_writing(&database)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("raftsink: {e}")))?;
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{e}")))?;
         let weak = self.obj().downgrade();
         let post = settings.post_durable;
         let forwarder = nats.map(|urls| {
@@ -525,7 +384,7 @@ impl BaseSinkImpl for RaftSink {
                             gst::element_error!(
                                 el,
                                 gst::ResourceError::OpenWrite,
-                                ("raftsink: {msg}")
+                                ("{msg}")
                             );
                         }
                     }),
@@ -538,7 +397,7 @@ impl BaseSinkImpl for RaftSink {
                                     el,
                                     gst::ResourceError::Write,
                                     (
-                                        "raftsink: {why}. The event is parked in the dead-letter table of the outbox '{}' (videoai-events stats lists it); the other events go on. Later dead letters are only counted (stats dead-letters)",
+                                        "{why}. The event is parked in the dead-letter table of the outbox '{}' (videoai-events stats lists it); the other events go on. Later dead letters are only counted (stats dead-letters)",
                                         outbox.display()
                                     )
                                 );
@@ -578,11 +437,7 @@ impl BaseSinkImpl for RaftSink {
                     let weak = self.obj().downgrade();
                     Box::new(move |what| {
                         if let Some(el) = weak.upgrade() {
-                            gst::element_warning!(
-                                el,
-                                gst::ResourceError::Write,
-                                ("raftsink: {what}")
-                            );
+                            gst::element_warning!(el, gst::ResourceError::Write, ("{what}"));
                         }
                     })
                 },
@@ -645,7 +500,7 @@ impl BaseSinkImpl for RaftSink {
                     gst::error_msg!(
                         gst::ResourceError::Write,
                         (
-                            "raftsink: cannot commit the last events to {}: {e}",
+                            "cannot commit the last events to {}: {e}",
                             io.database.display()
                         )
                     )
@@ -673,20 +528,12 @@ impl BaseSinkImpl for RaftSink {
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let mut st = self.state.lock().unwrap();
-        st.batch = crate::batch::is_batch_caps(caps);
+        st.batch = crate::formats::batch::is_batch_caps(caps);
         if st.batch {
             return Ok(());
         }
         drop(st);
-        let fps = caps
-            .structure(0)
-            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-            .unwrap_or(gst::Fraction::new(0, 1));
-        self.state
-            .lock()
-            .unwrap()
-            .sequencer
-            .set_framerate(fps.numer(), fps.denom());
+        self.state.lock().unwrap().framerate = Some(framerate_of(Some(caps)));
         Ok(())
     }
 
@@ -695,24 +542,18 @@ impl BaseSinkImpl for RaftSink {
             gst::EventView::StreamStart(s) => {
                 let mut st = self.state.lock().unwrap();
                 st.stream_id = Some(s.stream_id().to_string());
-                st.sequencer.reset();
+                st.sequencers.clear();
                 st.live = None;
             }
             gst::EventView::Segment(s) => {
                 let mut st = self.state.lock().unwrap();
                 st.segment = s.segment().downcast_ref::<gst::ClockTime>().cloned();
                 // A new segment (a seek): frames are numbered by their position alone.
-                st.sequencer.reset();
-                for s in st.batch_streams.values_mut() {
-                    s.reset();
-                }
+                st.sequencers.values_mut().for_each(Sequencer::reset);
             }
             gst::EventView::FlushStop(_) => {
                 let mut st = self.state.lock().unwrap();
-                st.sequencer.reset();
-                for s in st.batch_streams.values_mut() {
-                    s.reset();
-                }
+                st.sequencers.values_mut().for_each(Sequencer::reset);
                 st.capture.reset();
             }
             // Durable (and acknowledged) before EOS reaches the application.
@@ -723,72 +564,50 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if self.state.lock().unwrap().batch {
-            return self.render_batch(buffer);
-        }
-        let mut detections = detection::read_detections(buffer);
-        let (needs_live, stream) = {
+        let (batch, stream, framerate, running_time) = {
             let st = self.state.lock().unwrap();
-            if st.skip_empty && detections.is_empty() {
-                drop(st);
-                *self.skipped_empty.lock().unwrap() += 1;
-                return Ok(gst::FlowSuccess::Ok);
-            }
             let stream = st
                 .stream_override
                 .clone()
                 .or_else(|| st.stream_id.clone())
                 .unwrap_or_else(|| self.obj().name().to_string());
-            (st.live.is_none(), stream)
+            let running_time = st
+                .segment
+                .as_ref()
+                .and_then(|seg| seg.to_running_time(buffer.pts()));
+            let framerate = st.framerate.unwrap_or(gst::Fraction::new(0, 1));
+            (st.batch, stream, framerate, running_time)
         };
-        self.drop_invalid(&mut detections, &stream);
-        // Once per stream: live input numbers frames by capture time, continuing after what is
-        // already stored for the stream.
-        let live = needs_live.then(|| {
-            let live = self.upstream_live();
-            let stored = if live {
-                self.stored_max_seq(&stream)
-            } else {
-                None
-            };
-            (live, stored)
-        });
-        let ev = {
-            let mut st = self.state.lock().unwrap();
-            if let Some((live, stored)) = live {
-                st.live = Some(live);
-                st.sequencer
-                    .set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
-                st.sequencer.continue_after(stored);
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "upstream live: {live}, seq from {:?}",
-                    st.sequencer.basis()
-                );
-            }
-            let pts = buffer.pts();
-            let running_time = st.segment.as_ref().and_then(|seg| seg.to_running_time(pts));
-            let capture_ns = st
-                .capture
-                .capture_ns(self.obj().upcast_ref(), buffer, running_time);
-            let model = detection::inference_model(buffer)
-                .or_else(|| detection::first_detection_model(buffer))
-                .unwrap_or_default();
-            let writer = st.writer.clone();
-            let ev = EncodedEvent {
-                stream,
-                seq: st.sequencer.next(pts, capture_ns),
-                pts_ns: pts.map(|p| p.nseconds() as i64),
-                capture_ns,
-                model,
-                detections: serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into()),
-            };
-            (ev, writer)
-        };
-        let (ev, writer) = ev;
-        self.submit(writer, ev)
+        if batch {
+            return self.render_batch(buffer);
+        }
+        self.store_frame(Frame {
+            stream,
+            buffer,
+            pts: buffer.pts(),
+            running_time,
+            capture_ns: None,
+            framerate,
+        })
     }
+}
+
+/// One frame to store: a plain buffer, or a fresh entry of a batch.
+struct Frame<'a> {
+    stream: String,
+    buffer: &'a gst::Buffer,
+    pts: Option<gst::ClockTime>,
+    running_time: Option<gst::ClockTime>,
+    /// Known already (a batch entry carries it), or `None` to read it from the buffer.
+    capture_ns: Option<i64>,
+    framerate: gst::Fraction,
+}
+
+/// The framerate in `caps`, or 0/1 (unknown).
+fn framerate_of(caps: Option<&gst::Caps>) -> gst::Fraction {
+    caps.and_then(|c| c.structure(0))
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .unwrap_or(gst::Fraction::new(0, 1))
 }
 
 impl RaftSink {
@@ -813,7 +632,7 @@ impl RaftSink {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Write,
-                    ("raftsink: cannot store event ({stream}, {seq}): {e}"),
+                    ("cannot store event ({stream}, {seq}): {e}"),
                     ["check disk space and permissions"]
                 );
                 Err(gst::FlowError::Error)
@@ -824,97 +643,107 @@ impl RaftSink {
     /// A `framesync` batch: one event per fresh entry, under the entry's own stream id and
     /// numbered like a stream of its own (the `stream-id` property does not apply).
     fn render_batch(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(entries) = crate::batch::read(buffer) else {
+        let Some(entries) = crate::formats::batch::read(buffer) else {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
                 (
-                    "raftsink: a {} buffer without its {}: batches come from framesync",
-                    crate::batch::CAPS_NAME,
-                    crate::batch::META_NAME
+                    "a {} buffer without its {}: batches come from framesync",
+                    crate::formats::batch::CAPS_NAME,
+                    crate::formats::batch::META_NAME
                 )
             );
             return Err(gst::FlowError::Error);
         };
-        let live = {
-            let known = self.state.lock().unwrap().live;
-            match known {
-                Some(l) => l,
-                None => {
-                    let l = self.upstream_live();
-                    self.state.lock().unwrap().live = Some(l);
-                    l
-                }
-            }
-        };
-        for e in entries {
-            if e.status != crate::batch::Status::Fresh {
+        for e in &entries {
+            if e.status != crate::formats::batch::Status::Fresh {
                 continue;
             }
-            let Some(frame) = e.buffer.as_ref() else {
+            let Some(buffer) = e.buffer.as_ref() else {
                 continue;
             };
-            let mut detections = detection::read_detections(frame);
-            self.drop_invalid(&mut detections, &e.stream_id);
-            let new_stream = !self
-                .state
-                .lock()
-                .unwrap()
-                .batch_streams
-                .contains_key(&e.stream_id);
-            let stored = (new_stream && live)
-                .then(|| self.stored_max_seq(&e.stream_id))
-                .flatten();
-            let (ev, writer) = {
-                let mut st = self.state.lock().unwrap();
-                // The stream's numbering exists from its first frame on (the store is asked
-                // once per stream), stored or not.
-                st.batch_streams
-                    .entry(e.stream_id.clone())
-                    .or_insert_with(|| {
-                        let mut s = Sequencer::new();
-                        s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
-                        s.continue_after(stored);
-                        s
-                    });
-                if st.skip_empty && detections.is_empty() {
-                    drop(st);
-                    *self.skipped_empty.lock().unwrap() += 1;
-                    continue;
-                }
-                let capture_ns = match e.capture_ns {
-                    Some(c) => c,
-                    None => st
-                        .capture
-                        .capture_ns(self.obj().upcast_ref(), frame, e.running_time),
-                };
-                let seqr = st.batch_streams.get_mut(&e.stream_id).unwrap();
-                let fps = e
-                    .caps
-                    .as_ref()
-                    .and_then(|c| c.structure(0))
-                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                    .unwrap_or(gst::Fraction::new(0, 1));
-                seqr.set_framerate(fps.numer(), fps.denom());
-                let seq = seqr.next(e.pts, capture_ns);
-                let model = detection::inference_model(frame)
-                    .or_else(|| detection::first_detection_model(frame))
-                    .unwrap_or_default();
-                (
-                    EncodedEvent {
-                        stream: e.stream_id.clone(),
-                        seq,
-                        pts_ns: e.pts.map(|p| p.nseconds() as i64),
-                        capture_ns,
-                        model,
-                        detections: serde_json::to_string(&detections)
-                            .unwrap_or_else(|_| "[]".into()),
-                    },
-                    st.writer.clone(),
-                )
-            };
-            self.submit(writer, ev)?;
+            self.store_frame(Frame {
+                stream: e.stream_id.clone(),
+                buffer,
+                pts: e.pts,
+                running_time: e.running_time,
+                capture_ns: e.capture_ns,
+                framerate: framerate_of(e.caps.as_ref()),
+            })?;
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Whether upstream is live, asked of the pipeline once (until the next stream-start).
+    fn live(&self) -> bool {
+        if let Some(l) = self.state.lock().unwrap().live {
+            return l;
+        }
+        let l = self.upstream_live();
+        self.state.lock().unwrap().live = Some(l);
+        l
+    }
+
+    /// Stores one frame's event: numbered by its stream's sequencer, which exists from the
+    /// stream's first frame on (the store is asked once per stream, stored or not).
+    fn store_frame(&self, f: Frame<'_>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut detections = detection::read_detections(f.buffer);
+        self.drop_invalid(&mut detections, &f.stream);
+        let live = self.live();
+        let new_stream = !self
+            .state
+            .lock()
+            .unwrap()
+            .sequencers
+            .contains_key(&f.stream);
+        // Live input numbers frames by capture time, continuing after what is already stored
+        // for the stream.
+        let stored = (new_stream && live)
+            .then(|| self.stored_max_seq(&f.stream))
+            .flatten();
+        let mut st = self.state.lock().unwrap();
+        let sequencer = st.sequencers.entry(f.stream.clone()).or_insert_with(|| {
+            let mut s = Sequencer::new();
+            s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
+            s.continue_after(stored);
+            s
+        });
+        if new_stream {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "stream '{}': upstream live: {live}, seq from {:?} after {stored:?}",
+                f.stream,
+                sequencer.basis()
+            );
+        }
+        if st.skip_empty && detections.is_empty() {
+            drop(st);
+            *self.skipped_empty.lock().unwrap() += 1;
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let capture_ns = match f.capture_ns {
+            Some(c) => c,
+            None => st
+                .capture
+                .capture_ns(self.obj().upcast_ref(), f.buffer, f.running_time),
+        };
+        let sequencer = st.sequencers.get_mut(&f.stream).expect("inserted above");
+        sequencer.set_framerate(f.framerate.numer(), f.framerate.denom());
+        let seq = sequencer.next(f.pts, capture_ns);
+        let model = detection::inference_model(f.buffer)
+            .or_else(|| detection::first_detection_model(f.buffer))
+            .unwrap_or_default();
+        let ev = EncodedEvent {
+            stream: f.stream,
+            seq,
+            pts_ns: f.pts.map(|p| p.nseconds() as i64),
+            capture_ns,
+            model,
+            detections: serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into()),
+        };
+        let writer = st.writer.clone();
+        drop(st);
+        self.submit(writer, ev)
     }
 }

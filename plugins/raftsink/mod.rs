@@ -3,7 +3,7 @@
 //! to a durable log: an embedded SQLite file in WAL mode, or a NATS JetStream cluster (through
 //! a local SQLite outbox).
 //!
-//! One event per frame (see [`crate::event::FrameEvent`]), keyed by `(stream, seq)`:
+//! One event per frame (see [`crate::eventlog::event::FrameEvent`]), keyed by `(stream, seq)`:
 //! `stream` is the stream-id of STREAM-START, `seq` the frame's index (see [`sequence`]), so
 //! replaying the same input stores nothing twice. Everything is durable (and acknowledged) before
 //! EOS is passed on.
@@ -19,7 +19,17 @@ use gst::prelude::*;
 mod forwarder;
 mod imp;
 pub mod sequence;
+mod settings;
 mod writer;
+
+/// The element's debug category, also used by the modules beside `imp.rs`.
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "raftsink",
+        gst::DebugColorFlags::empty(),
+        Some("videoai durable detection event sink"),
+    )
+});
 
 glib::wrapper! {
     pub struct RaftSink(ObjectSubclass<imp::RaftSink>)

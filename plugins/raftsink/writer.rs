@@ -19,8 +19,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::event_store::{EncodedEvent, EventStore, StoreError};
-use crate::histogram::Histogram;
+use crate::eventlog::store::{EncodedEvent, EventStore, StoreError};
+use crate::util::histogram::Histogram;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -159,6 +159,11 @@ impl Writer {
             st = shared.state.lock().unwrap();
             match res {
                 Ok(inserted) => {
+                    gst::trace!(
+                        super::CAT,
+                        "committed {n} events ({inserted} new, {} already stored)",
+                        n - inserted
+                    );
                     st.durable += n as u64;
                     st.stats.written += inserted as u64;
                     st.stats.duplicates += (n - inserted) as u64;
@@ -176,6 +181,7 @@ impl Writer {
                     st = shared.state.lock().unwrap();
                 }
                 Err(e) => {
+                    gst::error!(super::CAT, "commit of {n} events failed: {e}; writer stops");
                     st.error = Some(e);
                     st.queue.clear();
                     shared.progress.notify_all();

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 
-use super::backoff::{self, Backoff};
 use super::decoders::{self, Kind};
 use super::{DecoderChoice, Status, uri};
+use crate::util::backoff::{self, Backoff};
 
 /// What the loop was given at start (the properties, frozen for the run).
 #[derive(Debug, Clone)]
@@ -203,6 +203,7 @@ fn set_status(s: &Shared, status: Status, reason: &str) {
         i.status = status;
         i.clone()
     };
+    gst::info!(super::CAT, "status {:?}: {reason}", info.status);
     s.host.status_changed(&info, reason);
 }
 
@@ -384,6 +385,10 @@ fn run(s: &Arc<Shared>) {
                     return;
                 }
                 let delay = cfg.backoff.delay(failures, backoff::random_unit());
+                gst::debug!(
+                    super::CAT,
+                    "attempt {failures} failed ({reason}); reconnecting in {delay:?}"
+                );
                 {
                     let mut i = s.info.lock().unwrap();
                     i.attempts = failures;

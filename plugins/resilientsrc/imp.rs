@@ -13,38 +13,33 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::backoff::Backoff;
+use super::CAT;
 use super::controller::{self, Controller, Host, Info};
 use super::{DecoderChoice, Status, uri};
+use crate::util::backoff::Backoff;
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "resilientsrc",
-        gst::DebugColorFlags::empty(),
-        Some("videoai self-healing source"),
-    )
-});
-
-const DEFAULT_STALL_TIMEOUT_MS: u32 = 5000;
-const DEFAULT_BACKOFF_INITIAL_MS: u32 = 500;
-const DEFAULT_BACKOFF_MAX_MS: u32 = 30_000;
+const MS: u64 = 1_000_000;
+const DEFAULT_STALL_TIMEOUT: u64 = 5000 * MS;
+const DEFAULT_BACKOFF_INITIAL: u64 = 500 * MS;
+const DEFAULT_BACKOFF_MAX: u64 = 30_000 * MS;
 const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
 const DEFAULT_JITTER: f64 = 0.2;
-const DEFAULT_LATENCY_MS: u32 = 200;
+const DEFAULT_LATENCY: u64 = 200 * MS;
 
 #[derive(Debug, Clone)]
 struct Settings {
     uri: Option<String>,
     audio: bool,
-    stall_timeout: u32,
-    backoff_initial: u32,
-    backoff_max: u32,
+    /// Durations in ns, as the properties.
+    stall_timeout: u64,
+    backoff_initial: u64,
+    backoff_max: u64,
     backoff_multiplier: f64,
     jitter: f64,
     max_attempts: u32,
     decoder: DecoderChoice,
     decoder_fallback: bool,
-    latency: u32,
+    latency: u64,
     protocols: Option<String>,
 }
 
@@ -53,15 +48,15 @@ impl Default for Settings {
         Settings {
             uri: None,
             audio: false,
-            stall_timeout: DEFAULT_STALL_TIMEOUT_MS,
-            backoff_initial: DEFAULT_BACKOFF_INITIAL_MS,
-            backoff_max: DEFAULT_BACKOFF_MAX_MS,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL,
+            backoff_max: DEFAULT_BACKOFF_MAX,
             backoff_multiplier: DEFAULT_BACKOFF_MULTIPLIER,
             jitter: DEFAULT_JITTER,
             max_attempts: 0,
             decoder: DecoderChoice::Auto,
             decoder_fallback: true,
-            latency: DEFAULT_LATENCY_MS,
+            latency: DEFAULT_LATENCY,
             protocols: None,
         }
     }
@@ -144,13 +139,13 @@ impl Host for ElementHost {
 
     fn fail(&self, msg: &str) {
         if let Some(el) = self.0.upgrade() {
-            gst::element_error!(el, gst::ResourceError::OpenRead, ("resilientsrc: {msg}"));
+            gst::element_error!(el, gst::ResourceError::OpenRead, ("{msg}"));
         }
     }
 
     fn warn(&self, msg: &str) {
         if let Some(el) = self.0.upgrade() {
-            gst::element_warning!(el, gst::ResourceError::Settings, ("resilientsrc: {msg}"));
+            gst::element_warning!(el, gst::ResourceError::Settings, ("{msg}"));
         }
     }
 
@@ -205,21 +200,21 @@ impl ResilientSrc {
             gst::element_imp_error!(
                 self,
                 gst::ResourceError::NotFound,
-                ("resilientsrc: no uri set. Set uri to a camera or file, e.g. uri=rtsp://cam/stream or uri=/path/to/clip.mp4")
+                ("no uri set. Set uri to a camera or file, e.g. uri=rtsp://cam/stream or uri=/path/to/clip.mp4")
             );
             return Err(gst::StateChangeError);
         };
         let uri = match uri::normalize(&location) {
             Ok(u) => u,
             Err(e) => {
-                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("resilientsrc: {e}"));
+                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("{e}"));
                 return Err(gst::StateChangeError);
             }
         };
         if let Some(p) = &settings.protocols
             && let Err(e) = controller::check_protocols(p)
         {
-            gst::element_imp_error!(self, gst::ResourceError::Settings, ("resilientsrc: {e}"));
+            gst::element_imp_error!(self, gst::ResourceError::Settings, ("{e}"));
             return Err(gst::StateChangeError);
         }
         // What can be known now is said by the state change itself (and not later, from a
@@ -230,14 +225,14 @@ impl ResilientSrc {
             } else {
                 gst::ResourceError::Settings
             };
-            gst::element_imp_error!(self, kind, ("resilientsrc: {e}"));
+            gst::element_imp_error!(self, kind, ("{e}"));
             return Err(gst::StateChangeError);
         }
         let live = match uri::liveness(&uri) {
             uri::Liveness::Live => true,
             uri::Liveness::File => false,
             uri::Liveness::AskTheSource => {
-                let timeout = Duration::from_millis(settings.stall_timeout.min(3000) as u64);
+                let timeout = Duration::from_nanos(settings.stall_timeout.min(3000 * MS));
                 let answer = controller::http_is_live(&uri, timeout);
                 gst::info!(
                     CAT,
@@ -271,17 +266,17 @@ impl ResilientSrc {
         let config = controller::Config {
             uri: uri.clone(),
             live,
-            stall_timeout: Duration::from_millis(settings.stall_timeout as u64),
+            stall_timeout: Duration::from_nanos(settings.stall_timeout),
             backoff: Backoff {
-                initial: Duration::from_millis(settings.backoff_initial as u64),
-                max: Duration::from_millis(settings.backoff_max as u64),
+                initial: Duration::from_nanos(settings.backoff_initial),
+                max: Duration::from_nanos(settings.backoff_max),
                 multiplier: settings.backoff_multiplier,
                 jitter: settings.jitter,
             },
             max_attempts: settings.max_attempts,
             decoder: settings.decoder,
             decoder_fallback: settings.decoder_fallback,
-            latency_ms: settings.latency,
+            latency_ms: u32::try_from(settings.latency / MS).unwrap_or(u32::MAX),
             protocols: settings.protocols.clone(),
         };
         Ok(config)
@@ -350,28 +345,31 @@ impl ObjectImpl for ResilientSrc {
                     .default_value(false)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("stall-timeout")
+                glib::ParamSpecUInt64::builder("stall-timeout")
                     .nick("Stall timeout")
                     .blurb(
-                        "Live sources: no frame for this many milliseconds counts as a failure \
-                         and triggers a reconnect. Any source: the time allowed for the first \
-                         frame (at least 2 s); a file that gives none by then is an error. \
-                         Default: 5000",
+                        "Live sources: no frame for this long (ns) counts as a failure and \
+                         triggers a reconnect. Any source: the time allowed for the first frame \
+                         (at least 2 s); a file that gives none by then is an error. At least \
+                         100 ms. Default: 5000000000 (5 s)",
                     )
-                    .minimum(100)
-                    .default_value(DEFAULT_STALL_TIMEOUT_MS)
+                    .minimum(100 * MS)
+                    .maximum(86_400_000 * MS)
+                    .default_value(DEFAULT_STALL_TIMEOUT)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("backoff-initial")
+                glib::ParamSpecUInt64::builder("backoff-initial")
                     .nick("Initial backoff")
-                    .blurb("Milliseconds before the first reconnect attempt. Default: 500")
-                    .default_value(DEFAULT_BACKOFF_INITIAL_MS)
+                    .blurb("Wait (ns) before the first reconnect attempt. Default: 500000000 (0.5 s)")
+                    .maximum(86_400_000 * MS)
+                    .default_value(DEFAULT_BACKOFF_INITIAL)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("backoff-max")
+                glib::ParamSpecUInt64::builder("backoff-max")
                     .nick("Maximum backoff")
-                    .blurb("Longest wait between attempts, in milliseconds. Default: 30000")
-                    .default_value(DEFAULT_BACKOFF_MAX_MS)
+                    .blurb("Longest wait (ns) between attempts. Default: 30000000000 (30 s)")
+                    .maximum(86_400_000 * MS)
+                    .default_value(DEFAULT_BACKOFF_MAX)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("backoff-multiplier")
@@ -419,10 +417,14 @@ impl ObjectImpl for ResilientSrc {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("latency")
+                glib::ParamSpecUInt64::builder("latency")
                     .nick("Latency")
-                    .blurb("RTSP: rtspsrc's jitterbuffer latency in milliseconds. Default: 200")
-                    .default_value(DEFAULT_LATENCY_MS)
+                    .blurb(
+                        "RTSP: rtspsrc's jitterbuffer latency (ns; rtspsrc takes whole \
+                         milliseconds). Default: 200000000 (200 ms)",
+                    )
+                    .maximum(3_600_000 * MS)
+                    .default_value(DEFAULT_LATENCY)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("protocols")

@@ -15,11 +15,19 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod backoff;
 mod controller;
 pub mod decoders;
 mod imp;
 pub mod uri;
+
+/// The element's debug category, also used by the modules beside `imp.rs`.
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "resilientsrc",
+        gst::DebugColorFlags::empty(),
+        Some("videoai self-healing source"),
+    )
+});
 
 /// Where the source stands.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]

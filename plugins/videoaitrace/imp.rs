@@ -10,7 +10,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::report::{self, ElementFigures, PathFigures};
-use crate::histogram::Histogram;
+use crate::util::histogram::Histogram;
 
 /// Names of the pipelines videoai elements run inside themselves (resilientsrc).
 const INNER_PIPELINE_PREFIX: &str = "resilientsrc-";

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::histogram::{Histogram, ms};
+use crate::util::histogram::{Histogram, ms};
 
 /// End-to-end figures of one (source, sink) pair.
 pub struct PathFigures<'a> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gstvideoai::nats_log;
+use gstvideoai::eventlog::nats;
 
 struct Node {
     name: String,
@@ -96,7 +96,7 @@ impl NatsCluster {
     }
 
     fn urls(&self) -> Vec<String> {
-        nats_log::parse_location(&self.url()).unwrap().unwrap()
+        nats::parse_location(&self.url()).unwrap().unwrap()
     }
 
     /// Waits until a running server answers JetStream requests (a meta leader exists).
@@ -104,9 +104,8 @@ impl NatsCluster {
         let urls = self.urls();
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = nats_log::block_on(async {
-                let Ok(client) =
-                    nats_log::connect(&urls, "test", Duration::from_secs(2), false).await
+            let ok = nats::block_on(async {
+                let Ok(client) = nats::connect(&urls, "test", Duration::from_secs(2), false).await
                 else {
                     return false;
                 };
@@ -170,8 +169,8 @@ impl NatsCluster {
     /// The index of the node leading JetStream stream `stream`.
     pub fn leader_of(&self, stream: &str) -> Option<usize> {
         let urls = self.urls();
-        let leader = nats_log::block_on(async {
-            let client = nats_log::connect(&urls, "test", Duration::from_secs(2), false)
+        let leader = nats::block_on(async {
+            let client = nats::connect(&urls, "test", Duration::from_secs(2), false)
                 .await
                 .ok()?;
             let js = async_nats::jetstream::new(client);
@@ -183,14 +182,13 @@ impl NatsCluster {
 
     /// Every event in `stream`, in stream order (retried for a while: after a kill the stream
     /// may still be electing a leader).
-    pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::event::FrameEvent> {
+    pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::eventlog::event::FrameEvent> {
         let urls = self.urls();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let res = nats_log::block_on(async {
-                let client =
-                    nats_log::connect(&urls, "test", Duration::from_secs(5), false).await?;
-                nats_log::read_all(&async_nats::jetstream::new(client), stream).await
+            let res = nats::block_on(async {
+                let client = nats::connect(&urls, "test", Duration::from_secs(5), false).await?;
+                nats::read_all(&async_nats::jetstream::new(client), stream).await
             });
             match res {
                 Ok(events) => return events,
@@ -206,8 +204,8 @@ impl NatsCluster {
     /// How many copies the JetStream stream keeps.
     pub fn replicas_of(&self, stream: &str) -> usize {
         let urls = self.urls();
-        nats_log::block_on(async {
-            let client = nats_log::connect(&urls, "test", Duration::from_secs(5), false)
+        nats::block_on(async {
+            let client = nats::connect(&urls, "test", Duration::from_secs(5), false)
                 .await
                 .unwrap();
             let mut s = async_nats::jetstream::new(client)

@@ -16,7 +16,7 @@
 //!   per output tensor, a field named after the output holding a `tensor` structure: `shape`
 //!   (array of int64), `type` ("f32") and `data` (a GstBuffer of little-endian values).
 
-use crate::event::{Classification, Detection};
+use crate::eventlog::event::{Classification, Detection};
 
 /// Name of the param structure attached to each ROI meta.
 pub const DETECTION_PARAM: &str = "detection";

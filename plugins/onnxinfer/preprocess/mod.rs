@@ -13,169 +13,16 @@
 //! once per caps for the whole frame, and per region for region crops; rows are split across
 //! threads when the picture is large enough for that to pay.
 
+mod geometry;
+mod kernels;
+
 use std::ops::Range;
 
+use gst_video::VideoFormat;
 use gst_video::prelude::*;
-use gst_video::{VideoColorMatrix, VideoColorRange, VideoFormat};
 
-/// Order of the three colour channels in the tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelOrder {
-    Rgb,
-    Bgr,
-}
-
-/// Memory layout of one tensor entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// `[N, 3, H, W]`
-    Nchw,
-    /// `[N, H, W, 3]`
-    Nhwc,
-}
-
-/// Where the scaled picture sits in a letterboxed tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
-    TopLeft,
-    Center,
-}
-
-/// How a letterboxed picture's size is made whole, as each family's reference preprocessing
-/// does: ultralytics (YOLOv5/v8) rounds (`int(round(w * r))`), YOLOX truncates (`int(w * r)`).
-/// At 1366×768 into 416×416 that is 234 rows against 233.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rounding {
-    Round,
-    Truncate,
-}
-
-/// How the frame is fitted to the tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fit {
-    /// Keep the aspect ratio, pad the rest.
-    Letterbox(Anchor, Rounding),
-    /// Scale each axis independently to fill the tensor.
-    Stretch,
-}
-
-/// Element type of the tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Elem {
-    F32,
-    U8,
-}
-
-/// What the model expects as input (one entry of the batch).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TensorSpec {
-    pub width: usize,
-    pub height: usize,
-    pub layout: Layout,
-    pub order: ChannelOrder,
-    pub elem: Elem,
-    /// f32 only: `value = ((pixel × scale) − mean) / std`, per tensor channel.
-    pub scale: f32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    /// Value of the letterbox padding, 0..=255, before normalisation.
-    pub pad_value: u8,
-    pub fit: Fit,
-}
-
-impl TensorSpec {
-    /// Elements in one entry.
-    pub fn entry_len(&self) -> usize {
-        self.width * self.height * 3
-    }
-
-    /// Shape of a tensor of `batch` entries.
-    pub fn shape(&self, batch: usize) -> [usize; 4] {
-        match self.layout {
-            Layout::Nchw => [batch, 3, self.height, self.width],
-            Layout::Nhwc => [batch, self.height, self.width, 3],
-        }
-    }
-}
-
-/// A rectangle of the frame, in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    pub x: usize,
-    pub y: usize,
-    pub w: usize,
-    pub h: usize,
-}
-
-/// Where a source rectangle landed in the tensor, and the way back to frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Placement {
-    /// Tensor pixels per source pixel, per axis.
-    pub scale_x: f64,
-    pub scale_y: f64,
-    /// Top-left corner of the picture in the tensor.
-    pub offset_x: usize,
-    pub offset_y: usize,
-    /// Size of the picture in the tensor.
-    pub width: usize,
-    pub height: usize,
-    /// The source rectangle in frame pixels.
-    pub source: Rect,
-}
-
-impl Placement {
-    pub fn new(source: Rect, tensor_width: usize, tensor_height: usize, fit: Fit) -> Self {
-        let (sw, sh) = (source.w.max(1), source.h.max(1));
-        match fit {
-            Fit::Stretch => Placement {
-                scale_x: tensor_width as f64 / sw as f64,
-                scale_y: tensor_height as f64 / sh as f64,
-                offset_x: 0,
-                offset_y: 0,
-                width: tensor_width,
-                height: tensor_height,
-                source,
-            },
-            Fit::Letterbox(anchor, rounding) => {
-                let r = f64::min(
-                    tensor_width as f64 / sw as f64,
-                    tensor_height as f64 / sh as f64,
-                );
-                let whole = |v: f64| match rounding {
-                    Rounding::Round => v.round() as usize,
-                    Rounding::Truncate => v as usize,
-                };
-                let width = whole(sw as f64 * r).clamp(1, tensor_width);
-                let height = whole(sh as f64 * r).clamp(1, tensor_height);
-                let (offset_x, offset_y) = match anchor {
-                    Anchor::TopLeft => (0, 0),
-                    Anchor::Center => ((tensor_width - width) / 2, (tensor_height - height) / 2),
-                };
-                Placement {
-                    scale_x: width as f64 / sw as f64,
-                    scale_y: height as f64 / sh as f64,
-                    offset_x,
-                    offset_y,
-                    width,
-                    height,
-                    source,
-                }
-            }
-        }
-    }
-
-    /// Maps a point from tensor coordinates to frame coordinates, clamped to the source
-    /// rectangle.
-    #[inline]
-    pub fn to_frame(&self, x: f32, y: f32) -> (f64, f64) {
-        let fx = (x as f64 - self.offset_x as f64) / self.scale_x;
-        let fy = (y as f64 - self.offset_y as f64) / self.scale_y;
-        (
-            self.source.x as f64 + fx.clamp(0.0, self.source.w as f64),
-            self.source.y as f64 + fy.clamp(0.0, self.source.h as f64),
-        )
-    }
-}
+pub use geometry::*;
+use kernels::*;
 
 /// Formats the preprocessor reads.
 pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
@@ -193,141 +40,6 @@ pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
     VideoFormat::I420,
     VideoFormat::Gray8,
 ];
-
-/// One tap: offsets of the two neighbours (bytes) and the weight of the second.
-#[derive(Debug, Clone, Copy, Default)]
-struct Tap {
-    i0: usize,
-    i1: usize,
-    /// Weight of the second neighbour in 1/2048ths (OpenCV's 11-bit resize coefficients).
-    w: u32,
-}
-
-/// Fixed-point scale of tap weights.
-const WEIGHT_ONE: u32 = 2048;
-/// Value of a bilinear sum (two weighted stages) per unit of input.
-const BILINEAR_SCALE: f32 = 1.0 / (WEIGHT_ONE * WEIGHT_ONE) as f32;
-
-/// Taps for `dst_len` outputs over the source samples `[start, start + len)` (of a plane whose
-/// samples are `step` bytes apart), OpenCV `INTER_LINEAR` geometry.
-fn taps(start: f64, len: f64, dst_len: usize, limit: usize, step: usize) -> Vec<Tap> {
-    let scale = len / dst_len as f64;
-    let lo = start.floor().max(0.0);
-    let hi = ((start + len).ceil() - 1.0).clamp(lo, (limit - 1) as f64);
-    (0..dst_len)
-        .map(|d| {
-            let s = (start + (d as f64 + 0.5) * scale - 0.5).clamp(lo, hi);
-            let i0 = s.floor() as usize;
-            let i1 = (i0 + 1).min(hi as usize);
-            Tap {
-                i0: i0 * step,
-                i1: i1 * step,
-                w: ((s - i0 as f64) * WEIGHT_ONE as f64).round() as u32,
-            }
-        })
-        .collect()
-}
-
-#[inline(always)]
-fn lerp(a: u8, b: u8, w: u32) -> u32 {
-    a as u32 * (WEIGHT_ONE - w) + b as u32 * w
-}
-
-/// Bilinear sample of one byte channel: rows `r0`/`r1`, horizontal tap `t`, channel offset `c`.
-///
-/// # Safety
-/// `t.i0 + c` and `t.i1 + c` must be inside both rows. The row kernels guarantee it by checking
-/// `Plan::x_limit`/`cx_limit` (the largest tap offset plus the sample size) against the row
-/// lengths once per row.
-#[inline(always)]
-unsafe fn bilinear(r0: &[u8], r1: &[u8], t: &Tap, c: usize, wy: u32) -> f32 {
-    // SAFETY: see above.
-    let (a, b, p, q) = unsafe {
-        (
-            *r0.get_unchecked(t.i0 + c),
-            *r0.get_unchecked(t.i1 + c),
-            *r1.get_unchecked(t.i0 + c),
-            *r1.get_unchecked(t.i1 + c),
-        )
-    };
-    // Integer arithmetic (at most 255 * 2048 * 2048 < 2^32), one conversion at the end.
-    let v = lerp(a, b, t.w) * (WEIGHT_ONE - wy) + lerp(p, q, t.w) * wy;
-    v as f32 * BILINEAR_SCALE
-}
-
-/// The two source rows of tap `t` in a plane of row `stride`, checked to hold `limit` bytes.
-#[inline(always)]
-fn rows_of<'a>(data: &'a [u8], stride: usize, t: &Tap, limit: usize) -> (&'a [u8], &'a [u8]) {
-    let (r0, r1) = (&data[t.i0 * stride..], &data[t.i1 * stride..]);
-    assert!(
-        r0.len() >= limit && r1.len() >= limit,
-        "frame smaller than its caps say"
-    );
-    (r0, r1)
-}
-
-/// YUV to RGB coefficients with the range offsets folded in.
-#[derive(Debug, Clone, Copy)]
-struct YuvMatrix {
-    y_off: f32,
-    y_mul: f32,
-    c_mul: f32,
-    r_v: f32,
-    g_u: f32,
-    g_v: f32,
-    b_u: f32,
-}
-
-impl YuvMatrix {
-    fn new(matrix: VideoColorMatrix, range: VideoColorRange) -> Self {
-        let (kr, kb) = match matrix {
-            VideoColorMatrix::Bt709 => (0.2126, 0.0722),
-            VideoColorMatrix::Bt2020 => (0.2627, 0.0593),
-            VideoColorMatrix::Smpte240m => (0.212, 0.087),
-            VideoColorMatrix::Fcc => (0.30, 0.11),
-            _ => (0.299, 0.114),
-        };
-        let kg = 1.0 - kr - kb;
-        let (y_off, y_mul, c_mul) = match range {
-            VideoColorRange::Range0_255 => (0.0, 1.0, 1.0),
-            _ => (16.0, 255.0 / 219.0, 255.0 / 224.0),
-        };
-        YuvMatrix {
-            y_off,
-            y_mul,
-            c_mul,
-            r_v: 2.0 * (1.0 - kr),
-            g_u: -2.0 * kb * (1.0 - kb) / kg,
-            g_v: -2.0 * kr * (1.0 - kr) / kg,
-            b_u: 2.0 * (1.0 - kb),
-        }
-    }
-
-    #[inline(always)]
-    fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
-        let y = (y - self.y_off) * self.y_mul;
-        let u = (u - 128.0) * self.c_mul;
-        let v = (v - 128.0) * self.c_mul;
-        [
-            (y + self.r_v * v).clamp(0.0, 255.0),
-            (y + self.g_u * u + self.g_v * v).clamp(0.0, 255.0),
-            (y + self.b_u * u).clamp(0.0, 255.0),
-        ]
-    }
-}
-
-/// How to read the frame's pixels.
-#[derive(Debug, Clone, Copy)]
-enum Reader {
-    /// Packed 3 or 4 bytes per pixel; byte offsets of R, G, B.
-    Packed { r: usize, g: usize, b: usize },
-    /// One grey byte per pixel.
-    Gray,
-    /// Y plane + interleaved UV plane at half resolution.
-    Nv12(YuvMatrix),
-    /// Y, U, V planes, U and V at half resolution.
-    I420(YuvMatrix),
-}
 
 /// The format is not one the preprocessor reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,25 +84,6 @@ impl Plan {
 pub enum EntryMut<'a> {
     F32(&'a mut [f32]),
     U8(&'a mut [u8]),
-}
-
-/// Conversion of a computed channel value into the tensor's element type.
-trait Store: Copy + Send + Sync {
-    fn store(v: f32) -> Self;
-}
-
-impl Store for f32 {
-    #[inline(always)]
-    fn store(v: f32) -> f32 {
-        v
-    }
-}
-
-impl Store for u8 {
-    #[inline(always)]
-    fn store(v: f32) -> u8 {
-        (v + 0.5) as u8
-    }
 }
 
 /// Pictures with at least this many tensor pixels are split across threads.
@@ -771,30 +464,10 @@ impl Preprocessor {
     }
 }
 
-/// Output rows of one job: three plane slices (NCHW) or one interleaved slice (NHWC).
-enum Rows<'a, E> {
-    Planar([&'a mut [E]; 3]),
-    Interleaved(&'a mut [E]),
-}
-
-fn fill<E: Copy>(entry: &mut [E], value: [E; 3], layout: Layout, pixels: usize) {
-    match layout {
-        Layout::Nchw => {
-            for (c, plane) in entry.chunks_exact_mut(pixels).enumerate().take(3) {
-                plane.fill(value[c]);
-            }
-        }
-        Layout::Nhwc => {
-            for px in entry.chunks_exact_mut(3) {
-                px.copy_from_slice(&value);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gst_video::{VideoColorMatrix, VideoColorRange};
 
     fn full(w: usize, h: usize) -> Rect {
         Rect { x: 0, y: 0, w, h }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use crate::event::{Detection, FrameEvent, SCHEMA_VERSION};
+use crate::eventlog::event::{Detection, FrameEvent, SCHEMA_VERSION};
 
 /// The version of the SQLite schema (not of the event JSON, [`SCHEMA_VERSION`]).
 const STORE_VERSION: i64 = 3;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use crate::event::FrameEvent;
+use crate::eventlog::event::FrameEvent;
 
 pub const DEFAULT_STREAM: &str = "VIDEOAI_EVENTS";
 pub const SUBJECT_PREFIX: &str = "videoai.events";
@@ -97,12 +97,6 @@ pub async fn probe(urls: &[String]) -> Option<String> {
     Some(format!("cannot connect to NATS: {}", why.join("; ")))
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The subject a video stream's events go to.
 pub fn subject(stream_id: &str) -> String {
     let safe: String = stream_id
@@ -116,7 +110,10 @@ pub fn subject(stream_id: &str) -> String {
             }
         })
         .collect();
-    format!("{SUBJECT_PREFIX}.{safe}_{:08x}", fnv(stream_id) >> 32)
+    format!(
+        "{SUBJECT_PREFIX}.{safe}_{:08x}",
+        crate::util::hash::fnv1a(stream_id.as_bytes()) >> 32
+    )
 }
 
 /// The JetStream deduplication id of an event.

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MPL-2.0
+//! raftsink's settings: the defaults and the property specs (`gst-inspect-1.0 raftsink` shows their blurbs).
+
+use gst::glib;
+use gst::prelude::*;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::eventlog::nats;
+
+pub(super) const DEFAULT_COMMIT_INTERVAL_NS: u64 = 20_000_000;
+
+pub(super) const DEFAULT_COMMIT_MAX_EVENTS: u32 = 1000;
+
+pub(super) const DEFAULT_EOS_TIMEOUT_NS: u64 = 30_000_000_000;
+
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) location: Option<String>,
+    pub(super) outbox_location: Option<PathBuf>,
+    pub(super) nats_stream: String,
+    pub(super) replicas: u32,
+    pub(super) commit_interval: Duration,
+    pub(super) commit_max_events: u32,
+    pub(super) eos_timeout: Duration,
+    pub(super) skip_empty: bool,
+    pub(super) post_durable: bool,
+    pub(super) stream_id: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            location: None,
+            outbox_location: None,
+            nats_stream: nats::DEFAULT_STREAM.to_string(),
+            replicas: 0,
+            commit_interval: Duration::from_nanos(DEFAULT_COMMIT_INTERVAL_NS),
+            commit_max_events: DEFAULT_COMMIT_MAX_EVENTS,
+            eos_timeout: Duration::from_nanos(DEFAULT_EOS_TIMEOUT_NS),
+            skip_empty: false,
+            post_durable: false,
+            stream_id: None,
+        }
+    }
+}
+
+/// The property specs, in the order `gst-inspect-1.0` lists them.
+pub(super) fn properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("location")
+            .nick("Location")
+            .blurb(
+                "Where events go. A file path: an SQLite event log (WAL, synchronous=FULL), \
+                 created if missing. nats://host:port[,host:port…]: a NATS JetStream \
+                 cluster, with a local SQLite outbox (outbox-location) in front of it. \
+                 Required. Default: none",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("outbox-location")
+            .nick("Outbox location")
+            .blurb(
+                "NATS only: the SQLite file events are committed to first and forwarded \
+                 from, so that a NATS outage or a crash loses nothing. Use one per \
+                 pipeline, or share one: pipelines in one directory with the same NATS \
+                 location share the default, and each waits at EOS only for its own \
+                 streams. Events NATS refuses for good (too large, no permission) are \
+                 parked in its dead_letters table (videoai-events stats lists them). \
+                 Default: none (then videoai-outbox-<stream>-<hash of location>.db in the \
+                 working directory)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("nats-stream")
+            .nick("NATS stream")
+            .blurb("NATS only: the JetStream stream (created if missing). Default: VIDEOAI_EVENTS")
+            .default_value(Some(nats::DEFAULT_STREAM))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("replicas")
+            .nick("Replicas")
+            .blurb(
+                "NATS only: copies of the stream when it is created. 0 = 3 when the \
+                 cluster has three or more servers, else 1. Default: 0",
+            )
+            .maximum(5)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("commit-interval")
+            .nick("Commit interval")
+            .blurb(
+                "Group commit: an event is durable at most this long (ns) after it \
+                 arrived (one fsync covers all events of the interval), and always before \
+                 EOS is passed on. 0 commits every event. Default: 20000000 (20 ms)",
+            )
+            .maximum(60_000_000_000)
+            .default_value(DEFAULT_COMMIT_INTERVAL_NS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("commit-max-events")
+            .nick("Commit max events")
+            .blurb("Group commit: commit as soon as this many events wait. Default: 1000")
+            .minimum(1)
+            .default_value(DEFAULT_COMMIT_MAX_EVENTS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("eos-timeout")
+            .nick("EOS timeout")
+            .blurb(
+                "How long (ns) EOS waits for everything to be durable (and, with NATS, \
+                 acknowledged); after it a warning is posted and EOS goes on \
+                 (unacknowledged events stay in the outbox). Default: 30000000000 (30 s)",
+            )
+            .maximum(86_400_000_000_000)
+            .default_value(DEFAULT_EOS_TIMEOUT_NS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("skip-empty")
+            .nick("Skip empty")
+            .blurb("Store no event for frames without detections. Default: false (every frame has an event)")
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("post-durable")
+            .nick("Post durable")
+            .blurb(
+                "After each commit, post an element message 'raftsink-durable' with \
+                 events (in the commit), new (not stored before), streams and seqs (the highest durable seq per \
+                 stream). Default: false",
+            )
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("stream-id")
+            .nick("Stream id")
+            .blurb("Store events under this stream id instead of the STREAM-START stream-id. Default: none")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb(
+                "Read-only 'raftsink-stats' structure: written (events stored), \
+                 duplicates (already in the log), commits, queued, skipped-empty, \
+                 invalid-detections (left out: a non-finite confidence), \
+                 commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
+                 forwarded, already-in-nats, pending (this element's events in the \
+                 outbox not yet acknowledged), dead-letters (parked: refused by NATS for \
+                 good), retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
+            )
+            .read_only()
+            .build(),
+    ]
+}
