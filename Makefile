@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample picture test bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink install clean
+.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink install clean
 
 all: build
 
@@ -50,6 +50,7 @@ test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --all-features -- -D warnings
 	$(CARGO) build --release
+	@$(MAKE) --no-print-directory meson-check
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "$(CARGO) test --release --doc"; $(CARGO) test --release --doc; \
 		echo "$(CARGO) nextest run --release"; $(CARGO) nextest run --release; \
@@ -74,6 +75,15 @@ bench-raftsink: deps
 bench-onnxinfer: deps
 	@scripts/setup-bench.sh
 	$(CARGO) bench --bench onnxinfer
+
+# The meson build (meson.build drives cargo, one option per element): set up and compiled
+# once, reusing cargo's target/ (nothing is rebuilt after `cargo build --release`).
+meson-check: deps
+	rm -rf build-meson
+	meson setup build-meson >/dev/null
+	meson compile -C build-meson
+	test -f build-meson/libgstvideoai.so && test -x build-meson/videoai-events
+	rm -rf build-meson
 
 install: build
 	install -d $(PLUGIN_INSTALL_DIR) $(BIN_INSTALL_DIR)

@@ -369,3 +369,13 @@ pub fn play_with_seeks(file: &Path, sink: &str) {
     }
     p.set_state(gst::State::Null).unwrap();
 }
+
+/// The name libtest knows the test `name` of module `module_path` by (`module_path!()` at the
+/// call site): the module path without the binary's name, then the function, e.g.
+/// `durability::crash_child_entry`, for re-running one test as a child process (`--exact`).
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
+}

@@ -2,7 +2,7 @@
 //! Batched inference: N streams → framesync → onnxinfer (one model run per batch) →
 //! framesplit / raftsink, each stream keeping its own frames and detections.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

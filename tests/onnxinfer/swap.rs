@@ -2,7 +2,7 @@
 //! onnxinfer while PLAYING: hot swap of the model (loaded off the streaming thread, switched
 //! between two frames, a broken model refused) and canary splits by stream and by frame.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

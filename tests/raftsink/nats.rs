@@ -3,7 +3,7 @@
 //! the tests): exactly once and in per-stream order through a leader kill and a whole-cluster
 //! outage; replays; reading back with videoai-events.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! onnxinfer on the real YOLOX-style model: boxes land on the characters textoverlay drew,
 //! at two resolutions and from two pixel formats.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! raftsink and videoai-events: events stored once per frame, durable at EOS, read back in
 //! order; the demo pipeline file end to end.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Bad input ends the pipeline with an error that names the problem, and never a panic.
 
-mod common;
+use crate::common;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -173,7 +173,7 @@ fn onnx_runtime_missing_is_reported() {
     let exe = std::env::current_exe().unwrap();
     let status = std::process::Command::new(exe)
         .args([
-            "onnx_runtime_missing_is_reported",
+            &common::test_name(module_path!(), "onnx_runtime_missing_is_reported"),
             "--exact",
             "--nocapture",
             "--test-threads=1",

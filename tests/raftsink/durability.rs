@@ -3,7 +3,7 @@
 //! schema migration, skip-empty, live sequence numbers, everything onnxinfer attached, and the
 //! videoai-events commands.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -86,7 +86,7 @@ fn run_child(
 ) -> Vec<(String, i64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "crash_child_entry",
+            &common::test_name(module_path!(), "crash_child_entry"),
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -843,7 +843,11 @@ int fdatasync(int fd) {
     let counter = dir.join("syncs.txt");
     let db = dir.join("events.db");
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["commits_reach_the_disk", "--exact", "--test-threads=1"])
+        .args([
+            &common::test_name(module_path!(), "commits_reach_the_disk"),
+            "--exact",
+            "--test-threads=1",
+        ])
         .env("LD_PRELOAD", &shim)
         .env("VIDEOAI_SYNC_CHILD", &counter)
         .env("DB", &db)

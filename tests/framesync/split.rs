@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! framesplit on its own (gst_check::Harness): batches in, one stream per source pad out.
 
-mod common;
+use crate::common;
 
 use gst::prelude::*;
 use gstvideoai::formats::batch::{self, Entry, Status};

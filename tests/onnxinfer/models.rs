@@ -4,7 +4,7 @@
 //! labels, u8 and NHWC inputs, dynamic input sizes, classification of upstream regions,
 //! interval, execution providers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

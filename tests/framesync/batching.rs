@@ -2,7 +2,7 @@
 //! framesync: alignment of live sources at different rates and with a skew, stalls, pads
 //! joining and leaving while playing, EOS and flushing seeks, all on real pipelines.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: MPL-2.0
+//! framesync and framesplit: the integration tests, one binary with a module per topic (one link of
+//! GStreamer, ONNX Runtime, SQLite and tokio instead of one per file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod batching;
+mod inference;
+mod split;

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: MPL-2.0
+//! onnxinfer: the integration tests, one binary with a module per topic (one link of
+//! GStreamer, ONNX Runtime, SQLite and tokio instead of one per file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod detect;
+mod errors;
+mod models;
+mod swap;
