@@ -6,6 +6,20 @@ mod common;
 
 use gst::prelude::*;
 
+/// The element and one pad of each request template (framesync's sink_%u has properties of
+/// its own).
+fn with_request_pads(el: &gst::Element) -> Vec<glib::Object> {
+    let mut objects: Vec<glib::Object> = vec![el.clone().upcast()];
+    for templ in el.pad_template_list() {
+        if templ.presence() == gst::PadPresence::Request
+            && let Some(pad) = el.request_pad_simple(templ.name_template())
+        {
+            objects.push(pad.upcast());
+        }
+    }
+    objects
+}
+
 #[test]
 fn every_property_is_documented_with_its_default() {
     common::init();
@@ -26,16 +40,7 @@ fn every_property_is_documented_with_its_default() {
             .unwrap_or("");
         assert!(long.len() >= 80, "{name}: description too short: {long}");
         let el = factory.create().build().unwrap();
-        let mut objects: Vec<glib::Object> = vec![el.clone().upcast()];
-        // Request pads with properties of their own (framesync's sink_%u).
-        for templ in el.pad_template_list() {
-            if templ.presence() == gst::PadPresence::Request
-                && let Some(pad) = el.request_pad_simple(templ.name_template())
-            {
-                objects.push(pad.upcast());
-            }
-        }
-        for obj in objects {
+        for obj in with_request_pads(&el) {
             let own = obj.type_();
             for p in obj.list_properties() {
                 if p.owner_type() != own {
@@ -147,14 +152,7 @@ fn stated_defaults_are_the_real_defaults() {
             continue;
         };
         let el = factory.create().build().unwrap();
-        let mut objects: Vec<glib::Object> = vec![el.clone().upcast()];
-        for templ in el.pad_template_list() {
-            if templ.presence() == gst::PadPresence::Request
-                && let Some(pad) = el.request_pad_simple(templ.name_template())
-            {
-                objects.push(pad.upcast());
-            }
-        }
+        let objects = with_request_pads(&el);
         for (obj, p) in objects
             .iter()
             .flat_map(|o| o.list_properties().into_iter().map(move |p| (o, p)))

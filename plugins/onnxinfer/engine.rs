@@ -518,7 +518,7 @@ impl Ran {
         // The last user of a model taken out of use: it is dropped on the retiring thread,
         // not here.
         if Arc::strong_count(&model) == 1 {
-            super::models::retire(model);
+            crate::util::retire::retire(model);
         }
         (results, tensor)
     }

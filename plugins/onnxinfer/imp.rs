@@ -33,48 +33,17 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::CAT;
-use super::cursor::{Carried, Cursors, Pick};
-use super::engine::{FrameResult, Item, Job, Ran, Tag, Timings};
+use super::cursor::{Cursors, Pick};
+use super::engine::{Job, Ran, Timings};
 use super::model::{Family, Model, ModelError};
 use super::models::{Event, Loader, Models, Role};
-use super::preprocess::{Rect, SUPPORTED_FORMATS};
+use super::preprocess::SUPPORTED_FORMATS;
 use super::settings::Settings;
 use super::stats::Stats;
+use super::work::{self, FrameWork, InFlight, Work, frame_buffer, roi_regions};
 use super::worker::Worker;
 use super::{attach, labels};
 use crate::formats::batch::{self, Status};
-use crate::formats::detection;
-
-/// One frame of a buffer: the buffer itself, or a batch entry.
-struct FrameWork {
-    /// The batch entry (`None`: the buffer is the frame).
-    entry: Option<usize>,
-    stream: String,
-    info: gst_video::VideoInfo,
-    pick: Pick,
-    /// `roi-only`: the upstream regions to classify (one result each).
-    regions: Vec<Rect>,
-    /// What it gave: one per region with `roi-only`, else one.
-    results: Vec<Option<FrameResult>>,
-    /// The model that gave the results.
-    model: Option<String>,
-}
-
-/// A buffer between preprocessing and its results.
-struct Work {
-    /// The batch's entries (batch caps).
-    entries: Option<Vec<batch::Entry>>,
-    frames: Vec<FrameWork>,
-    /// The jobs, each with whether it is the canary's.
-    jobs: Vec<(bool, Job)>,
-}
-
-/// A buffer whose jobs run on the inference thread (`pipelining=true`).
-struct InFlight {
-    buffer: gst::Buffer,
-    work: Work,
-    canary: Vec<bool>,
-}
 
 /// Created in `start`, dropped in `stop`.
 struct State {
@@ -117,19 +86,6 @@ impl ObjectSubclass for OnnxInfer {
     type ParentType = gst_base::BaseTransform;
 }
 
-/// The upstream ROIs of `buf` as regions to classify (`roi-only`).
-fn roi_regions(buf: &gst::BufferRef) -> Vec<Rect> {
-    detection::roi_rects(buf)
-        .iter()
-        .map(|(x, y, w, h)| Rect {
-            x: *x as usize,
-            y: *y as usize,
-            w: *w as usize,
-            h: *h as usize,
-        })
-        .collect()
-}
-
 fn model_gst_error(err: &ModelError) -> gst::ErrorMessage {
     match err {
         ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
@@ -167,18 +123,6 @@ fn load_model(
         model.provider
     );
     Ok(model)
-}
-
-/// The frames of `work` mapped for reading: the buffer itself, or the batch entries' frames.
-fn frame_buffer<'b>(
-    buf: &'b gst::BufferRef,
-    entries: Option<&'b [batch::Entry]>,
-    entry: Option<usize>,
-) -> Option<&'b gst::BufferRef> {
-    match (entries, entry) {
-        (Some(e), Some(i)) => e.get(i)?.buffer.as_deref(),
-        _ => Some(buf),
-    }
 }
 
 impl OnnxInfer {
@@ -377,15 +321,7 @@ impl OnnxInfer {
                     continue;
                 };
                 match self.readable(e, buffer) {
-                    Some(info) => frames.push(FrameWork {
-                        entry: Some(i),
-                        stream: e.stream_id.clone(),
-                        info,
-                        pick: Pick::Infer { canary: false },
-                        regions: Vec::new(),
-                        results: Vec::new(),
-                        model: None,
-                    }),
+                    Some(info) => frames.push(FrameWork::new(Some(i), e.stream_id.clone(), info)),
                     None => unreadable += 1,
                 }
             }
@@ -404,15 +340,8 @@ impl OnnxInfer {
                 return Err(gst::FlowError::NotNegotiated);
             };
             self.stats.lock().unwrap().frames += 1;
-            frames.push(FrameWork {
-                entry: None,
-                stream: state.stream_id.clone().unwrap_or_default(),
-                info,
-                pick: Pick::Infer { canary: false },
-                regions: Vec::new(),
-                results: Vec::new(),
-                model: None,
-            });
+            let stream = state.stream_id.clone().unwrap_or_default();
+            frames.push(FrameWork::new(None, stream, info));
             None
         };
         let rules = settings.rules(state.models.canary.is_some());
@@ -521,33 +450,7 @@ impl OnnxInfer {
                     }
                 }
             }
-            let mut items = Vec::new();
-            for (i, frame) in &mapped {
-                let f = &frames[*i];
-                if !f.regions.is_empty() {
-                    for (r, rect) in f.regions.iter().enumerate() {
-                        items.push(Item {
-                            tag: Tag {
-                                frame: *i,
-                                region: Some(r),
-                            },
-                            info: &f.info,
-                            frame,
-                            region: Some(*rect),
-                        });
-                    }
-                } else if !roi_only {
-                    items.push(Item {
-                        tag: Tag {
-                            frame: *i,
-                            region: None,
-                        },
-                        info: &f.info,
-                        frame,
-                        region: None,
-                    });
-                }
-            }
+            let items = work::items(frames, &mapped, roi_only);
             let prepared = state.models.engine(canary).prepare(&items);
             drop(items);
             drop(mapped);
@@ -616,22 +519,7 @@ impl OnnxInfer {
                         }
                         runs += 1;
                         invalid += d.invalid;
-                        let mut in_run: Vec<usize> =
-                            d.results.iter().map(|(t, _)| t.frame).collect();
-                        in_run.dedup();
-                        let share = d.timings.share(in_run.len());
-                        for f in &in_run {
-                            timings[*f].add(&share);
-                        }
-                        for (tag, result) in d.results {
-                            let f = &mut work.frames[tag.frame];
-                            let slot = tag.region.unwrap_or(0);
-                            if f.results.len() <= slot {
-                                f.results.resize(slot + 1, None);
-                            }
-                            f.results[slot] = Some(result);
-                            f.model = Some(d.model.clone());
-                        }
+                        work.store(d, &mut timings);
                     }
                     Err(why) if canary => canary_failed = Some(why),
                     Err(why) => return Err(self.model_failed(&why)),
@@ -643,16 +531,7 @@ impl OnnxInfer {
                 break;
             };
             self.canary_failed(&mut state.models, &why);
-            let redo: Vec<usize> = (0..work.frames.len())
-                .filter(|&i| work.frames[i].pick == Pick::Infer { canary: true })
-                .collect();
-            for &i in &redo {
-                let f = &mut work.frames[i];
-                f.pick = Pick::Infer { canary: false };
-                f.results.clear();
-                f.model = None;
-                timings[i] = Timings::default();
-            }
+            let redo = work.canary_frames_to_primary(&mut timings);
             let jobs = self.jobs(
                 state,
                 settings.roi_only,
@@ -677,84 +556,21 @@ impl OnnxInfer {
         // Attach.
         let keep_last = settings.interval > 1 || state.batch;
         let mut entries = work.entries.take();
-        let mut records = Vec::new();
-        let mut skipped = 0u64;
-        for (i, f) in work.frames.iter_mut().enumerate() {
-            let size = (f.info.width(), f.info.height());
-            let b: &mut gst::BufferRef = match (entries.as_mut(), f.entry) {
-                (Some(e), Some(k)) => match e[k].buffer.as_mut() {
-                    Some(b) => b.make_mut(),
-                    None => continue,
-                },
-                _ => buf,
-            };
-            match &f.pick {
-                Pick::Carry => {
-                    skipped += 1;
-                    if let Some(c) = state.cursors.last(&f.stream) {
-                        attach::result(b, &state.labels, size, &c.model, &c.result, false);
-                    }
-                }
-                Pick::Infer { canary } => {
-                    let Some(model) = f.model.clone() else {
-                        if settings.roi_only {
-                            // No region to classify: the frame still says who looked.
-                            let id = state.models.engine(*canary).model.id.clone();
-                            attach::region_results(b, &state.labels, &[], &id);
-                        }
-                        continue;
-                    };
-                    let role = if *canary { Role::Canary } else { Role::Primary };
-                    let n = if settings.roi_only {
-                        let mut results = std::mem::take(&mut f.results);
-                        results.resize(f.regions.len(), None);
-                        attach::region_results(b, &state.labels, &results, &model)
-                    } else if let Some(Some(result)) = f.results.first() {
-                        let n = attach::result(b, &state.labels, size, &model, result, true);
-                        if keep_last {
-                            state.cursors.remember(
-                                &f.stream,
-                                Carried {
-                                    model: model.clone(),
-                                    result: result.clone(),
-                                },
-                            );
-                        }
-                        n
-                    } else {
-                        0
-                    };
-                    records.push((model, role, timings[i], n));
-                }
-            }
-        }
-        // Repeated entries (a stream slower than the ticks) carry their stream's last result.
+        let models = &state.models;
+        let attached = attach::frames(
+            buf,
+            entries.as_deref_mut(),
+            &mut work.frames,
+            &timings,
+            &state.labels,
+            &mut state.cursors,
+            settings.roi_only,
+            keep_last,
+            |canary| models.engine_ref(canary).model.id.clone(),
+        );
         if let Some(entries) = entries.as_mut() {
             if !settings.roi_only {
-                for e in entries.iter_mut().filter(|e| e.status == Status::Repeated) {
-                    let Some(last) = state.cursors.last(&e.stream_id) else {
-                        continue;
-                    };
-                    let (Some(frame), Some(info)) = (
-                        e.buffer.as_mut(),
-                        e.caps
-                            .as_ref()
-                            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok()),
-                    ) else {
-                        continue;
-                    };
-                    let b = frame.make_mut();
-                    if detection::inference_model(b).is_none() {
-                        attach::result(
-                            b,
-                            &state.labels,
-                            (info.width(), info.height()),
-                            &last.model,
-                            &last.result,
-                            false,
-                        );
-                    }
-                }
+                attach::repeated(entries, &state.labels, &state.cursors);
             }
             batch::write(buf, entries).map_err(|e| {
                 gst::element_imp_error!(
@@ -766,11 +582,12 @@ impl OnnxInfer {
             })?;
         }
         let mut stats = self.stats.lock().unwrap();
-        stats.skipped += skipped;
+        stats.skipped += attached.skipped;
         if state.batch {
             stats.batch_runs += runs;
         }
-        for (model, role, t, n) in records {
+        for (model, canary, t, n) in attached.records {
+            let role = if canary { Role::Canary } else { Role::Primary };
             stats.record(&model, role.name(), &t, n);
         }
         Ok(())
@@ -1063,7 +880,7 @@ impl BaseTransformImpl for OnnxInfer {
         let state = self.state.lock().unwrap().take();
         if let Some(state) = state {
             // The models (sessions) are dropped on the retiring thread.
-            super::models::retire(state.models);
+            crate::util::retire::retire(state.models);
         }
         *self.warm_info.lock().unwrap() = None;
         self.warned_formats.lock().unwrap().clear();

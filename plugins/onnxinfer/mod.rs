@@ -32,6 +32,7 @@ pub mod preprocess;
 pub mod runtime;
 mod settings;
 mod stats;
+mod work;
 mod worker;
 
 /// The element's debug category, also used by the modules beside `imp.rs`.

@@ -8,12 +8,12 @@
 //! * [`Models`] (streaming thread): the primary engine and the canary's, switching in what the
 //!   loader has ready between two frames ([`Models::apply`]) and saying what happened as
 //!   [`Event`]s for the element to report. A model taken out of use is dropped on a thread of
-//!   its own ([`retire`]): a session's teardown (a GPU one especially) can take long, and the
+//!   its own ([`crate::util::retire`]): a session's teardown (a GPU one especially) can take long, and the
 //!   streaming thread does not wait for it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use super::engine::{Engine, Overrides};
 use super::model::Model;
@@ -151,31 +151,6 @@ pub enum Event {
     CanaryRemoved,
 }
 
-/// Where things to drop are sent.
-type Retirer = Mutex<std::sync::mpsc::Sender<Box<dyn Send>>>;
-
-/// Drops models (and anything else) on a thread of its own.
-pub fn retire(thing: impl Send + 'static) {
-    static RETIRE: LazyLock<Option<Retirer>> = LazyLock::new(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Send>>();
-        std::thread::Builder::new()
-            .name("onnxinfer-retire".into())
-            .spawn(move || {
-                for thing in rx {
-                    drop(thing);
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    match RETIRE.as_ref() {
-        Some(tx) => {
-            let _ = tx.lock().unwrap().send(Box::new(thing));
-        }
-        None => drop(thing),
-    }
-}
-
 /// The engines in use (streaming thread).
 pub struct Models {
     pub primary: Engine,
@@ -207,11 +182,19 @@ impl Models {
         }
     }
 
+    /// The engine of the canary (when `canary` and there is one) or of the primary, to read.
+    pub fn engine_ref(&self, canary: bool) -> &Engine {
+        match (&self.canary, canary) {
+            (Some(c), true) => c,
+            _ => &self.primary,
+        }
+    }
+
     /// Takes the canary out of use; returns its id.
     pub fn remove_canary(&mut self) -> Option<String> {
         let engine = self.canary.take()?;
         let id = engine.model.id.clone();
-        retire(engine);
+        crate::util::retire::retire(engine);
         Some(id)
     }
 
@@ -230,7 +213,7 @@ impl Models {
             if let Some(info) = info
                 && let Err(why) = engine.configure(info)
             {
-                retire(engine);
+                crate::util::retire::retire(engine);
                 events.push(Event::Refused {
                     role: p.role,
                     generation: p.generation,
@@ -245,7 +228,7 @@ impl Models {
                 Role::Canary => self.canary.replace(engine),
             };
             if let Some(old) = old {
-                retire(old);
+                crate::util::retire::retire(old);
             }
             events.push(Event::Switched {
                 role: p.role,

@@ -16,7 +16,7 @@
 //! timestamps (encoders, muxers, rate converters) are not matched across.
 //!
 //! Memory is bounded: samples go into log-bucket histograms (2 % resolution, 1 µs to 1 h), and
-//! at most [`imp::IN_FLIGHT`] frames per source and per element are remembered (older ones are
+//! at most `IN_FLIGHT` (4096) frames per source and per element are remembered (older ones are
 //! forgotten: counted as lost if they never arrive). A report (a table on stderr and, with
 //! `file=`, JSON) is made when a top-level pipeline goes from PAUSED to READY (stop, or the
 //! end of `gst-launch-1.0`); the figures then start again from zero.
