@@ -618,13 +618,10 @@ impl EventStore {
 
     /// Outbox: the streams with events not yet acknowledged by NATS.
     pub fn pending_streams(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT stream FROM events WHERE forwarded != 1")
-            .map_err(|e| Self::sql(&self.path, e))?;
-        stmt.query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| Self::sql(&self.path, e))
+        self.all_rows(
+            "SELECT DISTINCT stream FROM events WHERE forwarded != 1",
+            |r| r.get(0),
+        )
     }
 
     /// Outbox: the oldest `limit` events of `stream` not yet acknowledged by NATS, in the order
@@ -707,24 +704,31 @@ impl EventStore {
         tx.commit().map_err(|e| Self::sql(&path, e))
     }
 
+    /// Every row `sql` (without parameters) selects, as `row` makes them.
+    fn all_rows<T>(
+        &self,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let fail = |e| Self::sql(&self.path, e);
+        let mut stmt = self.conn.prepare(sql).map_err(fail)?;
+        let rows = stmt.query_map([], row).map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
     /// Outbox: the dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT stream, seq, reason, parked_ns FROM dead_letters ORDER BY id")
-            .map_err(|e| Self::sql(&self.path, e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.all_rows(
+            "SELECT stream, seq, reason, parked_ns FROM dead_letters ORDER BY id",
+            |r| {
                 Ok(DeadLetter {
                     stream: r.get(0)?,
                     seq: r.get(1)?,
                     reason: r.get(2)?,
                     parked_ns: r.get(3)?,
                 })
-            })
-            .map_err(|e| Self::sql(&self.path, e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| Self::sql(&self.path, e))
+            },
+        )
     }
 
     /// Outbox: how many events wait for NATS (of `streams` only, when given).
@@ -787,15 +791,10 @@ impl EventStore {
 
     /// Per-stream counts and ranges.
     pub fn stats(&self) -> Result<Vec<StreamStats>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT stream, COUNT(*), MIN(capture_ns), MAX(capture_ns), MIN(seq), MAX(seq),
-                        SUM(forwarded != 1) FROM events GROUP BY stream ORDER BY stream",
-            )
-            .map_err(|e| Self::sql(&self.path, e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.all_rows(
+            "SELECT stream, COUNT(*), MIN(capture_ns), MAX(capture_ns), MIN(seq), MAX(seq),
+                    SUM(forwarded != 1) FROM events GROUP BY stream ORDER BY stream",
+            |r| {
                 Ok(StreamStats {
                     stream: r.get(0)?,
                     events: r.get(1)?,
@@ -805,10 +804,8 @@ impl EventStore {
                     max_seq: r.get(5)?,
                     unforwarded: r.get(6)?,
                 })
-            })
-            .map_err(|e| Self::sql(&self.path, e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| Self::sql(&self.path, e))
+            },
+        )
     }
 }
 

@@ -152,30 +152,6 @@ impl Drop for Controller {
     }
 }
 
-/// rtspsrc's lower transports (GstRTSPLowerTrans nicks).
-const PROTOCOLS: &[&str] = &["udp", "udp-mcast", "tcp", "http", "tls"];
-
-/// Checks a `protocols` value before it reaches rtspsrc (which would abort on a bad one).
-pub fn check_protocols(value: &str) -> Result<(), String> {
-    // rtspsrc takes exactly `a+b` (no spaces, no other separator).
-    let bad: Vec<&str> = value
-        .split('+')
-        .filter(|t| !PROTOCOLS.contains(t))
-        .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "protocols=\"{value}\": {} not a transport; use {} joined with +, e.g. protocols=tcp or protocols=udp+tcp",
-            bad.iter()
-                .map(|b| format!("'{b}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            PROTOCOLS.join(", ")
-        ))
-    }
-}
-
 fn stopping(s: &Shared) -> bool {
     s.control.lock().unwrap().stopping
 }
@@ -531,65 +507,11 @@ fn watch(s: &Arc<Shared>, pipeline: &gst::Pipeline, kinds: &[Kind], started: Ins
 }
 
 /// `uridecodebin uri=… ! appsink` with decoder kinds `kinds` (in preference order).
-/// The URI to give the inner source, and the credentials it gets as properties instead (RTSP
-/// and HTTP sources take `user-id`/`user-pw`; a URI with a password would be logged by every
-/// element it passes through at `GST_DEBUG=5`).
-pub fn source_uri(uri: &str) -> (String, Option<(String, String)>) {
-    let scheme = uri::scheme(uri);
-    if scheme.starts_with("rtsp") || scheme.starts_with("http") {
-        uri::split_credentials(uri)
-    } else {
-        (uri.to_string(), None)
-    }
-}
-
-/// Asks an HTTP(S) server whether `uri` is a live stream: a multipart response (MJPEG) or one
-/// without a length (a live MPEG-TS) is; a response with a length is a file. `None` when the
-/// server did not answer within `timeout` (a camera that is down: retried as live).
-pub fn http_is_live(uri: &str, timeout: Duration) -> Option<bool> {
-    let (location, credentials) = source_uri(uri);
-    let src = gst::ElementFactory::make("souphttpsrc")
-        .property("location", &location)
-        .build()
-        .ok()?;
-    if let Some((user, password)) = &credentials {
-        src.set_property("user-id", user);
-        src.set_property("user-pw", password);
-    }
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .build()
-        .ok()?;
-    let pipeline = gst::Pipeline::with_name("resilientsrc-http-probe");
-    pipeline.add_many([&src, &sink]).ok()?;
-    src.link(&sink).ok()?;
-    let _ = pipeline.set_state(gst::State::Paused);
-    let bus = pipeline.bus()?;
-    let prerolled = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
-            &[gst::MessageType::AsyncDone, gst::MessageType::Error],
-        )
-        .is_some_and(|m| m.type_() == gst::MessageType::AsyncDone);
-    let answer = prerolled.then(|| {
-        let multipart = src
-            .static_pad("src")
-            .and_then(|p| p.current_caps())
-            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("multipart/")))
-            .unwrap_or(false);
-        let length = src.query_duration::<gst::format::Bytes>();
-        multipart || length.is_none()
-    });
-    let _ = pipeline.set_state(gst::State::Null);
-    answer
-}
-
-/// `uridecodebin uri=… ! appsink` with decoder kinds `kinds` (in preference order).
 fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
     let cfg = &s.config;
     *s.linked.lock().unwrap() = (false, false);
     let pipeline = gst::Pipeline::with_name("resilientsrc-inner");
-    let (location, credentials) = source_uri(&cfg.uri);
+    let (location, credentials) = uri::source_uri(&cfg.uri);
     let dec = gst::ElementFactory::make("uridecodebin")
         .property("uri", &location)
         .build()

@@ -15,7 +15,7 @@ use gst::subclass::prelude::*;
 
 use super::CAT;
 use super::controller::{self, Controller, Host, Info};
-use super::{DecoderChoice, Status, uri};
+use super::{DecoderChoice, Status, probe, uri};
 use crate::util::backoff::Backoff;
 
 const MS: u64 = 1_000_000;
@@ -212,7 +212,7 @@ impl ResilientSrc {
             }
         };
         if let Some(p) = &settings.protocols
-            && let Err(e) = controller::check_protocols(p)
+            && let Err(e) = uri::check_protocols(p)
         {
             gst::element_imp_error!(self, gst::ResourceError::Settings, ("{e}"));
             return Err(gst::StateChangeError);
@@ -233,7 +233,7 @@ impl ResilientSrc {
             uri::Liveness::File => false,
             uri::Liveness::AskTheSource => {
                 let timeout = Duration::from_nanos(settings.stall_timeout.min(3000 * MS));
-                let answer = controller::http_is_live(&uri, timeout);
+                let answer = probe::http_is_live(&uri, timeout);
                 gst::info!(
                     CAT,
                     imp = self,

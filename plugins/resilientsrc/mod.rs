@@ -18,6 +18,7 @@ use gst::prelude::*;
 mod controller;
 pub mod decoders;
 mod imp;
+mod probe;
 pub mod uri;
 
 /// The element's debug category, also used by the modules beside `imp.rs`.

@@ -24,7 +24,7 @@ pub enum Liveness {
     Live,
     /// A file: ends with EOS; its errors are final.
     File,
-    /// HTTP: the response tells (see `controller::http_is_live`).
+    /// HTTP: the response tells (see `probe::http_is_live`).
     AskTheSource,
 }
 
@@ -269,6 +269,42 @@ pub fn scrub(text: &str, uri: &str) -> String {
         out = out.replace(&secret, "***");
     }
     out
+}
+
+/// rtspsrc's lower transports (GstRTSPLowerTrans nicks).
+const PROTOCOLS: &[&str] = &["udp", "udp-mcast", "tcp", "http", "tls"];
+
+/// Checks a `protocols` value before it reaches rtspsrc (which would abort on a bad one).
+pub fn check_protocols(value: &str) -> Result<(), String> {
+    // rtspsrc takes exactly `a+b` (no spaces, no other separator).
+    let bad: Vec<&str> = value
+        .split('+')
+        .filter(|t| !PROTOCOLS.contains(t))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocols=\"{value}\": {} not a transport; use {} joined with +, e.g. protocols=tcp or protocols=udp+tcp",
+            bad.iter()
+                .map(|b| format!("'{b}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            PROTOCOLS.join(", ")
+        ))
+    }
+}
+
+/// The URI to give the inner source, and the credentials it gets as properties instead (RTSP
+/// and HTTP sources take `user-id`/`user-pw`; a URI with a password would be logged by every
+/// element it passes through at `GST_DEBUG=5`).
+pub fn source_uri(uri: &str) -> (String, Option<(String, String)>) {
+    let scheme = scheme(uri);
+    if scheme.starts_with("rtsp") || scheme.starts_with("http") {
+        split_credentials(uri)
+    } else {
+        (uri.to_string(), None)
+    }
 }
 
 #[cfg(test)]
