@@ -16,15 +16,14 @@
 //! between two buffers; models taken out of use are dropped on a thread of their own. The
 //! application thread (properties) never waits for the streaming thread.
 //!
-//! Lock order: `state`, then `settings`, then `stats`, then the small ones (`running_models`,
-//! `warm_info`, `warned_formats`). Only the streaming thread (and start/stop) takes `state`, and
+//! Lock order: `state`, then `settings`, then `stats`, then the small ones (`swaps`' running
+//! models and warm-up size, `warned_formats`). Only the streaming thread (and start/stop) takes `state`, and
 //! nobody takes it while holding another lock: the streaming thread copies what it needs from
 //! `settings` and releases it before taking `state` (a refused swap, reported from the
 //! streaming thread, takes `settings` with `state` held).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -35,11 +34,11 @@ use gst_base::subclass::prelude::*;
 use super::CAT;
 use super::cursor::{Cursors, Pick};
 use super::engine::{Job, Ran, Timings};
-use super::model::{Family, Model, ModelError};
-use super::models::{Event, Loader, Models, Role};
+use super::models::{Models, Role};
 use super::preprocess::SUPPORTED_FORMATS;
 use super::settings::Settings;
 use super::stats::Stats;
+use super::swap::{self, Swaps};
 use super::work::{self, FrameWork, InFlight, Work, frame_buffer, roi_regions};
 use super::worker::Worker;
 use super::{attach, labels};
@@ -59,24 +58,37 @@ struct State {
     in_flight: Option<InFlight>,
 }
 
-#[derive(Default)]
 pub struct OnnxInfer {
-    settings: Mutex<Settings>,
+    settings: Arc<Mutex<Settings>>,
     state: Mutex<Option<State>>,
-    stats: Mutex<Stats>,
-    loader: Loader,
+    stats: Arc<Mutex<Stats>>,
+    /// Models set while running, and the canary's fate (shares `settings` and `stats`).
+    swaps: Arc<Swaps>,
     /// Between `start` and `stop`.
     running: AtomicBool,
-    /// The paths of the models in use (primary, canary), for a refused swap to put back.
-    running_models: Mutex<[Option<PathBuf>; 2]>,
-    /// The negotiated video, for warming up a model loaded while playing.
-    warm_info: Mutex<Option<gst_video::VideoInfo>>,
     /// `pipelining=true`: one frame period (ns) added to the latency; 0 when unknown.
     frame_period: AtomicU64,
     /// Formats upstream asked about that we cannot read, and invalid model outputs (warned
     /// about once each per run).
     warned_formats: Mutex<std::collections::HashSet<String>>,
     warned_invalid: AtomicBool,
+}
+
+impl Default for OnnxInfer {
+    fn default() -> Self {
+        let settings = Arc::new(Mutex::new(Settings::default()));
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        OnnxInfer {
+            swaps: Arc::new(Swaps::new(settings.clone(), stats.clone())),
+            settings,
+            state: Mutex::new(None),
+            stats,
+            running: AtomicBool::new(false),
+            frame_period: AtomicU64::new(0),
+            warned_formats: Mutex::new(Default::default()),
+            warned_invalid: AtomicBool::new(false),
+        }
+    }
 }
 
 #[glib::object_subclass]
@@ -86,205 +98,7 @@ impl ObjectSubclass for OnnxInfer {
     type ParentType = gst_base::BaseTransform;
 }
 
-fn model_gst_error(err: &ModelError) -> gst::ErrorMessage {
-    match err {
-        ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
-        ModelError::Runtime(m) => gst::error_msg!(gst::LibraryError::Init, ("{}", m)),
-        ModelError::Invalid(m) => gst::error_msg!(gst::StreamError::WrongType, ("{}", m)),
-        ModelError::Unsupported(m) => gst::error_msg!(gst::StreamError::Format, ("{}", m)),
-    }
-}
-
-/// Loads a model for `role` with `settings` and checks it fits them.
-fn load_model(
-    settings: &Settings,
-    role: Role,
-    path: &std::path::Path,
-) -> Result<Model, ModelError> {
-    let model_type = settings.model_type(role);
-    let model = Model::load(path, &settings.load_options(model_type))?;
-    if settings.roi_only && model.family != Family::Classifier {
-        return Err(ModelError::Unsupported(format!(
-            "roi-only classifies upstream regions and needs a classifier model; '{}' is a {} model. Set model-type=classifier or roi-only=false",
-            path.display(),
-            model.family.name()
-        )));
-    }
-    gst::info!(
-        CAT,
-        "loaded {} model {} from {}: family {} (model-type {:?}), input {:?}, outputs {:?}, provider {:?}",
-        role.name(),
-        model.id,
-        path.display(),
-        model.family.name(),
-        model_type,
-        model.input,
-        model.output_shapes,
-        model.provider
-    );
-    Ok(model)
-}
-
 impl OnnxInfer {
-    /// Warns when the model does not run where it was asked to (`provider-fallback`).
-    fn check_provider(&self, settings: &Settings, model: &Model) {
-        if model.provider != settings.execution_provider {
-            gst::element_imp_warning!(
-                self,
-                gst::LibraryError::Settings,
-                (
-                    "execution provider {:?} is not available; running {} on the CPU (provider-fallback=true)",
-                    settings.execution_provider,
-                    model.id
-                )
-            );
-        }
-    }
-
-    /// Loads `path` for `role` on another thread; the streaming thread switches it in before
-    /// the next buffer. A model that fails is refused with a warning and the current one stays.
-    fn request_load(&self, role: Role, path: Option<PathBuf>) {
-        let settings = self.settings.lock().unwrap().clone();
-        let info = self.warm_info.lock().unwrap().clone();
-        let weak = self.obj().downgrade();
-        let weak_refused = weak.clone();
-        let shown = path.clone().unwrap_or_default();
-        if let Some(p) = &path {
-            gst::info!(
-                CAT,
-                imp = self,
-                "loading {} model {} in the background",
-                role.name(),
-                p.display()
-            );
-        }
-        let load = move |path: &std::path::Path| -> Result<Model, String> {
-            let model = load_model(&settings, role, path).map_err(|e| e.to_string())?;
-            // Warm up with the current frame size, so the switch costs no first-run delay.
-            if let Some(info) = &info {
-                let spec = super::engine::tensor_spec(
-                    &model,
-                    &settings.overrides(),
-                    info.width() as usize,
-                    info.height() as usize,
-                )?;
-                model
-                    .warm_up(&spec)
-                    .map_err(|e| format!("warm-up failed: {e}"))?;
-            }
-            if let Some(el) = weak.upgrade() {
-                el.imp().check_provider(&settings, &model);
-            }
-            Ok(model)
-        };
-        let refused_path = shown.clone();
-        let (generation, started) = self.loader.request(role, path, load, move |g, why| {
-            if let Some(el) = weak_refused.upgrade() {
-                el.imp().refuse(role, g, &refused_path, &why);
-            }
-        });
-        if let Err(why) = started {
-            self.refuse(role, generation, &shown, &why);
-        }
-    }
-
-    /// A model asked for while running could not be used: warn, keep the current one and put
-    /// the location property back to it. Takes no streaming lock.
-    fn refuse(&self, role: Role, generation: u64, path: &std::path::Path, why: &str) {
-        self.stats.lock().unwrap().swaps_refused += 1;
-        gst::element_imp_warning!(
-            self,
-            gst::ResourceError::Settings,
-            (
-                "refusing new {} model '{}': {why}. The current model keeps running",
-                role.name(),
-                path.display()
-            )
-        );
-        if !self.loader.is_current(role, generation) {
-            return;
-        }
-        let current = self.running_models.lock().unwrap()[role as usize].clone();
-        {
-            let mut settings = self.settings.lock().unwrap();
-            match role {
-                Role::Primary => settings.model_location = current,
-                Role::Canary => settings.canary_model_location = current,
-            }
-        }
-        self.obj().notify(match role {
-            Role::Primary => "model-location",
-            Role::Canary => "canary-model-location",
-        });
-    }
-
-    /// Reports what switching models did.
-    fn report(&self, events: Vec<Event>) {
-        for e in events {
-            match e {
-                Event::Switched { role, id, path } => {
-                    gst::info!(CAT, imp = self, "switched {} model to {id}", role.name());
-                    self.running_models.lock().unwrap()[role as usize] = Some(path);
-                    let mut stats = self.stats.lock().unwrap();
-                    stats.swaps += 1;
-                    match role {
-                        Role::Primary => stats.primary = Some(id),
-                        Role::Canary => {
-                            stats.canary = Some(id);
-                            stats.canary_disabled = None;
-                        }
-                    }
-                }
-                Event::Refused {
-                    role,
-                    generation,
-                    path,
-                    why,
-                } => self.refuse(role, generation, &path, &why),
-                Event::CanaryRemoved => {
-                    gst::info!(CAT, imp = self, "canary removed");
-                    self.running_models.lock().unwrap()[Role::Canary as usize] = None;
-                    self.stats.lock().unwrap().canary = None;
-                }
-            }
-        }
-    }
-
-    /// The canary failed (`why`): it is switched off, production goes on. Says so in a
-    /// warning, an `onnxinfer-canary-disabled` element message and `stats`.
-    fn disable_canary(&self, models: Option<&mut Models>, what: &str, why: &str) {
-        if let Some(m) = models {
-            m.remove_canary();
-        }
-        self.running_models.lock().unwrap()[Role::Canary as usize] = None;
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.canary = None;
-            stats.canary_disabled = Some(why.to_string());
-        }
-        gst::element_imp_warning!(
-            self,
-            gst::LibraryError::Failed,
-            ("canary model {what} switched off, the primary model goes on: {why}")
-        );
-        let s = gst::Structure::builder("onnxinfer-canary-disabled")
-            .field("model", what)
-            .field("reason", why)
-            .build();
-        let obj = self.obj();
-        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
-    }
-
-    /// The running canary failed on frames (`why`): switched off.
-    fn canary_failed(&self, models: &mut Models, why: &str) {
-        let what = models
-            .canary
-            .as_ref()
-            .map(|c| c.model.id.clone())
-            .unwrap_or_default();
-        self.disable_canary(Some(models), &what, why);
-    }
-
     /// Posts that the primary model failed.
     fn model_failed(&self, e: &str) -> gst::FlowError {
         gst::element_imp_error!(self, gst::LibraryError::Failed, ("{e}"));
@@ -299,8 +113,8 @@ impl OnnxInfer {
         settings: &Settings,
         buf: &gst::BufferRef,
     ) -> Result<(Option<Vec<batch::Entry>>, Vec<FrameWork>), gst::FlowError> {
-        let events = state.models.apply(&self.loader, state.info.as_ref());
-        self.report(events);
+        let events = state.models.apply(&self.swaps.loader, state.info.as_ref());
+        self.swaps.report(events);
         let mut frames = Vec::new();
         let entries = if state.batch {
             let Some(entries) = batch::read(buf) else {
@@ -457,7 +271,7 @@ impl OnnxInfer {
             match prepared {
                 Ok(j) => jobs.extend(j.into_iter().map(|j| (canary, j))),
                 Err(why) if canary => {
-                    self.canary_failed(&mut state.models, &why);
+                    self.swaps.canary_failed(&mut state.models, &why);
                     for &i in &chosen {
                         frames[i].pick = Pick::Infer { canary: false };
                     }
@@ -530,7 +344,7 @@ impl OnnxInfer {
             let Some(why) = canary_failed.take() else {
                 break;
             };
-            self.canary_failed(&mut state.models, &why);
+            self.swaps.canary_failed(&mut state.models, &why);
             let redo = work.canary_frames_to_primary(&mut timings);
             let jobs = self.jobs(
                 state,
@@ -629,6 +443,11 @@ impl OnnxInfer {
 }
 
 impl ObjectImpl for OnnxInfer {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.swaps.set_element(self.obj().upcast_ref());
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> =
             LazyLock::new(super::settings::properties);
@@ -657,7 +476,7 @@ impl ObjectImpl for OnnxInfer {
                 );
                 return;
             }
-            self.request_load(role, path);
+            self.swaps.request_load(role, path);
         }
     }
 
@@ -807,18 +626,19 @@ impl BaseTransformImpl for OnnxInfer {
             );
         }
         let primary =
-            load_model(&settings, Role::Primary, &path).map_err(|e| model_gst_error(&e))?;
-        self.check_provider(&settings, &primary);
+            swap::load_model(&settings, Role::Primary, &path).map_err(|e| e.to_gst_error())?;
+        self.swaps.check_provider(&settings, &primary);
         self.stats.lock().unwrap().reset();
         self.warned_invalid.store(false, Ordering::SeqCst);
         let canary = match &settings.canary_model_location {
-            Some(p) => match load_model(&settings, Role::Canary, p) {
+            Some(p) => match swap::load_model(&settings, Role::Canary, p) {
                 Ok(m) => {
-                    self.check_provider(&settings, &m);
+                    self.swaps.check_provider(&settings, &m);
                     Some(m)
                 }
                 Err(e) => {
-                    self.disable_canary(None, &p.display().to_string(), &e.to_string());
+                    self.swaps
+                        .disable_canary(None, &p.display().to_string(), &e.to_string());
                     None
                 }
             },
@@ -837,13 +657,13 @@ impl BaseTransformImpl for OnnxInfer {
                 classes
             );
         }
-        self.loader.reset();
-        *self.running_models.lock().unwrap() = [
+        self.swaps.loader.reset();
+        self.swaps.set_running([
             Some(path),
             canary
                 .as_ref()
                 .map(|_| settings.canary_model_location.clone().unwrap_or_default()),
-        ];
+        ]);
         {
             let mut stats = self.stats.lock().unwrap();
             stats.primary = Some(primary.id.clone());
@@ -876,13 +696,13 @@ impl BaseTransformImpl for OnnxInfer {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.running.store(false, Ordering::SeqCst);
         // Loads still running finish into a generation nobody waits for.
-        self.loader.reset();
+        self.swaps.loader.reset();
         let state = self.state.lock().unwrap().take();
         if let Some(state) = state {
             // The models (sessions) are dropped on the retiring thread.
             crate::util::retire::retire(state.models);
         }
-        *self.warm_info.lock().unwrap() = None;
+        self.swaps.set_warm_info(None);
         self.warned_formats.lock().unwrap().clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
@@ -969,7 +789,7 @@ impl BaseTransformImpl for OnnxInfer {
             state.batch = true;
             state.info = None;
             state.cursors.reset();
-            *self.warm_info.lock().unwrap() = None;
+            self.swaps.set_warm_info(None);
             return Ok(());
         }
         let info = gst_video::VideoInfo::from_caps(incaps)
@@ -992,7 +812,7 @@ impl BaseTransformImpl for OnnxInfer {
                 spec
             );
         }
-        *self.warm_info.lock().unwrap() = Some(info.clone());
+        self.swaps.set_warm_info(Some(info.clone()));
         state.info = Some(info);
         state.cursors.forget_results();
         state.batch = false;

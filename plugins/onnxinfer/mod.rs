@@ -32,6 +32,7 @@ pub mod preprocess;
 pub mod runtime;
 mod settings;
 mod stats;
+mod swap;
 mod work;
 mod worker;
 

@@ -25,6 +25,18 @@ pub enum ModelError {
     Unsupported(String),
 }
 
+impl ModelError {
+    /// The error the element posts: the GStreamer domain of each cause.
+    pub fn to_gst_error(&self) -> gst::ErrorMessage {
+        match self {
+            ModelError::NotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
+            ModelError::Runtime(m) => gst::error_msg!(gst::LibraryError::Init, ("{}", m)),
+            ModelError::Invalid(m) => gst::error_msg!(gst::StreamError::WrongType, ("{}", m)),
+            ModelError::Unsupported(m) => gst::error_msg!(gst::StreamError::Format, ("{}", m)),
+        }
+    }
+}
+
 impl std::fmt::Display for ModelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
