@@ -17,7 +17,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Mode;
-use super::state::*;
+use super::state::{MS, Media, Settings, State, limit};
 use super::store::{Item, PendingQuery, Queued};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {

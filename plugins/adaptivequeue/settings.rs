@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 //! adaptivequeue's property specs (`gst-inspect-1.0 adaptivequeue` shows their blurbs); the settings themselves are in `state.rs`.
 
-use super::state::*;
+use super::state::{
+    DEFAULT_EWMA_ALPHA, DEFAULT_HIGH_WATERMARK, DEFAULT_LIVE_ONLY, DEFAULT_LOW_WATERMARK,
+    DEFAULT_MAX_LATENCY, DEFAULT_MAX_SIZE_BUFFERS, DEFAULT_MODE, DEFAULT_TARGET_LATENCY,
+};
 use gst::glib;
 use gst::prelude::*;
 

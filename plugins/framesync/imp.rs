@@ -29,7 +29,7 @@ use gst_base::subclass::prelude::*;
 use super::AlignOn;
 use super::align::Pick;
 use super::pad::Held;
-use super::settings::*;
+use super::settings::{MAX_FPS, MAX_TOLERANCE, Settings};
 use crate::formats::batch::{self, Entry, Status};
 use crate::formats::capture_time::{self, CaptureClock};
 

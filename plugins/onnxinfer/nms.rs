@@ -55,10 +55,11 @@ pub fn nms(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn b(x1: f32, y1: f32, x2: f32, y2: f32, score: f32, class_id: usize) -> Candidate {
+    /// A candidate box (also for the decoders' tests).
+    pub(crate) fn b(x1: f32, y1: f32, x2: f32, y2: f32, score: f32, class_id: usize) -> Candidate {
         Candidate {
             x1,
             y1,

@@ -22,7 +22,7 @@ use gst_base::subclass::prelude::*;
 use super::CAT;
 use super::forwarder::{self, Forwarder};
 use super::sequence::{Basis, Sequencer};
-use super::settings::*;
+use super::settings::Settings;
 use super::writer::{self, WriteError, Writer};
 use crate::eventlog::store::{EncodedEvent, EventStore};
 use crate::eventlog::{event, nats};
@@ -564,8 +564,12 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (batch, stream, framerate, running_time) = {
+        let (stream, framerate, running_time) = {
             let st = self.state.lock().unwrap();
+            if st.batch {
+                drop(st);
+                return self.render_batch(buffer);
+            }
             let stream = st
                 .stream_override
                 .clone()
@@ -576,11 +580,8 @@ impl BaseSinkImpl for RaftSink {
                 .as_ref()
                 .and_then(|seg| seg.to_running_time(buffer.pts()));
             let framerate = st.framerate.unwrap_or(gst::Fraction::new(0, 1));
-            (st.batch, stream, framerate, running_time)
+            (stream, framerate, running_time)
         };
-        if batch {
-            return self.render_batch(buffer);
-        }
         self.store_frame(Frame {
             stream,
             buffer,
@@ -674,28 +675,21 @@ impl RaftSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Whether upstream is live, asked of the pipeline once (until the next stream-start).
-    fn live(&self) -> bool {
-        if let Some(l) = self.state.lock().unwrap().live {
-            return l;
-        }
-        let l = self.upstream_live();
-        self.state.lock().unwrap().live = Some(l);
-        l
-    }
-
     /// Stores one frame's event: numbered by its stream's sequencer, which exists from the
     /// stream's first frame on (the store is asked once per stream, stored or not).
     fn store_frame(&self, f: Frame<'_>) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut detections = detection::read_detections(f.buffer);
         self.drop_invalid(&mut detections, &f.stream);
-        let live = self.live();
-        let new_stream = !self
-            .state
-            .lock()
-            .unwrap()
-            .sequencers
-            .contains_key(&f.stream);
+        let (known_live, new_stream) = {
+            let st = self.state.lock().unwrap();
+            (st.live, !st.sequencers.contains_key(&f.stream))
+        };
+        // Whether upstream is live: asked of the pipeline once (until the next stream-start).
+        let live = known_live.unwrap_or_else(|| {
+            let l = self.upstream_live();
+            self.state.lock().unwrap().live = Some(l);
+            l
+        });
         // Live input numbers frames by capture time, continuing after what is already stored
         // for the stream.
         let stored = (new_stream && live)

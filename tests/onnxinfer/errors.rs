@@ -2,19 +2,12 @@
 //! Bad input ends the pipeline with an error that names the problem, and never a panic.
 
 use crate::common;
+use crate::run_infer;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use gst::prelude::*;
-
-fn run_infer(props: &str, caps: &str) -> common::Outcome {
-    common::init();
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=3 ! {caps} ! onnxinfer {props} ! fakesink"
-    ));
-    common::run(&p, Duration::from_secs(30))
-}
 
 #[test]
 fn missing_model_file() {

@@ -9,3 +9,12 @@ mod detect;
 mod errors;
 mod models;
 mod swap;
+
+/// Three test frames of `caps` through `onnxinfer {props}`: what the pipeline said.
+fn run_infer(props: &str, caps: &str) -> common::Outcome {
+    common::init();
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=3 ! {caps} ! onnxinfer {props} ! fakesink"
+    ));
+    common::run(&p, std::time::Duration::from_secs(30))
+}

@@ -5,6 +5,7 @@
 //! interval, execution providers.
 
 use crate::common;
+use crate::run_infer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -471,12 +472,10 @@ fn classifier_on_upstream_rois() {
         }
     }
     // roi-only with a detector model is refused at start.
-    common::init();
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=1 ! onnxinfer model-location=\"{}\" roi-only=true ! fakesink",
-        detector.display()
-    ));
-    let out = common::run(&p, Duration::from_secs(30));
+    let out = run_infer(
+        &format!("model-location=\"{}\" roi-only=true", detector.display()),
+        "video/x-raw",
+    );
     assert!(
         out.first_error().contains("roi-only") && out.first_error().contains("classifier"),
         "{out:?}"
@@ -596,12 +595,10 @@ fn u8_nhwc_and_dynamic_inputs() {
 fn wrong_model_type_names_the_shapes() {
     let dir = common::TempDir::new("wrongtype");
     let model = yolov5_model(&dir);
-    common::init();
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=1 ! onnxinfer model-location=\"{}\" model-type=yolox ! fakesink",
-        model.display()
-    ));
-    let out = common::run(&p, Duration::from_secs(30));
+    let out = run_infer(
+        &format!("model-location=\"{}\" model-type=yolox", model.display()),
+        "video/x-raw",
+    );
     let e = out.first_error();
     assert!(
         e.contains("YOLOX") && e.contains("[1,4,7]") && e.contains("model-type"),
@@ -666,12 +663,13 @@ fn interval_carries_the_last_result() {
 fn missing_execution_provider() {
     let dir = common::TempDir::new("ep");
     let model = yolov5_model(&dir);
-    common::init();
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=2 ! onnxinfer model-location=\"{}\" execution-provider=cuda ! fakesink",
-        model.display()
-    ));
-    let out = common::run(&p, Duration::from_secs(30));
+    let out = run_infer(
+        &format!(
+            "model-location=\"{}\" execution-provider=cuda",
+            model.display()
+        ),
+        "video/x-raw",
+    );
     let e = out.first_error();
     assert!(
         e.contains("Cuda") && e.contains("not available") && e.contains("provider-fallback"),
@@ -834,11 +832,10 @@ fn non_finite_outputs_never_become_detections() {
     }
     assert_eq!(stats.get::<u64>("invalid-outputs").unwrap(), 12, "{stats}");
     // Warned once, not per frame.
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=3 ! video/x-raw,width=320,height=320 ! onnxinfer model-type=yolov5 model-location=\"{}\" ! fakesink",
-        model.display()
-    ));
-    let out = common::run(&p, Duration::from_secs(30));
+    let out = run_infer(
+        &format!("model-type=yolov5 model-location=\"{}\"", model.display()),
+        "video/x-raw,width=320,height=320",
+    );
     assert!(out.eos, "{out:?}");
     let warned: Vec<&String> = out
         .warnings

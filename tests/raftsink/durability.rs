@@ -4,6 +4,7 @@
 //! videoai-events commands.
 
 use crate::common;
+use crate::events_tool;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -240,10 +241,7 @@ fn corrupt_or_foreign_files_are_refused_untouched() {
     assert!(!dir.join("crm.db-wal").exists());
     // The reader refuses both too.
     for f in [&junk, &other] {
-        let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-            .args(["dump", &f.display().to_string()])
-            .output()
-            .unwrap();
+        let out = events_tool(&["dump", &f.display().to_string()]);
         assert_eq!(out.status.code(), Some(1));
     }
 }
@@ -321,10 +319,7 @@ fn everything_onnxinfer_attached_is_stored() {
     let sink_out = common::run(&p, Duration::from_secs(30));
     assert!(sink_out.eos, "{sink_out:?}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-        .args(["dump", &db.display().to_string()])
-        .output()
-        .unwrap();
+    let out = events_tool(&["dump", &db.display().to_string()]);
     let events: Vec<FrameEvent> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -343,14 +338,7 @@ fn everything_onnxinfer_attached_is_stored() {
         assert!(c.model.starts_with("cls@"));
     }
     // The JSON says so too.
-    let raw = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-            .args(["dump", &db.display().to_string()])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let raw = String::from_utf8(events_tool(&["dump", &db.display().to_string()]).stdout).unwrap();
     let second = raw.lines().nth(1).unwrap();
     assert!(
         second.contains("\"fresh\":false") && second.contains("\"classification\""),
@@ -409,10 +397,7 @@ fn timeline_stats_and_follow() {
         .unwrap();
     let (from, to) = (all[2].capture_ns, all[5].capture_ns);
     let tool = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = events_tool(args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -566,10 +551,7 @@ fn a_non_finite_confidence_never_poisons_the_log() {
         });
     let out = common::run(&p, Duration::from_secs(30));
     assert!(out.eos, "{out:?}");
-    let dump = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-        .args(["dump", &db.display().to_string()])
-        .output()
-        .unwrap();
+    let dump = events_tool(&["dump", &db.display().to_string()]);
     assert!(
         dump.status.success(),
         "{}",
@@ -616,10 +598,7 @@ fn one_unreadable_row_does_not_hide_the_others() {
     .unwrap();
     drop(conn);
     for cmd in ["dump", "summary", "stats"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-            .args([cmd, &db.display().to_string()])
-            .output()
-            .unwrap();
+        let out = events_tool(&[cmd, &db.display().to_string()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{cmd}: {stderr}");

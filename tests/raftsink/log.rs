@@ -3,10 +3,10 @@
 //! order; the demo pipeline file end to end.
 
 use crate::common;
+use crate::events_tool;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -153,13 +153,6 @@ fn no_location_is_a_clear_error() {
     let p = common::parse("videotestsrc num-buffers=2 ! raftsink");
     let out = common::run(&p, Duration::from_secs(30));
     assert!(out.first_error().contains("no location set"), "{out:?}");
-}
-
-fn events_tool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-        .args(args)
-        .output()
-        .expect("videoai-events runs")
 }
 
 /// The demo pipeline file on a short clip, then `videoai-events dump`: one JSON line per frame,

@@ -8,3 +8,11 @@ mod common;
 mod durability;
 mod log;
 mod nats;
+
+/// Runs `videoai-events` with `args`; its output.
+fn events_tool(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(args)
+        .output()
+        .expect("videoai-events runs")
+}

@@ -83,28 +83,18 @@ pub fn sanitize(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn c(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Candidate {
-        Candidate {
-            x1,
-            y1,
-            x2,
-            y2,
-            score,
-            class_id: 0,
-        }
-    }
+    use crate::onnxinfer::nms::tests::b;
 
     #[test]
     fn sanitize_drops_non_finite_and_absurd_values() {
         let (valid, dropped) = sanitize(
             vec![
-                c(10.0, 10.0, 20.0, 20.0, 0.9),
-                c(10.0, 10.0, 20.0, 20.0, f32::INFINITY),
-                c(10.0, 10.0, 20.0, 20.0, f32::NAN),
-                c(f32::NEG_INFINITY, 10.0, 20.0, 20.0, 0.9),
-                c(-1e30, 10.0, 1e30, 20.0, 0.9),
-                c(-50.0, -20.0, 150.0, 120.0, 0.5),
+                b(10.0, 10.0, 20.0, 20.0, 0.9, 0),
+                b(10.0, 10.0, 20.0, 20.0, f32::INFINITY, 0),
+                b(10.0, 10.0, 20.0, 20.0, f32::NAN, 0),
+                b(f32::NEG_INFINITY, 10.0, 20.0, 20.0, 0.9, 0),
+                b(-1e30, 10.0, 1e30, 20.0, 0.9, 0),
+                b(-50.0, -20.0, 150.0, 120.0, 0.5, 0),
             ],
             100,
             100,
