@@ -12,6 +12,17 @@ use gst::prelude::*;
 
 const MS: u64 = 1_000_000;
 
+/// Frame `i` of a 25 fps stream: a 16-byte buffer at `i` × 40 ms, 40 ms long.
+fn frame(i: u64) -> gst::Buffer {
+    let mut b = gst::Buffer::with_size(16).unwrap();
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(i * 40 * MS));
+        b.set_duration(gst::ClockTime::from_nseconds(40 * MS));
+    }
+    b
+}
+
 /// A harness around an adaptivequeue whose output is held back until `release`; what comes
 /// out is recorded in order by a probe on the queue's source pad.
 struct Held {
@@ -76,11 +87,9 @@ impl Held {
     }
 
     fn push(&mut self, i: u64, delta: bool) {
-        let mut b = gst::Buffer::with_size(16).unwrap();
+        let mut b = frame(i);
         {
             let b = b.get_mut().unwrap();
-            b.set_pts(gst::ClockTime::from_nseconds(i * 40 * MS));
-            b.set_duration(gst::ClockTime::from_nseconds(40 * MS));
             b.set_offset(i);
             if delta {
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
@@ -326,14 +335,7 @@ fn adaptive_mode_thins_before_the_watermark() {
             gst::PadProbeReturn::Ok
         });
     for i in 0..60u64 {
-        let mut b = gst::Buffer::with_size(16).unwrap();
-        b.get_mut()
-            .unwrap()
-            .set_pts(gst::ClockTime::from_nseconds(i * 40 * MS));
-        b.get_mut()
-            .unwrap()
-            .set_duration(gst::ClockTime::from_nseconds(40 * MS));
-        h.push(b).unwrap();
+        h.push(frame(i)).unwrap();
         std::thread::sleep(Duration::from_millis(40));
     }
     let stats = queue.property::<gst::Structure>("stats");
@@ -368,14 +370,7 @@ fn non_live_upstream_is_blocked_not_dropped() {
     let pushed2 = pushed.clone();
     let pusher = std::thread::spawn(move || {
         for i in 0..30u64 {
-            let mut b = gst::Buffer::with_size(16).unwrap();
-            b.get_mut()
-                .unwrap()
-                .set_pts(gst::ClockTime::from_nseconds(i * 40 * MS));
-            b.get_mut()
-                .unwrap()
-                .set_duration(gst::ClockTime::from_nseconds(40 * MS));
-            h.push(b).unwrap();
+            h.push(frame(i)).unwrap();
             *pushed2.lock().unwrap() += 1;
         }
         h

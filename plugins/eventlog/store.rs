@@ -1,18 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The embedded event log: an SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! Schema version 3 (`PRAGMA user_version`):
-//!
-//! ```sql
-//! events (id INTEGER PRIMARY KEY,            -- insertion order, for `follow`
-//!         stream TEXT, seq INTEGER, pts_ns INTEGER, capture_ns INTEGER,
-//!         model TEXT, detections TEXT (JSON), schema INTEGER,
-//!         forwarded INTEGER,                 -- outbox: 0 new, 2 published (not yet
-//!                                            -- acknowledged), 1 acknowledged by NATS
-//!         UNIQUE (stream, seq))
-//! dead_letters (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, reason TEXT,
-//!               event TEXT, parked_ns INTEGER)  -- outbox: events NATS refused for good
-//! ```
+//! The schema, its versions and migrations are in [`super::schema`].
 //!
 //! Inserts are `INSERT OR IGNORE`, so writing the same frame twice (a replay, a restart) stores
 //! it once. Version 1 and 2 files are migrated when opened for writing; the schema is checked
@@ -31,109 +20,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use crate::eventlog::event::{Detection, FrameEvent, SCHEMA_VERSION};
-
-/// The version of the SQLite schema (not of the event JSON, [`SCHEMA_VERSION`]).
-const STORE_VERSION: i64 = 3;
-
-const CREATE_EVENTS: &str = "
-CREATE TABLE events (
-    id          INTEGER PRIMARY KEY,
-    stream      TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
-    pts_ns      INTEGER,
-    capture_ns  INTEGER NOT NULL,
-    model       TEXT    NOT NULL,
-    detections  TEXT    NOT NULL,
-    schema      INTEGER NOT NULL,
-    forwarded   INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (stream, seq)
-);
-CREATE INDEX events_by_capture ON events (stream, capture_ns, seq);
-";
-
-const CREATE_V3_EXTRAS: &str = "
-CREATE INDEX events_unforwarded ON events (stream, id) WHERE forwarded != 1;
-CREATE TABLE dead_letters (
-    id          INTEGER PRIMARY KEY,
-    stream      TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
-    reason      TEXT    NOT NULL,
-    event       TEXT    NOT NULL,
-    parked_ns   INTEGER NOT NULL
-);
-";
-
-/// Version 1 to 2: a rowid table (insertion order) with the outbox flag. Version 1 logs were
-/// local only, so their events count as forwarded.
-const MIGRATE_V1_V2: &str = "
-ALTER TABLE events RENAME TO events_v1;
-DROP INDEX IF EXISTS events_by_capture;
-CREATE TABLE events (
-    id          INTEGER PRIMARY KEY,
-    stream      TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
-    pts_ns      INTEGER,
-    capture_ns  INTEGER NOT NULL,
-    model       TEXT    NOT NULL,
-    detections  TEXT    NOT NULL,
-    schema      INTEGER NOT NULL,
-    forwarded   INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (stream, seq)
-);
-INSERT INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema, forwarded)
-    SELECT stream, seq, pts_ns, capture_ns, model, detections, schema, 1 FROM events_v1
-    ORDER BY stream, capture_ns, seq;
-DROP TABLE events_v1;
-CREATE INDEX events_by_capture ON events (stream, capture_ns, seq);
-";
-
-/// Version 2 to 3: the outbox's dead letters, and its index by stream.
-const MIGRATE_V2_V3: &str = "DROP INDEX IF EXISTS events_unforwarded;";
-
-/// Errors of the store, each naming the file and the cause.
-#[derive(Debug, Clone)]
-pub struct StoreError {
-    pub path: PathBuf,
-    pub what: String,
-    /// Another connection held the lock (worth trying again).
-    pub busy: bool,
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "event log '{}': {}", self.path.display(), self.what)
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-/// What an SQLite error means for a person: the cause first, then SQLite's own words.
-fn cause(e: &rusqlite::Error) -> String {
-    let why = match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            "locked by another process (another writer held it for more than 5 s)"
-        }
-        Some(ErrorCode::ReadOnly) => "read-only: no write access to the file or its directory",
-        Some(ErrorCode::DiskFull) => "the disk is full",
-        Some(ErrorCode::NotADatabase) => "not an SQLite database",
-        Some(ErrorCode::CannotOpen) => {
-            "cannot be opened: check that its directory exists and is writable"
-        }
-        Some(ErrorCode::PermissionDenied) => "permission denied",
-        Some(ErrorCode::SystemIoFailure) => {
-            "an I/O error (a failing disk, or a file deleted meanwhile)"
-        }
-        _ => return e.to_string(),
-    };
-    format!("{why} ({e})")
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
-    )
-}
+pub use crate::eventlog::schema::StoreError;
+use crate::eventlog::schema::{self, cause, is_busy};
 
 /// An event ready to store: the detections already serialised.
 #[derive(Debug, Clone)]
@@ -246,67 +134,6 @@ fn row_event(
 }
 
 impl EventStore {
-    fn err(path: &Path, what: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            busy: false,
-        }
-    }
-
-    fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
-        let mut err = Self::err(path, cause(&e));
-        err.busy = is_busy(&e);
-        err
-    }
-
-    /// Checks what the file is before anything is written to it; returns its schema version
-    /// (0 for a new, empty database).
-    fn inspect(path: &Path, conn: &Connection) -> Result<i64, StoreError> {
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(ErrorCode::NotADatabase) => Self::err(
-                    path,
-                    format!(
-                        "is not an SQLite database ({e}); it was left untouched. Choose another location"
-                    ),
-                ),
-                _ => Self::sql(path, e),
-            })?;
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(|e| Self::err(path, format!("cannot read the schema: {}", cause(&e))))?;
-        let foreign = || {
-            Self::err(
-                path,
-                format!(
-                    "is an SQLite database but not a videoai event log (tables: {}); it was left untouched. Choose another location",
-                    tables.join(", ")
-                ),
-            )
-        };
-        match version {
-            0 if tables.is_empty() => Ok(0),
-            // Our tables without our version: seen (rarely) while another process creates
-            // the file; try again, and call it foreign if it stays so.
-            0 if tables.iter().all(|t| t == "events" || t == "dead_letters") => Err(StoreError {
-                busy: true,
-                ..foreign()
-            }),
-            0 => Err(foreign()),
-            1..=STORE_VERSION if tables.iter().any(|t| t == "events") => Ok(version),
-            1..=STORE_VERSION => Err(foreign()),
-            v => Err(Self::err(
-                path,
-                format!(
-                    "has schema version {v}, newer than this videoai's ({STORE_VERSION}); use a newer videoai"
-                ),
-            )),
-        }
-    }
-
     /// Opens (creating if missing) the log for writing, migrating older schemas. Several
     /// processes may open the same file at the same moment: switching a new file to WAL and
     /// creating its schema take its lock, so whoever finds it taken tries again (for up to
@@ -327,7 +154,7 @@ impl EventStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            return Err(Self::err(
+            return Err(StoreError::new(
                 path,
                 format!(
                     "its directory '{}' does not exist: create it, or choose a location in a writable directory",
@@ -335,38 +162,32 @@ impl EventStore {
                 ),
             ));
         }
-        let conn = Connection::open(path).map_err(|e| Self::sql(path, e))?;
+        let conn = Connection::open(path).map_err(|e| StoreError::sql(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| Self::sql(path, e))?;
+            .map_err(|e| StoreError::sql(path, e))?;
         // Refuse a file that is no event log before anything changes it (in one read
         // transaction: a consistent view while another process may be creating it).
         conn.execute_batch("BEGIN")
-            .map_err(|e| Self::sql(path, e))?;
-        let checked = Self::inspect(path, &conn);
+            .map_err(|e| StoreError::sql(path, e))?;
+        let checked = schema::inspect(path, &conn);
         let _ = conn.execute_batch("COMMIT");
         checked?;
         // Checked again inside the write lock: another process may have created it meanwhile.
         conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
-            let mut err = Self::err(path, format!("cannot lock it: {}", cause(&e)));
+            let mut err = StoreError::new(path, format!("cannot lock it: {}", cause(&e)));
             err.busy = is_busy(&e);
             err
         })?;
         let created = (|| {
-            let version = Self::inspect(path, &conn)?;
-            let script = match version {
-                0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}"),
-                1 => format!("{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}"),
-                2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}"),
-                _ => String::new(),
-            };
+            let version = schema::inspect(path, &conn)?;
+            let script = schema::upgrade_script(version);
             if !script.is_empty() {
-                conn.execute_batch(&format!("{script} PRAGMA user_version = {STORE_VERSION};"))
-                    .map_err(|e| {
-                        Self::err(
-                            path,
-                            format!("cannot create or migrate the schema: {}", cause(&e)),
-                        )
-                    })?;
+                conn.execute_batch(&script).map_err(|e| {
+                    StoreError::new(
+                        path,
+                        format!("cannot create or migrate the schema: {}", cause(&e)),
+                    )
+                })?;
             }
             Ok(())
         })();
@@ -375,7 +196,9 @@ impl EventStore {
         } else {
             "ROLLBACK"
         };
-        let ended = conn.execute_batch(end).map_err(|e| Self::sql(path, e));
+        let ended = conn
+            .execute_batch(end)
+            .map_err(|e| StoreError::sql(path, e));
         created?;
         ended?;
         // WAL only now: the schema above was written to the file itself, so every process
@@ -385,7 +208,8 @@ impl EventStore {
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| {
-                let mut err = Self::err(path, format!("cannot enable WAL mode: {}", cause(&e)));
+                let mut err =
+                    StoreError::new(path, format!("cannot enable WAL mode: {}", cause(&e)));
                 err.busy = is_busy(&e);
                 err
             })?;
@@ -393,7 +217,7 @@ impl EventStore {
             // Also what SQLite answers when another connection held the file at that moment.
             return Err(StoreError {
                 busy: true,
-                ..Self::err(
+                ..StoreError::new(
                     path,
                     format!(
                         "journal mode is '{mode}', expected 'wal' (is the file on a network filesystem?)"
@@ -402,7 +226,7 @@ impl EventStore {
             });
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")
-            .map_err(|e| Self::sql(path, e))?;
+            .map_err(|e| StoreError::sql(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             identity: identity_of(path),
@@ -414,11 +238,11 @@ impl EventStore {
     /// shared-memory file (a read-only directory or mount), the file is read as immutable.
     pub fn open_for_reading(path: &Path) -> Result<Self, StoreError> {
         if !path.exists() {
-            return Err(Self::err(path, "no such file"));
+            return Err(StoreError::new(path, "no such file"));
         }
-        let abs = std::fs::canonicalize(path).map_err(|e| Self::err(path, e))?;
+        let abs = std::fs::canonicalize(path).map_err(|e| StoreError::new(path, e))?;
         let uri = url::Url::from_file_path(&abs)
-            .map_err(|_| Self::err(path, "cannot be named as a URI"))?;
+            .map_err(|_| StoreError::new(path, "cannot be named as a URI"))?;
         let open = |query: &str| -> Result<Connection, rusqlite::Error> {
             let conn = Connection::open_with_flags(
                 format!("{uri}?{query}"),
@@ -439,13 +263,16 @@ impl EventStore {
                     Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen)
                 ) =>
             {
-                open("immutable=1").map_err(|e| Self::sql(path, e))?
+                open("immutable=1").map_err(|e| StoreError::sql(path, e))?
             }
-            Err(e) => return Err(Self::sql(path, e)),
+            Err(e) => return Err(StoreError::sql(path, e)),
         };
-        match Self::inspect(path, &conn)? {
-            0 => Err(Self::err(path, "is an empty database, not an event log")),
-            1 => Err(Self::err(
+        match schema::inspect(path, &conn)? {
+            0 => Err(StoreError::new(
+                path,
+                "is an empty database, not an event log",
+            )),
+            1 => Err(StoreError::new(
                 path,
                 "has schema version 1; open it once with raftsink (or any writer) to migrate it",
             )),
@@ -474,7 +301,7 @@ impl EventStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| Self::sql(&path, e))?;
+            .map_err(|e| StoreError::sql(&path, e))?;
         let mut inserted = 0;
         {
             let mut stmt = tx
@@ -482,7 +309,7 @@ impl EventStore {
                     "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
-                .map_err(|e| Self::sql(&path, e))?;
+                .map_err(|e| StoreError::sql(&path, e))?;
             for ev in events {
                 inserted += stmt
                     .execute(params![
@@ -494,10 +321,10 @@ impl EventStore {
                         ev.detections,
                         SCHEMA_VERSION
                     ])
-                    .map_err(|e| Self::sql(&path, e))?;
+                    .map_err(|e| StoreError::sql(&path, e))?;
             }
         }
-        tx.commit().map_err(|e| Self::sql(&path, e))?;
+        tx.commit().map_err(|e| StoreError::sql(&path, e))?;
         Ok(inserted)
     }
 
@@ -513,9 +340,11 @@ impl EventStore {
         let mut stmt = self
             .conn
             .prepare(sql)
-            .map_err(|e| Self::sql(&self.path, e))?;
-        let mut rows = stmt.query(args).map_err(|e| Self::sql(&self.path, e))?;
-        while let Some(row) = rows.next().map_err(|e| Self::sql(&self.path, e))? {
+            .map_err(|e| StoreError::sql(&self.path, e))?;
+        let mut rows = stmt
+            .query(args)
+            .map_err(|e| StoreError::sql(&self.path, e))?;
+        while let Some(row) = rows.next().map_err(|e| StoreError::sql(&self.path, e))? {
             match row_event(row) {
                 Ok((id, _, _, Ok(ev))) => {
                     if !each(id, ev) {
@@ -613,7 +442,7 @@ impl EventStore {
     pub fn last_id(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
-            .map_err(|e| Self::sql(&self.path, e))
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// Outbox: the streams with events not yet acknowledged by NATS.
@@ -633,7 +462,7 @@ impl EventStore {
                 "SELECT id, stream, seq, pts_ns, capture_ns, model, detections, schema, forwarded
                  FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
             )
-            .map_err(|e| Self::sql(&self.path, e))?;
+            .map_err(|e| StoreError::sql(&self.path, e))?;
         let rows = stmt
             .query_map(params![stream, limit as i64], |r| {
                 let (id, stream, seq, event) = row_event(r)?;
@@ -646,9 +475,9 @@ impl EventStore {
                     published: forwarded == 2,
                 })
             })
-            .map_err(|e| Self::sql(&self.path, e))?;
+            .map_err(|e| StoreError::sql(&self.path, e))?;
         rows.collect::<Result<_, _>>()
-            .map_err(|e| Self::sql(&self.path, e))
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     fn set_forwarded(&mut self, ids: &[i64], state: i64, only_new: bool) -> Result<(), StoreError> {
@@ -656,20 +485,22 @@ impl EventStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| Self::sql(&path, e))?;
+            .map_err(|e| StoreError::sql(&path, e))?;
         {
             let sql = if only_new {
                 "UPDATE events SET forwarded = ?2 WHERE id = ?1 AND forwarded = 0"
             } else {
                 "UPDATE events SET forwarded = ?2 WHERE id = ?1"
             };
-            let mut stmt = tx.prepare_cached(sql).map_err(|e| Self::sql(&path, e))?;
+            let mut stmt = tx
+                .prepare_cached(sql)
+                .map_err(|e| StoreError::sql(&path, e))?;
             for id in ids {
                 stmt.execute(params![id, state])
-                    .map_err(|e| Self::sql(&path, e))?;
+                    .map_err(|e| StoreError::sql(&path, e))?;
             }
         }
-        tx.commit().map_err(|e| Self::sql(&path, e))
+        tx.commit().map_err(|e| StoreError::sql(&path, e))
     }
 
     /// Outbox: notes that events are about to be published (their acknowledgement may then be
@@ -689,7 +520,7 @@ impl EventStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| Self::sql(&path, e))?;
+            .map_err(|e| StoreError::sql(&path, e))?;
         tx.execute(
             "INSERT INTO dead_letters (stream, seq, reason, event, parked_ns)
              SELECT stream, seq, ?2, json_object('stream', stream, 'seq', seq, 'pts_ns', pts_ns,
@@ -698,10 +529,10 @@ impl EventStore {
              FROM events WHERE id = ?1",
             params![id, reason, now_ns()],
         )
-        .map_err(|e| Self::sql(&path, e))?;
+        .map_err(|e| StoreError::sql(&path, e))?;
         tx.execute("DELETE FROM events WHERE id = ?1", params![id])
-            .map_err(|e| Self::sql(&path, e))?;
-        tx.commit().map_err(|e| Self::sql(&path, e))
+            .map_err(|e| StoreError::sql(&path, e))?;
+        tx.commit().map_err(|e| StoreError::sql(&path, e))
     }
 
     /// Every row `sql` (without parameters) selects, as `row` makes them.
@@ -710,7 +541,7 @@ impl EventStore {
         sql: &str,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let fail = |e| Self::sql(&self.path, e);
+        let fail = |e| StoreError::sql(&self.path, e);
         let mut stmt = self.conn.prepare(sql).map_err(fail)?;
         let rows = stmt.query_map([], row).map_err(fail)?;
         rows.collect::<Result<_, _>>().map_err(fail)
@@ -741,7 +572,7 @@ impl EventStore {
                     [],
                     |r| r.get(0),
                 )
-                .map_err(|e| Self::sql(&self.path, e)),
+                .map_err(|e| StoreError::sql(&self.path, e)),
             Some(streams) => {
                 let mut n = 0;
                 let mut stmt = self
@@ -749,11 +580,11 @@ impl EventStore {
                     .prepare_cached(
                         "SELECT COUNT(*) FROM events WHERE stream = ?1 AND forwarded != 1",
                     )
-                    .map_err(|e| Self::sql(&self.path, e))?;
+                    .map_err(|e| StoreError::sql(&self.path, e))?;
                 for s in streams {
                     n += stmt
                         .query_row(params![s], |r| r.get::<_, i64>(0))
-                        .map_err(|e| Self::sql(&self.path, e))?;
+                        .map_err(|e| StoreError::sql(&self.path, e))?;
                 }
                 Ok(n)
             }
@@ -775,7 +606,7 @@ impl EventStore {
             )
             .optional()
             .map(|n| n.unwrap_or(0))
-            .map_err(|e| Self::sql(&self.path, e))
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// The highest seq stored for `stream`.
@@ -786,7 +617,7 @@ impl EventStore {
                 params![stream],
                 |r| r.get(0),
             )
-            .map_err(|e| Self::sql(&self.path, e))
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// Per-stream counts and ranges.

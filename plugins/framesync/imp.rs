@@ -29,9 +29,11 @@ use gst_base::subclass::prelude::*;
 use super::AlignOn;
 use super::align::Pick;
 use super::pad::Held;
-use super::settings::{MAX_FPS, MAX_TOLERANCE, Settings};
+use super::settings::Settings;
+use super::tick::{self, PadView};
 use crate::formats::batch::{self, Entry, Status};
 use crate::formats::capture_time::{self, CaptureClock};
+use crate::util::cpu_time;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -47,9 +49,6 @@ const PREFERRED_FORMATS: [&str; 13] = [
     "NV12", "I420", "RGB", "BGR", "RGBx", "BGRx", "RGBA", "BGRA", "xRGB", "xBGR", "ARGB", "ABGR",
     "GRAY8",
 ];
-
-/// Tick rate when neither `framerate` nor any input's caps give one.
-const FALLBACK_FPS: (i32, i32) = (30, 1);
 
 /// Created in `start`, dropped in `stop`.
 #[derive(Default)]
@@ -84,109 +83,7 @@ impl ObjectSubclass for FrameSync {
     type Interfaces = (gst::ChildProxy,);
 }
 
-/// CPU time of the calling thread: what `aggregate` costs, without the time other threads
-/// had the core.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn period_of(fps: gst::Fraction) -> Option<i64> {
-    (fps.numer() > 0 && fps.denom() > 0)
-        .then(|| (1_000_000_000i64 * fps.denom() as i64 / fps.numer() as i64).max(1_000_000))
-}
-
-/// A sink pad and what `aggregate` needs of it for one tick.
-struct PadView {
-    pad: super::FrameSyncPad,
-    index: u32,
-    /// Added to the pad's frame times (clock-offset correction).
-    correction: i64,
-    period: Option<i64>,
-}
-
 impl FrameSync {
-    /// The tick rate: `framerate`, else the fastest input's, else 30/1.
-    fn tick_rate(settings: &Settings, pads: &[PadView]) -> gst::Fraction {
-        if period_of(settings.framerate).is_some() {
-            return settings.framerate;
-        }
-        let mut best: Option<gst::Fraction> = None;
-        for p in pads {
-            let st = p.pad.imp().state.lock().unwrap();
-            let fps = st
-                .caps
-                .as_ref()
-                .and_then(|c| c.structure(0))
-                .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                .filter(|f| period_of(*f).is_some())
-                .map(|f| f.min(gst::Fraction::new(MAX_FPS, 1)));
-            if let Some(f) = fps
-                && best.is_none_or(|b| f > b)
-            {
-                best = Some(f);
-            }
-        }
-        best.unwrap_or(gst::Fraction::new(FALLBACK_FPS.0, FALLBACK_FPS.1))
-    }
-
-    /// The tolerance (ns): the setting, else half the tick period.
-    fn tolerance(settings: &Settings, views: &[PadView]) -> i64 {
-        match settings.tolerance {
-            0 => period_of(Self::tick_rate(settings, views)).unwrap_or(1_000_000_000 / 30) / 2,
-            t => t.min(MAX_TOLERANCE) as i64,
-        }
-    }
-
-    /// The sink pads, by index, with their clock-offset corrections.
-    fn pad_views(&self, settings: &Settings) -> Vec<PadView> {
-        let mut views: Vec<PadView> = self
-            .obj()
-            .sink_pads()
-            .into_iter()
-            .filter_map(|p| p.downcast::<super::FrameSyncPad>().ok())
-            .map(|pad| {
-                let (offset, period) = {
-                    let st = pad.imp().state.lock().unwrap();
-                    (st.offset.offset(), st.period.map(|p| p as i64))
-                };
-                PadView {
-                    index: pad.imp().index(),
-                    pad,
-                    correction: offset.unwrap_or(0),
-                    period,
-                }
-            })
-            .collect();
-        views.sort_by_key(|v| v.index);
-        // Offsets relative to the first pad that has one; only applied when asked for.
-        let reference = views.iter().find_map(|v| {
-            v.pad
-                .imp()
-                .state
-                .lock()
-                .unwrap()
-                .offset
-                .offset()
-                .map(|_| v.correction)
-        });
-        for v in &mut views {
-            v.correction = match reference {
-                Some(r) if settings.drift_correction => v.correction - r,
-                _ => 0,
-            };
-        }
-        views
-    }
-
     /// Running time of `buffer` on `pad` before correction (ns), and what the entry keeps.
     fn hold(
         &self,
@@ -309,8 +206,8 @@ impl FrameSync {
 
     fn stats(&self) -> gst::Structure {
         let settings = *self.settings.lock().unwrap();
-        let views = self.pad_views(&settings);
-        let fps = Self::tick_rate(&settings, &views);
+        let views = tick::pad_views(&self.obj(), &settings);
+        let fps = tick::tick_rate(&settings, &views);
         let st = self.state.lock().unwrap();
         let reference = views
             .iter()
@@ -586,7 +483,7 @@ impl AggregatorImpl for FrameSync {
     /// tick + tolerance + upstream latency.
     fn next_time(&self) -> Option<gst::ClockTime> {
         let settings = *self.settings.lock().unwrap();
-        let views = self.pad_views(&settings);
+        let views = tick::pad_views(&self.obj(), &settings);
         let mut state = self.state.lock().unwrap();
         let tick = match state.tick {
             Some(t) => t,
@@ -610,8 +507,8 @@ impl AggregatorImpl for FrameSync {
     /// downstream could wait behind a sink that is prerolling (through a tee and a queue).
     fn negotiate(&self) -> bool {
         let settings = *self.settings.lock().unwrap();
-        let views = self.pad_views(&settings);
-        let caps = batch::caps(Self::tick_rate(&settings, &views));
+        let views = tick::pad_views(&self.obj(), &settings);
+        let caps = batch::caps(tick::tick_rate(&settings, &views));
         let changed = {
             let mut st = self.state.lock().unwrap();
             let changed = st.src_caps.as_ref() != Some(&caps);
@@ -627,8 +524,8 @@ impl AggregatorImpl for FrameSync {
 
     fn update_src_caps(&self, _caps: &gst::Caps) -> Result<gst::Caps, gst::FlowError> {
         let settings = *self.settings.lock().unwrap();
-        let views = self.pad_views(&settings);
-        Ok(batch::caps(Self::tick_rate(&settings, &views)))
+        let views = tick::pad_views(&self.obj(), &settings);
+        Ok(batch::caps(tick::tick_rate(&settings, &views)))
     }
 
     fn sink_event(&self, pad: &gst_base::AggregatorPad, event: gst::Event) -> bool {
@@ -642,7 +539,7 @@ impl AggregatorImpl for FrameSync {
                     let period = caps
                         .structure(0)
                         .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                        .and_then(period_of)
+                        .and_then(tick::period_of)
                         .map(|p| p as u64);
                     gst::debug!(CAT, obj = pad, "caps {caps}");
                     let mut st = p.imp().state.lock().unwrap();
@@ -681,12 +578,12 @@ impl AggregatorImpl for FrameSync {
     }
 
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let started = thread_cpu_time();
+        let started = cpu_time::of_this_thread();
         let settings = *self.settings.lock().unwrap();
-        let views = self.pad_views(&settings);
-        let fps = Self::tick_rate(&settings, &views);
-        let period = period_of(fps).unwrap_or(1_000_000_000 / 30);
-        let tol = Self::tolerance(&settings, &views);
+        let views = tick::pad_views(&self.obj(), &settings);
+        let fps = tick::tick_rate(&settings, &views);
+        let period = tick::period_of(fps).unwrap_or(1_000_000_000 / 30);
+        let tol = tick::tolerance(&settings, &views);
         let mut state = self.state.lock().unwrap();
         // Batches wait up to the tolerance after their tick: say so in the latency.
         if state.reported_tol != Some(tol) {
@@ -813,7 +710,7 @@ impl AggregatorImpl for FrameSync {
         );
         state.sequence += 1;
         state.batches += 1;
-        let busy = thread_cpu_time().saturating_sub(started);
+        let busy = cpu_time::of_this_thread().saturating_sub(started);
         state.busy_total += busy;
         state.busy_max = state.busy_max.max(busy);
         let caps = batch::caps(fps);

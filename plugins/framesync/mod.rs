@@ -22,6 +22,7 @@ pub mod align;
 mod imp;
 mod pad;
 mod settings;
+mod tick;
 
 /// What frames are matched on.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

@@ -34,11 +34,12 @@ use gst_base::subclass::prelude::*;
 use super::CAT;
 use super::cursor::{Cursors, Pick};
 use super::engine::{Job, Ran, Timings};
+use super::formats::{self, EntryFrame, WarnedOnce};
 use super::models::{Models, Role};
 use super::preprocess::SUPPORTED_FORMATS;
 use super::settings::Settings;
 use super::stats::Stats;
-use super::swap::{self, Swaps};
+use super::swap::Swaps;
 use super::work::{self, FrameWork, InFlight, Work, frame_buffer, roi_regions};
 use super::worker::Worker;
 use super::{attach, labels};
@@ -70,7 +71,7 @@ pub struct OnnxInfer {
     frame_period: AtomicU64,
     /// Formats upstream asked about that we cannot read, and invalid model outputs (warned
     /// about once each per run).
-    warned_formats: Mutex<std::collections::HashSet<String>>,
+    warned_formats: WarnedOnce,
     warned_invalid: AtomicBool,
 }
 
@@ -85,7 +86,7 @@ impl Default for OnnxInfer {
             stats,
             running: AtomicBool::new(false),
             frame_period: AtomicU64::new(0),
-            warned_formats: Mutex::new(Default::default()),
+            warned_formats: WarnedOnce::default(),
             warned_invalid: AtomicBool::new(false),
         }
     }
@@ -172,20 +173,9 @@ impl OnnxInfer {
     /// The video info of a batch entry whose frame onnxinfer can read; warns (once per format)
     /// or logs why not.
     fn readable(&self, e: &batch::Entry, buffer: &gst::Buffer) -> Option<gst_video::VideoInfo> {
-        let info = e
-            .caps
-            .as_ref()
-            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
-        match info {
-            Some(info)
-                if SUPPORTED_FORMATS.contains(&info.format())
-                    && gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-                        .is_ok() =>
-            {
-                Some(info)
-            }
-            Some(info) if SUPPORTED_FORMATS.contains(&info.format()) => {
-                // Too small for its caps (a damaged or empty buffer): skip, say so.
+        match formats::entry_frame(e.caps.as_ref(), buffer) {
+            EntryFrame::Readable(info) => Some(info),
+            EntryFrame::Damaged(info) => {
                 gst::warning!(
                     CAT,
                     imp = self,
@@ -198,12 +188,8 @@ impl OnnxInfer {
                 );
                 None
             }
-            other => {
-                let what = other.map_or_else(
-                    || format!("{:?}", e.caps),
-                    |i| i.format().to_str().to_string(),
-                );
-                if self.warned_formats.lock().unwrap().insert(what.clone()) {
+            EntryFrame::Unreadable(what) => {
+                if self.warned_formats.first(&what) {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Format,
@@ -545,45 +531,22 @@ impl ElementImpl for OnnxInfer {
 impl OnnxInfer {
     /// Upstream asked whether we take a fixed format we cannot read: say so, naming it.
     fn check_refused_format(&self, filter: Option<&gst::CapsRef>, result: Option<&gst::CapsRef>) {
-        let (Some(filter), Some(result)) = (filter, result) else {
+        let Some(format) = formats::refused_format(filter, result) else {
             return;
         };
-        if !result.is_empty() || filter.is_empty() || filter.is_any() {
-            return;
-        }
-        let mut refused = Vec::new();
-        for s in filter.iter() {
-            if s.name() != "video/x-raw" {
-                return;
-            }
-            let Ok(fmt) = s.get::<&str>("format") else {
-                return;
-            };
-            let fmt = gst_video::VideoFormat::from_string(fmt);
-            if SUPPORTED_FORMATS.contains(&fmt) {
-                return;
-            }
-            refused.push(fmt);
-        }
         // A caps query is only a probe: upstream may well try other caps next, so this is a
         // warning (posted once per format), not an error. If negotiation then fails, the
         // not-negotiated error that follows has this message right before it.
-        if let Some(first) = refused.first() {
-            let msg = super::preprocess::UnsupportedFormat(*first).to_string();
-            gst::debug!(CAT, imp = self, "refusing caps {filter}: {msg}");
-            if self
-                .warned_formats
-                .lock()
-                .unwrap()
-                .insert(first.to_str().to_string())
-            {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Format,
-                    ("{msg}"),
-                    ["upstream asked about {filter}"]
-                );
-            }
+        let msg = super::preprocess::UnsupportedFormat(format).to_string();
+        let filter = filter.map(|f| f.to_string()).unwrap_or_default();
+        gst::debug!(CAT, imp = self, "refusing caps {filter}: {msg}");
+        if self.warned_formats.first(format.to_str().as_str()) {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("{msg}"),
+                ["upstream asked about {filter}"]
+            );
         }
     }
 }
@@ -611,10 +574,7 @@ impl BaseTransformImpl for OnnxInfer {
             None => Vec::new(),
         };
         if let Some(p) = &settings.labels_location
-            && labels
-                .iter()
-                .enumerate()
-                .all(|(i, l)| *l == format!("class-{i}"))
+            && labels::all_unnamed(&labels)
         {
             gst::element_imp_warning!(
                 self,
@@ -625,25 +585,12 @@ impl BaseTransformImpl for OnnxInfer {
                 )
             );
         }
-        let primary =
-            swap::load_model(&settings, Role::Primary, &path).map_err(|e| e.to_gst_error())?;
-        self.swaps.check_provider(&settings, &primary);
         self.stats.lock().unwrap().reset();
         self.warned_invalid.store(false, Ordering::SeqCst);
-        let canary = match &settings.canary_model_location {
-            Some(p) => match swap::load_model(&settings, Role::Canary, p) {
-                Ok(m) => {
-                    self.swaps.check_provider(&settings, &m);
-                    Some(m)
-                }
-                Err(e) => {
-                    self.swaps
-                        .disable_canary(None, &p.display().to_string(), &e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
+        let (primary, canary) = self
+            .swaps
+            .start(&settings, &path)
+            .map_err(|e| e.to_gst_error())?;
         if let Some(classes) = primary.classes()
             && !labels.is_empty()
             && labels.len() != classes
@@ -656,18 +603,6 @@ impl BaseTransformImpl for OnnxInfer {
                 primary.id,
                 classes
             );
-        }
-        self.swaps.loader.reset();
-        self.swaps.set_running([
-            Some(path),
-            canary
-                .as_ref()
-                .map(|_| settings.canary_model_location.clone().unwrap_or_default()),
-        ]);
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.primary = Some(primary.id.clone());
-            stats.canary = canary.as_ref().map(|c| c.id.clone());
         }
         let worker = if settings.pipelining {
             Some(Worker::start().map_err(|e| gst::error_msg!(gst::CoreError::Thread, ("{}", e)))?)
@@ -703,7 +638,7 @@ impl BaseTransformImpl for OnnxInfer {
             crate::util::retire::retire(state.models);
         }
         self.swaps.set_warm_info(None);
-        self.warned_formats.lock().unwrap().clear();
+        self.warned_formats.clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }

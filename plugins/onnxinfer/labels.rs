@@ -26,6 +26,14 @@ pub fn load(path: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Whether a loaded labels file named no class at all (empty, or blank lines only).
+pub fn all_unnamed(labels: &[String]) -> bool {
+    labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| *l == format!("class-{i}"))
+}
+
 /// The label of `class_id`, or `class-N` beyond the list.
 pub fn label(labels: &[String], class_id: usize) -> String {
     labels

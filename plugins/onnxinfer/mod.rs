@@ -23,6 +23,7 @@ mod attach;
 mod cursor;
 mod decode;
 pub mod engine;
+mod formats;
 mod imp;
 mod labels;
 pub mod model;

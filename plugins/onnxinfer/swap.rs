@@ -192,6 +192,37 @@ impl Swaps {
         }
     }
 
+    /// Loads the models `settings` name at start: the primary must load; a canary that does
+    /// not is switched off (production goes on). From then on they are the running ones.
+    pub fn start(
+        &self,
+        settings: &Settings,
+        primary_path: &Path,
+    ) -> Result<(Model, Option<Model>), ModelError> {
+        let primary = load_model(settings, Role::Primary, primary_path)?;
+        self.check_provider(settings, &primary);
+        let canary_path = settings.canary_model_location.as_ref();
+        let canary = canary_path.and_then(|p| match load_model(settings, Role::Canary, p) {
+            Ok(m) => {
+                self.check_provider(settings, &m);
+                Some(m)
+            }
+            Err(e) => {
+                self.disable_canary(None, &p.display().to_string(), &e.to_string());
+                None
+            }
+        });
+        self.loader.reset();
+        self.set_running([
+            Some(primary_path.to_path_buf()),
+            canary_path.filter(|_| canary.is_some()).cloned(),
+        ]);
+        let mut stats = self.stats.lock().unwrap();
+        stats.primary = Some(primary.id.clone());
+        stats.canary = canary.as_ref().map(|c| c.id.clone());
+        Ok((primary, canary))
+    }
+
     /// The canary failed (`why`): it is switched off, production goes on. Says so in a
     /// warning, an `onnxinfer-canary-disabled` element message and `stats`.
     pub fn disable_canary(&self, models: Option<&mut Models>, what: &str, why: &str) {

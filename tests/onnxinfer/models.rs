@@ -101,14 +101,7 @@ fn infer(model: &Path, props: &str, width: u32, height: u32, format: &str) -> Fr
 
 /// The frame rectangle of a tensor box after a centred (or top-left) letterbox of a
 /// `fw`×`fh` frame into a `tw`×`th` tensor, rounded as onnxinfer rounds.
-fn letterbox_back(
-    b: [f64; 4],
-    fw: f64,
-    fh: f64,
-    tw: f64,
-    th: f64,
-    centred: bool,
-) -> (u32, u32, u32, u32) {
+fn letterbox_back(b: [f64; 4], fw: f64, fh: f64, tw: f64, th: f64, centred: bool) -> Rect {
     let r = (tw / fw).min(th / fh);
     let (nw, nh) = ((fw * r).floor(), (fh * r).floor());
     let (ox, oy) = if centred {
@@ -126,6 +119,20 @@ fn letterbox_back(
         fy(b[3]).round(),
     );
     (x1 as u32, y1 as u32, (x2 - x1) as u32, (y2 - y1) as u32)
+}
+
+type Rect = (u32, u32, u32, u32);
+
+/// Each side of `got` within a pixel of `want` (rounding differs by at most one).
+fn within_a_pixel(got: Rect, want: Rect) -> bool {
+    [
+        (got.0, want.0),
+        (got.1, want.1),
+        (got.2, want.2),
+        (got.3, want.3),
+    ]
+    .iter()
+    .all(|(g, w)| g.abs_diff(*w) <= 1)
 }
 
 /// Runs two frames of `caps` through `onnxinfer model-location=<model> <props>` to the end.
@@ -235,23 +242,13 @@ fn check_yolo(model: &Path, model_type: &str, labels: &Path) {
             320.0,
             true,
         );
-        let close = |got: (u32, u32, u32, u32), want: (u32, u32, u32, u32)| {
-            [
-                (got.0, want.0),
-                (got.1, want.1),
-                (got.2, want.2),
-                (got.3, want.3),
-            ]
-            .iter()
-            .all(|(g, w)| g.abs_diff(*w) <= 1)
-        };
         assert!(
-            close(a.rect, want_a),
+            within_a_pixel(a.rect, want_a),
             "{fw}x{fh}: A {:?} vs {want_a:?}",
             a.rect
         );
         assert!(
-            close(c.rect, want_c),
+            within_a_pixel(c.rect, want_c),
             "{fw}x{fh}: C {:?} vs {want_c:?}",
             c.rect
         );
@@ -328,17 +325,7 @@ fn yolox_raw_head_top_left_letterbox() {
             false,
         );
         let got = out.rois[0].rect;
-        assert!(
-            [
-                (got.0, want.0),
-                (got.1, want.1),
-                (got.2, want.2),
-                (got.3, want.3)
-            ]
-            .iter()
-            .all(|(g, w)| g.abs_diff(*w) <= 1),
-            "{fw}x{fh}: {got:?} vs {want:?}"
-        );
+        assert!(within_a_pixel(got, want), "{fw}x{fh}: {got:?} vs {want:?}");
     }
 }
 
@@ -564,17 +551,7 @@ fn u8_nhwc_and_dynamic_inputs() {
     assert_eq!(out.rois.len(), 2);
     let want = letterbox_back(corners(&YOLO_ROWS[0]), 300.0, 200.0, 320.0, 224.0, true);
     let got = out.rois[0].rect;
-    assert!(
-        [
-            (got.0, want.0),
-            (got.1, want.1),
-            (got.2, want.2),
-            (got.3, want.3)
-        ]
-        .iter()
-        .all(|(g, w)| g.abs_diff(*w) <= 1),
-        "{got:?} vs {want:?}"
-    );
+    assert!(within_a_pixel(got, want), "{got:?} vs {want:?}");
     // input-width/height pick the size instead.
     let out = infer(
         &dyn_model,

@@ -117,22 +117,23 @@ fn single_server_round_trip_and_replay() {
     let dir = common::TempDir::new("nats1");
     let clip = dir.join("clip.mp4");
     common::make_clip(&clip, 64, 48, 20);
-    let run = || {
+    // The clip through raftsink into NATS with the outbox `outbox`; its stats.
+    let run = |outbox: &str| {
         let p = common::parse(&format!(
             "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! raftsink name=sink location=\"{}\" outbox-location=\"{}\"",
             clip.display(),
             nats.url(),
-            dir.join("outbox.db").display()
+            dir.join(outbox).display()
         ));
         let sink = p.by_name("sink").unwrap();
         let out = common::run(&p, Duration::from_secs(60));
         assert!(out.eos && out.errors.is_empty(), "{out:?}");
         sink.property::<gst::Structure>("stats")
     };
-    let first = run();
+    let first = run("outbox.db");
     assert_eq!(first.get::<u64>("forwarded").unwrap(), 20, "{first}");
     // The same input again: nothing new, locally or in NATS.
-    let second = run();
+    let second = run("outbox.db");
     assert_eq!(second.get::<u64>("duplicates").unwrap(), 20, "{second}");
     let events = nats.read_all("VIDEOAI_EVENTS");
     assert_eq!(events.len(), 20);
@@ -142,15 +143,7 @@ fn single_server_round_trip_and_replay() {
     );
     // A fresh outbox replaying the same file: the high-water mark in NATS keeps it exactly once
     // (no reliance on the duplicate window).
-    let p = common::parse(&format!(
-        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! raftsink name=sink location=\"{}\" outbox-location=\"{}\"",
-        clip.display(),
-        nats.url(),
-        dir.join("outbox-new.db").display()
-    ));
-    let sink = p.by_name("sink").unwrap();
-    assert!(common::run(&p, Duration::from_secs(60)).eos);
-    let stats = sink.property::<gst::Structure>("stats");
+    let stats = run("outbox-new.db");
     assert_eq!(
         (
             stats.get::<u64>("forwarded").unwrap(),
