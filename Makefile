@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink install clean
+.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace install clean
 
 all: build
 
@@ -71,6 +71,9 @@ bench-framesync: deps
 
 bench-raftsink: deps
 	$(CARGO) bench --bench raftsink
+
+bench-videoaitrace: deps
+	$(CARGO) bench --bench videoaitrace
 
 bench-onnxinfer: deps
 	@scripts/setup-bench.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what videoai needs to build, run and test, and skips whatever is already there:
 #   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay,
-#      nats-server for the NATS tests: installed, never started as a service);
+#      nats-server for the NATS tests and prometheus (server and promtool) for the metrics
+#      tests: installed, never started as services);
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
 #   3. the demo model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
@@ -29,7 +30,7 @@ APT_PACKAGES=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
     gstreamer1.0-x fonts-dejavu-core
-    nats-server
+    nats-server prometheus
     meson ninja-build
 )
 command -v python3 >/dev/null || APT_PACKAGES+=(python3)
@@ -40,8 +41,20 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Packages with a service (prometheus) must not start it: the tests start their own on
+    # 127.0.0.1. policy-rc.d answering 101 tells the package scripts so; one that exists stays.
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    installed=0
+    as_root apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null &&
+        installed=1
+    [ -z "$made_policy" ] || as_root rm -f /usr/sbin/policy-rc.d
+    [ "$installed" = 1 ] || { echo "[setup] apt-get failed for: ${missing[*]}" >&2; exit 1; }
 else
     say "Debian packages: all present"
 fi

@@ -1,14 +1,23 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `videoaitrace` implementation. All figures sit behind one mutex (`state`), taken once per
-//! buffer push; the hooks do a few hash lookups and one histogram increment.
+//! buffer push; the hooks do a few hash lookups and one histogram increment (with
+//! `prometheus=`, also a few atomic increments on series handles cached in `state`).
+//!
+//! Threads: streaming threads run the hooks; with `prometheus=`, the exporter's thread serves
+//! scrapes from the series' atomics and the elements' `stats` ([`super::exporter`]), never
+//! taking `state`. Lock order: `settings`, then `exporter`; `state` is taken alone.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::element_metrics::{self, Watched};
+use super::exporter::{self, Exporter};
+use super::follow::{Role, State};
+use super::metrics::TracerMetrics;
 use super::report::{self, ElementFigures, PathFigures};
 use crate::util::histogram::Histogram;
 
@@ -23,70 +32,13 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Frames remembered per source and per element (the oldest are forgotten beyond).
-pub const IN_FLIGHT: usize = 4096;
-
-/// When each PTS was seen, for the last [`IN_FLIGHT`] PTS.
-#[derive(Default)]
-struct Recent {
-    at: HashMap<u64, u64>,
-    order: VecDeque<u64>,
-}
-
-impl Recent {
-    /// Remembers the first time `pts` was seen; true if it is new.
-    fn insert_first(&mut self, pts: u64, ts: u64) -> bool {
-        if self.at.contains_key(&pts) {
-            return false;
-        }
-        if self.order.len() >= IN_FLIGHT
-            && let Some(old) = self.order.pop_front()
-        {
-            self.at.remove(&old);
-        }
-        self.order.push_back(pts);
-        self.at.insert(pts, ts);
-        true
+/// The top-level object `obj` is in (itself when it has no parent).
+fn top_of(obj: gst::Object) -> gst::Object {
+    let mut top = obj;
+    while let Some(p) = top.parent() {
+        top = p;
     }
-
-    fn get(&self, pts: u64) -> Option<u64> {
-        self.at.get(&pts).copied()
-    }
-}
-
-/// What a pad's element is, for following frames (element ids are object addresses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// No sink pads (an element, or the outermost bin around it that has none either).
-    Source(usize),
-    /// No src pads.
-    Sink(usize),
-    Filter(usize),
-    /// Not an element's pad (ghost pads' internal pads).
-    Skip,
-}
-
-#[derive(Default)]
-struct State {
-    roles: HashMap<usize, Role>,
-    names: HashMap<usize, String>,
-    /// Per element: its top-level pipeline (reports are per pipeline).
-    tops: HashMap<usize, usize>,
-    /// Per sink: the sources upstream of it.
-    upstream: HashMap<usize, Vec<usize>>,
-    /// Every (source, sink) pair seen (kept across topology changes, for the report).
-    path_set: HashSet<(usize, usize)>,
-    /// Per filter element: the sources upstream of it.
-    fed_by: HashMap<usize, Vec<usize>>,
-    sources: HashMap<usize, (Recent, u64)>,
-    entered: HashMap<usize, Recent>,
-    /// Per (source, sink): frames that arrived (a frame reaches a sink bin twice: at its ghost
-    /// pad and at the element inside; it counts once).
-    arrived: HashMap<(usize, usize), Recent>,
-    paths: HashMap<(usize, usize), Histogram>,
-    elements: HashMap<usize, Histogram>,
-    /// The topology generation the caches above were built for.
-    generation: u64,
+    top
 }
 
 fn id(e: &impl IsA<gst::Object>) -> usize {
@@ -187,13 +139,13 @@ fn note_all(st: &mut State, elements: Vec<gst::Element>) -> Vec<usize> {
         .map(|e| {
             let k = id(&e);
             st.names.entry(k).or_insert_with(|| e.name().to_string());
-            st.tops.entry(k).or_insert_with(|| {
-                let mut top: gst::Object = e.clone().upcast();
-                while let Some(p) = top.parent() {
-                    top = p;
-                }
-                id(&top)
-            });
+            if !st.tops.contains_key(&k) {
+                let top = top_of(e.clone().upcast());
+                st.top_names
+                    .entry(id(&top))
+                    .or_insert_with(|| top.name().to_string());
+                st.tops.insert(k, id(&top));
+            }
             k
         })
         .collect()
@@ -202,12 +154,36 @@ fn note_all(st: &mut State, elements: Vec<gst::Element>) -> Vec<usize> {
 #[derive(Default)]
 struct Settings {
     file: Option<String>,
+    prometheus: Option<String>,
+}
+
+/// What `prometheus=` adds: the tracer's series and the videoai elements whose `stats` are
+/// exported (shared with the exporter's thread).
+#[derive(Default)]
+pub struct Prometheus {
+    metrics: TracerMetrics,
+    watched: Watched,
+}
+
+impl Prometheus {
+    /// The exposition: the tracer's series, then the elements'.
+    fn render(&self) -> String {
+        let mut families = self.metrics.gather();
+        families.extend(element_metrics::gather(&self.watched));
+        exporter::encode(&families)
+    }
 }
 
 #[derive(Default)]
 pub struct VideoAiTrace {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Set once, when `prometheus=` is given; read without a lock by the hooks.
+    prometheus: OnceLock<Arc<Prometheus>>,
+    /// The server (`None` before `prometheus=`, or when it could not start).
+    exporter: Mutex<Option<Exporter>>,
+    /// Why the server could not start: posted as an error on every pipeline that starts.
+    exporter_error: Mutex<Option<String>>,
     /// Bumped on every topology change, without taking `state`: a change can be announced
     /// from a dispose that runs while `state` is held (an element reference dropped there).
     topology: std::sync::atomic::AtomicU64,
@@ -227,13 +203,15 @@ impl VideoAiTrace {
         }
         let r = role_of(pad);
         if let Role::Source(e) | Role::Sink(e) | Role::Filter(e) = r {
-            st.tops.entry(e).or_insert_with(|| {
-                let mut top: Option<gst::Object> = pad.parent();
-                while let Some(p) = top.as_ref().and_then(|t| t.parent()) {
-                    top = Some(p);
+            if !st.tops.contains_key(&e) {
+                let top = pad.parent().map(top_of);
+                if let Some(t) = &top {
+                    st.top_names
+                        .entry(id(t))
+                        .or_insert_with(|| t.name().to_string());
                 }
-                top.map(|t| id(&t)).unwrap_or(0)
-            });
+                st.tops.insert(e, top.map(|t| id(&t)).unwrap_or(0));
+            }
             st.names.entry(e).or_insert_with(|| {
                 // The element itself, or the bin it climbed to.
                 let mut obj: Option<gst::Object> = pad.parent();
@@ -254,73 +232,83 @@ impl VideoAiTrace {
         let Some(pts) = buffer.pts().or(buffer.dts()).map(|t| t.nseconds()) else {
             return;
         };
-        let Some(peer) = pad.peer() else {
-            return;
+        let prom = self.prometheus.get().map(|p| &p.metrics);
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        st.topology(self.topology.load(std::sync::atomic::Ordering::Acquire));
+        let (own, peer) = match st.pads.get(&id(pad)) {
+            Some(roles) => *roles,
+            None => {
+                let Some(peer) = pad.peer() else {
+                    return;
+                };
+                Self::learn(st, pad, &peer)
+            }
         };
-        let mut st = self.state.lock().unwrap();
-        let generation = self.topology.load(std::sync::atomic::Ordering::Acquire);
-        if st.generation != generation {
-            st.generation = generation;
-            st.roles.clear();
-            st.upstream.clear();
-            st.fed_by.clear();
-        }
-        match Self::role(&mut st, pad) {
-            Role::Source(s) => {
-                let entry = st.sources.entry(s).or_default();
-                if entry.0.insert_first(pts, ts) {
-                    entry.1 += 1;
-                }
-            }
-            Role::Filter(e) => {
-                if let Some(t0) = st.entered.get(&e).and_then(|r| r.get(pts)) {
-                    st.elements
-                        .entry(e)
-                        .or_default()
-                        .record_ns(ts.saturating_sub(t0));
-                }
-                // A source of untimed data (filesrc): the frame is born where its timestamp
-                // first appears (the demuxer or parser).
-                if !st.fed_by.contains_key(&e) {
-                    let ups = note_all(&mut st, sources_of(pad, e));
-                    st.fed_by.insert(e, ups);
-                }
-                let ups = st.fed_by[&e].clone();
-                for s in ups {
-                    let entry = st.sources.entry(s).or_default();
-                    if entry.0.insert_first(pts, ts) {
-                        entry.1 += 1;
-                    }
-                }
-            }
+        match own {
+            Role::Source(s) => st.pushed_by_source(s, pts, ts, prom),
+            Role::Filter(e) => st.left_filter(e, pts, ts, prom),
             _ => {}
         }
-        match Self::role(&mut st, &peer) {
-            Role::Sink(k) => {
-                if !st.upstream.contains_key(&k) {
-                    let ups = note_all(&mut st, sources_of(&peer, k));
-                    for s in &ups {
-                        st.path_set.insert((*s, k));
-                    }
-                    st.upstream.insert(k, ups);
-                }
-                let ups = st.upstream[&k].clone();
-                for s in ups {
-                    if !st.arrived.entry((s, k)).or_default().insert_first(pts, ts) {
-                        continue;
-                    }
-                    if let Some(t0) = st.sources.get(&s).and_then(|r| r.0.get(pts)) {
-                        st.paths
-                            .entry((s, k))
-                            .or_default()
-                            .record_ns(ts.saturating_sub(t0));
-                    }
-                }
-            }
-            Role::Filter(e) => {
-                st.entered.entry(e).or_default().insert_first(pts, ts);
-            }
+        match peer {
+            Role::Sink(k) => st.arrived(k, pts, ts, prom),
+            Role::Filter(e) => st.entered_filter(e, pts, ts),
             _ => {}
+        }
+    }
+
+    /// Finds out what `pad` and its `peer` are, and the sources upstream of a filter pushing
+    /// or a sink receiving (once per topology).
+    fn learn(st: &mut State, pad: &gst::Pad, peer: &gst::Pad) -> (Role, Role) {
+        let roles = (Self::role(st, pad), Self::role(st, peer));
+        if let Role::Filter(e) = roles.0
+            && !st.upstream.contains_key(&e)
+        {
+            let ups = note_all(st, sources_of(pad, e));
+            st.upstream.insert(e, ups);
+        }
+        if let Role::Sink(k) = roles.1
+            && !st.upstream.contains_key(&k)
+        {
+            let ups = note_all(st, sources_of(peer, k));
+            for s in &ups {
+                st.path_set.insert((*s, k));
+            }
+            st.upstream.insert(k, ups);
+        }
+        st.pads.insert(id(pad), roles);
+        roles
+    }
+
+    /// Starts the Prometheus endpoint on `addr` (once; a later address is refused).
+    fn serve(&self, addr: &str) {
+        let mut settings = self.settings.lock().unwrap();
+        if let Some(old) = &settings.prometheus {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "already serving on {old}: prometheus={addr} ignored"
+            );
+            return;
+        }
+        settings.prometheus = Some(addr.to_string());
+        let prom = self.prometheus.get_or_init(Default::default).clone();
+        match Exporter::start(addr, move || prom.render()) {
+            Ok(e) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "serving Prometheus metrics on http://{}/metrics",
+                    e.addr()
+                );
+                *self.exporter.lock().unwrap() = Some(e);
+            }
+            Err(why) => {
+                let why = format!("videoaitrace: {why}");
+                gst::error!(CAT, imp = self, "{why}");
+                eprintln!("{why}");
+                *self.exporter_error.lock().unwrap() = Some(why);
+            }
         }
     }
 
@@ -333,53 +321,7 @@ impl VideoAiTrace {
     /// Prints the table of the pipeline `top`, writes the JSON file if asked, and forgets that
     /// pipeline's figures (other pipelines' stay).
     fn report(&self, top: usize, internal: bool) {
-        let st = {
-            let mut all = self.state.lock().unwrap();
-            let mine: HashSet<usize> = all
-                .tops
-                .iter()
-                .filter(|(_, t)| **t == top)
-                .map(|(e, _)| *e)
-                .collect();
-            let mut st = State {
-                names: all.names.clone(),
-                ..Default::default()
-            };
-            all.roles.clear();
-            all.fed_by.clear();
-            all.upstream.clear();
-            st.path_set = all
-                .path_set
-                .iter()
-                .filter(|(_, k)| mine.contains(k))
-                .copied()
-                .collect();
-            all.path_set.retain(|(_, k)| !mine.contains(k));
-            fn split<V>(from: &mut HashMap<usize, V>, mine: &HashSet<usize>) -> HashMap<usize, V> {
-                let keys: Vec<usize> = from.keys().filter(|k| mine.contains(k)).copied().collect();
-                keys.into_iter()
-                    .filter_map(|k| from.remove(&k).map(|v| (k, v)))
-                    .collect()
-            }
-            st.sources = split(&mut all.sources, &mine);
-            st.entered = split(&mut all.entered, &mine);
-            st.elements = split(&mut all.elements, &mine);
-            all.arrived.retain(|(_, k), _| !mine.contains(k));
-            let keys: Vec<(usize, usize)> = all
-                .paths
-                .keys()
-                .filter(|(_, k)| mine.contains(k))
-                .copied()
-                .collect();
-            for key in keys {
-                if let Some(h) = all.paths.remove(&key) {
-                    st.paths.insert(key, h);
-                }
-            }
-            all.tops.retain(|e, _| !mine.contains(e));
-            all.names.retain(|e, _| !mine.contains(e));
-            st
-        };
+        let st = self.state.lock().unwrap().take_pipeline(top);
         let name = |id: &usize| st.names.get(id).cloned().unwrap_or_default();
         let mut path_keys: Vec<_> = st.path_set.iter().copied().collect();
         path_keys.sort_by_key(|(s, k)| (name(k), name(s)));
@@ -394,11 +336,17 @@ impl VideoAiTrace {
             .map(|((s, k), (sn, kn))| PathFigures {
                 source: sn,
                 sink: kn,
-                produced: st.sources.get(s).map(|r| r.1).unwrap_or(0),
-                latency: st.paths.get(&(*s, *k)).unwrap_or(&empty),
+                produced: st.sources.get(s).map(|r| r.produced).unwrap_or(0),
+                latency: st.paths.get(&(*s, *k)).map_or(&empty, |p| &p.latency),
             })
             .collect();
-        let mut element_keys: Vec<_> = st.elements.keys().copied().collect();
+        // Elements that passed frames on with their PTS (not those that re-timestamp).
+        let mut element_keys: Vec<_> = st
+            .filters
+            .iter()
+            .filter(|(_, f)| f.time.count() > 0)
+            .map(|(e, _)| *e)
+            .collect();
         element_keys.sort_by_key(name);
         let element_names: Vec<String> = element_keys.iter().map(name).collect();
         let elements: Vec<ElementFigures> = element_keys
@@ -406,7 +354,7 @@ impl VideoAiTrace {
             .zip(&element_names)
             .map(|(e, n)| ElementFigures {
                 element: n,
-                time: &st.elements[e],
+                time: &st.filters[e].time,
             })
             .collect();
         if internal {
@@ -416,8 +364,8 @@ impl VideoAiTrace {
         }
         // Also when nothing passed: an empty table says the pipeline ran and passed no frame.
         eprint!("{}", report::table(&paths, &elements));
-        let tracked = st.sources.values().map(|r| r.0.at.len()).sum::<usize>()
-            + st.entered.values().map(|r| r.at.len()).sum::<usize>();
+        let tracked = st.sources.values().map(|r| r.recent.len()).sum::<usize>()
+            + st.filters.values().map(|f| f.inside()).sum::<usize>();
         let file = self.settings.lock().unwrap().file.clone();
         if let Some(file) = file {
             let json = report::json(&paths, &elements, tracked);
@@ -440,23 +388,57 @@ impl ObjectImpl for VideoAiTrace {
                          GST_TRACERS=\"videoaitrace(file=/tmp/latency.json)\". Default: none",
                     )
                     .build(),
+                glib::ParamSpecString::builder("prometheus")
+                    .nick("Prometheus address")
+                    .blurb(
+                        "Serve Prometheus metrics on http://ADDR/metrics while the process runs \
+                         (HOST:PORT, e.g. GST_TRACERS=\"videoaitrace(prometheus=127.0.0.1:9464)\"; \
+                         port 0 picks a free port, logged at INFO): latency and time-in-element \
+                         histograms, frames in/out/lost, and every videoai element's stats. \
+                         An address that cannot be served is an error on every pipeline that \
+                         starts. Set once, when the tracer is created. Default: none (no server)",
+                    )
+                    .build(),
+                glib::ParamSpecString::builder("prometheus-address")
+                    .nick("Prometheus address served")
+                    .blurb(
+                        "The address actually served, HOST:PORT (the port chosen when \
+                         prometheus= asked for port 0); empty when not serving",
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if pspec.name() == "file" {
-            self.settings.lock().unwrap().file = value
-                .get::<Option<String>>()
-                .expect("type checked upstream")
-                .filter(|f| !f.is_empty());
+        let text = value
+            .get::<Option<String>>()
+            .expect("type checked upstream")
+            .filter(|f| !f.is_empty());
+        match pspec.name() {
+            "file" => self.settings.lock().unwrap().file = text,
+            "prometheus" => {
+                if let Some(addr) = text {
+                    self.serve(&addr);
+                }
+            }
+            _ => {}
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "file" => self.settings.lock().unwrap().file.to_value(),
+            "prometheus" => self.settings.lock().unwrap().prometheus.to_value(),
+            "prometheus-address" => self
+                .exporter
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| e.addr().to_string())
+                .to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -518,6 +500,22 @@ impl TracerImpl for VideoAiTrace {
         change: gst::StateChange,
         _result: Result<gst::StateChangeSuccess, gst::StateChangeError>,
     ) {
+        if change == gst::StateChange::NullToReady
+            && element.parent().is_none()
+            && let Some(prom) = self.prometheus.get()
+        {
+            prom.watched.note_top(element);
+        }
+        if change == gst::StateChange::NullToReady
+            && element.parent().is_none()
+            && let Some(why) = self.exporter_error.lock().unwrap().clone()
+        {
+            // A tracer has no bus of its own: the pipelines that start carry its error.
+            let msg = gst::message::Error::builder(gst::ResourceError::OpenReadWrite, &why)
+                .src(element)
+                .build();
+            let _ = element.post_message(msg);
+        }
         if change == gst::StateChange::PausedToReady && element.parent().is_none() {
             let internal = element.name().starts_with(INNER_PIPELINE_PREFIX);
             self.report(id(element), internal);

@@ -5,7 +5,12 @@
 //! ```text
 //! GST_TRACERS=videoaitrace gst-launch-1.0 …
 //! GST_TRACERS="videoaitrace(file=/tmp/latency.json)" gst-launch-1.0 …
+//! GST_TRACERS="videoaitrace(prometheus=127.0.0.1:9464)" gst-launch-1.0 …
 //! ```
+//!
+//! With `prometheus=ADDR` the same figures, and every videoai element's `stats`, are served
+//! for Prometheus on `http://ADDR/metrics` while the process runs ([`exporter`],
+//! [`metrics`], [`element_metrics`]).
 //!
 //! How frames are followed: a buffer pushed by a *source* (an element, or a bin such as
 //! `resilientsrc`, without sink pads) is remembered by (source, PTS) with the time it was
@@ -24,7 +29,11 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod element_metrics;
+mod exporter;
+mod follow;
 mod imp;
+mod metrics;
 mod report;
 
 glib::wrapper! {

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod nats;
 pub mod onnx_model;
+pub mod prometheus;
 pub mod rtsp;
 
 use std::collections::HashMap;

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
-//! videoaitrace: percentiles on a pipeline with a known delay, lost frames, bounded memory.
+//! The report at stop: percentiles on a pipeline with a known delay, lost frames, bounded
+//! memory.
 //!
 //! The tracer is created here as `GST_TRACERS` would create it (tracers are global: one per
 //! process, and the tests take turns).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The Prometheus endpoint (`videoaitrace(prometheus=ADDR)`), scraped by the real Prometheus
+//! and checked by `promtool`: quantiles of a known delay, per-camera series of a four-camera
+//! batch pipeline, scraping hard while pipelines run and stop, a port in use.
+//!
+//! Each test creates its tracer as `GST_TRACERS` would (nextest runs every test in a process
+//! of its own, so the tracers never meet).
+
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use crate::common;
+use crate::common::prometheus::{self as prom, Prometheus, Samples};
+
+/// A tracer serving on 127.0.0.1 (a free port); the address it serves.
+fn tracer_serving() -> (gst::Tracer, String) {
+    common::init();
+    let tracer = new_tracer("127.0.0.1:0");
+    let addr = tracer
+        .property::<Option<String>>("prometheus-address")
+        .expect("serving");
+    (tracer, addr)
+}
+
+fn new_tracer(prometheus: &str) -> gst::Tracer {
+    let ty = glib::Type::from_name("GstVideoAiTrace").expect("videoaitrace registered");
+    let tracer = glib::Object::with_type(ty)
+        .downcast::<gst::Tracer>()
+        .unwrap();
+    tracer.set_property("prometheus", prometheus);
+    tracer
+}
+
+/// Counters (and histogram counts) that went down between two scrapes.
+fn decreased(before: &Samples, after: &Samples) -> Vec<String> {
+    before
+        .iter()
+        .filter(|((name, _), _)| name.ends_with("_total") || name.ends_with("_count"))
+        .filter_map(|(key, v)| {
+            let now = after.get(key)?;
+            (now < v).then(|| format!("{key:?}: {v} -> {now}"))
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_reads_the_quantiles_of_a_known_delay() {
+    let (_tracer, addr) = tracer_serving();
+    let rules = common::root().join("pipelines/videoai.rules.yml");
+    let prometheus = Prometheus::start(std::slice::from_ref(&addr), Some(&rules));
+    // 25 frames a second, each held 20 ms in identity: the latency is 20 ms and some.
+    let p = common::parse(
+        "videotestsrc is-live=true num-buffers=250 ! video/x-raw,width=64,height=48,framerate=25/1 \
+         ! adaptivequeue ! identity sleep-time=20000 ! fakesink name=out",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let mut scrapes = Vec::new();
+    let ended = loop {
+        if let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(500),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        ) {
+            break msg;
+        }
+        scrapes.push(prom::samples(&prom::scrape(&addr)));
+        assert!(scrapes.len() < 60, "no EOS in 30 s");
+    };
+    assert!(
+        matches!(ended.view(), gst::MessageView::Eos(_)),
+        "{ended:?}"
+    );
+    let last = prom::scrape(&addr);
+    scrapes.push(prom::samples(&last));
+    for w in scrapes.windows(2) {
+        let down = decreased(&w[0], &w[1]);
+        assert!(down.is_empty(), "counters went down: {down:?}");
+    }
+    prom::promtool_check(&last).unwrap_or_else(|e| panic!("promtool: {e}\n{last}"));
+
+    // Prometheus saw every frame (its last scrape may lag a second).
+    let sink = "sink=\"out\"";
+    prometheus.wait_for(
+        &format!("videoai_frames_out_total{{{sink}}}"),
+        Duration::from_secs(15),
+        |v| v == 250.0,
+    );
+    let p50 = prometheus.wait_for(
+        &format!("histogram_quantile(0.5, videoai_latency_seconds_bucket{{{sink}}})"),
+        Duration::from_secs(5),
+        f64::is_finite,
+    );
+    let p99 = prometheus.wait_for(
+        &format!("histogram_quantile(0.99, videoai_latency_seconds_bucket{{{sink}}})"),
+        Duration::from_secs(5),
+        f64::is_finite,
+    );
+    assert!((0.019..0.030).contains(&p50), "p50 {p50} s");
+    assert!((0.019..0.060).contains(&p99) && p99 >= p50, "p99 {p99} s");
+    // The README's p99.99 per camera, and the shipped recording rule computing it.
+    let p9999 = prometheus.wait_for(
+        "histogram_quantile(0.9999, sum by (source, le) (rate(videoai_latency_seconds_bucket{sink=\"out\"}[1m])))",
+        Duration::from_secs(5),
+        f64::is_finite,
+    );
+    assert!(
+        (0.019..0.100).contains(&p9999) && p9999 >= p99 * 0.9,
+        "p99.99 {p9999} s"
+    );
+    let recorded = prometheus.wait_for(
+        "camera:videoai_latency_seconds:p9999_10m{source=\"videotestsrc0\"}",
+        Duration::from_secs(10),
+        f64::is_finite,
+    );
+    assert!(
+        (0.019..0.100).contains(&recorded),
+        "recorded p99.99 {recorded} s"
+    );
+    let identity = prometheus.wait_for(
+        "histogram_quantile(0.5, videoai_element_processing_seconds_bucket{element=\"identity0\"})",
+        Duration::from_secs(5),
+        f64::is_finite,
+    );
+    assert!(
+        (0.019..0.030).contains(&identity),
+        "identity p50 {identity} s"
+    );
+    for counter in [
+        "videoai_frames_out_total",
+        "videoai_frames_in_total",
+        "videoai_adaptivequeue_buffers_out_total",
+    ] {
+        let resets = prometheus.query(&format!("resets({counter}[5m])"));
+        assert!(
+            !resets.is_empty() && resets.iter().all(|(_, v)| *v == 0.0),
+            "{counter}: {resets:?}"
+        );
+    }
+    let lost = prom::value(&prom::samples(&last), "videoai_frames_lost_total", &[]);
+    assert_eq!(lost, Some(0.0));
+    p.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn the_shipped_scrape_config_and_rules_are_valid() {
+    let root = common::root();
+    for (what, file) in [
+        ("config", "pipelines/prometheus.yml"),
+        ("rules", "pipelines/videoai.rules.yml"),
+    ] {
+        let path = root.join(file).display().to_string();
+        prom::promtool(&["check", what, &path], "").unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// Four live cameras (`cam-0` … `cam-3`) through framesync, onnxinfer on the real model and
+/// raftsink; each camera behind a valve.
+fn four_cameras(dir: &common::TempDir) -> gst::Pipeline {
+    let mut desc = format!(
+        "framesync name=sync ! onnxinfer name=inf model-location=\"{}\" ! raftsink name=log location=\"{}\"",
+        common::model().display(),
+        dir.join("events.db").display()
+    );
+    for i in 0..4 {
+        desc += &format!(
+            " videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=10/1 \
+             ! valve name=v{i} ! sync.sink_{i}"
+        );
+    }
+    let p = common::parse(&desc);
+    let sync = p.by_name("sync").unwrap();
+    for i in 0..4 {
+        sync.static_pad(&format!("sink_{i}"))
+            .unwrap()
+            .set_property("stream-id", format!("cam-{i}"));
+    }
+    p
+}
+
+#[test]
+fn four_cameras_have_their_own_series_and_a_stopped_one_counts_missing() {
+    let (_tracer, addr) = tracer_serving();
+    let dir = common::TempDir::new("four-cams");
+    let p = four_cameras(&dir);
+    p.set_state(gst::State::Playing).unwrap();
+    let missing = |s: &Samples, cam: &str| {
+        prom::value(
+            s,
+            "videoai_framesync_frames_total",
+            &[("stream", cam), ("status", "missing")],
+        )
+        .unwrap_or_else(|| panic!("no missing count for {cam}"))
+    };
+    let fresh = |s: &Samples, cam: &str| {
+        prom::value(
+            s,
+            "videoai_framesync_frames_total",
+            &[("stream", cam), ("status", "fresh")],
+        )
+        .unwrap_or_else(|| panic!("no fresh count for {cam}"))
+    };
+    // Every camera delivers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        let s = prom::samples(&prom::scrape(&addr));
+        if (0..4).all(|i| {
+            prom::value(
+                &s,
+                "videoai_framesync_frames_total",
+                &[("stream", &format!("cam-{i}")), ("status", "fresh")],
+            )
+            .is_some_and(|v| v >= 10.0)
+        }) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every camera delivered in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = prom::scrape(&addr);
+    prom::promtool_check(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    let s = prom::samples(&text);
+    for series in [
+        "videoai_onnxinfer_frames_total",
+        "videoai_onnxinfer_batches_total",
+        "videoai_raftsink_events_written_total",
+        "videoai_framesync_batches_total",
+    ] {
+        assert!(
+            prom::value(&s, series, &[("pipeline", &p.name())]).is_some_and(|v| v > 0.0),
+            "{series} in\n{text}"
+        );
+    }
+    assert!(
+        prom::value(
+            &s,
+            "videoai_onnxinfer_model_frames_total",
+            &[("role", "primary")]
+        )
+        .is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+
+    // cam-3 stops sending.
+    p.by_name("v3").unwrap().set_property("drop", true);
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = prom::samples(&prom::scrape(&addr));
+    std::thread::sleep(Duration::from_secs(2));
+    let later = prom::samples(&prom::scrape(&addr));
+    assert!(
+        missing(&later, "cam-3") >= missing(&stopped, "cam-3") + 10.0,
+        "cam-3 missing {} -> {}",
+        missing(&stopped, "cam-3"),
+        missing(&later, "cam-3")
+    );
+    // At most the frame that was queued in framesync when the valve closed.
+    assert!(
+        fresh(&later, "cam-3") <= fresh(&stopped, "cam-3") + 1.0,
+        "cam-3 fresh {} -> {}",
+        fresh(&stopped, "cam-3"),
+        fresh(&later, "cam-3")
+    );
+    for cam in ["cam-0", "cam-1", "cam-2"] {
+        assert!(fresh(&later, cam) > fresh(&stopped, cam), "{cam} goes on");
+        assert_eq!(
+            missing(&later, cam),
+            missing(&running, cam).max(missing(&stopped, cam)),
+            "{cam}"
+        );
+    }
+    let down = decreased(&running, &later);
+    assert!(down.is_empty(), "counters went down: {down:?}");
+    p.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn scraping_a_hundred_times_a_second_slows_nothing_and_hangs_nothing() {
+    let (_tracer, addr) = tracer_serving();
+    let dir = common::TempDir::new("scrape-hard");
+    let scraper = prom::Scraper::start(&addr, Duration::from_millis(10), true);
+    // A live 30 fps camera for 3 s while scraped: every frame arrives, in (about) real time.
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true num-buffers=90 ! video/x-raw,width=160,height=120,framerate=30/1 \
+         ! adaptivequeue name=q ! raftsink name=log location=\"{}\"",
+        dir.join("events.db").display()
+    ));
+    let started = Instant::now();
+    let before = scraper.count();
+    let out = common::run(&p, Duration::from_secs(30));
+    let took = started.elapsed();
+    let during = scraper.count() - before;
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    let s = prom::samples(&prom::scrape(&addr));
+    let frames = prom::value(&s, "videoai_frames_out_total", &[("sink", "log")]);
+    let lost = prom::value(&s, "videoai_frames_lost_total", &[("sink", "log")]);
+    let dropped = p
+        .by_name("q")
+        .unwrap()
+        .property::<gst::Structure>("stats")
+        .get::<u64>("dropped")
+        .unwrap();
+    assert_eq!((frames, lost, dropped), (Some(90.0), Some(0.0), 0));
+    // 90 frames at 30 fps take 3 s; a stalled streaming thread would make it longer.
+    assert!(
+        took < Duration::from_millis(3600),
+        "90 frames took {took:?} while scraped {during} times"
+    );
+    assert!(during >= 100, "only {during} scrapes in {took:?}");
+
+    // Stopping (EOS, then NULL; or NULL at once) while a scrape is in flight never hangs.
+    for round in 0..10 {
+        let p = common::parse(&format!(
+            "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=30/1 \
+             ! adaptivequeue ! framesync name=sync ! onnxinfer model-location=\"{}\" \
+             ! raftsink location=\"{}\"",
+            common::model().display(),
+            dir.join(&format!("round{round}.db")).display()
+        ));
+        p.set_state(gst::State::Playing).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        if round % 2 == 0 {
+            p.send_event(gst::event::Eos::new());
+            let msg = p.bus().unwrap().timed_pop_filtered(
+                gst::ClockTime::from_seconds(20),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+            assert!(
+                matches!(
+                    msg.as_ref().map(|m| m.view()),
+                    Some(gst::MessageView::Eos(_))
+                ),
+                "round {round}: {msg:?}"
+            );
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = p.set_state(gst::State::Null);
+            let _ = tx.send(r.is_ok());
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20)),
+            Ok(true),
+            "round {round}: NULL within 20 s while scraped"
+        );
+    }
+    scraper.stop();
+}
+
+/// Runs a short pipeline with a tracer asked to serve on `addr`; its first error.
+fn error_serving_on(addr: &str) -> String {
+    common::init();
+    let tracer = new_tracer(addr);
+    assert_eq!(
+        tracer.property::<Option<String>>("prometheus-address"),
+        None
+    );
+    let p = common::parse("videotestsrc num-buffers=3 ! fakesink");
+    let out = common::run(&p, Duration::from_secs(10));
+    out.first_error().to_string()
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let error = error_serving_on(&addr);
+    assert!(
+        error.contains(&addr) && error.contains("in use") && error.contains("prometheus="),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_address_that_is_none_is_a_clear_error() {
+    let error = error_serving_on("no-port-here");
+    assert!(
+        error.contains("'no-port-here' is not an address") && error.contains("HOST:PORT"),
+        "{error}"
+    );
+}
