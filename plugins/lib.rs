@@ -15,6 +15,8 @@
 //!   lost.
 //! * `framesync` / `framesplit`: N streams into one synchronised batch per tick (one inference
 //!   call for all of them) and back into one stream per source.
+//! * `objecttracker`: each detected object followed from frame to frame (ByteTrack), lines
+//!   and zones counted on the tracks.
 //! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
 //!   picks the best decoder available.
 //!
@@ -40,6 +42,8 @@ pub mod detectionoverlay;
 pub mod framesplit;
 #[cfg(feature = "framesync")]
 pub mod framesync;
+#[cfg(feature = "objecttracker")]
+pub mod objecttracker;
 #[cfg(feature = "onnxinfer")]
 pub mod onnxinfer;
 #[cfg(feature = "raftsink")]
@@ -60,6 +64,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     framesplit::register(plugin)?;
     #[cfg(feature = "framesync")]
     framesync::register(plugin)?;
+    #[cfg(feature = "objecttracker")]
+    objecttracker::register(plugin)?;
     #[cfg(feature = "onnxinfer")]
     onnxinfer::register(plugin)?;
     #[cfg(feature = "raftsink")]

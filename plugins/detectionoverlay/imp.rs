@@ -81,6 +81,9 @@ impl ObjectSubclass for DetectionOverlay {
 /// The text above a box: `label confidence`, and the classifier's label if any.
 fn caption(d: &crate::eventlog::event::Detection, show_confidence: bool) -> String {
     let mut s = d.label.clone();
+    if let Some(id) = d.track_id {
+        s.push_str(&format!(" #{id}"));
+    }
     if show_confidence && d.class_id >= 0 {
         s.push_str(&format!(" {:.2}", d.confidence));
     }

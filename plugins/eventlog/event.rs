@@ -12,7 +12,8 @@
 //!
 //! Coordinates are in the frame's own pixels. `seq` identifies the frame within its stream;
 //! `(stream, seq)` is the idempotence key. Optional detection fields: `fresh: false` (result
-//! carried over from an earlier frame) and `classification` (from a classifier on that region).
+//! carried over from an earlier frame), `classification` (from a classifier on that region) and
+//! `track_id` (the object's track from `objecttracker`, unique in its stream).
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,9 @@ pub struct Detection {
     pub fresh: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// The object's track (`objecttracker`): unique in its stream, never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
 }
 
 impl Detection {
@@ -76,6 +80,7 @@ impl Detection {
             h: rect.3,
             fresh: true,
             classification: None,
+            track_id: None,
         }
     }
 

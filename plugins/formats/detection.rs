@@ -5,6 +5,13 @@
 //!   frame's pixels, and a param structure named `detection` with `label` (string), `class-id`
 //!   (int), `confidence` (double) and `model` (string: `name@version`).
 //!   Detections carried over from an earlier frame (`onnxinfer interval=N`) have `fresh` false.
+//!   `objecttracker` adds `track-id` (u64, unique in the stream) and `track-state`
+//!   (`tentative`, `confirmed`, `lost`; a lost track's predicted box also has `predicted`
+//!   true).
+//! * One `videoai-analytics` custom meta per frame `objecttracker` counted lines or zones on:
+//!   `stream-id`, `crossings` (array of `crossing`: `line`, `direction` in/out, `track-id`,
+//!   `label`), `zone-events` (array of `zone-event`: `zone`, `event` entry/exit, `track-id`,
+//!   `label`) and `occupancy` (array of `zone`: `zone`, `count` of confirmed tracks inside).
 //! * Classifications: a `classification` param (`label`, `class-id`, `confidence`, `model`,
 //!   `labels` and `confidences`: the top-k, best first) on the ROI that was classified, or on a
 //!   full-frame ROI that also has a `detection` param for the best class.
@@ -26,12 +33,15 @@ pub const CLASSIFICATION_PARAM: &str = "classification";
 pub const INFERENCE_META: &str = "videoai-inference";
 /// Name of the raw tensor custom meta.
 pub const TENSORS_META: &str = "videoai-tensors";
+/// Name of the per-frame analytics custom meta (`objecttracker`: line crossings, zone entries
+/// and exits, zone occupancy).
+pub const ANALYTICS_META: &str = "videoai-analytics";
 
 /// Registers the custom meta once per process (called from plugin init and before first use).
 pub fn register_inference_meta() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
-        for name in [INFERENCE_META, TENSORS_META] {
+        for name in [INFERENCE_META, TENSORS_META, ANALYTICS_META] {
             if !gst::meta::CustomMeta::is_registered(name) {
                 gst::meta::CustomMeta::register(name, &[]);
             }
@@ -40,13 +50,17 @@ pub fn register_inference_meta() {
 }
 
 fn detection_param(det: &Detection, model: &str) -> gst::Structure {
-    gst::Structure::builder(DETECTION_PARAM)
+    let mut s = gst::Structure::builder(DETECTION_PARAM)
         .field("label", det.label.as_str())
         .field("class-id", det.class_id)
         .field("confidence", det.confidence)
         .field("model", model)
         .field("fresh", det.fresh)
-        .build()
+        .build();
+    if let Some(id) = det.track_id {
+        s.set("track-id", id);
+    }
+    s
 }
 
 /// Attaches one detection as a `GstVideoRegionOfInterestMeta` with its `detection` param.
@@ -184,6 +198,97 @@ pub fn attach_inference(buffer: &mut gst::BufferRef, model: &str, fresh: bool, d
     s.set("detections", detections);
 }
 
+/// Whether the frame's detections are new (`None` without a `videoai-inference` meta: not
+/// from onnxinfer, so new as far as anyone can tell).
+pub fn inference_fresh(buffer: &gst::BufferRef) -> Option<bool> {
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, INFERENCE_META).ok()?;
+    meta.structure().get::<bool>("fresh").ok()
+}
+
+/// Sets `track-id` and `track-state` in each ROI's `detection` param, `tracks[i]` for the
+/// i-th ROI meta (in meta order; `None` leaves it as it is). An ROI without a `detection`
+/// param gets one (label = its roi type, class-id -1, confidence 1).
+pub fn set_tracks(buffer: &mut gst::BufferRef, tracks: &[Option<(u64, &str)>]) {
+    for (mut meta, track) in buffer
+        .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+        .zip(tracks)
+    {
+        let Some((id, state)) = *track else {
+            continue;
+        };
+        // SAFETY: the meta belongs to a writable buffer we hold mutably; the param returned
+        // is owned by the meta and lives as long as it.
+        let param = unsafe {
+            let m = &mut *meta as *mut gst_video::VideoRegionOfInterestMeta
+                as *mut gst_video::ffi::GstVideoRegionOfInterestMeta;
+            gst_video::ffi::gst_video_region_of_interest_meta_get_param(m, c"detection".as_ptr())
+        };
+        if param.is_null() {
+            let label = meta.roi_type().to_string();
+            meta.add_param(
+                gst::Structure::builder(DETECTION_PARAM)
+                    .field("label", label)
+                    .field("class-id", -1i32)
+                    .field("confidence", 1.0f64)
+                    .field("track-id", id)
+                    .field("track-state", state)
+                    .build(),
+            );
+        } else {
+            // SAFETY: as above; a valid structure owned by the meta, not shared.
+            let s = unsafe { gst::StructureRef::from_glib_borrow_mut(param) };
+            s.set("track-id", id);
+            s.set("track-state", state);
+        }
+    }
+}
+
+/// Attaches a predicted box of a track lost for a short while (`objecttracker emit-lost`).
+pub fn attach_lost(buffer: &mut gst::BufferRef, det: &Detection, track_id: u64) {
+    let mut meta =
+        gst_video::VideoRegionOfInterestMeta::add(buffer, &det.label, (det.x, det.y, det.w, det.h));
+    meta.add_param(
+        gst::Structure::builder(DETECTION_PARAM)
+            .field("label", det.label.as_str())
+            .field("class-id", det.class_id)
+            .field("confidence", det.confidence)
+            .field("fresh", false)
+            .field("track-id", track_id)
+            .field("track-state", "lost")
+            .field("predicted", true)
+            .build(),
+    );
+}
+
+/// The `track-id` of each ROI's `detection` param, in meta order.
+pub fn track_ids(buffer: &gst::BufferRef) -> Vec<Option<u64>> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| {
+            m.param(DETECTION_PARAM)
+                .and_then(|p| p.get::<u64>("track-id").ok())
+        })
+        .collect()
+}
+
+/// Attaches the frame's analytics (see [`ANALYTICS_META`]).
+pub fn attach_analytics(buffer: &mut gst::BufferRef, analytics: gst::Structure) {
+    register_inference_meta();
+    let Ok(mut meta) = gst::meta::CustomMeta::add(buffer, ANALYTICS_META) else {
+        return;
+    };
+    let s = meta.mut_structure();
+    for (name, value) in analytics.iter() {
+        s.set_value(name, value.clone());
+    }
+}
+
+/// The frame's analytics structure, if any.
+pub fn analytics(buffer: &gst::BufferRef) -> Option<gst::Structure> {
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, ANALYTICS_META).ok()?;
+    Some(meta.structure().to_owned())
+}
+
 /// The model named by the frame's `videoai-inference` meta, if any.
 pub fn inference_model(buffer: &gst::BufferRef) -> Option<String> {
     let meta = gst::meta::CustomMeta::from_buffer(buffer, INFERENCE_META).ok()?;
@@ -240,6 +345,7 @@ fn read_one(meta: &gst_video::VideoRegionOfInterestMeta) -> Detection {
         .and_then(|p| p.get::<bool>("fresh").ok())
         .unwrap_or(true);
     det.classification = meta.param(CLASSIFICATION_PARAM).map(read_classification);
+    det.track_id = param.and_then(|p| p.get::<u64>("track-id").ok());
     det
 }
 

@@ -181,10 +181,10 @@ impl NatsCluster {
     }
 
     /// Every event in `stream`, in stream order (retried for a while: after a kill the stream
-    /// may still be electing a leader).
+    /// may still be electing a leader, and a cluster on a loaded CI machine answers slowly).
     pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::eventlog::event::FrameEvent> {
         let urls = self.urls();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let res = nats::block_on(async {
                 let client = nats::connect(&urls, "test", Duration::from_secs(5), false).await?;

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The motion model of a track: a Kalman filter with constant velocity on the box, as in
+//! ByteTrack (and SORT/DeepSORT before it). State: centre x, centre y, aspect ratio (w/h),
+//! height, and their velocities per frame; the noise scales with the box height, so a small
+//! far object and a large near one are equally sure of themselves. Linear algebra by nalgebra.
+
+use nalgebra::{SMatrix, SVector};
+
+type State = SVector<f64, 8>;
+type Cov = SMatrix<f64, 8, 8>;
+type Meas = SVector<f64, 4>;
+
+const STD_POSITION: f64 = 1.0 / 20.0;
+const STD_VELOCITY: f64 = 1.0 / 160.0;
+
+/// A box as (x, y, w, h) in frame pixels.
+pub type Rect = [f64; 4];
+
+fn measurement(r: &Rect) -> Meas {
+    let h = r[3].max(1e-3);
+    Meas::new(r[0] + r[2] / 2.0, r[1] + r[3] / 2.0, r[2] / h, h)
+}
+
+#[derive(Debug, Clone)]
+pub struct Kalman {
+    mean: State,
+    cov: Cov,
+}
+
+impl Kalman {
+    /// A new track at `r`, not moving, unsure of its velocity.
+    pub fn new(r: &Rect) -> Kalman {
+        let z = measurement(r);
+        let h = z[3];
+        let mut mean = State::zeros();
+        mean.fixed_rows_mut::<4>(0).copy_from(&z);
+        let std = [
+            2.0 * STD_POSITION * h,
+            2.0 * STD_POSITION * h,
+            1e-2,
+            2.0 * STD_POSITION * h,
+            10.0 * STD_VELOCITY * h,
+            10.0 * STD_VELOCITY * h,
+            1e-5,
+            10.0 * STD_VELOCITY * h,
+        ];
+        Kalman {
+            mean,
+            cov: Cov::from_diagonal(&State::from_iterator(std.iter().map(|s| s * s))),
+        }
+    }
+
+    /// One frame on.
+    pub fn predict(&mut self) {
+        let h = self.mean[3];
+        let std = [
+            STD_POSITION * h,
+            STD_POSITION * h,
+            1e-2,
+            STD_POSITION * h,
+            STD_VELOCITY * h,
+            STD_VELOCITY * h,
+            1e-5,
+            STD_VELOCITY * h,
+        ];
+        let q = Cov::from_diagonal(&State::from_iterator(std.iter().map(|s| s * s)));
+        let mut f = Cov::identity();
+        for i in 0..4 {
+            f[(i, i + 4)] = 1.0;
+        }
+        self.mean = f * self.mean;
+        self.cov = f * self.cov * f.transpose() + q;
+    }
+
+    /// Corrects the state with the box measured now.
+    pub fn update(&mut self, r: &Rect) {
+        let z = measurement(r);
+        let h = self.mean[3];
+        let std = [STD_POSITION * h, STD_POSITION * h, 1e-1, STD_POSITION * h];
+        let noise =
+            SMatrix::<f64, 4, 4>::from_diagonal(&Meas::from_iterator(std.iter().map(|s| s * s)));
+        let hm = SMatrix::<f64, 4, 8>::identity();
+        let s = hm * self.cov * hm.transpose() + noise;
+        let Some(s_inv) = s.try_inverse() else {
+            // Degenerate (a zero-size box): take the measurement as it is.
+            self.mean.fixed_rows_mut::<4>(0).copy_from(&z);
+            return;
+        };
+        let gain = self.cov * hm.transpose() * s_inv;
+        self.mean += gain * (z - hm * self.mean);
+        self.cov -= gain * s * gain.transpose();
+    }
+
+    /// The box the state stands for.
+    pub fn rect(&self) -> Rect {
+        let (cx, cy, a, h) = (
+            self.mean[0],
+            self.mean[1],
+            self.mean[2],
+            self.mean[3].max(0.0),
+        );
+        let w = (a * h).max(0.0);
+        [cx - w / 2.0, cy - h / 2.0, w, h]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_motion_is_learnt_and_predicted() {
+        let mut k = Kalman::new(&[100.0, 100.0, 20.0, 40.0]);
+        for i in 1..=20 {
+            k.predict();
+            k.update(&[100.0 + 5.0 * i as f64, 100.0, 20.0, 40.0]);
+        }
+        // Three frames unseen: it goes on at 5 px a frame.
+        for _ in 0..3 {
+            k.predict();
+        }
+        let r = k.rect();
+        assert!((r[0] - 215.0).abs() < 2.0, "{r:?}");
+        assert!(
+            (r[1] - 100.0).abs() < 1.0 && (r[2] - 20.0).abs() < 1.0,
+            "{r:?}"
+        );
+    }
+}

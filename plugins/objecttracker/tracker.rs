@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Tracks of one stream, without GStreamer: ByteTrack (Zhang et al., 2022) or a greedy IoU
+//! tracker.
+//!
+//! ByteTrack, per frame with detections:
+//! 1. every track's Kalman filter predicts where its object is now;
+//! 2. high-confidence detections (≥ `high`) are matched to confirmed tracks, then those left
+//!    to lost tracks (optimal assignment on IoU, at least `match_iou`; ByteTrack matches both
+//!    at once, see `update`);
+//! 3. low-confidence detections (≥ `low`) are matched to the confirmed tracks still unmatched
+//!    (IoU ≥ 0.5): an object half hidden keeps its track instead of being dropped;
+//! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
+//!    remaining high detections (IoU ≥ 0.3) or dropped;
+//! 5. remaining high detections start tentative tracks, confirmed after `min_hits` matches;
+//! 6. tracks lost longer than `max_lost_ns` end.
+//!
+//! `iou` mode matches greedily on the last seen box, one stage, no motion model.
+//! A frame without new detections (`onnxinfer interval`) only moves the motion model on.
+
+use super::assign;
+use super::kalman::{Kalman, Rect};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    ByteTrack,
+    Iou,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackState {
+    Tentative,
+    Confirmed,
+    Lost,
+}
+
+impl TrackState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackState::Tentative => "tentative",
+            TrackState::Confirmed => "confirmed",
+            TrackState::Lost => "lost",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub algorithm: Algorithm,
+    pub high: f64,
+    pub low: f64,
+    pub match_iou: f64,
+    pub max_lost_ns: u64,
+    pub min_hits: u32,
+    pub class_aware: bool,
+}
+
+/// A detection as the tracker sees it.
+#[derive(Debug, Clone)]
+pub struct Det {
+    pub rect: Rect,
+    pub class_id: i32,
+    pub label: String,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub id: u64,
+    kalman: Kalman,
+    /// The last box a detection gave.
+    pub last: Rect,
+    pub class_id: i32,
+    pub label: String,
+    pub confidence: f64,
+    hits: u32,
+    pub state: TrackState,
+    /// When it was last matched (ns, the stream's running time).
+    pub seen_ns: u64,
+}
+
+impl Track {
+    /// Where the track is now: the motion model's box (ByteTrack) or the last one seen.
+    pub fn rect(&self, algorithm: Algorithm) -> Rect {
+        match algorithm {
+            Algorithm::ByteTrack => self.kalman.rect(),
+            Algorithm::Iou => self.last,
+        }
+    }
+}
+
+/// What became of a frame's detections: per detection, the index in [`Tracker::tracks`] of
+/// the track it belongs to.
+pub type Matches = Vec<Option<usize>>;
+
+pub struct Tracker {
+    pub config: Config,
+    pub tracks: Vec<Track>,
+    next_id: u64,
+    /// Tracks started so far (ids are never reused).
+    pub created: u64,
+}
+
+impl Tracker {
+    pub fn new(config: Config) -> Tracker {
+        Tracker {
+            config,
+            tracks: Vec::new(),
+            next_id: 1,
+            created: 0,
+        }
+    }
+
+    /// The id the next track will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Ids from here on start at `next` (never reusing an id after a reset).
+    pub fn skip_ids_to(&mut self, next: u64) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// Overlaps of the tracks `ts` with the detections `ds` (0 across classes when
+    /// class-aware).
+    fn overlaps(&self, ts: &[usize], ds: &[usize], dets: &[Det]) -> Vec<Vec<f64>> {
+        ts.iter()
+            .map(|&t| {
+                let track = &self.tracks[t];
+                let r = track.rect(self.config.algorithm);
+                ds.iter()
+                    .map(|&d| {
+                        if self.config.class_aware && dets[d].class_id != track.class_id {
+                            0.0
+                        } else {
+                            assign::iou(&r, &dets[d].rect)
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Matches the tracks `ts` to the detections `ds`; the pairs (track, detection) as indices
+    /// into `tracks` and `dets`.
+    fn stage(&self, ts: &[usize], ds: &[usize], dets: &[Det], min_iou: f64) -> Vec<(usize, usize)> {
+        let overlap = self.overlaps(ts, ds, dets);
+        let pairs = match self.config.algorithm {
+            Algorithm::ByteTrack => assign::optimal(&overlap, min_iou),
+            Algorithm::Iou => assign::greedy(&overlap, min_iou),
+        };
+        pairs.into_iter().map(|(r, c)| (ts[r], ds[c])).collect()
+    }
+
+    fn hit(&mut self, t: usize, det: &Det, now_ns: u64) {
+        let min_hits = self.config.min_hits;
+        let track = &mut self.tracks[t];
+        if self.config.algorithm == Algorithm::ByteTrack {
+            track.kalman.update(&det.rect);
+        }
+        track.last = det.rect;
+        track.confidence = det.confidence;
+        track.hits += 1;
+        track.seen_ns = now_ns;
+        track.state = if track.hits >= min_hits || track.state != TrackState::Tentative {
+            TrackState::Confirmed
+        } else {
+            TrackState::Tentative
+        };
+    }
+
+    /// A frame with new detections at `now_ns` (the stream's running time).
+    pub fn update(&mut self, dets: &[Det], now_ns: u64) -> Matches {
+        let cfg = self.config;
+        if cfg.algorithm == Algorithm::ByteTrack {
+            for t in &mut self.tracks {
+                t.kalman.predict();
+            }
+        }
+        let mut matches: Matches = vec![None; dets.len()];
+        let high: Vec<usize> = (0..dets.len())
+            .filter(|&d| dets[d].confidence >= cfg.high)
+            .collect();
+        let low: Vec<usize> = (0..dets.len())
+            .filter(|&d| dets[d].confidence >= cfg.low && dets[d].confidence < cfg.high)
+            .collect();
+        let of_state = |tracks: &[Track], s: &[TrackState]| -> Vec<usize> {
+            (0..tracks.len())
+                .filter(|&t| s.contains(&tracks[t].state))
+                .collect()
+        };
+        let mut matched_tracks = vec![false; self.tracks.len()];
+        let take = |tracker: &mut Tracker,
+                    pairs: Vec<(usize, usize)>,
+                    matches: &mut Matches,
+                    matched_tracks: &mut [bool]| {
+            for (t, d) in pairs {
+                tracker.hit(t, &dets[d], now_ns);
+                matched_tracks[t] = true;
+                matches[d] = Some(t);
+            }
+        };
+
+        // Stage 1: high detections against confirmed tracks, then the high detections left
+        // against lost tracks (the IoU tracker: every track, one stage). ByteTrack pools the
+        // two; matching the tracks that follow a visible object first means a lost track's
+        // prediction passing over a visible object never takes its detection.
+        match cfg.algorithm {
+            Algorithm::ByteTrack => {
+                let confirmed = of_state(&self.tracks, &[TrackState::Confirmed]);
+                let pairs = self.stage(&confirmed, &high, dets, cfg.match_iou);
+                take(self, pairs, &mut matches, &mut matched_tracks);
+                let lost = of_state(&self.tracks, &[TrackState::Lost]);
+                let left: Vec<usize> = high
+                    .iter()
+                    .copied()
+                    .filter(|&d| matches[d].is_none())
+                    .collect();
+                let pairs = self.stage(&lost, &left, dets, cfg.match_iou);
+                take(self, pairs, &mut matches, &mut matched_tracks);
+            }
+            Algorithm::Iou => {
+                let all: Vec<usize> = (0..self.tracks.len()).collect();
+                let pairs = self.stage(&all, &high, dets, cfg.match_iou);
+                take(self, pairs, &mut matches, &mut matched_tracks);
+            }
+        }
+
+        if cfg.algorithm == Algorithm::ByteTrack {
+            // Stage 2: low detections keep confirmed tracks going.
+            let confirmed: Vec<usize> = of_state(&self.tracks, &[TrackState::Confirmed])
+                .into_iter()
+                .filter(|&t| !matched_tracks[t])
+                .collect();
+            let pairs = self.stage(&confirmed, &low, dets, 0.5);
+            take(self, pairs, &mut matches, &mut matched_tracks);
+            // Stage 3: tentative tracks against the high detections left.
+            let tentative: Vec<usize> = of_state(&self.tracks, &[TrackState::Tentative])
+                .into_iter()
+                .filter(|&t| !matched_tracks[t])
+                .collect();
+            let left: Vec<usize> = high
+                .iter()
+                .copied()
+                .filter(|&d| matches[d].is_none())
+                .collect();
+            let pairs = self.stage(&tentative, &left, dets, 0.3);
+            take(self, pairs, &mut matches, &mut matched_tracks);
+        }
+
+        // Unmatched tracks: confirmed ones are lost, tentative ones dropped (ByteTrack; the IoU
+        // tracker keeps them lost too).
+        let mut keep = vec![true; self.tracks.len()];
+        for (t, track) in self.tracks.iter_mut().enumerate() {
+            if matched_tracks[t] {
+                continue;
+            }
+            match track.state {
+                TrackState::Tentative if cfg.algorithm == Algorithm::ByteTrack => keep[t] = false,
+                TrackState::Tentative | TrackState::Confirmed => track.state = TrackState::Lost,
+                TrackState::Lost => {}
+            }
+            if track.state == TrackState::Lost
+                && now_ns.saturating_sub(track.seen_ns) > cfg.max_lost_ns
+            {
+                keep[t] = false;
+            }
+        }
+
+        // New tracks from the high detections left.
+        for &d in &high {
+            if matches[d].is_some() {
+                continue;
+            }
+            let det = &dets[d];
+            if det.rect[2] <= 0.0 || det.rect[3] <= 0.0 {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.created += 1;
+            self.tracks.push(Track {
+                id,
+                kalman: Kalman::new(&det.rect),
+                last: det.rect,
+                class_id: det.class_id,
+                label: det.label.clone(),
+                confidence: det.confidence,
+                hits: 1,
+                state: if cfg.min_hits <= 1 {
+                    TrackState::Confirmed
+                } else {
+                    TrackState::Tentative
+                },
+                seen_ns: now_ns,
+            });
+            keep.push(true);
+            matches[d] = Some(self.tracks.len() - 1);
+        }
+
+        // Drop the ended tracks, renumbering the matches.
+        let mut new_index = vec![None; self.tracks.len()];
+        let mut n = 0;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                new_index[i] = Some(n);
+                n += 1;
+            }
+        }
+        let mut i = 0;
+        self.tracks.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        for m in &mut matches {
+            *m = m.and_then(|t| new_index[t]);
+        }
+        matches
+    }
+
+    /// A frame without new detections (results carried over): the motion model moves on;
+    /// nothing is matched, aged or lost. The carried-over boxes get the tracks whose last box
+    /// they are.
+    pub fn carry(&mut self, dets: &[Det]) -> Matches {
+        if self.config.algorithm == Algorithm::ByteTrack {
+            for t in &mut self.tracks {
+                t.kalman.predict();
+            }
+        }
+        let active: Vec<usize> = (0..self.tracks.len())
+            .filter(|&t| self.tracks[t].state != TrackState::Lost)
+            .collect();
+        let overlap: Vec<Vec<f64>> = active
+            .iter()
+            .map(|&t| {
+                dets.iter()
+                    .map(|d| assign::iou(&self.tracks[t].last, &d.rect))
+                    .collect()
+            })
+            .collect();
+        let mut matches = vec![None; dets.len()];
+        for (r, c) in assign::greedy(&overlap, 0.5) {
+            matches[c] = Some(active[r]);
+        }
+        matches
+    }
+
+    /// Tracks lost for at most `within_ns` (for `emit-lost`).
+    pub fn recently_lost(&self, now_ns: u64, within_ns: u64) -> impl Iterator<Item = &Track> {
+        self.tracks.iter().filter(move |t| {
+            t.state == TrackState::Lost && now_ns.saturating_sub(t.seen_ns) <= within_ns
+        })
+    }
+}
