@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use gstvideoai::eventlog::event::{Detection, FrameEvent};
 use gstvideoai::eventlog::nats;
 use gstvideoai::eventlog::store::{BadRow, EventStore};
+use gstvideoai::eventlog::tracks::{Counts, Tracks};
 
 const USAGE: &str = "\
 videoai-events: read the event log written by the videoai `raftsink` element
@@ -18,6 +19,8 @@ USAGE:
     videoai-events follow LOCATION [--stream ID] [--from-start] [--count N]
     videoai-events stats LOCATION
     videoai-events summary LOCATION [--stream ID]
+    videoai-events tracks LOCATION [--stream ID]
+    videoai-events counts LOCATION [--stream ID] [--from T] [--to T]
     videoai-events --help
 
 COMMANDS:
@@ -25,7 +28,8 @@ COMMANDS:
               (then seq). Fields: stream, seq, pts_ns, capture_ns, model, schema, detections
               (label, class_id, confidence, x, y, w, h in frame pixels; fresh: false for
               results carried over from an earlier frame; classification when a classifier
-              ran on the region).
+              ran on the region; track_id from objecttracker, with crossings and zone_events
+              on the frame they happened).
     timeline  One stream's events between two capture times, sorted by capture time whatever
               order they arrived in.
     follow    Prints events as they are stored (insertion order), until interrupted or --count
@@ -34,6 +38,12 @@ COMMANDS:
               acknowledged by NATS.
     summary   Per stream: frames, detections, models, and the places where objects were
               detected (boxes seen in several frames merged).
+    tracks    One JSON line per track (objecttracker): stream, track_id, label,
+              first_capture_ns, last_capture_ns, frames, first_box, last_box ([x, y, w, h])
+              and mean_confidence.
+    counts    JSON lines: one per (stream, line, direction) with stream, line, direction and
+              count, then one per (stream, zone) with stream, zone, entries and exits
+              (objecttracker lines and zones; each crossing is stored once with its frame).
 
 ARGUMENTS:
     LOCATION       the event log: the SQLite file given to raftsink's `location` (or its
@@ -147,7 +157,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     a.command = positional.next().ok_or("no command given")?;
     if !matches!(
         a.command.as_str(),
-        "dump" | "timeline" | "follow" | "stats" | "summary"
+        "dump" | "timeline" | "follow" | "stats" | "summary" | "tracks" | "counts"
     ) {
         return Err(format!("unknown command '{}'", a.command));
     }
@@ -533,6 +543,27 @@ fn run(args: Args) -> Result<(), String> {
     let res = match args.command.as_str() {
         "follow" => follow(&mut out, &args),
         "stats" => print_stats(&mut out, &args),
+        "tracks" | "counts" => {
+            let (mut tracks, mut counts) = (Tracks::default(), Counts::default());
+            let tracking = args.command == "tracks";
+            for_each(&args, |e| {
+                if tracking {
+                    tracks.add(&e);
+                } else {
+                    counts.add(&e);
+                }
+                true
+            })?;
+            let rows = if tracking {
+                tracks.rows()
+            } else {
+                counts.rows()
+            };
+            rows.iter()
+                .try_for_each(|r| writeln!(out, "{r}"))
+                .and_then(|()| out.flush())
+                .map_err(io)
+        }
         "summary" => {
             // Per stream, in stream order (SQLite; NATS: streams kept apart as they come).
             let mut open: std::collections::BTreeMap<String, Summary> = Default::default();

@@ -13,7 +13,10 @@
 //! Coordinates are in the frame's own pixels. `seq` identifies the frame within its stream;
 //! `(stream, seq)` is the idempotence key. Optional detection fields: `fresh: false` (result
 //! carried over from an earlier frame), `classification` (from a classifier on that region) and
-//! `track_id` (the object's track from `objecttracker`, unique in its stream).
+//! `track_id` (the object's track from `objecttracker`, unique in its stream), `crossings`
+//! (`[{"line":"door","direction":"in"}]`: lines the track crossed on this frame) and
+//! `zone_events` (`[{"zone":"bay","event":"entry"}]`). A crossing is stored with the frame it
+//! happened on, so the frame's idempotence key stores it exactly once.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +63,29 @@ pub struct Detection {
     /// The object's track (`objecttracker`): unique in its stream, never reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_id: Option<u64>,
+    /// Lines the track crossed on this frame (`objecttracker lines`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crossings: Vec<Crossing>,
+    /// Zones the track entered or left on this frame (`objecttracker zones`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone_events: Vec<ZoneEvent>,
+}
+
+/// A track crossed a line: stored with the detection of the frame it happened on, so it is
+/// stored exactly once with that frame's event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crossing {
+    pub line: String,
+    /// `in` or `out`.
+    pub direction: String,
+}
+
+/// A track entered or left a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneEvent {
+    pub zone: String,
+    /// `entry` or `exit`.
+    pub event: String,
 }
 
 impl Detection {
@@ -81,6 +107,8 @@ impl Detection {
             fresh: true,
             classification: None,
             track_id: None,
+            crossings: Vec::new(),
+            zone_events: Vec::new(),
         }
     }
 

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The event log, shared by `raftsink` and `videoai-events`, with no GStreamer in it: the one
 //! event schema ([`event`]), the SQLite log and outbox ([`store`]) and its schema ([`schema`]), and NATS JetStream access
-//! ([`nats`]).
+//! ([`nats`]), and tracks and counts read back from events ([`tracks`]).
 
 pub mod event;
 pub mod nats;
 pub mod schema;
 pub mod store;
+pub mod tracks;

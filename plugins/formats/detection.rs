@@ -7,7 +7,9 @@
 //!   Detections carried over from an earlier frame (`onnxinfer interval=N`) have `fresh` false.
 //!   `objecttracker` adds `track-id` (u64, unique in the stream) and `track-state`
 //!   (`tentative`, `confirmed`, `lost`; a lost track's predicted box also has `predicted`
-//!   true).
+//!   true), and on the frame a track crosses a line or enters or leaves a zone, `crossings`
+//!   (array of `crossing`: `line`, `direction`) and `zone-events` (array of `zone-event`:
+//!   `zone`, `event`).
 //! * One `videoai-analytics` custom meta per frame `objecttracker` counted lines or zones on:
 //!   `stream-id`, `crossings` (array of `crossing`: `line`, `direction` in/out, `track-id`,
 //!   `label`), `zone-events` (array of `zone-event`: `zone`, `event` entry/exit, `track-id`,
@@ -23,7 +25,9 @@
 //!   per output tensor, a field named after the output holding a `tensor` structure: `shape`
 //!   (array of int64), `type` ("f32") and `data` (a GstBuffer of little-endian values).
 
-use crate::eventlog::event::{Classification, Detection};
+use gst::prelude::*;
+
+use crate::eventlog::event::{Classification, Crossing, Detection, ZoneEvent};
 
 /// Name of the param structure attached to each ROI meta.
 pub const DETECTION_PARAM: &str = "detection";
@@ -205,15 +209,56 @@ pub fn inference_fresh(buffer: &gst::BufferRef) -> Option<bool> {
     meta.structure().get::<bool>("fresh").ok()
 }
 
-/// Sets `track-id` and `track-state` in each ROI's `detection` param, `tracks[i]` for the
-/// i-th ROI meta (in meta order; `None` leaves it as it is). An ROI without a `detection`
-/// param gets one (label = its roi type, class-id -1, confidence 1).
-pub fn set_tracks(buffer: &mut gst::BufferRef, tracks: &[Option<(u64, &str)>]) {
+/// What `objecttracker` says of one region.
+#[derive(Debug, Clone, Default)]
+pub struct TrackInfo {
+    pub id: u64,
+    pub state: &'static str,
+    /// (line, direction) crossed on this frame.
+    pub crossings: Vec<(String, &'static str)>,
+    /// (zone, entry|exit) on this frame.
+    pub zone_events: Vec<(String, &'static str)>,
+}
+
+fn set_track_fields(s: &mut gst::StructureRef, t: &TrackInfo) {
+    s.set("track-id", t.id);
+    s.set("track-state", t.state);
+    if !t.crossings.is_empty() {
+        s.set(
+            "crossings",
+            gst::Array::new(t.crossings.iter().map(|(line, direction)| {
+                gst::Structure::builder("crossing")
+                    .field("line", line.as_str())
+                    .field("direction", *direction)
+                    .build()
+                    .to_send_value()
+            })),
+        );
+    }
+    if !t.zone_events.is_empty() {
+        s.set(
+            "zone-events",
+            gst::Array::new(t.zone_events.iter().map(|(zone, event)| {
+                gst::Structure::builder("zone-event")
+                    .field("zone", zone.as_str())
+                    .field("event", *event)
+                    .build()
+                    .to_send_value()
+            })),
+        );
+    }
+}
+
+/// Sets `track-id`, `track-state` (and the `crossings` and `zone-events` of this frame) in
+/// each ROI's `detection` param, `tracks[i]` for the i-th ROI meta (in meta order; `None`
+/// leaves it as it is). An ROI without a `detection` param gets one (label = its roi type,
+/// class-id -1, confidence 1).
+pub fn set_tracks(buffer: &mut gst::BufferRef, tracks: &[Option<TrackInfo>]) {
     for (mut meta, track) in buffer
         .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
         .zip(tracks)
     {
-        let Some((id, state)) = *track else {
+        let Some(track) = track else {
             continue;
         };
         // SAFETY: the meta belongs to a writable buffer we hold mutably; the param returned
@@ -225,20 +270,17 @@ pub fn set_tracks(buffer: &mut gst::BufferRef, tracks: &[Option<(u64, &str)>]) {
         };
         if param.is_null() {
             let label = meta.roi_type().to_string();
-            meta.add_param(
-                gst::Structure::builder(DETECTION_PARAM)
-                    .field("label", label)
-                    .field("class-id", -1i32)
-                    .field("confidence", 1.0f64)
-                    .field("track-id", id)
-                    .field("track-state", state)
-                    .build(),
-            );
+            let mut s = gst::Structure::builder(DETECTION_PARAM)
+                .field("label", label)
+                .field("class-id", -1i32)
+                .field("confidence", 1.0f64)
+                .build();
+            set_track_fields(&mut s, track);
+            meta.add_param(s);
         } else {
             // SAFETY: as above; a valid structure owned by the meta, not shared.
             let s = unsafe { gst::StructureRef::from_glib_borrow_mut(param) };
-            s.set("track-id", id);
-            s.set("track-state", state);
+            set_track_fields(s, track);
         }
     }
 }
@@ -346,6 +388,30 @@ fn read_one(meta: &gst_video::VideoRegionOfInterestMeta) -> Detection {
         .unwrap_or(true);
     det.classification = meta.param(CLASSIFICATION_PARAM).map(read_classification);
     det.track_id = param.and_then(|p| p.get::<u64>("track-id").ok());
+    let pairs = |field: &str, a: &str, b: &str| -> Vec<(String, String)> {
+        param
+            .and_then(|p| p.get::<gst::Array>(field).ok())
+            .map(|arr| {
+                arr.iter()
+                    .filter_map(|v| v.get::<gst::Structure>().ok())
+                    .map(|s| {
+                        (
+                            s.get::<String>(a).unwrap_or_default(),
+                            s.get::<String>(b).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    det.crossings = pairs("crossings", "line", "direction")
+        .into_iter()
+        .map(|(line, direction)| Crossing { line, direction })
+        .collect();
+    det.zone_events = pairs("zone-events", "zone", "event")
+        .into_iter()
+        .map(|(zone, event)| ZoneEvent { zone, event })
+        .collect();
     det
 }
 

@@ -21,7 +21,7 @@ use super::settings::{self, Settings};
 use super::tracker::{Config, Det, TrackState, Tracker};
 use crate::eventlog::event::Detection;
 use crate::formats::batch::{self, Status};
-use crate::formats::detection;
+use crate::formats::detection::{self, TrackInfo};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -151,16 +151,19 @@ impl ObjectTracker {
         for id in before.difference(&alive) {
             stream.places.forget(*id);
         }
-        let tracks: Vec<Option<(u64, &str)>> = matches
+        let mut tracks: Vec<Option<TrackInfo>> = matches
             .iter()
             .map(|m| {
                 m.map(|t| {
                     let track = &stream.tracker.tracks[t];
-                    (track.id, track.state.name())
+                    TrackInfo {
+                        id: track.id,
+                        state: track.state.name(),
+                        ..Default::default()
+                    }
                 })
             })
             .collect();
-        detection::set_tracks(buffer, &tracks);
 
         let mut happened = Happened::default();
         if fresh && !stream.places.is_empty() {
@@ -171,25 +174,32 @@ impl ObjectTracker {
                     continue;
                 }
                 let (id, label) = (track.id, track.label.clone());
+                let info = tracks[d].as_mut().expect("a matched region");
                 for event in stream.places.moved(id, anchor_of(anchor, &dets[d].rect)) {
                     match event {
-                        Event::Crossed { line, direction } => happened.crossings.push(
-                            gst::Structure::builder("crossing")
-                                .field("line", stream.places.lines[line].name.as_str())
-                                .field("direction", direction.name())
-                                .field("track-id", id)
-                                .field("label", label.as_str())
-                                .build(),
-                        ),
+                        Event::Crossed { line, direction } => {
+                            let name = stream.places.lines[line].name.as_str();
+                            info.crossings.push((name.to_string(), direction.name()));
+                            happened.crossings.push(
+                                gst::Structure::builder("crossing")
+                                    .field("line", name)
+                                    .field("direction", direction.name())
+                                    .field("track-id", id)
+                                    .field("label", label.as_str())
+                                    .build(),
+                            );
+                        }
                         Event::Entered { zone } | Event::Exited { zone } => {
                             let what = if matches!(event, Event::Entered { .. }) {
                                 "entry"
                             } else {
                                 "exit"
                             };
+                            let name = stream.places.zones[zone].name.as_str();
+                            info.zone_events.push((name.to_string(), what));
                             happened.zone_events.push(
                                 gst::Structure::builder("zone-event")
-                                    .field("zone", stream.places.zones[zone].name.as_str())
+                                    .field("zone", name)
                                     .field("event", what)
                                     .field("track-id", id)
                                     .field("label", label.as_str())
@@ -200,6 +210,7 @@ impl ObjectTracker {
                 }
             }
         }
+        detection::set_tracks(buffer, &tracks);
         if emit_lost {
             let algorithm = stream.tracker.config.algorithm;
             let lost: Vec<(Detection, u64)> = stream

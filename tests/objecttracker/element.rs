@@ -303,3 +303,87 @@ fn a_flush_ends_the_tracks_and_ids_are_never_reused() {
     assert_eq!(out[3][0].id, Some(2), "{out:?}");
     assert_eq!(stats(&h).get::<u64>("tracks-created").unwrap(), 2);
 }
+
+/// Runs six people crossing `door` (three down, three up) through `objecttracker ! raftsink`
+/// into `db`.
+fn store_crossings(db: &std::path::Path) {
+    let p = common::parse(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1 \
+         ! objecttracker lines=\"door:0,240,640,240\" ! raftsink location=\"{}\" stream-id=cam",
+        db.display()
+    ));
+    let src = p
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    for i in 0..90u64 {
+        let boxes: Vec<Boxed> = (0..6)
+            .map(|k| {
+                let down = k % 2 == 0;
+                let feet = if down {
+                    150.0 + 2.0 * i as f64
+                } else {
+                    330.0 - 2.0 * i as f64
+                };
+                person(20.0 + 100.0 * k as f64, feet - 80.0)
+            })
+            .collect();
+        src.push_buffer(frame(i, &boxes, true)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let out = common::run(&p, super::DEADLINE);
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+}
+
+fn events_tool(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn crossings_are_stored_once_and_counted_by_videoai_events() {
+    common::init();
+    let dir = common::TempDir::new("crossing-events");
+    let db = dir.join("events.db");
+    store_crossings(&db);
+    // The same frames again (a replay): stored once, counted once.
+    store_crossings(&db);
+    let location = db.display().to_string();
+    let counts = events_tool(&["counts", &location]);
+    assert_eq!(
+        counts,
+        vec![
+            serde_json::json!({"stream": "cam", "line": "door", "direction": "in", "count": 3}),
+            serde_json::json!({"stream": "cam", "line": "door", "direction": "out", "count": 3}),
+        ]
+    );
+    let tracks = events_tool(&["tracks", &location, "--stream", "cam"]);
+    assert_eq!(tracks.len(), 6, "{tracks:?}");
+    for t in &tracks {
+        assert_eq!(t["frames"], 90, "{t}");
+        assert_eq!(t["label"], "class-0", "{t}");
+    }
+    // A time window before anyone reached the line counts nothing.
+    let first = tracks[0]["first_capture_ns"].as_i64().unwrap();
+    let early = events_tool(&[
+        "counts",
+        &location,
+        "--from",
+        &first.to_string(),
+        "--to",
+        &(first + 1).to_string(),
+    ]);
+    assert!(early.is_empty(), "{early:?}");
+}
