@@ -16,7 +16,7 @@ EVENTS ?= events.db
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace install clean
+.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker install clean
 
 all: build
 
@@ -71,6 +71,10 @@ bench-framesync: deps
 
 bench-raftsink: deps
 	$(CARGO) bench --bench raftsink
+
+bench-objecttracker: deps
+	@scripts/setup-bench.sh
+	$(CARGO) bench --bench objecttracker
 
 bench-videoaitrace: deps
 	$(CARGO) bench --bench videoaitrace

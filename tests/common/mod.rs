@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod mot;
 pub mod nats;
 pub mod onnx_model;
 pub mod prometheus;

@@ -17,21 +17,7 @@ use gstvideoai::formats::detection;
 /// A frame's period: 25 frames a second.
 pub const PERIOD_NS: u64 = 40_000_000;
 
-/// One detection to put on a frame: (x, y, w, h), class id, confidence.
-#[derive(Debug, Clone, Copy)]
-pub struct Boxed {
-    pub rect: (f64, f64, f64, f64),
-    pub class_id: i32,
-    pub confidence: f64,
-}
-
-/// What came out for one region: its box and track id (and state).
-#[derive(Debug, Clone)]
-pub struct Tracked {
-    pub rect: (u32, u32, u32, u32),
-    pub id: Option<u64>,
-    pub state: Option<String>,
-}
+pub use common::mot::{Boxed, Tracked};
 
 /// A frame at `index` carrying `boxes` as onnxinfer would attach them (fresh or carried).
 pub fn frame(index: u64, boxes: &[Boxed], fresh: bool) -> gst::Buffer {

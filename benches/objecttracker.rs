@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MPL-2.0
+//! objecttracker benchmark: `make bench-objecttracker` (`cargo bench --bench objecttracker`).
+//!
+//! The same synthetic detections (objects moving across a 1920×1080 picture and bouncing off
+//! its edges, ±2 px jitter, 5 % dropped, false positives: 5 % of the object count a frame at
+//! confidence 0.3–0.6) through videoai's ByteTrack (`objecttracker`'s tracker, in process)
+//! and through the reference, the Python `supervision` package's `sv.ByteTrack` (installed by
+//! `scripts/setup-bench.sh` into `.deps/bench-track`), with the same settings (high threshold
+//! 0.5, match IoU 0.2, lost for 1 s = 25 frames, 2 matched frames before a track counts).
+//! Prints per-frame time at 10, 100 and 1000 objects (the tracker's update alone, each side
+//! timing its own call) and MOTA, IDF1 and ID switches against the truth, scored by the same
+//! code (`tests/common/mot.rs`).
+//!
+//! Environment: `BENCH_FRAMES` (frames per scene, default 300; 1000 objects: a third).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use common::env_u64 as env;
+use common::mot::{Boxed, Object, Rng, Scores, Tracked, scene, score};
+use gstvideoai::objecttracker::tracker::{Algorithm, Config, Det, TrackState, Tracker};
+
+const FPS: u64 = 25;
+
+fn objects(n: usize, frames: usize, rng: &mut Rng) -> Vec<Object> {
+    (0..n)
+        .map(|_| {
+            let (w, h) = (30.0 + 30.0 * rng.next(), 60.0 + 80.0 * rng.next());
+            let (mut x, mut y) = (rng.next() * (1920.0 - w), rng.next() * (1080.0 - h));
+            let (mut vx, mut vy) = (rng.jitter(8.0), rng.jitter(5.0));
+            let path = (0..frames)
+                .map(|_| {
+                    let r = (x, y, w, h);
+                    x += vx;
+                    y += vy;
+                    if x < 0.0 || x > 1920.0 - w {
+                        vx = -vx;
+                    }
+                    if y < 0.0 || y > 1080.0 - h {
+                        vy = -vy;
+                    }
+                    Some(r)
+                })
+                .collect();
+            Object { class_id: 0, path }
+        })
+        .collect()
+}
+
+/// videoai's ByteTrack on `detections`: per-frame outputs (confirmed tracks) and mean ms per
+/// update.
+fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
+    let mut t = Tracker::new(Config {
+        algorithm: Algorithm::ByteTrack,
+        high: 0.5,
+        low: 0.1,
+        match_iou: 0.2,
+        max_lost_ns: 1_000_000_000,
+        min_hits: 2,
+        class_aware: true,
+    });
+    let mut out = Vec::new();
+    let mut spent = 0.0;
+    for (i, frame) in detections.iter().enumerate() {
+        let dets: Vec<Det> = frame
+            .iter()
+            .map(|b| Det {
+                rect: [b.rect.0, b.rect.1, b.rect.2, b.rect.3],
+                class_id: b.class_id,
+                label: String::new(),
+                confidence: b.confidence,
+            })
+            .collect();
+        let started = Instant::now();
+        let matches = t.update(&dets, i as u64 * 1_000_000_000 / FPS);
+        spent += started.elapsed().as_secs_f64() * 1e3;
+        out.push(
+            matches
+                .iter()
+                .zip(frame)
+                .filter_map(|(m, b)| {
+                    let track = &t.tracks[(*m)?];
+                    let c = |v: f64| v.max(0.0).round() as u32;
+                    Some(Tracked {
+                        rect: (c(b.rect.0), c(b.rect.1), c(b.rect.2), c(b.rect.3)),
+                        id: Some(track.id),
+                        state: Some(
+                            if track.state == TrackState::Confirmed {
+                                "confirmed"
+                            } else {
+                                "tentative"
+                            }
+                            .to_string(),
+                        ),
+                    })
+                })
+                .collect(),
+        );
+    }
+    (out, spent / detections.len() as f64)
+}
+
+/// supervision's ByteTrack on `detections`: outputs, mean ms per update, its version.
+fn reference(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64, String) {
+    let dir = common::TempDir::new("bench-track");
+    let (input, output) = (dir.join("in.json"), dir.join("out.json"));
+    let frames: Vec<Vec<[f64; 6]>> = detections
+        .iter()
+        .map(|f| {
+            f.iter()
+                .map(|b| {
+                    [
+                        b.rect.0,
+                        b.rect.1,
+                        b.rect.2,
+                        b.rect.3,
+                        b.confidence,
+                        b.class_id as f64,
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "frame_rate": FPS, "high": 0.5, "lost_frames": FPS, "min_hits": 2, "match_iou": 0.2,
+        "frames": frames,
+    });
+    std::fs::write(&input, spec.to_string()).unwrap();
+    let root = common::root();
+    let path = format!(
+        "{}:{}",
+        root.join(".deps/bench-track").display(),
+        root.join(".deps/bench-py").display()
+    );
+    let status = std::process::Command::new("python3")
+        .arg(root.join("benches/supervision_bytetrack.py"))
+        .arg(&input)
+        .arg(&output)
+        .env("PYTHONPATH", path)
+        .env("PYTHONWARNINGS", "ignore")
+        .status()
+        .expect("python3");
+    assert!(
+        status.success(),
+        "supervision failed: run scripts/setup-bench.sh"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    let times: Vec<f64> = v["update_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    let out = v["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            f.as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let c = |i: usize| b[i].as_f64().unwrap().max(0.0).round() as u32;
+                    Tracked {
+                        rect: (c(0), c(1), c(2), c(3)),
+                        id: Some(b[4].as_u64().unwrap()),
+                        state: Some("confirmed".into()),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    (out, mean, v["version"].as_str().unwrap_or("?").to_string())
+}
+
+fn main() {
+    let frames = env("BENCH_FRAMES", 300) as usize;
+    println!("\n### objecttracker vs supervision's ByteTrack (same detections, same scorer)\n");
+    println!(
+        "| objects | frames | videoai ms/frame | supervision ms/frame | speed-up | videoai MOTA / IDF1 / IDsw | supervision MOTA / IDF1 / IDsw |"
+    );
+    println!("|---:|---:|---:|---:|---:|---|---|");
+    let mut version = String::new();
+    for n in [10usize, 100, 1000] {
+        let frames = if n >= 1000 { frames / 3 } else { frames };
+        let mut rng = Rng(0x5eed ^ n as u64);
+        let objs = objects(n, frames, &mut rng);
+        let fps = n as f64 * 0.05;
+        let s = scene(&objs, frames, &mut rng, 2.0, 0.05, 0.0, |_, _| false);
+        // False positives: about 5 % of the object count a frame.
+        let mut detections = s.detections.clone();
+        for d in &mut detections {
+            let k = (fps + rng.next()).floor() as usize;
+            for _ in 0..k {
+                d.push(Boxed {
+                    rect: (rng.next() * 1860.0, rng.next() * 960.0, 40.0, 100.0),
+                    class_id: 0,
+                    confidence: 0.3 + 0.3 * rng.next(),
+                });
+            }
+        }
+        let (our_out, our_ms) = ours(&detections);
+        let (ref_out, ref_ms, v) = reference(&detections);
+        version = v;
+        let fmt = |s: &Scores| format!("{:.3} / {:.3} / {}", s.mota, s.idf1, s.id_switches);
+        let (a, b) = (score(&s.truth, &our_out), score(&s.truth, &ref_out));
+        println!(
+            "| {n} | {frames} | {our_ms:.3} | {ref_ms:.3} | {:.0}× | {} | {} |",
+            ref_ms / our_ms,
+            fmt(&a),
+            fmt(&b)
+        );
+    }
+    println!(
+        "\nReference: supervision {version} (sv.ByteTrack). Goal: equal or better MOTA and IDF1, at least 20× less time per frame."
+    );
+}
