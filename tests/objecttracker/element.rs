@@ -235,14 +235,11 @@ fn four_batched_streams_are_tracked_apart() {
     }
 }
 
-#[test]
-fn stored_events_carry_the_track_ids() {
-    common::init();
-    let dir = common::TempDir::new("tracked-events");
-    let db = dir.join("events.db");
+/// `appsrc ! objecttracker <props> ! raftsink` into `db` (stream `cam`), and its appsrc.
+fn into_log(props: &str, db: &std::path::Path) -> (gst::Pipeline, gst_app::AppSrc) {
     let p = common::parse(&format!(
         "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1 \
-         ! objecttracker ! raftsink location=\"{}\" stream-id=cam",
+         ! objecttracker {props} ! raftsink location=\"{}\" stream-id=cam",
         db.display()
     ));
     let src = p
@@ -250,6 +247,15 @@ fn stored_events_carry_the_track_ids() {
         .unwrap()
         .downcast::<gst_app::AppSrc>()
         .unwrap();
+    (p, src)
+}
+
+#[test]
+fn stored_events_carry_the_track_ids() {
+    common::init();
+    let dir = common::TempDir::new("tracked-events");
+    let db = dir.join("events.db");
+    let (p, src) = into_log("", &db);
     for i in 0..10u64 {
         src.push_buffer(frame(
             i,
@@ -307,16 +313,7 @@ fn a_flush_ends_the_tracks_and_ids_are_never_reused() {
 /// Runs six people crossing `door` (three down, three up) through `objecttracker ! raftsink`
 /// into `db`.
 fn store_crossings(db: &std::path::Path) {
-    let p = common::parse(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1 \
-         ! objecttracker lines=\"door:0,240,640,240\" ! raftsink location=\"{}\" stream-id=cam",
-        db.display()
-    ));
-    let src = p
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let (p, src) = into_log("lines=\"door:0,240,640,240\"", db);
     for i in 0..90u64 {
         let boxes: Vec<Boxed> = (0..6)
             .map(|k| {

@@ -44,15 +44,18 @@ fn crossing_scene() -> Scene {
     )
 }
 
-fn track(algorithm: &str, s: &Scene) -> Vec<Vec<Tracked>> {
-    let mut h = harness(&format!("algorithm={algorithm}"));
-    let frames = s
-        .detections
+/// The scene's detections as frames, one a period.
+fn frames_of(s: &Scene) -> Vec<gst::Buffer> {
+    s.detections
         .iter()
         .enumerate()
         .map(|(i, d)| frame(i as u64, d, true))
-        .collect();
-    run(&mut h, frames)
+        .collect()
+}
+
+fn track(algorithm: &str, s: &Scene) -> Vec<Vec<Tracked>> {
+    let mut h = harness(&format!("algorithm={algorithm}"));
+    run(&mut h, frames_of(s))
 }
 
 #[test]
@@ -103,13 +106,7 @@ fn a_crossing_counts_once_per_object_with_detections_missing_near_the_line() {
     let mut h = harness("lines=\"door:0,240,640,240\"");
     let bus = gst::Bus::new();
     super::tracker(&h).set_bus(Some(&bus));
-    let frames = s
-        .detections
-        .iter()
-        .enumerate()
-        .map(|(i, d)| frame(i as u64, d, true))
-        .collect();
-    let out = run(&mut h, frames);
+    let out = run(&mut h, frames_of(&s));
     let st = super::stats(&h);
     let lines = st.get::<gst::Array>("lines").unwrap();
     let door = lines.first().unwrap().get::<gst::Structure>().unwrap();
