@@ -302,17 +302,6 @@ pub fn attach_lost(buffer: &mut gst::BufferRef, det: &Detection, track_id: u64) 
     );
 }
 
-/// The `track-id` of each ROI's `detection` param, in meta order.
-pub fn track_ids(buffer: &gst::BufferRef) -> Vec<Option<u64>> {
-    buffer
-        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .map(|m| {
-            m.param(DETECTION_PARAM)
-                .and_then(|p| p.get::<u64>("track-id").ok())
-        })
-        .collect()
-}
-
 /// Attaches the frame's analytics (see [`ANALYTICS_META`]).
 pub fn attach_analytics(buffer: &mut gst::BufferRef, analytics: gst::Structure) {
     register_inference_meta();
@@ -323,12 +312,6 @@ pub fn attach_analytics(buffer: &mut gst::BufferRef, analytics: gst::Structure) 
     for (name, value) in analytics.iter() {
         s.set_value(name, value.clone());
     }
-}
-
-/// The frame's analytics structure, if any.
-pub fn analytics(buffer: &gst::BufferRef) -> Option<gst::Structure> {
-    let meta = gst::meta::CustomMeta::from_buffer(buffer, ANALYTICS_META).ok()?;
-    Some(meta.structure().to_owned())
 }
 
 /// The model named by the frame's `videoai-inference` meta, if any.

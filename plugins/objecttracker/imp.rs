@@ -6,7 +6,7 @@
 //!
 //! Lock order: `settings`, then `state`. `stats` is built from `state` alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
@@ -140,15 +140,13 @@ impl ObjectTracker {
         let stream = state.stream(stream_id);
         let now = now_ns.unwrap_or(stream.last_ns + 33_333_333);
         stream.last_ns = now;
-        let before: HashSet<u64> = stream.tracker.tracks.iter().map(|t| t.id).collect();
         let matches = if fresh {
             stream.tracker.update(&dets, now)
         } else {
             stream.tracker.carry(&dets)
         };
         // Tracks that ended no longer count in lines and zones.
-        let alive: HashSet<u64> = stream.tracker.tracks.iter().map(|t| t.id).collect();
-        for id in before.difference(&alive) {
+        for id in &stream.tracker.ended {
             stream.places.forget(*id);
         }
         let mut tracks: Vec<Option<TrackInfo>> = matches
@@ -344,13 +342,16 @@ impl ObjectTracker {
                 .build()
                 .to_send_value()
         });
+        // Each stream's occupancy once (it walks the stream's tracks), not once per zone.
+        let occupancies: Vec<Vec<u64>> =
+            st.streams.values().map(|s| s.places.occupancy()).collect();
         let zones = st.zones.iter().enumerate().map(|(i, z)| {
             let (mut entries, mut exits, mut occupancy) = (0u64, 0u64, 0u64);
-            for s in st.streams.values() {
+            for (s, occ) in st.streams.values().zip(&occupancies) {
                 let c = s.places.zone_counts.get(i).copied().unwrap_or((0, 0));
                 entries += c.0;
                 exits += c.1;
-                occupancy += s.places.occupancy().get(i).copied().unwrap_or(0);
+                occupancy += occ.get(i).copied().unwrap_or(0);
             }
             gst::Structure::builder("zone")
                 .field("zone", z.name.as_str())

@@ -106,6 +106,8 @@ pub struct Tracker {
     next_id: u64,
     /// Tracks started so far (ids are never reused).
     pub created: u64,
+    /// Ids of the tracks the last frame ended.
+    pub ended: Vec<u64>,
 }
 
 impl Tracker {
@@ -115,6 +117,7 @@ impl Tracker {
             tracks: Vec::new(),
             next_id: 1,
             created: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -298,6 +301,14 @@ impl Tracker {
         }
 
         // Drop the ended tracks, renumbering the matches.
+        self.ended.clear();
+        self.ended.extend(
+            self.tracks
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| !**k)
+                .map(|(t, _)| t.id),
+        );
         let mut new_index = vec![None; self.tracks.len()];
         let mut n = 0;
         for (i, k) in keep.iter().enumerate() {
@@ -321,6 +332,7 @@ impl Tracker {
     /// nothing is matched, aged or lost. The carried-over boxes get the tracks whose last box
     /// they are.
     pub fn carry(&mut self, dets: &[Det]) -> Matches {
+        self.ended.clear();
         if self.config.algorithm == Algorithm::ByteTrack {
             for t in &mut self.tracks {
                 t.kalman.predict();

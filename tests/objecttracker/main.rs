@@ -11,6 +11,8 @@ mod scenes;
 
 use std::time::Duration;
 
+use gst::prelude::*;
+
 use gstvideoai::eventlog::event::Detection;
 use gstvideoai::formats::detection;
 
@@ -105,8 +107,6 @@ pub fn messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
     }
     out
 }
-
-use gst::prelude::*;
 
 /// How long a test may wait for a pipeline.
 pub const DEADLINE: Duration = Duration::from_secs(60);
