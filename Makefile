@@ -1,8 +1,10 @@
 # videoai: two commands do everything on a fresh Debian 12 machine.
-#   make demo   set up what is missing, build, run the demo pipeline, print what was detected
+#   make demo   set up what is missing, build, run the object demo (COCO detector, tracker, a
+#               counting line, event log) and print its tracks and counts next to the truth
 #   make test   set up what is missing, then fmt check, clippy -D warnings and every test
 # Other targets: deps (set-up only), build, install (plugin + videoai-events into ~/.local),
-# sample, bench (all benchmarks; bench-<element> for one), clean.
+# demo-text (the text detector demo), sample, objects-clip, picture, verify-coco-model,
+# bench (all benchmarks; bench-<element> for one), clean.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
@@ -13,10 +15,14 @@ SAMPLE ?= samples/demo.mp4
 MODEL ?= models/common_det.onnx
 LABELS ?= models/common_det.labels
 EVENTS ?= events.db
+OBJECTS_CLIP ?= samples/objects.mp4
+COCO_MODEL ?= models/yolov3-tiny.onnx
+COCO_LABELS ?= models/coco.labels
+DEMO_STREAM ?= objects-demo
 PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 BIN_INSTALL_DIR ?= $(HOME)/.local/bin
 
-.PHONY: all deps deps-gpu build demo sample picture test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker install clean
+.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker install clean
 
 all: build
 
@@ -33,17 +39,38 @@ build: deps
 sample: deps
 	@scripts/make-sample.sh $(SAMPLE)
 
-# docs/demo-detections.png: the demo clip's last frame with its detections drawn (README picture).
-picture: build sample
+# The object demo's clip: photos moving across the frame (pipelines/objects-clip.json).
+objects-clip: deps
+	@python3 scripts/objects-clip.py make $(OBJECTS_CLIP)
+
+# README pictures: docs/demo-tracks.png (a frame of the object demo with boxes and track ids)
+# and docs/demo-detections.png (the text demo clip's last frame with its detections).
+picture: build sample objects-clip
+	@scripts/make-picture.sh --tracks $(OBJECTS_CLIP) docs/demo-tracks.png
 	@scripts/make-picture.sh $(SAMPLE) docs/demo-detections.png
 
-demo: build sample
-	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer ! raftsink (pipelines/demo-cpu.pipeline)"
+# Runs pipelines/demo-objects.pipeline. Its events go to $(EVENTS) under stream $(DEMO_STREAM):
+# run it again and nothing is stored twice (the counts stay).
+demo: build objects-clip
+	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer (yolov3-tiny, COCO) ! objecttracker lines=… ! raftsink (pipelines/demo-objects.pipeline)"
+	@python3 scripts/objects-clip.py truth
+	@scripts/run-pipeline.sh pipelines/demo-objects.pipeline INPUT=$(OBJECTS_CLIP) \
+		MODEL=$(COCO_MODEL) LABELS=$(COCO_LABELS) EVENTS=$(EVENTS) STREAM=$(DEMO_STREAM) \
+		LINES="$$(python3 -c 'import json; print(json.load(open("pipelines/objects-clip.json"))["lines"])')" -- -q
+	@mkdir -p target/demo
+	@$(RELEASE_DIR)/videoai-events tracks $(EVENTS) --stream $(DEMO_STREAM) > target/demo/tracks.jsonl
+	@$(RELEASE_DIR)/videoai-events counts $(EVENTS) --stream $(DEMO_STREAM) > target/demo/counts.jsonl
+	@python3 scripts/objects-clip.py compare target/demo/tracks.jsonl target/demo/counts.jsonl
+	@echo "[demo] events in $(EVENTS): target/release/videoai-events tracks|counts|summary $(EVENTS) --stream $(DEMO_STREAM)"
+
+# The text detector demo (ddddocr's common_det.onnx finds the characters textoverlay drew).
+demo-text: build sample
+	@echo "[demo-text] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer ! raftsink (pipelines/demo-cpu.pipeline)"
 	@scripts/run-pipeline.sh pipelines/demo-cpu.pipeline \
 		INPUT=$(SAMPLE) MODEL=$(MODEL) LABELS=$(LABELS) EVENTS=$(EVENTS) -- -q
-	@echo "[demo] events in $(EVENTS); summary (target/release/videoai-events summary $(EVENTS)):"
+	@echo "[demo-text] events in $(EVENTS); summary (target/release/videoai-events summary $(EVENTS)):"
 	@$(RELEASE_DIR)/videoai-events summary $(EVENTS)
-	@echo "[demo] text was drawn at (pipelines/sample-text.txt, top-left of each text box):"
+	@echo "[demo-text] text was drawn at (pipelines/sample-text.txt, top-left of each text box):"
 	@scripts/make-sample.sh --places 1280 720
 
 test: deps
@@ -57,6 +84,13 @@ test: deps
 	else \
 		echo "$(CARGO) test --release"; $(CARGO) test --release; \
 	fi
+
+# The COCO detector's conversion (scripts/darknet2onnx.py) against OpenCV's darknet reader on the
+# demo photos: every output row equal within 1e-4.
+verify-coco-model: deps
+	@scripts/setup-bench.sh
+	PYTHONPATH=.deps/bench-py python3 scripts/verify-darknet-onnx.py .deps/darknet/yolov3-tiny.cfg \
+		.deps/darknet/yolov3-tiny.weights $(COCO_MODEL) .deps/photos/*.png
 
 # Benchmarks print their tables (markdown) with ratios against a baseline measured in the same run.
 bench: deps

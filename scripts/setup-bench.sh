@@ -5,6 +5,7 @@
 # it uses numpy and OpenCV from .deps/bench-py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore
 . scripts/versions.env
 DEST=.deps/bench-py
 TRACK=.deps/bench-track

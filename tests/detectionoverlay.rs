@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! detectionoverlay: boxes drawn at the ROI places (pixel checks on synthetic frames), in RGB,
-//! BGRx, NV12 and I420; frames without ROIs pass untouched.
+//! BGRx, NV12 and I420; frames without ROIs pass untouched; objecttracker's lines and zones
+//! drawn from the videoai-analytics meta, whose counts read back as counted.
 
 mod common;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstvideoai::detectionoverlay::canvas::{Rgb, class_colour};
+use gstvideoai::detectionoverlay::canvas::{LINE_COLOUR, Rgb, ZONE_COLOUR, class_colour};
 use gstvideoai::eventlog::event::Detection;
 use gstvideoai::formats::detection;
 
@@ -214,4 +215,88 @@ fn overlay_after_onnxinfer_in_a_pipeline() {
     let out = common::run(&p, std::time::Duration::from_secs(60));
     assert!(out.eos && out.errors.is_empty(), "{out:?}");
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+}
+
+/// One person walking right along the bottom of the frame through `objecttracker` (a line at
+/// x = 32, a zone on the right) and `detectionoverlay`: the last frame out.
+fn walk_past_a_line_into_a_zone(draw_analytics: bool) -> gst::Buffer {
+    common::init();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "objecttracker lines=door:32,48,32,0 zones=bay:44,4,60,4,60,44,44,44 \
+         ! detectionoverlay show-labels=false font-scale=1 draw-analytics={draw_analytics}"
+    ));
+    h.set_src_caps_str(&format!(
+        "video/x-raw,format=RGB,width={W},height={H},framerate=30/1"
+    ));
+    let mut last = None;
+    for (i, x) in (4..=52).step_by(4).enumerate() {
+        let mut buf = frame("RGB", &[Detection::new("person", 0, 0.9, (x, 30, 8, 10))]);
+        let b = buf.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(i as u64 * 33));
+        b.set_duration(gst::ClockTime::from_mseconds(33));
+        last = Some(h.push_and_pull(buf).unwrap());
+    }
+    last.unwrap()
+}
+
+#[test]
+fn lines_and_zones_are_drawn_with_their_counts() {
+    let out = walk_past_a_line_into_a_zone(true);
+    // The counts read back from the frame's videoai-analytics meta.
+    let (lines, zones) = detection::read_places(&out);
+    assert_eq!(
+        lines,
+        [detection::LineCount {
+            name: "door".into(),
+            from: (32, 48),
+            to: (32, 0),
+            crossed_in: 1,
+            crossed_out: 0,
+        }]
+    );
+    assert_eq!(
+        zones,
+        [detection::ZoneCount {
+            name: "bay".into(),
+            points: vec![(44, 4), (60, 4), (60, 44), (44, 44)],
+            inside: 1,
+            entries: 1,
+            exits: 0,
+        }]
+    );
+    let f = mapped("RGB", &out);
+    let Rgb(r, g, b) = LINE_COLOUR;
+    for y in [2, 40, 46] {
+        assert_eq!(px(&f, 32, y, 3), [r, g, b], "(32, {y}) is on the line");
+    }
+    let Rgb(r, g, b) = ZONE_COLOUR;
+    for (x, y) in [(60, 16), (60, 36), (50, 44)] {
+        assert_eq!(
+            px(&f, x, y, 3),
+            [r, g, b],
+            "({x}, {y}) is on the zone's edge"
+        );
+    }
+    // Their captions: ink of the 8x8 font on the line's colour at its middle.
+    let caption_row: Vec<&[u8]> = (0..W).map(|x| px(&f, x, 24, 3)).collect();
+    assert!(
+        caption_row.iter().any(|p| *p == [0, 0, 0]),
+        "text ink on the caption"
+    );
+    assert!(caption_row.iter().filter(|p| **p == [255, 214, 0]).count() > 10);
+
+    let plain = walk_past_a_line_into_a_zone(false);
+    let f = mapped("RGB", &plain);
+    for (x, y) in [(32, 40), (32, 2), (60, 20), (50, 44)] {
+        assert_eq!(
+            px(&f, x, y, 3),
+            [0, 0, 0],
+            "draw-analytics=false: ({x}, {y}) untouched"
+        );
+    }
+    assert_eq!(
+        detection::read_places(&plain).0[0].crossed_in,
+        1,
+        "counted all the same"
+    );
 }

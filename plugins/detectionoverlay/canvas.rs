@@ -165,6 +165,44 @@ impl<'a, 'b> Canvas<'a, 'b> {
         self.fill(x + w - line, y + line, x + w, y + h - line, pen);
     }
 
+    /// A straight segment from `a` to `b`, `width` pixels wide (square pen), clipped to the
+    /// frame first so that far-away end points cost nothing.
+    pub fn segment(&mut self, a: (i64, i64), b: (i64, i64), width: i64, pen: Pen) {
+        let w = width.max(1);
+        let margin = w as f64;
+        let bounds = (
+            -margin,
+            -margin,
+            self.width as f64 + margin,
+            self.height as f64 + margin,
+        );
+        let Some((a, b)) = clip_segment((a.0 as f64, a.1 as f64), (b.0 as f64, b.1 as f64), bounds)
+        else {
+            return;
+        };
+        let (x0, y0) = (a.0.round() as i64, a.1.round() as i64);
+        let (x1, y1) = (b.0.round() as i64, b.1.round() as i64);
+        let (dx, dy) = (x1 - x0, y1 - y0);
+        let half = w / 2;
+        if dx == 0 || dy == 0 {
+            // Horizontal or vertical: one rectangle.
+            self.fill(
+                x0.min(x1) - half,
+                y0.min(y1) - half,
+                x0.max(x1) - half + w,
+                y0.max(y1) - half + w,
+                pen,
+            );
+            return;
+        }
+        let steps = dx.abs().max(dy.abs());
+        for i in 0..=steps {
+            let x = x0 + dx * i / steps;
+            let y = y0 + dy * i / steps;
+            self.fill(x - half, y - half, x - half + w, y - half + w, pen);
+        }
+    }
+
     /// Text in the 8×8 font, each font pixel `scale`×`scale`, top-left at (x, y). Characters
     /// outside ASCII are drawn as `?`.
     pub fn text(&mut self, x: i64, y: i64, text: &str, scale: i64, pen: Pen) {
@@ -205,7 +243,70 @@ impl<'a, 'b> Canvas<'a, 'b> {
     }
 }
 
+/// The part of the segment `a`–`b` inside `(x0, y0, x1, y1)` (Liang–Barsky), if any.
+fn clip_segment(
+    a: (f64, f64),
+    b: (f64, f64),
+    (x0, y0, x1, y1): (f64, f64, f64, f64),
+) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [
+        (-dx, a.0 - x0),
+        (dx, x1 - a.0),
+        (-dy, a.1 - y0),
+        (dy, y1 - a.1),
+    ] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+            continue;
+        }
+        let t = q / p;
+        if p < 0.0 {
+            t0 = t0.max(t);
+        } else {
+            t1 = t1.min(t);
+        }
+        if t0 > t1 {
+            return None;
+        }
+    }
+    Some((
+        (a.0 + t0 * dx, a.1 + t0 * dy),
+        (a.0 + t1 * dx, a.1 + t1 * dy),
+    ))
+}
+
+/// Colour of objecttracker's counting lines.
+pub const LINE_COLOUR: Rgb = Rgb(255, 214, 0);
+/// Colour of objecttracker's zones.
+pub const ZONE_COLOUR: Rgb = Rgb(0, 200, 255);
+
 /// Width and height in pixels of `text` at `scale`.
 pub fn text_size(text: &str, scale: i64) -> (i64, i64) {
     (text.chars().count() as i64 * 8 * scale, 8 * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip_segment;
+
+    #[test]
+    fn segments_are_clipped_to_the_frame() {
+        let frame = (0.0, 0.0, 100.0, 50.0);
+        // Inside: unchanged.
+        assert_eq!(
+            clip_segment((10.0, 10.0), (90.0, 40.0), frame),
+            Some(((10.0, 10.0), (90.0, 40.0)))
+        );
+        // Far beyond both edges: cut at them.
+        assert_eq!(
+            clip_segment((-1e9, 25.0), (1e9, 25.0), frame),
+            Some(((0.0, 25.0), (100.0, 25.0)))
+        );
+        // Wholly outside.
+        assert_eq!(clip_segment((-10.0, -5.0), (200.0, -1.0), frame), None);
+    }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `detectionoverlay` implementation: a `VideoFilter` working in place.
 //!
-//! Lock order: only `settings` (read once per frame, copied).
+//! Lock order: only `settings` (read once per frame, copied; and once in `before_transform`).
 
 use std::sync::{LazyLock, Mutex};
 
@@ -12,7 +12,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use super::canvas::{self, Canvas, Rgb};
+use super::canvas::{self, Canvas, LINE_COLOUR, Rgb, ZONE_COLOUR};
 use crate::formats::detection;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -28,6 +28,7 @@ const DEFAULT_FONT_SCALE: u32 = 2;
 const DEFAULT_SHOW_LABELS: bool = true;
 const DEFAULT_SHOW_CONFIDENCE: bool = true;
 const DEFAULT_MIN_CONFIDENCE: f64 = 0.0;
+const DEFAULT_DRAW_ANALYTICS: bool = true;
 
 /// The formats drawn on (all 8 bits per component).
 const FORMATS: &[gst_video::VideoFormat] = &[
@@ -52,6 +53,7 @@ struct Settings {
     show_labels: bool,
     show_confidence: bool,
     min_confidence: f64,
+    draw_analytics: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             show_labels: DEFAULT_SHOW_LABELS,
             show_confidence: DEFAULT_SHOW_CONFIDENCE,
             min_confidence: DEFAULT_MIN_CONFIDENCE,
+            draw_analytics: DEFAULT_DRAW_ANALYTICS,
         }
     }
 }
@@ -94,6 +97,75 @@ fn caption(d: &crate::eventlog::event::Detection, show_confidence: bool) -> Stri
         s.push_str(&c.label);
     }
     s
+}
+
+/// A caption on a filled box of `colour`, top-left at (x, y), kept inside the frame.
+fn label(canvas: &mut Canvas, x: i64, y: i64, text: &str, scale: i64, colour: Rgb) {
+    let (tw, th) = canvas::text_size(text, scale);
+    let pad = scale;
+    let (bw, bh) = (tw + 2 * pad, th + 2 * pad);
+    let bx = x.min(canvas.width() as i64 - bw).max(0);
+    let by = y.min(canvas.height() as i64 - bh).max(0);
+    let pen = canvas.pen(colour);
+    canvas.fill(bx, by, bx + bw, by + bh, pen);
+    let ink = if colour.luma() > 140 {
+        Rgb(0, 0, 0)
+    } else {
+        Rgb(255, 255, 255)
+    };
+    let ink = canvas.pen(ink);
+    canvas.text(bx + pad, by + pad, text, scale, ink);
+}
+
+/// objecttracker's lines (with their counts at the middle) and zones (with theirs at the first
+/// corner).
+fn draw_places(
+    canvas: &mut Canvas,
+    lines: &[detection::LineCount],
+    zones: &[detection::ZoneCount],
+    width: i64,
+    scale: i64,
+) {
+    let pt = |p: (i32, i32)| (p.0 as i64, p.1 as i64);
+    for z in zones {
+        let pen = canvas.pen(ZONE_COLOUR);
+        for (i, &a) in z.points.iter().enumerate() {
+            let b = z.points[(i + 1) % z.points.len()];
+            canvas.segment(pt(a), pt(b), width, pen);
+        }
+        if let Some(&first) = z.points.first() {
+            let text = format!(
+                "{}: {} (in {} out {})",
+                z.name, z.inside, z.entries, z.exits
+            );
+            label(
+                canvas,
+                first.0 as i64,
+                first.1 as i64,
+                &text,
+                scale,
+                ZONE_COLOUR,
+            );
+        }
+    }
+    for l in lines {
+        let pen = canvas.pen(LINE_COLOUR);
+        canvas.segment(pt(l.from), pt(l.to), width.max(2) + 1, pen);
+        let mid = (
+            (l.from.0 as i64 + l.to.0 as i64) / 2,
+            (l.from.1 as i64 + l.to.1 as i64) / 2,
+        );
+        let text = format!("{} in {} out {}", l.name, l.crossed_in, l.crossed_out);
+        let (tw, th) = canvas::text_size(&text, scale);
+        label(
+            canvas,
+            mid.0 - tw / 2,
+            mid.1 - th / 2,
+            &text,
+            scale,
+            LINE_COLOUR,
+        );
+    }
 }
 
 impl ObjectImpl for DetectionOverlay {
@@ -144,6 +216,17 @@ impl ObjectImpl for DetectionOverlay {
                     .default_value(DEFAULT_MIN_CONFIDENCE)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("draw-analytics")
+                    .nick("Draw lines and zones")
+                    .blurb(
+                        "Draw objecttracker's counting lines (yellow, with their in and out \
+                         counts) and zones (blue outline, with the tracks inside now and the \
+                         entries and exits so far), from the frame's videoai-analytics meta. \
+                         Default: true",
+                    )
+                    .default_value(DEFAULT_DRAW_ANALYTICS)
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -157,6 +240,7 @@ impl ObjectImpl for DetectionOverlay {
             "show-labels" => s.show_labels = value.get().expect("type checked upstream"),
             "show-confidence" => s.show_confidence = value.get().expect("type checked upstream"),
             "min-confidence" => s.min_confidence = value.get().expect("type checked upstream"),
+            "draw-analytics" => s.draw_analytics = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -169,6 +253,7 @@ impl ObjectImpl for DetectionOverlay {
             "show-labels" => s.show_labels.to_value(),
             "show-confidence" => s.show_confidence.to_value(),
             "min-confidence" => s.min_confidence.to_value(),
+            "draw-analytics" => s.draw_analytics.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -183,9 +268,10 @@ impl ElementImpl for DetectionOverlay {
                 "Detection overlay",
                 "Filter/Effect/Video",
                 "Draws each GstVideoRegionOfInterestMeta (onnxinfer's detections, or any \
-                 element's regions) as a box in its class's colour with 'label confidence' \
-                 above it, in place on RGB/BGR (+alpha/padding), NV12 or I420. Frames without \
-                 regions pass through untouched (no map, no copy)",
+                 element's regions) as a box in its class's colour with 'label #track-id \
+                 confidence' above it, and objecttracker's counting lines and zones with their \
+                 counts, in place on RGB/BGR (+alpha/padding), NV12 or I420. Frames with \
+                 nothing to draw pass through untouched (no map, no copy)",
                 "videoai developers",
             )
         });
@@ -225,10 +311,12 @@ impl BaseTransformImpl for DetectionOverlay {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn before_transform(&self, inbuf: &gst::BufferRef) {
-        // No regions: pass the buffer on as it is (no writable map, no copy).
+        // Nothing to draw: pass the buffer on as it is (no writable map, no copy).
+        let draw_analytics = self.settings.lock().unwrap().draw_analytics;
         let none = inbuf
             .meta::<gst_video::VideoRegionOfInterestMeta>()
-            .is_none();
+            .is_none()
+            && !(draw_analytics && detection::has_analytics(inbuf));
         let obj = self.obj();
         if obj.is_passthrough() != none {
             obj.set_passthrough(none);
@@ -246,7 +334,12 @@ impl VideoFilterImpl for DetectionOverlay {
             .into_iter()
             .filter(|d| d.class_id < 0 || d.confidence >= s.min_confidence)
             .collect();
-        if detections.is_empty() {
+        let (lines, zones) = if s.draw_analytics {
+            detection::read_places(frame.buffer())
+        } else {
+            Default::default()
+        };
+        if detections.is_empty() && lines.is_empty() && zones.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
         let Some(mut canvas) = Canvas::new(frame) else {
@@ -254,6 +347,7 @@ impl VideoFilterImpl for DetectionOverlay {
         };
         let line = s.line_width as i64;
         let scale = s.font_scale as i64;
+        draw_places(&mut canvas, &lines, &zones, line, scale);
         for d in &detections {
             let colour = canvas::class_colour(d.class_id, &d.label);
             let pen = canvas.pen(colour);
@@ -261,20 +355,10 @@ impl VideoFilterImpl for DetectionOverlay {
             canvas.outline(rect, line, pen);
             if s.show_labels {
                 let text = caption(d, s.show_confidence);
-                let (tw, th) = canvas::text_size(&text, scale);
-                let pad = scale;
-                let (bw, bh) = (tw + 2 * pad, th + 2 * pad);
+                let bh = canvas::text_size(&text, scale).1 + 2 * scale;
                 // Above the box when there is room, else inside its top edge.
                 let by = if rect.1 >= bh { rect.1 - bh } else { rect.1 };
-                let bx = rect.0.min(canvas.width() as i64 - bw).max(0);
-                canvas.fill(bx, by, bx + bw, by + bh, pen);
-                let ink = if colour.luma() > 140 {
-                    Rgb(0, 0, 0)
-                } else {
-                    Rgb(255, 255, 255)
-                };
-                let ink = canvas.pen(ink);
-                canvas.text(bx + pad, by + pad, &text, scale, ink);
+                label(&mut canvas, rect.0, by, &text, scale, colour);
             }
         }
         gst::trace!(CAT, imp = self, "drew {} regions", detections.len());

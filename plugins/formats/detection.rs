@@ -13,7 +13,12 @@
 //! * One `videoai-analytics` custom meta per frame `objecttracker` counted lines or zones on:
 //!   `stream-id`, `crossings` (array of `crossing`: `line`, `direction` in/out, `track-id`,
 //!   `label`), `zone-events` (array of `zone-event`: `zone`, `event` entry/exit, `track-id`,
-//!   `label`) and `occupancy` (array of `zone`: `zone`, `count` of confirmed tracks inside).
+//!   `label`) and `occupancy` (array of `zone`: `zone`, `count` of confirmed tracks inside);
+//!   also every line and zone with its geometry and counts so far in the stream (what
+//!   `detectionoverlay` draws): `lines` (array of `line`: `line`, `x1`, `y1`, `x2`, `y2` (int,
+//!   frame pixels), `in`, `out` (uint64)) and `zones` (array of `zone`: `zone`, `points` (array
+//!   of int: x1, y1, x2, y2, …), `count` (tracks inside now), `entries`, `exits` (uint64)).
+//!   See [`LineCount`], [`ZoneCount`] and [`read_places`].
 //! * Classifications: a `classification` param (`label`, `class-id`, `confidence`, `model`,
 //!   `labels` and `confidences`: the top-k, best first) on the ROI that was classified, or on a
 //!   full-frame ROI that also has a `detection` param for the best class.
@@ -312,6 +317,113 @@ pub fn attach_analytics(buffer: &mut gst::BufferRef, analytics: gst::Structure) 
     for (name, value) in analytics.iter() {
         s.set_value(name, value.clone());
     }
+}
+
+/// A counting line in the `videoai-analytics` meta: its geometry and counts so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineCount {
+    pub name: String,
+    pub from: (i32, i32),
+    pub to: (i32, i32),
+    /// Crossings from the line's left to its right (looking from `from` to `to`), and back.
+    pub crossed_in: u64,
+    pub crossed_out: u64,
+}
+
+/// A zone in the `videoai-analytics` meta: its polygon, occupancy now and counts so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCount {
+    pub name: String,
+    pub points: Vec<(i32, i32)>,
+    pub inside: u64,
+    pub entries: u64,
+    pub exits: u64,
+}
+
+impl LineCount {
+    pub fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder("line")
+            .field("line", self.name.as_str())
+            .field("x1", self.from.0)
+            .field("y1", self.from.1)
+            .field("x2", self.to.0)
+            .field("y2", self.to.1)
+            .field("in", self.crossed_in)
+            .field("out", self.crossed_out)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<LineCount> {
+        Some(LineCount {
+            name: s.get("line").ok()?,
+            from: (s.get("x1").ok()?, s.get("y1").ok()?),
+            to: (s.get("x2").ok()?, s.get("y2").ok()?),
+            crossed_in: s.get("in").ok()?,
+            crossed_out: s.get("out").ok()?,
+        })
+    }
+}
+
+impl ZoneCount {
+    pub fn to_structure(&self) -> gst::Structure {
+        let coords = self.points.iter().flat_map(|&(x, y)| [x, y]);
+        gst::Structure::builder("zone")
+            .field("zone", self.name.as_str())
+            .field("points", gst::Array::new(coords.map(|v| v.to_send_value())))
+            .field("count", self.inside)
+            .field("entries", self.entries)
+            .field("exits", self.exits)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<ZoneCount> {
+        let coords: Vec<i32> = s
+            .get::<gst::Array>("points")
+            .ok()?
+            .iter()
+            .map(|v| v.get::<i32>().ok())
+            .collect::<Option<_>>()?;
+        Some(ZoneCount {
+            name: s.get("zone").ok()?,
+            points: coords.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
+            inside: s.get("count").ok()?,
+            entries: s.get("entries").ok()?,
+            exits: s.get("exits").ok()?,
+        })
+    }
+}
+
+/// Whether the frame has a `videoai-analytics` meta.
+pub fn has_analytics(buffer: &gst::BufferRef) -> bool {
+    gst::meta::CustomMeta::from_buffer(buffer, ANALYTICS_META).is_ok()
+}
+
+/// The lines and zones of the frame's `videoai-analytics` meta (none without the meta);
+/// entries that do not have the documented fields are left out.
+pub fn read_places(buffer: &gst::BufferRef) -> (Vec<LineCount>, Vec<ZoneCount>) {
+    let Ok(meta) = gst::meta::CustomMeta::from_buffer(buffer, ANALYTICS_META) else {
+        return (Vec::new(), Vec::new());
+    };
+    let s = meta.structure();
+    let list = |field: &str| -> Vec<gst::Structure> {
+        s.get::<gst::Array>(field)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.get::<gst::Structure>().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (
+        list("lines")
+            .iter()
+            .filter_map(|s| LineCount::from_structure(s))
+            .collect(),
+        list("zones")
+            .iter()
+            .filter_map(|s| ZoneCount::from_structure(s))
+            .collect(),
+    )
 }
 
 /// The model named by the frame's `videoai-inference` meta, if any.

@@ -255,6 +255,26 @@ impl ObjectTracker {
                             .to_send_value()
                     })),
                 )
+                .field(
+                    "lines",
+                    gst::Array::new(
+                        stream
+                            .places
+                            .line_counts()
+                            .iter()
+                            .map(|l| l.to_structure().to_send_value()),
+                    ),
+                )
+                .field(
+                    "zones",
+                    gst::Array::new(
+                        stream
+                            .places
+                            .zone_counts(&occupancy)
+                            .iter()
+                            .map(|z| z.to_structure().to_send_value()),
+                    ),
+                )
                 .build();
             detection::attach_analytics(buffer, analytics);
         }

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use crate::formats::detection::{LineCount, ZoneCount};
+
 /// Pixels past a line or a zone's edge before a side changes.
 pub const HYSTERESIS: f64 = 4.0;
 
@@ -210,6 +212,42 @@ impl Places {
 
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty() && self.zones.is_empty()
+    }
+
+    /// Each line with its counts so far, as the `videoai-analytics` meta carries it.
+    pub fn line_counts(&self) -> Vec<LineCount> {
+        let px = |p: Point| (p.0.round() as i32, p.1.round() as i32);
+        self.lines
+            .iter()
+            .zip(&self.crossings)
+            .map(|(l, &(crossed_in, crossed_out))| LineCount {
+                name: l.name.clone(),
+                from: px(l.a),
+                to: px(l.b),
+                crossed_in,
+                crossed_out,
+            })
+            .collect()
+    }
+
+    /// Each zone with `occupancy` (from [`Places::occupancy`]) and its counts so far.
+    pub fn zone_counts(&self, occupancy: &[u64]) -> Vec<ZoneCount> {
+        self.zones
+            .iter()
+            .zip(&self.zone_counts)
+            .zip(occupancy)
+            .map(|((z, &(entries, exits)), &inside)| ZoneCount {
+                name: z.name.clone(),
+                points: z
+                    .points
+                    .iter()
+                    .map(|p| (p.0.round() as i32, p.1.round() as i32))
+                    .collect(),
+                inside,
+                entries,
+                exits,
+            })
+            .collect()
     }
 
     /// Track `id` is at `p` now: what it crossed, entered or left.

@@ -45,6 +45,22 @@ pub fn labels() -> PathBuf {
     root().join("models/common_det.labels")
 }
 
+/// The object demo's COCO detector (darknet's yolov3-tiny converted by `make deps`).
+pub fn coco_model() -> PathBuf {
+    let p = root().join("models/yolov3-tiny.onnx");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make deps` (or `make test`, which runs it) first",
+        p.display()
+    );
+    p
+}
+
+#[allow(dead_code)]
+pub fn coco_labels() -> PathBuf {
+    root().join("models/coco.labels")
+}
+
 /// A benchmark setting from the environment (`default` when unset or not a number).
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -333,22 +333,6 @@ fn store_crossings(db: &std::path::Path) {
     assert!(out.eos && out.errors.is_empty(), "{out:?}");
 }
 
-fn events_tool(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn crossings_are_stored_once_and_counted_by_videoai_events() {
     common::init();
@@ -358,7 +342,7 @@ fn crossings_are_stored_once_and_counted_by_videoai_events() {
     // The same frames again (a replay): stored once, counted once.
     store_crossings(&db);
     let location = db.display().to_string();
-    let counts = events_tool(&["counts", &location]);
+    let counts = super::events_tool(&["counts", &location]);
     assert_eq!(
         counts,
         vec![
@@ -366,7 +350,7 @@ fn crossings_are_stored_once_and_counted_by_videoai_events() {
             serde_json::json!({"stream": "cam", "line": "door", "direction": "out", "count": 3}),
         ]
     );
-    let tracks = events_tool(&["tracks", &location, "--stream", "cam"]);
+    let tracks = super::events_tool(&["tracks", &location, "--stream", "cam"]);
     assert_eq!(tracks.len(), 6, "{tracks:?}");
     for t in &tracks {
         assert_eq!(t["frames"], 90, "{t}");
@@ -374,7 +358,7 @@ fn crossings_are_stored_once_and_counted_by_videoai_events() {
     }
     // A time window before anyone reached the line counts nothing.
     let first = tracks[0]["first_capture_ns"].as_i64().unwrap();
-    let early = events_tool(&[
+    let early = super::events_tool(&[
         "counts",
         &location,
         "--from",

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! objecttracker: tracking quality on synthetic scenes whose truth is known ([`scenes`]), line
-//! and zone counts, and the element's behaviour on odd input ([`element`]). One binary with a
-//! module per topic.
+//! and zone counts, the element's behaviour on odd input ([`element`]), and the object demo on
+//! a real COCO detector ([`demo`]). One binary with a module per topic.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod demo;
 mod element;
 mod scenes;
 
@@ -110,3 +111,20 @@ pub fn messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
 
 /// How long a test may wait for a pipeline.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `videoai-events ARGS` and returns its JSON lines.
+pub fn events_tool(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
