@@ -2,7 +2,8 @@
 #   make demo   set up what is missing, build, run the object demo (COCO detector, tracker, a
 #               counting line, event log) and print its tracks and counts next to the truth
 #   make test   set up what is missing, then fmt check, clippy -D warnings and every test
-# Other targets: deps (set-up only), build, install (plugin + videoai-events into ~/.local),
+# Other targets: deps (set-up only), build, install/uninstall (per user, or PREFIX=… DESTDIR=…),
+# deb (a Debian package), install-check,
 # demo-text (the text detector demo), sample, objects-clip, picture, verify-coco-model,
 # bench (all benchmarks; bench-<element> for one), clean.
 SHELL := /bin/bash
@@ -19,10 +20,10 @@ OBJECTS_CLIP ?= samples/objects.mp4
 COCO_MODEL ?= models/yolov3-tiny.onnx
 COCO_LABELS ?= models/coco.labels
 DEMO_STREAM ?= objects-demo
-PLUGIN_INSTALL_DIR ?= $(HOME)/.local/share/gstreamer-1.0/plugins
-BIN_INSTALL_DIR ?= $(HOME)/.local/bin
+PREFIX ?=
+DESTDIR ?=
 
-.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker install clean
+.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker clean
 
 all: build
 
@@ -84,6 +85,7 @@ test: deps
 	else \
 		echo "$(CARGO) test --release"; $(CARGO) test --release; \
 	fi
+	@$(MAKE) --no-print-directory install-check
 
 # The COCO detector's conversion (scripts/darknet2onnx.py) against OpenCV's darknet reader on the
 # demo photos: every output row equal within 1e-4.
@@ -121,16 +123,32 @@ bench-onnxinfer: deps
 # once, reusing cargo's target/ (nothing is rebuilt after `cargo build --release`).
 meson-check: deps
 	rm -rf build-meson
-	meson setup build-meson >/dev/null
+	meson setup build-meson --prefix=/usr/local >/dev/null
 	meson compile -C build-meson
 	test -f build-meson/libgstvideoai.so && test -x build-meson/videoai-events
+	meson install -C build-meson --destdir staged >/dev/null
+	@# the layout scripts/install.sh makes: the plugin's private ONNX Runtime in ../videoai
+	cd build-meson/staged/usr/local && ls lib/*/gstreamer-1.0/libgstvideoai.so lib/*/videoai/libonnxruntime.so.* \
+		bin/videoai-events share/videoai/pipelines/demo-objects.pipeline share/videoai/scripts/fetch-models.sh
 	rm -rf build-meson
 
+# Installing (scripts/install.sh): per user by default; PREFIX=/usr/local (LIBDIR=…) for a
+# system prefix, DESTDIR=… to stage. The plugin takes its private ONNX Runtime along.
 install: build
-	install -d $(PLUGIN_INSTALL_DIR) $(BIN_INSTALL_DIR)
-	install -m 644 $(RELEASE_DIR)/libgstvideoai.so $(PLUGIN_INSTALL_DIR)/
-	install -m 755 $(RELEASE_DIR)/videoai-events $(BIN_INSTALL_DIR)/
-	@echo "installed: $(PLUGIN_INSTALL_DIR)/libgstvideoai.so, $(BIN_INSTALL_DIR)/videoai-events"
+	@scripts/install.sh install "$(PREFIX)" "$(DESTDIR)"
+
+uninstall:
+	@scripts/install.sh uninstall "$(PREFIX)" "$(DESTDIR)"
+
+# A Debian package (cargo-deb, installed by scripts/make-deb.sh) in target/debian/.
+deb: build
+	@scripts/make-deb.sh
+
+# What `make test` runs last: make install (per user and staged under a prefix) and the .deb
+# (installed with dpkg -i, then removed) each tried with the source tree's .deps and target
+# moved out of reach.
+install-check: build
+	@scripts/check-install.sh
 
 clean:
 	$(CARGO) clean

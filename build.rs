@@ -18,13 +18,7 @@ fn main() {
     let default = match std::env::var("VIDEOAI_ORT_DEFAULT") {
         Ok(p) if !p.is_empty() => p,
         _ => {
-            let text = std::fs::read_to_string(&versions).unwrap_or_default();
-            let version = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("ORT_VERSION="))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| panic!("ORT_VERSION=… missing in {}", versions.display()));
+            let version = ort_version(&versions);
             manifest_dir
                 .join(".deps/onnxruntime/onnxruntime/capi")
                 .join(format!("libonnxruntime.so.{version}"))
@@ -33,4 +27,19 @@ fn main() {
         }
     };
     println!("cargo:rustc-env=VIDEOAI_ORT_DEFAULT={default}");
+    // The version of the copy `make install` puts next to the plugin (onnxinfer/runtime.rs).
+    println!(
+        "cargo:rustc-env=VIDEOAI_ORT_VERSION={}",
+        ort_version(&versions)
+    );
+}
+
+/// `ORT_VERSION=…` of scripts/versions.env.
+fn ort_version(versions: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(versions).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ORT_VERSION="))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("ORT_VERSION=… missing in {}", versions.display()))
 }

@@ -56,6 +56,10 @@ pub mod videoaitrace;
 #[allow(unused_variables)] // with every element feature off
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     formats::detection::register_inference_meta();
+    #[cfg(feature = "onnxinfer")]
+    if let Some(file) = plugin.filename() {
+        onnxinfer::runtime::set_plugin_file(file);
+    }
     #[cfg(feature = "adaptivequeue")]
     adaptivequeue::register(plugin)?;
     #[cfg(feature = "detectionoverlay")]

@@ -36,7 +36,7 @@ APT_PACKAGES=(
     gstreamer1.0-plugins-bad gstreamer1.0-libav
     gstreamer1.0-x fonts-dejavu-core
     nats-server prometheus
-    meson ninja-build
+    meson ninja-build dpkg-dev
 )
 command -v python3 >/dev/null || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

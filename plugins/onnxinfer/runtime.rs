@@ -6,9 +6,16 @@
 //! **The library.** `ort` is built with `load-dynamic`: the shared library is opened at run
 //! time, once per process. Where it comes from, first match wins:
 //!
-//! 1. `ORT_DYLIB_PATH` in the environment;
-//! 2. the default baked in at build time (`VIDEOAI_ORT_DEFAULT`, see `build.rs`), which is where
-//!    `make deps` installs the pinned `onnxruntime` wheel.
+//! 1. the copy installed with the plugin: `<the plugin's directory>/../videoai/
+//!    libonnxruntime.so.<version>` (`make install`, the .deb and `meson install` put it there,
+//!    see scripts/install.sh);
+//! 2. `ORT_DYLIB_PATH` in the environment;
+//! 3. only for a plugin loaded from the source tree it was built in (or registered statically,
+//!    as in the tests): the default baked in at build time (`VIDEOAI_ORT_DEFAULT`, see
+//!    `build.rs`), which is where `make deps` installs the pinned `onnxruntime` wheel. An
+//!    installed plugin never reaches into a source tree.
+//!
+//! The choice is logged at INFO (`GST_DEBUG=onnxinfer:4`) when the library is loaded.
 //!
 //! `ort::init()` panics when the library cannot be loaded, so this module only uses
 //! `ort::init_from()` and turns its failure into an error message a person can act on.
@@ -19,7 +26,8 @@
 //! device, CUDA libraries missing: ONNX Runtime only finds out when the session is created), is
 //! an error naming it, or with `provider-fallback` a warning and the CPU.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::session::Session;
@@ -102,18 +110,76 @@ pub struct LibraryChoice {
     pub origin: &'static str,
 }
 
-/// The library this process uses (or would use).
-pub fn library_choice() -> LibraryChoice {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => LibraryChoice {
+/// The file GStreamer loaded the plugin from (`None` when it was registered statically).
+static PLUGIN_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Called at plugin init with `gst::Plugin::filename()`.
+pub fn set_plugin_file(path: PathBuf) {
+    let _ = PLUGIN_FILE.set(path);
+}
+
+const INSTALLED: &str = "the copy installed with the plugin";
+const INSTALLED_MISSING: &str =
+    "the copy installed with the plugin, which is missing: reinstall videoai or set ORT_DYLIB_PATH";
+
+/// Where the installed copy of ONNX Runtime sits for a plugin at `plugin`.
+pub fn installed_library(plugin: &Path) -> PathBuf {
+    let dir = plugin.parent().unwrap_or(Path::new("."));
+    dir.join("../videoai")
+        .join(concat!("libonnxruntime.so.", env!("VIDEOAI_ORT_VERSION")))
+}
+
+/// Whether `plugin` lies in the source tree this library was built from (cargo's `target/`,
+/// meson's build directory).
+fn in_source_tree(plugin: &Path, source: &Path) -> bool {
+    plugin.starts_with(source)
+        || match (plugin.canonicalize(), source.canonicalize()) {
+            (Ok(p), Ok(s)) => p.starts_with(s),
+            _ => false,
+        }
+}
+
+/// The library choice for a plugin loaded from `plugin` (`None`: registered statically), with
+/// `ORT_DYLIB_PATH` = `env`; `exists` tells whether a file is there.
+fn choose(
+    plugin: Option<&Path>,
+    env: Option<OsString>,
+    source: &Path,
+    exists: impl Fn(&Path) -> bool,
+) -> LibraryChoice {
+    let installed = plugin.map(installed_library);
+    if let Some(path) = installed.as_ref().filter(|p| exists(p)) {
+        return LibraryChoice {
+            path: path.clone(),
+            origin: INSTALLED,
+        };
+    }
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        return LibraryChoice {
             path: PathBuf::from(p),
             origin: "ORT_DYLIB_PATH",
+        };
+    }
+    match (plugin, installed) {
+        (Some(p), Some(path)) if !in_source_tree(p, source) => LibraryChoice {
+            path,
+            origin: INSTALLED_MISSING,
         },
         _ => LibraryChoice {
             path: PathBuf::from(env!("VIDEOAI_ORT_DEFAULT")),
-            origin: "the default built into the plugin",
+            origin: "the default built into the plugin (the source tree's .deps)",
         },
     }
+}
+
+/// The library this process uses (or would use).
+pub fn library_choice() -> LibraryChoice {
+    choose(
+        PLUGIN_FILE.get().map(PathBuf::as_path),
+        std::env::var_os("ORT_DYLIB_PATH"),
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        Path::is_file,
+    )
 }
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -127,13 +193,20 @@ fn environment() -> Result<&'static ort::environment::Environment, String> {
             let choice = library_choice();
             if !choice.path.is_file() {
                 return Err(format!(
-                    "ONNX Runtime library not found: '{}' (from {}) does not exist. Run `make deps` in \
-                     the videoai source tree, or set ORT_DYLIB_PATH to a libonnxruntime.so.1.x file \
-                     (for example from `pip install onnxruntime`: onnxruntime/capi/libonnxruntime.so.1.*)",
+                    "ONNX Runtime library not found: '{}' (from {}) does not exist. Reinstall videoai \
+                     (make install, the .deb), run `make deps` in the videoai source tree, or set \
+                     ORT_DYLIB_PATH to a libonnxruntime.so.1.x file (for example from `pip install \
+                     onnxruntime`: onnxruntime/capi/libonnxruntime.so.1.*)",
                     choice.path.display(),
                     choice.origin
                 ));
             }
+            gst::info!(
+                CAT,
+                "loading ONNX Runtime from '{}' ({})",
+                choice.path.display(),
+                choice.origin
+            );
             let builder = ort::init_from(&choice.path).map_err(|e| {
                 format!(
                     "could not load ONNX Runtime from '{}' (from {}): {e}. Set ORT_DYLIB_PATH to a \
@@ -306,6 +379,33 @@ fn register(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_installed_copy_comes_first_then_the_environment_and_never_a_source_tree() {
+        let src = Path::new("/src/videoai");
+        let plugin = Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideoai.so");
+        let copy = installed_library(plugin);
+        assert!(copy.starts_with("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/../videoai"));
+        let env = || Some(OsString::from("/opt/ort/libonnxruntime.so.1.31.1"));
+        // Installed: its copy, even with ORT_DYLIB_PATH set.
+        let c = choose(Some(plugin), env(), src, |p| p == copy);
+        assert_eq!((c.path, c.origin), (copy.clone(), INSTALLED));
+        // Its copy gone: ORT_DYLIB_PATH.
+        let c = choose(Some(plugin), env(), src, |_| false);
+        assert_eq!(c.path, PathBuf::from("/opt/ort/libonnxruntime.so.1.31.1"));
+        // Neither: the missing copy is named, not the source tree's .deps.
+        let c = choose(Some(plugin), None, src, |_| false);
+        assert_eq!((c.path, c.origin), (copy, INSTALLED_MISSING));
+        // A plugin in its source tree, or registered statically: the built-in default.
+        let dev = Path::new("/src/videoai/target/release/libgstvideoai.so");
+        let built_in = PathBuf::from(env!("VIDEOAI_ORT_DEFAULT"));
+        assert_eq!(choose(Some(dev), None, src, |_| false).path, built_in);
+        assert_eq!(choose(None, None, src, |_| false).path, built_in);
+        assert_eq!(
+            choose(None, Some(OsString::new()), src, |_| false).path,
+            built_in
+        );
+    }
+
     use super::*;
 
     /// A builder whose sessions fail as told: with the provider registered (a provider that is
