@@ -125,11 +125,11 @@ meson-check: deps
 	rm -rf build-meson
 	meson setup build-meson --prefix=/usr/local >/dev/null
 	meson compile -C build-meson
-	test -f build-meson/libgstvideoai.so && test -x build-meson/videoai-events
+	test -f build-meson/libgstvideoai.so && test -x build-meson/videoai-events && test -x build-meson/videoai-worker
 	meson install -C build-meson --destdir staged >/dev/null
 	@# the layout scripts/install.sh makes: the plugin's private ONNX Runtime in ../videoai
 	cd build-meson/staged/usr/local && ls lib/*/gstreamer-1.0/libgstvideoai.so lib/*/videoai/libonnxruntime.so.* \
-		bin/videoai-events share/videoai/pipelines/demo-objects.pipeline share/videoai/scripts/fetch-models.sh
+		bin/videoai-events bin/videoai-worker bin/videoai-fleet share/videoai/pipelines/demo-objects.pipeline share/videoai/scripts/fetch-models.sh
 	rm -rf build-meson
 
 # Installing (scripts/install.sh): per user by default; PREFIX=/usr/local (LIBDIR=…) for a

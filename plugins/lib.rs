@@ -31,6 +31,7 @@
 use gst::glib;
 
 pub mod eventlog;
+pub mod fleet;
 pub mod formats;
 pub mod util;
 

@@ -40,7 +40,7 @@ fi
 ort_dir=$(dirname "$plugin_dir")/videoai
 manifest=$share_dir/install-manifest.txt
 ORT_SRC=.deps/onnxruntime/onnxruntime
-TOOLS=(videoai-events)
+TOOLS=(videoai-events videoai-worker videoai-fleet)
 
 say() { printf '[%s] %s\n' "$action" "$*"; }
 

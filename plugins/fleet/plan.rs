@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MPL-2.0
+//! What a worker does next, from what it sees: which cameras it claims, releases and stops.
+//! Pure: the worker feeds it the registry and the leases it watches, and acts on the answer.
+//!
+//! * A camera removed from the registry is stopped wherever it runs (by its holder).
+//! * Fair share: with `n` cameras and `w` live workers, a worker claims free cameras while it
+//!   holds fewer than `ceil(n / w)` (and fewer than its capacity). Cameras still free after
+//!   that (other workers full) are claimed up to the capacity.
+//! * A worker above the share releases one camera at a time, only when another worker has room
+//!   for it and not sooner than the hold-off after its last release, so the fleet converges
+//!   without flapping.
+//! * Workers try free cameras in an order of their own (a hash of worker and camera), so that
+//!   several starting together do not all race for the same camera first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::util::hash::fnv1a;
+
+/// What a worker sees.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub me: String,
+    pub capacity: usize,
+    /// Valid cameras of the registry.
+    pub cameras: BTreeSet<String>,
+    /// Cameras whose lease another worker holds (and renewed within the TTL).
+    pub held_by_others: BTreeSet<String>,
+    /// Cameras this worker runs.
+    pub mine: BTreeSet<String>,
+    /// Other live workers: their spare capacity.
+    pub others_spare: BTreeMap<String, usize>,
+    /// Whether the hold-off since the last release has passed.
+    pub may_release: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub claim: Vec<String>,
+    pub release: Vec<String>,
+    pub stop: Vec<String>,
+}
+
+/// The fair share: cameras per live worker, rounded up.
+pub fn share(cameras: usize, workers: usize) -> usize {
+    cameras.div_ceil(workers.max(1))
+}
+
+pub fn plan(v: &View) -> Plan {
+    let mut p = Plan {
+        stop: v
+            .mine
+            .iter()
+            .filter(|c| !v.cameras.contains(*c))
+            .cloned()
+            .collect(),
+        ..Plan::default()
+    };
+    let mut held = v.mine.len() - p.stop.len();
+    let workers = 1 + v.others_spare.len();
+    let target = share(v.cameras.len(), workers).min(v.capacity);
+    let mut free: Vec<&String> = v
+        .cameras
+        .iter()
+        .filter(|c| !v.mine.contains(*c) && !v.held_by_others.contains(*c))
+        .collect();
+    free.sort_by_key(|c| fnv1a(format!("{}/{}", v.me, c).as_bytes()));
+    let others_room: usize = v.others_spare.values().sum();
+    // Beyond the share only when the others cannot take the rest.
+    let limit = if free.len() > others_room {
+        v.capacity
+    } else {
+        target
+    };
+    for c in free {
+        if held >= limit {
+            break;
+        }
+        p.claim.push(c.clone());
+        held += 1;
+    }
+    if p.claim.is_empty() && held > target && v.may_release && others_room > 0 {
+        let kept: Vec<&String> = v.mine.iter().filter(|c| v.cameras.contains(*c)).collect();
+        // The one this worker would try last: the others are likelier to want it.
+        if let Some(c) = kept
+            .into_iter()
+            .max_by_key(|c| fnv1a(format!("{}/{}", v.me, c).as_bytes()))
+        {
+            p.release.push(c.clone());
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn view(cameras: &[&str], mine: &[&str], others: &[(&str, usize)], held: &[&str]) -> View {
+        View {
+            me: "w1".into(),
+            capacity: 3,
+            cameras: set(cameras),
+            held_by_others: set(held),
+            mine: set(mine),
+            others_spare: others.iter().map(|(w, n)| (w.to_string(), *n)).collect(),
+            may_release: true,
+        }
+    }
+
+    #[test]
+    fn a_worker_claims_its_share_and_no_more_while_others_have_room() {
+        let cams = ["c1", "c2", "c3", "c4", "c5", "c6"];
+        let p = plan(&view(&cams, &[], &[("w2", 3), ("w3", 3)], &[]));
+        assert_eq!(p.claim.len(), 2, "{p:?}");
+        // Alone: up to its capacity.
+        let p = plan(&view(&cams, &[], &[], &[]));
+        assert_eq!(p.claim.len(), 3, "{p:?}");
+        // Others full: the rest too, up to the capacity.
+        let p = plan(&view(&cams, &["c1", "c2"], &[("w2", 0)], &["c3", "c4"]));
+        assert_eq!(p.claim.len(), 1, "{p:?}");
+        assert!(["c5", "c6"].contains(&p.claim[0].as_str()));
+    }
+
+    #[test]
+    fn above_the_share_one_camera_is_released_when_another_worker_has_room() {
+        let cams = ["c1", "c2", "c3", "c4", "c5", "c6"];
+        // A fourth worker joined: share 2, w1 holds 3.
+        let mut v = view(
+            &cams,
+            &["c1", "c2", "c3"],
+            &[("w2", 0), ("w3", 0), ("w4", 3)],
+            &["c4", "c5", "c6"],
+        );
+        let p = plan(&v);
+        assert_eq!((p.claim.len(), p.release.len()), (0, 1), "{p:?}");
+        v.may_release = false;
+        assert!(plan(&v).release.is_empty(), "hold-off");
+        // At the share: nothing moves (no flapping).
+        let v = view(
+            &cams,
+            &["c1", "c2"],
+            &[("w2", 1), ("w3", 1), ("w4", 1)],
+            &["c3", "c4", "c5", "c6"],
+        );
+        assert_eq!(plan(&v), Plan::default());
+    }
+
+    #[test]
+    fn removed_cameras_are_stopped() {
+        let p = plan(&view(&["c1"], &["c1", "gone"], &[], &[]));
+        assert_eq!(p.stop, vec!["gone".to_string()]);
+        assert!(p.claim.is_empty() && p.release.is_empty());
+    }
+}

@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: MPL-2.0
+//! videoai-worker and videoai-fleet with real servers on 127.0.0.1: NATS JetStream (one server
+//! or a 3-node cluster), gst-rtsp-server cameras in child processes, workers as child processes
+//! killed for real (SIGKILL) or stopped (SIGTERM). What the fleet says is read with
+//! `videoai-fleet status --json`; what was stored, from the JetStream event stream.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::nats::NatsCluster;
+use common::rtsp::RtspCamera;
+
+#[test]
+fn rtsp_server_child() {
+    // The RTSP camera processes of the tests below (does nothing when run as a test).
+    common::rtsp::serve_if_child();
+}
+
+/// A worker process; killed (SIGKILL) when dropped.
+struct Worker {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(dir: &Path, name: &str, nats: &str, pipeline: &Path, capacity: usize) -> Worker {
+        let wd = dir.join(name);
+        std::fs::create_dir_all(&wd).unwrap();
+        let log = wd.join("worker.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_videoai-worker"))
+            .current_dir(&wd)
+            .args(["--nats", nats, "--pipeline"])
+            .arg(pipeline)
+            .args([
+                "--capacity",
+                &capacity.to_string(),
+                "--name",
+                name,
+                "--lease-ttl",
+                "3s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("{} did not stop within 30 s of SIGTERM", self.name);
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn fleet(nats: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_videoai-fleet"))
+        .args(["--nats", nats])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn add(nats: &str, id: &str, uri: &str, params: &[&str]) {
+    let mut args = vec!["add", id, uri];
+    args.extend(params);
+    let (ok, _, err) = fleet(nats, &args);
+    assert!(ok, "videoai-fleet add {id}: {err}");
+}
+
+/// Per camera: (worker, state, fps, detail), from `videoai-fleet status --json`.
+#[derive(Debug, Clone, PartialEq)]
+struct Status {
+    worker: String,
+    state: String,
+    fps: f64,
+    detail: String,
+}
+
+fn status(nats: &str) -> BTreeMap<String, Status> {
+    let (ok, out, err) = fleet(nats, &["status", "--json"]);
+    assert!(ok, "videoai-fleet status: {err}");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["camera"].as_str().unwrap().to_string(),
+                Status {
+                    worker: v["worker"].as_str().unwrap_or("").to_string(),
+                    state: v["state"].as_str().unwrap_or("").to_string(),
+                    fps: v["fps"].as_f64().unwrap_or(0.0),
+                    detail: v["detail"].as_str().unwrap_or("").to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Polls the status until `ok` holds (then returns it and how long it took) or `within` passes.
+fn wait_for(
+    nats: &str,
+    within: Duration,
+    what: &str,
+    mut ok: impl FnMut(&BTreeMap<String, Status>) -> bool,
+) -> (BTreeMap<String, Status>, Duration) {
+    let start = Instant::now();
+    loop {
+        let s = status(nats);
+        if ok(&s) {
+            return (s, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}; status: {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn running_with_frames(s: &Status) -> bool {
+    s.state == "running" && !s.worker.is_empty() && s.fps > 0.0
+}
+
+fn per_worker(s: &BTreeMap<String, Status>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for st in s.values().filter(|s| !s.worker.is_empty()) {
+        *out.entry(st.worker.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// A cheap camera: synthetic frames at 10 fps into a fakesink (coordination, not video, is
+/// under test). `${SINK}` lets a camera break its own pipeline.
+fn cheap_pipeline(dir: &Path) -> PathBuf {
+    let p = dir.join("cheap.pipeline");
+    std::fs::write(
+        &p,
+        "# a cheap camera\nvideotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=10/1 \
+         ! ${SINK} name=out-${CAMERA_ID}\n",
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
+    common::init();
+    let dir = common::TempDir::new("fleet-kill");
+    let cluster = NatsCluster::start(3);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let cams: Vec<RtspCamera> = (0..6)
+        .map(|_| RtspCamera::start("rtsp_server_child"))
+        .collect();
+    let pipeline = dir.join("camera.pipeline");
+    std::fs::write(
+        &pipeline,
+        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\"\n",
+    )
+    .unwrap();
+    for (i, c) in cams.iter().enumerate() {
+        add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
+    }
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
+        .collect();
+    let (s, took) = wait_for(&nats, Duration::from_secs(45), "all six running", |s| {
+        s.len() == 6 && s.values().all(running_with_frames)
+    });
+    eprintln!("all 6 running after {took:?}: {:?}", per_worker(&s));
+    std::thread::sleep(Duration::from_secs(3));
+
+    // SIGKILL the worker with the most cameras.
+    let s = status(&nats);
+    let load = per_worker(&s);
+    let (victim, n) = load.iter().max_by_key(|(_, n)| **n).unwrap();
+    let moved: BTreeSet<String> = s
+        .iter()
+        .filter(|(_, st)| &st.worker == victim)
+        .map(|(c, _)| c.clone())
+        .collect();
+    assert!(*n >= 1 && !moved.is_empty());
+    let i = workers.iter().position(|w| &w.name == victim).unwrap();
+    let killed_at_ns = now_ns();
+    workers[i].kill();
+    let (s, took) = wait_for(&nats, Duration::from_secs(10), "taken over", |s| {
+        moved.iter().all(|c| {
+            s.get(c)
+                .is_some_and(|st| &st.worker != victim && running_with_frames(st))
+        })
+    });
+    eprintln!(
+        "{moved:?} of {victim} running again after {took:?}: {:?}",
+        per_worker(&s)
+    );
+    let back_ns = now_ns();
+    std::thread::sleep(Duration::from_secs(4));
+    for w in workers.iter_mut() {
+        w.stop();
+    }
+
+    // Every camera's timeline: each frame once (no two events of one camera within half a
+    // frame period of each other, outside a reader's first burst), and after all were running,
+    // no gap of a second or more except around the kill for the cameras that moved.
+    let events = cluster.read_all(gstvideoai::eventlog::nats::DEFAULT_STREAM);
+    let mut by_cam: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for e in &events {
+        by_cam
+            .entry(e.stream.clone())
+            .or_default()
+            .push((e.capture_ns, e.seq));
+    }
+    assert_eq!(by_cam.len(), 6, "{:?}", by_cam.keys());
+    for (cam, evs) in by_cam.iter_mut() {
+        evs.sort();
+        let seqs: BTreeSet<i64> = evs.iter().map(|e| e.1).collect();
+        assert_eq!(seqs.len(), evs.len(), "{cam}: a seq stored twice");
+        let period = 1_000_000_000 / 30;
+        // A reader's first frames come in a burst (the jitterbuffer filling: timestamps a
+        // fraction of a millisecond apart), at the camera's start and at a takeover: distinct
+        // frames, not checked for spacing.
+        let first = evs[0].0;
+        let burst = |t: i64| {
+            t < first + 1_000_000_000
+                || (moved.contains(cam) && t >= killed_at_ns && t <= back_ns + 1_000_000_000)
+        };
+        for w in evs.windows(2).filter(|w| !burst(w[0].0)) {
+            assert!(
+                w[1].0 - w[0].0 > period / 2,
+                "{cam}: two events {} ns apart (seq {} and {}): one frame stored twice",
+                w[1].0 - w[0].0,
+                w[0].1,
+                w[1].1
+            );
+        }
+        let settled = killed_at_ns - 2_000_000_000;
+        for w in evs.windows(2) {
+            let gap = w[1].0 - w[0].0;
+            if gap < 1_000_000_000 || w[0].0 < settled {
+                continue;
+            }
+            assert!(
+                moved.contains(cam)
+                    && w[0].0 >= killed_at_ns - 1_000_000_000
+                    && w[1].0 <= back_ns + 2_000_000_000,
+                "{cam}: a gap of {gap} ns at {} (kill at {killed_at_ns}, back at {back_ns})",
+                w[0].0
+            );
+        }
+    }
+    drop(cams);
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[test]
+fn cameras_come_and_go_while_running_and_a_new_worker_gets_its_share() {
+    common::init();
+    let dir = common::TempDir::new("fleet-share");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    for i in 0..6 {
+        add(&nats, &format!("cam-{i}"), "test://", &["SINK=fakesink"]);
+    }
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
+        .collect();
+    wait_for(&nats, Duration::from_secs(30), "all six running", |s| {
+        s.len() == 6 && s.values().all(running_with_frames)
+    });
+
+    // Added while running: running within 3 s.
+    add(&nats, "cam-new", "test://", &["SINK=fakesink"]);
+    let (_, took) = wait_for(
+        &nats,
+        Duration::from_secs(3),
+        "the added camera running",
+        |s| s.get("cam-new").is_some_and(running_with_frames),
+    );
+    eprintln!("added camera running after {took:?}");
+    // Removed: its pipeline stopped within 3 s (its lease gone, the worker's list without it).
+    let (ok, _, err) = fleet(&nats, &["remove", "cam-new"]);
+    assert!(ok, "{err}");
+    let start = Instant::now();
+    loop {
+        let gone = workers
+            .iter()
+            .all(|w| !worker_runs(&nats, &w.name, "cam-new"));
+        if gone {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "cam-new still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("removed camera stopped after {:?}", start.elapsed());
+
+    // A fourth worker: within 30 s no worker holds more than 2, and no camera is ever seen on
+    // two workers.
+    workers.push(Worker::start(dir.path(), "w3", &nats, &pipeline, 3));
+    let start = Instant::now();
+    let mut fair = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        let held = worker_lists(&nats);
+        let mut seen = BTreeSet::new();
+        for cams in held.values() {
+            for c in cams {
+                assert!(seen.insert(c.clone()), "{c} on two workers: {held:?}");
+            }
+        }
+        if held.values().all(|c| c.len() <= 2) && seen.len() == 6 {
+            fair = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let fair = fair.unwrap_or_else(|| panic!("not fair within 30 s: {:?}", worker_lists(&nats)));
+    eprintln!(
+        "fair share (≤ 2 each) after {fair:?}: {:?}",
+        worker_lists(&nats)
+    );
+    // And it stays so (no flapping): the same assignment a few ticks later.
+    let before = worker_lists(&nats);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(worker_lists(&nats), before, "cameras kept moving");
+    for w in workers.iter_mut() {
+        w.stop();
+    }
+    // SIGTERM gave every lease back at once.
+    let s = status(&nats);
+    assert!(s.values().all(|st| st.worker.is_empty()), "{s:#?}");
+}
+
+/// Per worker: the cameras it says it runs (its `videoai-workers` entry).
+fn worker_lists(nats: &str) -> BTreeMap<String, Vec<String>> {
+    let urls = gstvideoai::eventlog::nats::parse_location(nats)
+        .unwrap()
+        .unwrap();
+    gstvideoai::eventlog::nats::block_on(async {
+        let client =
+            gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(5), false)
+                .await
+                .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let store = js
+            .get_key_value(gstvideoai::fleet::kv::WORKERS)
+            .await
+            .unwrap();
+        let mut out = BTreeMap::new();
+        use futures_util::StreamExt;
+        let mut keys = store.keys().await.unwrap();
+        while let Some(Ok(k)) = keys.next().await {
+            if let Ok(Some(v)) = store.get(&k).await {
+                let w: gstvideoai::fleet::registry::WorkerInfo =
+                    serde_json::from_slice(&v).unwrap();
+                out.insert(k, w.cameras);
+            }
+        }
+        out
+    })
+}
+
+fn worker_runs(nats: &str, worker: &str, camera: &str) -> bool {
+    worker_lists(nats)
+        .get(worker)
+        .is_some_and(|c| c.iter().any(|c| c == camera))
+}
+
+#[test]
+fn bad_entries_and_broken_pipelines_get_a_status_and_the_others_run() {
+    common::init();
+    let dir = common::TempDir::new("fleet-bad");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    add(&nats, "good-1", "test://", &["SINK=fakesink"]);
+    add(&nats, "good-2", "test://", &["SINK=fakesink"]);
+    // A camera whose pipeline cannot be built (no such element).
+    add(&nats, "broken", "test://", &["SINK=nosuchelement"]);
+    // A camera missing a placeholder value.
+    add(&nats, "unfilled", "test://", &[]);
+    // A registry entry that is not a camera at all, written past videoai-fleet.
+    let urls = gstvideoai::eventlog::nats::parse_location(&nats)
+        .unwrap()
+        .unwrap();
+    gstvideoai::eventlog::nats::block_on(async {
+        let client =
+            gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(5), false)
+                .await
+                .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let store = js
+            .get_key_value(gstvideoai::fleet::kv::CAMERAS)
+            .await
+            .unwrap();
+        store.put("garbage", "not json".into()).await.unwrap();
+    });
+    let mut w = Worker::start(dir.path(), "w0", &nats, &pipeline, 8);
+    let (s, _) = wait_for(&nats, Duration::from_secs(20), "statuses", |s| {
+        ["good-1", "good-2"]
+            .iter()
+            .all(|c| s.get(*c).is_some_and(running_with_frames))
+            && ["broken", "unfilled", "garbage"]
+                .iter()
+                .all(|c| s.get(*c).is_some_and(|st| st.state == "failed"))
+    });
+    assert!(
+        s["broken"].detail.contains("nosuchelement"),
+        "{:?}",
+        s["broken"]
+    );
+    assert!(
+        s["unfilled"].detail.contains("${SINK}"),
+        "{:?}",
+        s["unfilled"]
+    );
+    assert!(
+        s["garbage"].detail.contains("not a camera entry"),
+        "{:?}",
+        s["garbage"]
+    );
+    // The tool refuses bad input itself, with the reason.
+    let (ok, _, err) = fleet(&nats, &["add", "bad id", "x"]);
+    assert!(!ok && err.contains("not allowed"), "{err}");
+    let (ok, _, err) = fleet(&nats, &["add", "c", "x", "URI=y"]);
+    assert!(!ok && err.contains("reserved"), "{err}");
+    let (ok, _, err) = fleet(&nats, &["remove", "nobody"]);
+    assert!(!ok && err.contains("no camera nobody"), "{err}");
+    w.stop();
+    assert!(
+        w.log().contains("stopped, leases given back"),
+        "{}",
+        w.log()
+    );
+}

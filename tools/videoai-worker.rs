@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `videoai-worker`: runs cameras of the fleet registry (NATS JetStream key-value buckets) on
+//! this machine, one GStreamer pipeline per camera, taken over by other workers when this one
+//! dies. See `plugins/fleet/` and the README's "Scaling out".
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use gstvideoai::fleet::{registry, worker};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "videoai-worker",
+    version,
+    about = "Runs cameras of the videoai fleet registry on this machine (one pipeline per camera)",
+    long_about = "Claims up to CAPACITY cameras from the registry in NATS JetStream (bucket \
+        videoai-cameras, written by videoai-fleet) and runs one GStreamer pipeline per camera \
+        in this process, built from a pipeline description file with ${CAMERA_ID}, ${URI}, \
+        ${NATS} and the camera's own KEY=VALUE parameters filled in. Each camera is held by a \
+        lease (bucket videoai-leases, TTL --lease-ttl) renewed by compare-and-set; when this \
+        worker dies, others take its cameras after the TTL. SIGINT/SIGTERM: every pipeline \
+        ends with EOS (its events durable) and the leases are given back at once."
+)]
+struct Args {
+    /// NATS servers: nats://host:port[,host:port…] (retried until one answers).
+    #[arg(long)]
+    nats: String,
+    /// Pipeline description file with placeholders (e.g. pipelines/fleet-camera.pipeline).
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// Most cameras this worker runs at once.
+    #[arg(long)]
+    capacity: usize,
+    /// This worker's name in the fleet (unique). Default: HOSTNAME-PID.
+    #[arg(long)]
+    name: Option<String>,
+    /// Serve Prometheus metrics (videoaitrace exporter) on HOST:PORT: every element's metrics
+    /// labelled by camera id (pipeline="CAMERA_ID").
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Lease TTL, e.g. 3s or 1500ms: how long after a worker's death its cameras wait. The
+    /// first worker creates the leases bucket with it; later workers use the bucket's.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// A placeholder value for every camera, KEY=VALUE (repeatable; a camera's own wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Copies of the fleet's buckets when they are created (default: servers listed, at most 3).
+    #[arg(long)]
+    replicas: Option<usize>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let urls = match gstvideoai::eventlog::nats::parse_location(&args.nats) {
+        Some(Ok(u)) => u,
+        Some(Err(why)) => fail(&format!("--nats {}: {why}", args.nats)),
+        None => fail(&format!(
+            "--nats {}: expected nats://host:port[,host:port…]",
+            args.nats
+        )),
+    };
+    let vars: BTreeMap<String, String> = match registry::parse_params(&args.set) {
+        Ok(v) => v,
+        Err(why) => fail(&format!("--set: {why}")),
+    };
+    if args.capacity == 0 {
+        fail("--capacity: at least 1");
+    }
+    if args.lease_ttl < Duration::from_millis(300) {
+        fail("--lease-ttl: at least 300ms");
+    }
+    if !args.pipeline.is_file() {
+        fail(&format!(
+            "--pipeline {}: no such file",
+            args.pipeline.display()
+        ));
+    }
+    if let Some(addr) = &args.metrics {
+        // The tracer must be named before GStreamer starts.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("GST_TRACERS", format!("videoaitrace(prometheus={addr})")) };
+    }
+    gst::init().unwrap_or_else(|e| fail(&format!("GStreamer: {e}")));
+    gstvideoai::plugin_register_static().unwrap_or_else(|e| fail(&format!("videoai plugin: {e}")));
+    let name = args.name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    if let Err(why) = registry::check_id(&name) {
+        fail(&format!(
+            "--name: {}",
+            why.replace("camera id", "worker name")
+        ));
+    }
+    let replicas = args.replicas.unwrap_or(urls.len().min(3));
+    let cfg = worker::Config {
+        nats: urls,
+        pipeline: args.pipeline,
+        capacity: args.capacity,
+        name: name.clone(),
+        lease_ttl: args.lease_ttl,
+        vars,
+        replicas,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let w = match worker::Worker::connect(cfg).await {
+            Ok(w) => w,
+            Err(why) => fail(&why),
+        };
+        eprintln!(
+            "videoai-worker {name}: running (capacity {})",
+            args.capacity
+        );
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        };
+        w.run(stop).await;
+        eprintln!("videoai-worker {name}: stopped, leases given back");
+    });
+}
+
+fn fail(why: &str) -> ! {
+    eprintln!("videoai-worker: {why}");
+    std::process::exit(2)
+}
