@@ -121,20 +121,22 @@ fn main() {
     });
 }
 
+/// Every key and value of a bucket; an error (NATS electing a leader) ends the command.
 async fn entries(store: &async_nats::jetstream::kv::Store) -> Vec<(String, bytes::Bytes)> {
     use futures_util::StreamExt;
-    let mut out = Vec::new();
-    let Ok(mut keys) = store.keys().await else {
-        return out;
-    };
+    let why = |e: &dyn std::fmt::Display| format!("cannot read the bucket {}: {e}", store.name);
+    let mut keys = store.keys().await.unwrap_or_else(|e| fail(&why(&e)));
     let mut names = Vec::new();
-    while let Some(Ok(k)) = keys.next().await {
-        names.push(k);
+    while let Some(k) = keys.next().await {
+        names.push(k.unwrap_or_else(|e| fail(&why(&e))));
     }
     names.sort();
+    let mut out = Vec::new();
     for k in names {
-        if let Ok(Some(v)) = store.get(&k).await {
-            out.push((k, v));
+        match store.get(&k).await {
+            Ok(Some(v)) => out.push((k, v)),
+            Ok(None) => {}
+            Err(e) => fail(&why(&e)),
         }
     }
     out

@@ -80,6 +80,11 @@ pub struct Worker {
     /// Cameras seen held by another worker: a claim of one is a takeover.
     seen_elsewhere: BTreeSet<String>,
     last_release: Instant,
+    /// Since when NATS has answered without a break (the start, or the end of an outage):
+    /// for a TTL after it, leases seen before are still taken as held, so their holders can
+    /// renew them before anyone takes their cameras.
+    nats_ok_since: Instant,
+    nats_down: bool,
     stopping: Vec<std::thread::JoinHandle<()>>,
     pub counters: Counters,
 }
@@ -132,6 +137,8 @@ impl Worker {
             reported: BTreeMap::new(),
             seen_elsewhere: BTreeSet::new(),
             last_release: Instant::now(),
+            nats_ok_since: Instant::now(),
+            nats_down: false,
             stopping: Vec::new(),
             counters: Counters::default(),
         })
@@ -203,7 +210,9 @@ impl Worker {
             let Ok(lease) = serde_json::from_slice::<Lease>(&seen.value) else {
                 continue;
             };
-            if lease.worker != self.cfg.name && now.duration_since(seen.at) < ttl {
+            let fresh =
+                now.duration_since(seen.at) < ttl || now.duration_since(self.nats_ok_since) < ttl;
+            if lease.worker != self.cfg.name && fresh {
                 held.insert(id.clone());
                 self.seen_elsewhere.insert(id);
             }
@@ -287,6 +296,7 @@ impl Worker {
         run.revision = revision;
         run.renewed = Instant::now();
         self.counters.claims += 1;
+        eprintln!("videoai-worker {}: {id}: claimed", self.cfg.name);
         if self.seen_elsewhere.remove(id) {
             self.counters.takeovers += 1;
         }
@@ -408,8 +418,8 @@ impl Worker {
         }
     }
 
-    /// Renews every lease by compare-and-set; a lease that cannot be renewed in time, or that
-    /// someone else now holds, stops its pipeline at once (before the TTL runs out).
+    /// Renews every lease by compare-and-set; a lease someone else now holds (or that aged out
+    /// and was taken: the revision moved on) stops its pipeline at once.
     async fn renew(&mut self) {
         let ttl = self.cfg.lease_ttl;
         let ids: Vec<String> = self.runs.keys().cloned().collect();
@@ -439,23 +449,42 @@ impl Worker {
                     run.renewed = Instant::now();
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    eprintln!(
-                        "videoai-worker {}: {id}: the lease is someone else's now; stopping",
-                        self.cfg.name
-                    );
-                    self.counters.lost += 1;
-                    self.drop_run(&id, false);
+                    // Aged out (NATS was away longer than the TTL) and not taken: take it
+                    // again. Taken by someone else: stop at once.
+                    let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&self.runs[&id]))
+                        .unwrap()
+                        .into();
+                    match self.buckets.leases.create(&id, value).await {
+                        Ok(rev) => {
+                            let run = self.runs.get_mut(&id).unwrap();
+                            run.revision = rev;
+                            run.renewed = Instant::now();
+                        }
+                        Err(_) => {
+                            eprintln!(
+                                "videoai-worker {}: {id}: the lease is someone else's now; stopping",
+                                self.cfg.name
+                            );
+                            self.counters.lost += 1;
+                            self.drop_run(&id, false);
+                        }
+                    }
                 }
-                _ if run.renewed.elapsed() > ttl.mul_f64(0.8) => {
-                    eprintln!(
-                        "videoai-worker {}: {id}: the lease could not be renewed for {:?}; stopping before it expires",
-                        self.cfg.name,
-                        run.renewed.elapsed()
-                    );
-                    self.counters.lost += 1;
-                    self.drop_run(&id, false);
+                // NATS does not answer (a leader election, a partition): no one can take the
+                // camera through NATS either, so it keeps running (its events wait in the
+                // outbox); if the lease aged out meanwhile, the next renewal finds a new
+                // revision and stops it then. Two readers at once store each frame once
+                // (raftsink capture-time-wait).
+                _ => {
+                    self.nats_down = true;
+                    if run.renewed.elapsed() > ttl {
+                        eprintln!(
+                            "videoai-worker {}: {id}: lease not renewed for {:?} (NATS unreachable?); still running",
+                            self.cfg.name,
+                            run.renewed.elapsed()
+                        );
+                    }
                 }
-                _ => {}
             }
         }
     }
@@ -496,11 +525,21 @@ impl Worker {
             takeovers: self.counters.takeovers,
             at_ms: now_ms(),
         };
-        let _ = self
-            .buckets
-            .workers
-            .put(&self.cfg.name, serde_json::to_vec(&info).unwrap().into())
-            .await;
+        let put = tokio::time::timeout(
+            self.cfg.lease_ttl / 3,
+            self.buckets
+                .workers
+                .put(&self.cfg.name, serde_json::to_vec(&info).unwrap().into()),
+        )
+        .await;
+        match put {
+            Ok(Ok(_)) if self.nats_down => {
+                self.nats_down = false;
+                self.nats_ok_since = Instant::now();
+            }
+            Ok(Ok(_)) => {}
+            _ => self.nats_down = true,
+        }
     }
 
     async fn report(&mut self, id: &str, state: &str, detail: &str) {

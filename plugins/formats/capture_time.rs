@@ -19,6 +19,9 @@ use gst::prelude::*;
 pub struct CaptureClock {
     /// Wall-clock time (ns since the epoch) at running time 0.
     epoch_at_running_zero: Option<i128>,
+    /// Upstream's mapping, once a frame carried a reference timestamp: its capture time minus
+    /// its running time (the camera's RTP↔NTP mapping, as running time).
+    reference_offset: Option<i128>,
 }
 
 fn wall_now_ns() -> i128 {
@@ -58,6 +61,19 @@ impl CaptureClock {
     /// Forgets the mapping (on flush or restart).
     pub fn reset(&mut self) {
         self.epoch_at_running_zero = None;
+        self.reference_offset = None;
+    }
+
+    /// Capture time of a frame at `running_time` from this machine's clock (no meta used).
+    pub fn wall_at(&mut self, element: &gst::Element, running_time: gst::ClockTime) -> i64 {
+        (self.epoch(element, Some(running_time)) + running_time.nseconds() as i128) as i64
+    }
+
+    /// Capture time of a frame at `running_time` that has no meta of its own, from upstream's
+    /// mapping (the last frame with a reference timestamp), if one was seen.
+    pub fn from_reference(&self, running_time: gst::ClockTime) -> Option<i64> {
+        self.reference_offset
+            .map(|off| (running_time.nseconds() as i128 + off) as i64)
     }
 
     /// Capture time of `buffer` in ns since the epoch. `running_time` is the buffer's running
@@ -69,6 +85,9 @@ impl CaptureClock {
         running_time: Option<gst::ClockTime>,
     ) -> i64 {
         if let Some(ts) = reference_timestamp(buffer) {
+            if let Some(rt) = running_time {
+                self.reference_offset = Some(ts.nseconds() as i128 - rt.nseconds() as i128);
+            }
             return ts.nseconds() as i64;
         }
         let Some(rt) = running_time else {

@@ -20,6 +20,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::CAT;
+use super::camera_keys::{CameraKeys, Held, Step};
 use super::forwarder::{self, Forwarder};
 use super::sequence::{Basis, Sequencer};
 use super::settings::Settings;
@@ -61,7 +62,25 @@ struct State {
     batch: bool,
     /// NATS: told which streams this element writes (EOS waits for those).
     forwarder: Option<Arc<Forwarder>>,
+    /// `capture-time-wait`, from the settings at start.
+    capture_wait: Duration,
+    /// Per stream: keys from the camera's clock (`capture-time-wait`), with the frames held.
+    camera_keys: std::collections::HashMap<String, CameraKeys<Pending>>,
 }
+
+/// A frame's event before its capture time and number are known.
+#[derive(Debug)]
+struct Pending {
+    stream: String,
+    pts: Option<gst::ClockTime>,
+    framerate: gst::Fraction,
+    camera_ns: Option<i64>,
+    model: String,
+    detections: String,
+}
+
+/// Most frames held for the camera's clock, whatever `capture-time-wait`.
+const MAX_HELD: usize = 1000;
 
 #[derive(Default)]
 pub struct RaftSink {
@@ -271,6 +290,7 @@ impl ObjectImpl for RaftSink {
                 s.commit_max_events = value.get().expect("type checked upstream")
             }
             "eos-timeout" => s.eos_timeout = nanos(value),
+            "capture-time-wait" => s.capture_time_wait = nanos(value),
             "skip-empty" => s.skip_empty = value.get().expect("type checked upstream"),
             "post-durable" => s.post_durable = value.get().expect("type checked upstream"),
             "stream-id" => s.stream_id = string(value),
@@ -295,6 +315,7 @@ impl ObjectImpl for RaftSink {
             "commit-interval" => (s.commit_interval.as_nanos() as u64).to_value(),
             "commit-max-events" => s.commit_max_events.to_value(),
             "eos-timeout" => (s.eos_timeout.as_nanos() as u64).to_value(),
+            "capture-time-wait" => (s.capture_time_wait.as_nanos() as u64).to_value(),
             "skip-empty" => s.skip_empty.to_value(),
             "post-durable" => s.post_durable.to_value(),
             "stream-id" => s.stream_id.to_value(),
@@ -460,6 +481,7 @@ impl BaseSinkImpl for RaftSink {
         let writer = Arc::new(writer);
         *self.state.lock().unwrap() = State {
             skip_empty: settings.skip_empty,
+            capture_wait: settings.capture_time_wait,
             stream_override: settings.stream_id.clone(),
             writer: Some(writer.clone()),
             forwarder: forwarder.clone(),
@@ -544,6 +566,7 @@ impl BaseSinkImpl for RaftSink {
                 st.stream_id = Some(s.stream_id().to_string());
                 st.sequencers.clear();
                 st.live = None;
+                st.camera_keys.clear();
             }
             gst::EventView::Segment(s) => {
                 let mut st = self.state.lock().unwrap();
@@ -555,9 +578,14 @@ impl BaseSinkImpl for RaftSink {
                 let mut st = self.state.lock().unwrap();
                 st.sequencers.values_mut().for_each(Sequencer::reset);
                 st.capture.reset();
+                // Flushed frames are not stored; the next ones wait for the clock again.
+                st.camera_keys.clear();
             }
-            // Durable (and acknowledged) before EOS reaches the application.
-            gst::EventView::Eos(_) if !self.drain_for_eos() => return false,
+            // Durable (and acknowledged) before EOS reaches the application; frames still
+            // waiting for the camera's clock are stored the usual way first.
+            gst::EventView::Eos(_) if self.release_held().is_err() || !self.drain_for_eos() => {
+                return false;
+            }
             _ => {}
         }
         self.parent_event(event)
@@ -716,28 +744,157 @@ impl RaftSink {
             *self.skipped_empty.lock().unwrap() += 1;
             return Ok(gst::FlowSuccess::Ok);
         }
-        let capture_ns = match f.capture_ns {
-            Some(c) => c,
-            None => st
-                .capture
-                .capture_ns(self.obj().upcast_ref(), f.buffer, f.running_time),
-        };
-        let sequencer = st.sequencers.get_mut(&f.stream).expect("inserted above");
-        sequencer.set_framerate(f.framerate.numer(), f.framerate.denom());
-        let seq = sequencer.next(f.pts, capture_ns);
         let model = detection::inference_model(f.buffer)
             .or_else(|| detection::first_detection_model(f.buffer))
             .unwrap_or_default();
-        let ev = EncodedEvent {
-            stream: f.stream,
-            seq,
-            pts_ns: f.pts.map(|p| p.nseconds() as i64),
-            capture_ns,
-            model,
-            detections: serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into()),
-        };
+        let detections = serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into());
+        let element = self.obj().clone();
+        let element = element.upcast_ref::<gst::Element>();
+        let mut events = Vec::new();
+        // Live frames keyed by the camera's clock (capture-time-wait).
+        if let (None, Some(rt)) = (f.capture_ns, f.running_time)
+            && live
+            && !st.capture_wait.is_zero()
+        {
+            let camera_ns = crate::formats::capture_time::reference_timestamp(f.buffer)
+                .map(|t| t.nseconds() as i64);
+            if camera_ns.is_some() {
+                // Learns the camera's mapping for the frames without a timestamp.
+                st.capture.capture_ns(element, f.buffer, f.running_time);
+            }
+            let wait = st.capture_wait.as_nanos() as u64;
+            let pending = Pending {
+                stream: f.stream.clone(),
+                pts: f.pts,
+                framerate: f.framerate,
+                camera_ns,
+                model,
+                detections,
+            };
+            let keys = st
+                .camera_keys
+                .entry(f.stream.clone())
+                .or_insert_with(|| CameraKeys::new(wait, MAX_HELD));
+            match keys.offer(rt.nseconds(), camera_ns, pending) {
+                Step::Held => return Ok(gst::FlowSuccess::Ok),
+                Step::Keyed(held, now) => {
+                    for (p, rt) in held
+                        .into_iter()
+                        .map(|h| (h.payload, h.running_time_ns))
+                        .chain([(now, rt.nseconds())])
+                    {
+                        events.push(self.keyed(&mut st, p, rt));
+                    }
+                }
+                Step::Usual(held, now) => {
+                    events.extend(self.usual(&mut st, held));
+                    let capture_ns = st.capture.capture_ns(element, f.buffer, f.running_time);
+                    events.push(Self::numbered(&mut st, now, capture_ns));
+                }
+            }
+        } else {
+            let capture_ns = match f.capture_ns {
+                Some(c) => c,
+                None => st.capture.capture_ns(element, f.buffer, f.running_time),
+            };
+            let pending = Pending {
+                stream: f.stream,
+                pts: f.pts,
+                framerate: f.framerate,
+                camera_ns: None,
+                model,
+                detections,
+            };
+            events.push(Self::numbered(&mut st, pending, capture_ns));
+        }
         let writer = st.writer.clone();
         drop(st);
-        self.submit(writer, ev)
+        for ev in events {
+            self.submit(writer.clone(), ev)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// An event numbered by its stream's sequencer (the usual way).
+    fn numbered(st: &mut State, p: Pending, capture_ns: i64) -> EncodedEvent {
+        let live = st.live == Some(true);
+        let sequencer = st.sequencers.entry(p.stream.clone()).or_insert_with(|| {
+            let mut s = Sequencer::new();
+            s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
+            s
+        });
+        sequencer.set_framerate(p.framerate.numer(), p.framerate.denom());
+        let seq = sequencer.next(p.pts, capture_ns);
+        EncodedEvent {
+            stream: p.stream,
+            seq,
+            pts_ns: p.pts.map(|t| t.nseconds() as i64),
+            capture_ns,
+            model: p.model,
+            detections: p.detections,
+        }
+    }
+
+    /// An event keyed by the camera's clock: its own timestamp, or the camera's mapping.
+    fn keyed(&self, st: &mut State, p: Pending, running_time_ns: u64) -> EncodedEvent {
+        let rt = gst::ClockTime::from_nseconds(running_time_ns);
+        let capture_ns = p
+            .camera_ns
+            .or_else(|| st.capture.from_reference(rt))
+            .unwrap_or_else(|| st.capture.wall_at(self.obj().upcast_ref(), rt));
+        let keys = st.camera_keys.get(&p.stream).expect("keys of the stream");
+        let seq = keys
+            .key(capture_ns)
+            .expect("keyed once the period is known");
+        EncodedEvent {
+            stream: p.stream,
+            seq,
+            pts_ns: p.pts.map(|t| t.nseconds() as i64),
+            capture_ns,
+            model: p.model,
+            detections: p.detections,
+        }
+    }
+
+    /// Held frames numbered the usual way (no camera clock in time, or EOS).
+    fn usual(&self, st: &mut State, held: Vec<Held<Pending>>) -> Vec<EncodedEvent> {
+        if !held.is_empty() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "no camera clock within capture-time-wait: {} held frames numbered from this machine's clock",
+                held.len()
+            );
+        }
+        held.into_iter()
+            .map(|h| {
+                let rt = gst::ClockTime::from_nseconds(h.running_time_ns);
+                let capture_ns = h
+                    .payload
+                    .camera_ns
+                    .unwrap_or_else(|| st.capture.wall_at(self.obj().upcast_ref(), rt));
+                Self::numbered(st, h.payload, capture_ns)
+            })
+            .collect()
+    }
+
+    /// Stores the frames still held (at EOS).
+    fn release_held(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut st = self.state.lock().unwrap();
+        let held: Vec<Held<Pending>> = st
+            .camera_keys
+            .values_mut()
+            .flat_map(|k| k.drain())
+            .collect();
+        if held.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let events = self.usual(&mut st, held);
+        let writer = st.writer.clone();
+        drop(st);
+        for ev in events {
+            self.submit(writer.clone(), ev)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -16,6 +16,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+pub mod camera_keys;
 mod forwarder;
 mod imp;
 pub mod sequence;

@@ -24,6 +24,7 @@ pub(super) struct Settings {
     pub(super) commit_interval: Duration,
     pub(super) commit_max_events: u32,
     pub(super) eos_timeout: Duration,
+    pub(super) capture_time_wait: Duration,
     pub(super) skip_empty: bool,
     pub(super) post_durable: bool,
     pub(super) stream_id: Option<String>,
@@ -39,6 +40,7 @@ impl Default for Settings {
             commit_interval: Duration::from_nanos(DEFAULT_COMMIT_INTERVAL_NS),
             commit_max_events: DEFAULT_COMMIT_MAX_EVENTS,
             eos_timeout: Duration::from_nanos(DEFAULT_EOS_TIMEOUT_NS),
+            capture_time_wait: Duration::ZERO,
             skip_empty: false,
             post_durable: false,
             stream_id: None,
@@ -115,6 +117,22 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             )
             .maximum(86_400_000_000_000)
             .default_value(DEFAULT_EOS_TIMEOUT_NS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("capture-time-wait")
+            .nick("Capture time wait")
+            .blurb(
+                "Live input, in nanoseconds: key frames by the camera's own clock, so that \
+                 every machine reading the camera gives each frame the same seq (a \
+                 videoai-worker handover stores each frame once). The clock comes as \
+                 timestamp/x-ntp reference metas (an RTSP camera's RTCP sender reports, \
+                 resilientsrc and rtspsrc add-reference-timestamp-meta=true); a stream's first \
+                 frames are held, in memory, until eight have brought one (2 to 5 s), for at \
+                 most this long; then seq = capture time in frame periods. With no clock in \
+                 time, frames are numbered as without this. 0: off. Default: 0",
+            )
+            .maximum(60_000_000_000)
+            .default_value(0)
             .mutable_ready()
             .build(),
         glib::ParamSpecBoolean::builder("skip-empty")
