@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::UpdateErrorKind;
+use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use gst::prelude::*;
 
 use super::kv::{self, Buckets, Mirror};
@@ -274,6 +274,10 @@ impl Worker {
         let created = match self.buckets.leases.create(id, value.clone()).await {
             Ok(rev) => Ok(rev),
             Err(e) => {
+                if e.kind() != CreateErrorKind::AlreadyExists {
+                    // The leases do not answer: wait a TTL after they do before taking any.
+                    self.nats_down = true;
+                }
                 // Our own lease from before a restart: take it over by its revision.
                 let own = self.leases.snapshot().get(id).and_then(|s| {
                     let l: Lease = serde_json::from_slice(&s.value).ok()?;
