@@ -29,6 +29,17 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, name: &str, nats: &str, pipeline: &Path, capacity: usize) -> Worker {
+        Self::start_with(dir, name, nats, pipeline, capacity, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        name: &str,
+        nats: &str,
+        pipeline: &Path,
+        capacity: usize,
+        extra: &[&str],
+    ) -> Worker {
         let wd = dir.join(name);
         std::fs::create_dir_all(&wd).unwrap();
         let log = wd.join("worker.log");
@@ -44,6 +55,7 @@ impl Worker {
                 "--lease-ttl",
                 "3s",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -681,4 +693,31 @@ fn two_readers_numbered_the_usual_way_store_frames_twice() {
     let (events, dups) = two_readers(0);
     eprintln!("capture-time-wait 0: {events} events, {dups} frames stored twice");
     assert!(dups > 10, "{dups}");
+}
+
+#[test]
+fn a_worker_serves_every_camera_s_metrics_labelled_by_camera_id() {
+    common::init();
+    let dir = common::TempDir::new("fleet-metrics");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    add(&nats, "cam-m1", "test://", &["SINK=fakesink"]);
+    add(&nats, "cam-m2", "test://", &["SINK=fakesink"]);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut w = Worker::start_with(dir.path(), "wm", &nats, &pipeline, 2, &["--metrics", &addr]);
+    wait_for(&nats, Duration::from_secs(20), "both running", |s| {
+        s.len() == 2 && s.values().all(running_with_frames)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let text = common::prometheus::scrape(&addr);
+    for cam in ["cam-m1", "cam-m2"] {
+        assert!(
+            text.contains(&format!("videoai_frames_out_total{{pipeline=\"{cam}\"")),
+            "no frames of {cam} in:\n{text}\n{}",
+            w.log()
+        );
+    }
+    w.stop();
 }

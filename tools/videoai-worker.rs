@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use gst::glib;
+use gst::prelude::*;
 use gstvideoai::fleet::{registry, worker};
 
 #[derive(Parser, Debug)]
@@ -78,13 +80,22 @@ fn main() {
             args.pipeline.display()
         ));
     }
-    if let Some(addr) = &args.metrics {
-        // The tracer must be named before GStreamer starts.
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("GST_TRACERS", format!("videoaitrace(prometheus={addr})")) };
-    }
     gst::init().unwrap_or_else(|e| fail(&format!("GStreamer: {e}")));
     gstvideoai::plugin_register_static().unwrap_or_else(|e| fail(&format!("videoai plugin: {e}")));
+    // The videoaitrace tracer with its Prometheus exporter, made here (GST_TRACERS is read at
+    // gst::init, before the statically registered tracer exists); kept for the whole run.
+    let _tracer = args.metrics.as_ref().map(|addr| {
+        let tracer = glib::Object::with_type(gstvideoai::videoaitrace::VideoAiTrace::static_type());
+        tracer.set_property("prometheus", addr);
+        let served: String = tracer.property("prometheus-address");
+        if served.is_empty() {
+            fail(&format!(
+                "--metrics {addr}: cannot serve Prometheus metrics there"
+            ));
+        }
+        eprintln!("videoai-worker: metrics on http://{served}/metrics");
+        tracer
+    });
     let name = args.name.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
