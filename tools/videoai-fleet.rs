@@ -56,14 +56,7 @@ fn fail(why: &str) -> ! {
 
 fn main() {
     let args = Args::parse();
-    let urls = match gstvideoai::eventlog::nats::parse_location(&args.nats) {
-        Some(Ok(u)) => u,
-        Some(Err(why)) => fail(&format!("--nats {}: {why}", args.nats)),
-        None => fail(&format!(
-            "--nats {}: expected nats://host:port[,host:port…]",
-            args.nats
-        )),
-    };
+    let urls = gstvideoai::fleet::nats_servers(&args.nats).unwrap_or_else(|e| fail(&e));
     let replicas = args.replicas.unwrap_or(urls.len().min(3));
     gstvideoai::eventlog::nats::block_on(async move {
         let client = gstvideoai::eventlog::nats::connect(

@@ -56,14 +56,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let urls = match gstvideoai::eventlog::nats::parse_location(&args.nats) {
-        Some(Ok(u)) => u,
-        Some(Err(why)) => fail(&format!("--nats {}: {why}", args.nats)),
-        None => fail(&format!(
-            "--nats {}: expected nats://host:port[,host:port…]",
-            args.nats
-        )),
-    };
+    let urls = gstvideoai::fleet::nats_servers(&args.nats).unwrap_or_else(|e| fail(&e));
     let vars: BTreeMap<String, String> = match registry::parse_params(&args.set) {
         Ok(v) => v,
         Err(why) => fail(&format!("--set: {why}")),

@@ -23,3 +23,14 @@ pub mod plan;
 pub mod registry;
 pub mod template;
 pub mod worker;
+
+/// The servers of a tool's `--nats nats://host:port[,host:port…]`, or why not.
+pub fn nats_servers(arg: &str) -> Result<Vec<String>, String> {
+    match crate::eventlog::nats::parse_location(arg) {
+        Some(Ok(u)) => Ok(u),
+        Some(Err(why)) => Err(format!("--nats {arg}: {why}")),
+        None => Err(format!(
+            "--nats {arg}: expected nats://host:port[,host:port…]"
+        )),
+    }
+}

@@ -79,6 +79,19 @@ struct Pending {
     detections: String,
 }
 
+impl Pending {
+    fn into_event(self, seq: i64, capture_ns: i64) -> EncodedEvent {
+        EncodedEvent {
+            stream: self.stream,
+            seq,
+            pts_ns: self.pts.map(|t| t.nseconds() as i64),
+            capture_ns,
+            model: self.model,
+            detections: self.detections,
+        }
+    }
+}
+
 /// Most frames held for the camera's clock, whatever `capture-time-wait`.
 const MAX_HELD: usize = 1000;
 
@@ -825,14 +838,7 @@ impl RaftSink {
         });
         sequencer.set_framerate(p.framerate.numer(), p.framerate.denom());
         let seq = sequencer.next(p.pts, capture_ns);
-        EncodedEvent {
-            stream: p.stream,
-            seq,
-            pts_ns: p.pts.map(|t| t.nseconds() as i64),
-            capture_ns,
-            model: p.model,
-            detections: p.detections,
-        }
+        p.into_event(seq, capture_ns)
     }
 
     /// An event keyed by the camera's clock: its own timestamp, or the camera's mapping.
@@ -846,14 +852,7 @@ impl RaftSink {
         let seq = keys
             .key(capture_ns)
             .expect("keyed once the period is known");
-        EncodedEvent {
-            stream: p.stream,
-            seq,
-            pts_ns: p.pts.map(|t| t.nseconds() as i64),
-            capture_ns,
-            model: p.model,
-            detections: p.detections,
-        }
+        p.into_event(seq, capture_ns)
     }
 
     /// Held frames numbered the usual way (no camera clock in time, or EOS).
