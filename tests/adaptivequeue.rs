@@ -338,10 +338,16 @@ fn adaptive_mode_thins_before_the_watermark() {
         h.push(frame(i)).unwrap();
         std::thread::sleep(Duration::from_millis(40));
     }
+    // Judged on the whole run, not on `pass-ratio` at the end: the ratio cycles between the
+    // sustainable share and +5 % steps back up (0.69 to 0.96 at the last frame in six runs), so a
+    // snapshot of it says nothing. Downstream takes 40 of 60 frames; the thinning must drop
+    // a good part of the other 20 and the watermark (800 ms) none.
     let stats = queue.property::<gst::Structure>("stats");
-    let ratio = stats.get::<f64>("pass-ratio").unwrap();
-    assert!(stats.get::<u64>("dropped-adaptive").unwrap() > 0, "{stats}");
-    assert!(ratio < 0.95, "{stats}");
+    assert!(
+        stats.get::<u64>("dropped-adaptive").unwrap() >= 8,
+        "{stats}"
+    );
+    assert_eq!(stats.get::<u64>("dropped-watermark").unwrap(), 0, "{stats}");
     assert!(
         stats.get::<u64>("ewma-processing-time").unwrap() >= 55 * MS,
         "{stats}"
