@@ -53,6 +53,104 @@ pub fn reference_timestamp(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
     ntp
 }
 
+/// Reference of the meta `resilientsrc` puts on every RTP packet it receives (and which the
+/// depayloader and decoder carry to the frame): the packet's RTP timestamp, unwrapped, in
+/// nanoseconds of the RTP clock (`timestamp = ticks × 10⁹ / clock-rate`), with the caps fields
+/// `ssrc` (uint) and `clock-rate` (int). It is exact from the first packet on, before the
+/// camera's first sender report gives `timestamp/x-ntp`; `raftsink` maps it to capture time
+/// through the frames that carry both. The unwrapping starts at each reader's first packet:
+/// only differences within one reader's session mean anything.
+pub const RTP_REFERENCE: &str = "timestamp/x-videoai-rtp";
+
+/// A frame's RTP time, from [`RTP_REFERENCE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpTime {
+    pub ssrc: u32,
+    /// Unwrapped RTP time in nanoseconds (of this reader's session).
+    pub ns: i64,
+}
+
+/// The RTP time `buffer` carries, if `resilientsrc` stamped it.
+pub fn rtp_timestamp(buffer: &gst::BufferRef) -> Option<RtpTime> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find_map(|meta| {
+            let s = meta.reference().structure(0)?;
+            (s.name() == RTP_REFERENCE).then_some(())?;
+            Some(RtpTime {
+                ssrc: s.get::<u32>("ssrc").ok()?,
+                ns: i64::try_from(meta.timestamp().nseconds()).ok()?,
+            })
+        })
+}
+
+/// Unwraps one RTP stream's 32-bit timestamps and stamps its packets with [`RTP_REFERENCE`].
+#[derive(Debug)]
+pub struct RtpStamper {
+    clock_rate: u32,
+    /// SSRC, last 32-bit timestamp, its unwrapped value.
+    last: Option<(u32, u32, i64)>,
+    caps: Option<(u32, gst::Caps)>,
+}
+
+impl RtpStamper {
+    pub fn new(clock_rate: u32) -> Self {
+        RtpStamper {
+            clock_rate: clock_rate.max(1),
+            last: None,
+            caps: None,
+        }
+    }
+
+    /// The RTP time of an RTP packet (`None` if it is not one). A new SSRC starts over.
+    pub fn time(&mut self, packet: &[u8]) -> Option<RtpTime> {
+        if packet.len() < 12 || packet[0] >> 6 != 2 {
+            return None;
+        }
+        let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        // Signed distance from the last packet: reordered packets go back, wraps go on.
+        let ext = match self.last {
+            Some((s, last_ts, last_ext)) if s == ssrc => {
+                last_ext + ts.wrapping_sub(last_ts) as i32 as i64
+            }
+            // Starts one wrap up, so that packets just before the first stay positive.
+            _ => ts as i64 + (1i64 << 32),
+        };
+        self.last = Some((ssrc, ts, ext));
+        let ns = ext as i128 * 1_000_000_000 / self.clock_rate as i128;
+        Some(RtpTime {
+            ssrc,
+            ns: ns as i64,
+        })
+    }
+
+    /// Puts the packet's RTP time on `buffer` (an RTP packet); other buffers are left alone.
+    pub fn stamp(&mut self, buffer: &mut gst::BufferRef) {
+        let Some(t) = buffer.map_readable().ok().and_then(|m| self.time(&m)) else {
+            return;
+        };
+        let rate = self.clock_rate;
+        let caps = match &self.caps {
+            Some((ssrc, caps)) if *ssrc == t.ssrc => caps.clone(),
+            _ => {
+                let caps = gst::Caps::builder(RTP_REFERENCE)
+                    .field("ssrc", t.ssrc)
+                    .field("clock-rate", rate as i32)
+                    .build();
+                self.caps = Some((t.ssrc, caps.clone()));
+                caps
+            }
+        };
+        gst::ReferenceTimestampMeta::add(
+            buffer,
+            &caps,
+            gst::ClockTime::from_nseconds(t.ns as u64),
+            gst::ClockTime::NONE,
+        );
+    }
+}
+
 impl CaptureClock {
     pub fn new() -> Self {
         Self::default()
@@ -151,5 +249,38 @@ mod tests {
         assert_eq!(reference_timestamp(&b).unwrap().nseconds(), unix);
         // A clock without an epoch is no capture time.
         assert!(reference_timestamp(&with_meta("timestamp/x-camera", 42)).is_none());
+    }
+
+    fn rtp_packet(ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 96, 0, 1];
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        p
+    }
+
+    #[test]
+    fn rtp_times_are_unwrapped_and_carried_as_a_meta() {
+        gst::init().unwrap();
+        let mut s = RtpStamper::new(90_000);
+        let t0 = s.time(&rtp_packet(u32::MAX - 2999, 7)).unwrap();
+        // Across the wrap: one frame period (3000 ticks = 33.33 ms) on.
+        let t1 = s.time(&rtp_packet(0, 7)).unwrap();
+        assert_eq!(t1.ns - t0.ns, 33_333_333);
+        // A reordered packet goes back.
+        let t2 = s.time(&rtp_packet(u32::MAX - 5999, 7)).unwrap();
+        assert_eq!(t0.ns - t2.ns, 33_333_333);
+        // Not RTP.
+        assert!(s.time(&[0u8; 8]).is_none());
+        assert!(s.time(&[0u8; 16]).is_none());
+        // Stamped on a buffer and read back; a buffer without it has none.
+        let mut b = gst::Buffer::from_slice(rtp_packet(90_000, 9));
+        s.stamp(b.get_mut().unwrap());
+        let r = rtp_timestamp(&b).unwrap();
+        assert_eq!(r.ssrc, 9);
+        assert_eq!(r.ns, (90_000 + (1i64 << 32)) * 1_000_000_000 / 90_000);
+        assert!(rtp_timestamp(&with_meta("timestamp/x-ntp", 5)).is_none());
+        // Not a capture time.
+        assert!(reference_timestamp(&b).is_none());
     }
 }

@@ -27,7 +27,7 @@ use super::settings::Settings;
 use super::writer::{self, WriteError, Writer};
 use crate::eventlog::store::{EncodedEvent, EventStore};
 use crate::eventlog::{event, nats};
-use crate::formats::capture_time::CaptureClock;
+use crate::formats::capture_time::{self, CaptureClock};
 use crate::formats::detection;
 use crate::util::histogram::ms;
 use crate::util::liveness;
@@ -75,6 +75,7 @@ struct Pending {
     pts: Option<gst::ClockTime>,
     framerate: gst::Fraction,
     camera_ns: Option<i64>,
+    rtp: Option<capture_time::RtpTime>,
     model: String,
     detections: String,
 }
@@ -769,8 +770,9 @@ impl RaftSink {
             && live
             && !st.capture_wait.is_zero()
         {
-            let camera_ns = crate::formats::capture_time::reference_timestamp(f.buffer)
-                .map(|t| t.nseconds() as i64);
+            let camera_ns =
+                capture_time::reference_timestamp(f.buffer).map(|t| t.nseconds() as i64);
+            let rtp = capture_time::rtp_timestamp(f.buffer);
             if camera_ns.is_some() {
                 // Learns the camera's mapping for the frames without a timestamp.
                 st.capture.capture_ns(element, f.buffer, f.running_time);
@@ -781,6 +783,7 @@ impl RaftSink {
                 pts: f.pts,
                 framerate: f.framerate,
                 camera_ns,
+                rtp,
                 model,
                 detections,
             };
@@ -788,7 +791,7 @@ impl RaftSink {
                 .camera_keys
                 .entry(f.stream.clone())
                 .or_insert_with(|| CameraKeys::new(wait, MAX_HELD));
-            match keys.offer(rt.nseconds(), camera_ns, pending) {
+            match keys.offer(rt.nseconds(), camera_ns, rtp, pending) {
                 Step::Held => return Ok(gst::FlowSuccess::Ok),
                 Step::Keyed(held, now) => {
                     for (p, rt) in held
@@ -815,6 +818,7 @@ impl RaftSink {
                 pts: f.pts,
                 framerate: f.framerate,
                 camera_ns: None,
+                rtp: None,
                 model,
                 detections,
             };
@@ -844,13 +848,15 @@ impl RaftSink {
     /// An event keyed by the camera's clock: its own timestamp, or the camera's mapping.
     fn keyed(&self, st: &mut State, p: Pending, running_time_ns: u64) -> EncodedEvent {
         let rt = gst::ClockTime::from_nseconds(running_time_ns);
-        let capture_ns = p
-            .camera_ns
-            .or_else(|| st.capture.from_reference(rt))
-            .unwrap_or_else(|| st.capture.wall_at(self.obj().upcast_ref(), rt));
+        let obj = self.obj();
+        let capture = &mut st.capture;
         let keys = st.camera_keys.get(&p.stream).expect("keys of the stream");
-        let seq = keys
-            .key(capture_ns)
+        let (seq, capture_ns) = keys
+            .key(p.camera_ns, p.rtp, || {
+                capture
+                    .from_reference(rt)
+                    .unwrap_or_else(|| capture.wall_at(obj.upcast_ref(), rt))
+            })
             .expect("keyed once the period is known");
         p.into_event(seq, capture_ns)
     }

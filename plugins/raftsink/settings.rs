@@ -127,9 +127,12 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  videoai-worker handover stores each frame once). The clock comes as \
                  timestamp/x-ntp reference metas (an RTSP camera's RTCP sender reports, \
                  resilientsrc and rtspsrc add-reference-timestamp-meta=true); a stream's first \
-                 frames are held, in memory, until eight have brought one (2 to 5 s), for at \
-                 most this long; then seq = capture time in frame periods. With no clock in \
-                 time, frames are numbered as without this. 0: off. Default: 0",
+                 frames are held, in memory, until eight have brought one (up to 7.5 s after \
+                 joining a running gst-rtsp-server stream), for at most this long; then seq = \
+                 capture time in frame periods. Frames without one are placed on the camera's \
+                 frame grid by their RTP time (timestamp/x-videoai-rtp, from resilientsrc), \
+                 else by their running time. With no clock in time, frames are numbered as \
+                 without this. 0: off. Default: 0",
             )
             .maximum(60_000_000_000)
             .default_value(0)

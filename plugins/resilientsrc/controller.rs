@@ -25,6 +25,7 @@ use gst::prelude::*;
 
 use super::decoders::{self, Kind};
 use super::{DecoderChoice, Status, uri};
+use crate::formats::capture_time;
 use crate::util::backoff::{self, Backoff};
 
 /// What the loop was given at start (the properties, frozen for the run).
@@ -506,6 +507,38 @@ fn watch(s: &Arc<Shared>, pipeline: &gst::Pipeline, kinds: &[Kind], started: Ins
     }
 }
 
+/// Puts [`capture_time::RTP_REFERENCE`] on every RTP packet leaving `pad` (one of rtspsrc's).
+fn stamp_rtp_times(pad: &gst::Pad) {
+    let stamper: Mutex<Option<capture_time::RtpStamper>> = Mutex::new(None);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, info| {
+            let mut stamper = stamper.lock().unwrap();
+            if stamper.is_none() {
+                let rate = pad.current_caps().and_then(|c| {
+                    let s = c.structure(0)?;
+                    (s.name() == "application/x-rtp").then_some(())?;
+                    s.get::<i32>("clock-rate").ok()
+                });
+                match rate {
+                    Some(r) if r > 0 => *stamper = Some(capture_time::RtpStamper::new(r as u32)),
+                    _ => return gst::PadProbeReturn::Ok,
+                }
+            }
+            let stamper = stamper.as_mut().expect("made above");
+            match &mut info.data {
+                Some(gst::PadProbeData::Buffer(b)) => stamper.stamp(b.make_mut()),
+                Some(gst::PadProbeData::BufferList(l)) => l.make_mut().foreach_mut(|mut b, _| {
+                    stamper.stamp(b.make_mut());
+                    std::ops::ControlFlow::Continue(Some(b))
+                }),
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
 /// `uridecodebin uri=… ! appsink` with decoder kinds `kinds` (in preference order).
 fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
     let cfg = &s.config;
@@ -535,6 +568,9 @@ fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
             if src.has_property("add-reference-timestamp-meta") {
                 src.set_property("add-reference-timestamp-meta", true);
             }
+            // And each packet's RTP time, exact from the first packet on (before the first
+            // sender report): raftsink keys the frames that come before it by it.
+            src.connect_pad_added(|_, pad| stamp_rtp_times(pad));
             if let Some(p) = &protocols {
                 src.set_property_from_str("protocols", p);
             }
