@@ -755,5 +755,46 @@ fn a_worker_serves_every_camera_s_metrics_labelled_by_camera_id() {
             w.log()
         );
     }
+    // The worker's own series, valid for promtool.
+    common::prometheus::promtool_check(&text).unwrap();
+    let samples = common::prometheus::samples(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let mut l = vec![("worker", "wm")];
+        l.extend_from_slice(labels);
+        common::prometheus::value(&samples, name, &l)
+            .unwrap_or_else(|| panic!("no {name}{labels:?} in:\n{text}"))
+    };
+    assert_eq!(value("videoai_worker_leases_held", &[]), 2.0);
+    assert_eq!(value("videoai_worker_claims_total", &[]), 2.0);
+    assert_eq!(value("videoai_worker_takeovers_total", &[]), 0.0);
+    assert_eq!(value("videoai_worker_capacity", &[]), 2.0);
+    assert_eq!(value("videoai_worker_nats_reachable", &[]), 1.0);
+    for cam in ["cam-m1", "cam-m2"] {
+        let state = |s| {
+            value(
+                "videoai_worker_camera_state",
+                &[("camera", cam), ("state", s)],
+            )
+        };
+        assert_eq!((state("running"), state("retrying")), (1.0, 0.0), "{cam}");
+    }
+    assert!(value("videoai_worker_kv_operations_total", &[("op", "create")]) >= 2.0);
+    assert!(value("videoai_worker_kv_operations_total", &[("op", "update")]) >= 2.0);
+    // A camera removed: its state series go, one lease left.
+    let (ok, _, err) = fleet(&nats, &["remove", "cam-m2"]);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = common::prometheus::scrape(&addr);
+        let samples = common::prometheus::samples(&text);
+        let held =
+            common::prometheus::value(&samples, "videoai_worker_leases_held", &[("worker", "wm")]);
+        if held == Some(1.0) {
+            assert!(!text.contains("camera=\"cam-m2\""), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {held:?} leases:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     w.stop();
 }

@@ -39,7 +39,8 @@ struct Args {
     #[arg(long)]
     name: Option<String>,
     /// Serve Prometheus metrics (videoaitrace exporter) on HOST:PORT: every element's metrics
-    /// labelled by camera id (pipeline="CAMERA_ID").
+    /// labelled by camera id (pipeline="CAMERA_ID"), and the worker's own (videoai_worker_*:
+    /// leases held, claims, releases, takeovers, each camera's pipeline state, KV requests).
     #[arg(long)]
     metrics: Option<String>,
     /// Lease TTL, e.g. 3s or 1500ms: how long after a worker's death its cameras wait. The
@@ -119,6 +120,11 @@ fn main() {
             Ok(w) => w,
             Err(why) => fail(&why),
         };
+        if args.metrics.is_some()
+            && let Err(e) = w.metrics().register(prometheus::default_registry())
+        {
+            fail(&format!("--metrics: the worker's series: {e}"));
+        }
         eprintln!(
             "videoai-worker {name}: running (capacity {})",
             args.capacity

@@ -16,9 +16,10 @@
 //!
 //! [`plan`] decides, from what a worker sees, which cameras it claims, releases and stops (pure,
 //! unit-tested); [`template`] fills a pipeline description file; [`kv`] opens the buckets;
-//! [`worker`] runs it all.
+//! [`metrics`] are the worker's Prometheus series; [`worker`] runs it all.
 
 pub mod kv;
+pub mod metrics;
 pub mod plan;
 pub mod registry;
 pub mod template;

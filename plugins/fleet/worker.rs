@@ -6,7 +6,8 @@
 //! tick (a third of the lease TTL); GStreamer runs each pipeline on its own streaming threads;
 //! a pipeline is stopped on a thread of its own (EOS, bounded wait, NULL) so a slow stop never
 //! delays the renewal of the other leases. A pad probe on each pipeline's sinks counts frames
-//! (atomics, no lock). No lock is held across an await.
+//! (atomics, no lock). The metrics ([`super::metrics`]) are atomics the tick writes and the
+//! exporter's thread reads. No lock is held across an await.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use gst::prelude::*;
 
 use super::kv::{self, Buckets, Mirror};
+use super::metrics::WorkerMetrics;
 use super::plan::{self, View};
 use super::registry::{Camera, CameraStatus, Lease, WorkerInfo, now_ms};
 use super::template;
@@ -33,15 +35,6 @@ pub struct Config {
     /// Placeholder values for every camera (a camera's own parameters win).
     pub vars: BTreeMap<String, String>,
     pub replicas: usize,
-}
-
-/// A worker's counters, as `videoai-fleet status` and the metrics show them.
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    pub claims: u64,
-    pub releases: u64,
-    pub takeovers: u64,
-    pub lost: u64,
 }
 
 /// One camera this worker runs.
@@ -86,7 +79,9 @@ pub struct Worker {
     nats_ok_since: Instant,
     nats_down: bool,
     stopping: Vec<std::thread::JoinHandle<()>>,
-    pub counters: Counters,
+    /// Counters and gauges, as `videoai-fleet status` (through the heartbeat) and `--metrics`
+    /// show them.
+    metrics: Arc<WorkerMetrics>,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -123,6 +118,7 @@ impl Worker {
                 cfg.name, cfg.lease_ttl
             );
         }
+        let (name, capacity) = (cfg.name.clone(), cfg.capacity);
         let cameras = Mirror::follow(buckets.cameras.clone());
         let leases = Mirror::follow(buckets.leases.clone());
         let workers = Mirror::follow(buckets.workers.clone());
@@ -140,8 +136,13 @@ impl Worker {
             nats_ok_since: Instant::now(),
             nats_down: false,
             stopping: Vec::new(),
-            counters: Counters::default(),
+            metrics: Arc::new(WorkerMetrics::new(&name, capacity)),
         })
+    }
+
+    /// The worker's metrics (to register where they are served).
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
     }
 
     /// The tick period: a third of the lease TTL.
@@ -172,7 +173,7 @@ impl Worker {
         let p = plan::plan(&view);
         for id in p.stop.iter().chain(&p.release) {
             if p.release.contains(id) {
-                self.counters.releases += 1;
+                self.metrics.releases.inc();
                 self.last_release = Instant::now();
             }
             self.release(id, true).await;
@@ -183,6 +184,9 @@ impl Worker {
             }
         }
         self.heartbeat().await;
+        self.metrics.ticks.inc();
+        self.metrics
+            .cameras(self.runs.iter().map(|(id, r)| (id.as_str(), r.state)));
     }
 
     /// Valid registry entries; invalid ones get a `failed` status (once).
@@ -271,6 +275,7 @@ impl Worker {
             since_ms: now_ms(),
         };
         let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&run)).unwrap().into();
+        self.metrics.kv("create");
         let created = match self.buckets.leases.create(id, value.clone()).await {
             Ok(rev) => Ok(rev),
             Err(e) => {
@@ -283,6 +288,9 @@ impl Worker {
                     let l: Lease = serde_json::from_slice(&s.value).ok()?;
                     (l.worker == self.cfg.name).then_some(s.revision)
                 });
+                if own.is_some() {
+                    self.metrics.kv("update");
+                }
                 match own {
                     Some(rev) => self
                         .buckets
@@ -299,10 +307,10 @@ impl Worker {
         };
         run.revision = revision;
         run.renewed = Instant::now();
-        self.counters.claims += 1;
+        self.metrics.claims.inc();
         eprintln!("videoai-worker {}: {id}: claimed", self.cfg.name);
         if self.seen_elsewhere.remove(id) {
-            self.counters.takeovers += 1;
+            self.metrics.takeovers.inc();
         }
         match self.start(id, &run) {
             Ok(pipeline) => {
@@ -317,6 +325,7 @@ impl Worker {
                 self.failed
                     .insert(id.to_string(), (Instant::now() + FAILED_RETRY, why.clone()));
                 self.report(id, "failed", &why).await;
+                self.metrics.kv("delete");
                 let _ = self
                     .buckets
                     .leases
@@ -443,6 +452,7 @@ impl Worker {
                     run.revision,
                 )
             };
+            self.metrics.kv("update");
             let result =
                 tokio::time::timeout(ttl / 3, self.buckets.leases.update(&id, value, revision))
                     .await;
@@ -458,6 +468,7 @@ impl Worker {
                     let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&self.runs[&id]))
                         .unwrap()
                         .into();
+                    self.metrics.kv("create");
                     match self.buckets.leases.create(&id, value).await {
                         Ok(rev) => {
                             let run = self.runs.get_mut(&id).unwrap();
@@ -469,7 +480,7 @@ impl Worker {
                                 "videoai-worker {}: {id}: the lease is someone else's now; stopping",
                                 self.cfg.name
                             );
-                            self.counters.lost += 1;
+                            self.metrics.lost.inc();
                             self.drop_run(&id, false);
                         }
                     }
@@ -511,6 +522,7 @@ impl Worker {
     /// Stops `id` (EOS) and gives its lease back at once.
     async fn release(&mut self, id: &str, eos: bool) {
         if let Some(run) = self.drop_run(id, eos) {
+            self.metrics.kv("delete");
             let _ = self
                 .buckets
                 .leases
@@ -524,11 +536,12 @@ impl Worker {
         let info = WorkerInfo {
             capacity: self.cfg.capacity,
             cameras: self.runs.keys().cloned().collect(),
-            claims: self.counters.claims,
-            releases: self.counters.releases,
-            takeovers: self.counters.takeovers,
+            claims: self.metrics.claims.get(),
+            releases: self.metrics.releases.get(),
+            takeovers: self.metrics.takeovers.get(),
             at_ms: now_ms(),
         };
+        self.metrics.kv("put");
         let put = tokio::time::timeout(
             self.cfg.lease_ttl / 3,
             self.buckets
@@ -544,6 +557,7 @@ impl Worker {
             Ok(Ok(_)) => {}
             _ => self.nats_down = true,
         }
+        self.metrics.nats_reachable.set(!self.nats_down as i64);
     }
 
     async fn report(&mut self, id: &str, state: &str, detail: &str) {
@@ -557,6 +571,7 @@ impl Worker {
             worker: self.cfg.name.clone(),
             at_ms: now_ms(),
         };
+        self.metrics.kv("put");
         if self
             .buckets
             .status
@@ -569,9 +584,12 @@ impl Worker {
     }
 
     async fn clear_status(&mut self, id: &str) {
-        if self.reported.remove(id).is_some()
-            || self.buckets.status.get(id).await.ok().flatten().is_some()
-        {
+        let reported = self.reported.remove(id).is_some();
+        if !reported {
+            self.metrics.kv("get");
+        }
+        if reported || self.buckets.status.get(id).await.ok().flatten().is_some() {
+            self.metrics.kv("delete");
             let _ = self.buckets.status.delete(id).await;
         }
     }
@@ -583,6 +601,7 @@ impl Worker {
         for id in &ids {
             self.release(id, true).await;
         }
+        self.metrics.kv("delete");
         let _ = self.buckets.workers.delete(&self.cfg.name).await;
         for h in self.stopping.drain(..) {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;

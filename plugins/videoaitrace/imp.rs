@@ -166,10 +166,12 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// The exposition: the tracer's series, then the elements'.
+    /// The exposition: the tracer's series, the elements', then what the process registered in
+    /// the `prometheus` crate's default registry (`videoai-worker`'s own series).
     fn render(&self) -> String {
         let mut families = self.metrics.gather();
         families.extend(element_metrics::gather(&self.watched));
+        families.extend(prometheus::gather());
         exporter::encode(&families)
     }
 }
