@@ -23,7 +23,7 @@ DEMO_STREAM ?= objects-demo
 PREFIX ?=
 DESTDIR ?=
 
-.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker clean
+.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-fleet clean
 
 all: build
 
@@ -114,6 +114,9 @@ bench-objecttracker: deps
 
 bench-videoaitrace: deps
 	$(CARGO) bench --bench videoaitrace
+
+bench-fleet: deps
+	$(CARGO) bench --bench fleet
 
 bench-onnxinfer: deps
 	@scripts/setup-bench.sh

@@ -7,10 +7,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::nats::NatsCluster;
 use common::rtsp::RtspCamera;
 
@@ -20,229 +19,75 @@ fn rtsp_server_child() {
     common::rtsp::serve_if_child();
 }
 
-/// A worker process; killed (SIGKILL) when dropped.
-struct Worker {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
+/// A site for the kill tests: a 3-node NATS cluster, `cameras` RTSP cameras registered as
+/// cam-0…, and `workers` workers (w0…, capacity 3) running them through resilientsrc → raftsink
+/// to NATS, keyed by the camera's clock.
+struct Site {
+    _dir: common::TempDir,
+    cluster: NatsCluster,
+    nats: String,
+    _cams: Vec<RtspCamera>,
+    workers: Vec<Worker>,
 }
 
-impl Worker {
-    fn start(dir: &Path, name: &str, nats: &str, pipeline: &Path, capacity: usize) -> Worker {
-        Self::start_with(dir, name, nats, pipeline, capacity, &[])
-    }
-
-    fn start_with(
-        dir: &Path,
-        name: &str,
-        nats: &str,
-        pipeline: &Path,
-        capacity: usize,
-        extra: &[&str],
-    ) -> Worker {
-        let wd = dir.join(name);
-        std::fs::create_dir_all(&wd).unwrap();
-        let log = wd.join("worker.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_videoai-worker"))
-            .current_dir(&wd)
-            .args(["--nats", nats, "--pipeline"])
-            .arg(pipeline)
-            .args([
-                "--capacity",
-                &capacity.to_string(),
-                "--name",
-                name,
-                "--lease-ttl",
-                "3s",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Worker {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn signal(&mut self, sig: i32) {
-        if let Some(c) = &self.child {
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit.
-    fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("{} did not stop within 30 s of SIGTERM", self.name);
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn fleet(nats: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_videoai-fleet"))
-        .args(["--nats", nats])
-        .args(args)
-        .output()
+impl Site {
+    fn start(tag: &str, cameras: usize, workers: usize) -> Site {
+        common::init();
+        let dir = common::TempDir::new(tag);
+        let cluster = NatsCluster::start(3);
+        cluster.wait_ready(Duration::from_secs(30));
+        let nats = cluster.url();
+        let cams: Vec<RtspCamera> = (0..cameras)
+            .map(|_| RtspCamera::start("rtsp_server_child"))
+            .collect();
+        let pipeline = dir.join("camera.pipeline");
+        std::fs::write(
+            &pipeline,
+            "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
+        )
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn add(nats: &str, id: &str, uri: &str, params: &[&str]) {
-    let mut args = vec!["add", id, uri];
-    args.extend(params);
-    let (ok, _, err) = fleet(nats, &args);
-    assert!(ok, "videoai-fleet add {id}: {err}");
-}
-
-/// Per camera: (worker, state, fps, detail), from `videoai-fleet status --json`.
-#[derive(Debug, Clone, PartialEq)]
-struct Status {
-    worker: String,
-    state: String,
-    fps: f64,
-    detail: String,
-}
-
-fn status(nats: &str) -> BTreeMap<String, Status> {
-    try_status(nats).unwrap_or_else(|e| panic!("videoai-fleet status: {e}"))
-}
-
-/// The status, or why `videoai-fleet status` failed (NATS electing a leader).
-fn try_status(nats: &str) -> Result<BTreeMap<String, Status>, String> {
-    let (ok, out, err) = fleet(nats, &["status", "--json"]);
-    if !ok {
-        return Err(err);
-    }
-    Ok(out
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["camera"].as_str().unwrap().to_string(),
-                Status {
-                    worker: v["worker"].as_str().unwrap_or("").to_string(),
-                    state: v["state"].as_str().unwrap_or("").to_string(),
-                    fps: v["fps"].as_f64().unwrap_or(0.0),
-                    detail: v["detail"].as_str().unwrap_or("").to_string(),
-                },
-            )
-        })
-        .collect())
-}
-
-/// Polls the status until `ok` holds (then returns it and how long it took) or `within` passes.
-fn wait_for(
-    nats: &str,
-    within: Duration,
-    what: &str,
-    mut ok: impl FnMut(&BTreeMap<String, Status>) -> bool,
-) -> (BTreeMap<String, Status>, Duration) {
-    let start = Instant::now();
-    loop {
-        let s = match try_status(nats) {
-            Ok(s) => s,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < within,
-                    "{what}: not within {within:?}: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-        };
-        if ok(&s) {
-            return (s, start.elapsed());
+        for (i, c) in cams.iter().enumerate() {
+            add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
         }
-        assert!(
-            start.elapsed() < within,
-            "{what}: not within {within:?}; status: {s:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        let workers = (0..workers)
+            .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
+            .collect();
+        Site {
+            _dir: dir,
+            cluster,
+            nats,
+            _cams: cams,
+            workers,
+        }
     }
-}
 
-fn running_with_frames(s: &Status) -> bool {
-    s.state == "running" && !s.worker.is_empty() && s.fps > 0.0
-}
-
-fn per_worker(s: &BTreeMap<String, Status>) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for st in s.values().filter(|s| !s.worker.is_empty()) {
-        *out.entry(st.worker.clone()).or_insert(0) += 1;
+    /// Stops every worker (SIGTERM: events durable) and reads every stored event, by camera:
+    /// (capture time, seq), sorted.
+    fn stop_and_read(&mut self) -> BTreeMap<String, Vec<(i64, i64)>> {
+        for w in self.workers.iter_mut() {
+            w.stop();
+        }
+        let mut by_cam: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for e in self
+            .cluster
+            .read_all(gstvideoai::eventlog::nats::DEFAULT_STREAM)
+        {
+            by_cam
+                .entry(e.stream)
+                .or_default()
+                .push((e.capture_ns, e.seq));
+        }
+        for evs in by_cam.values_mut() {
+            evs.sort();
+        }
+        by_cam
     }
-    out
-}
-
-/// A cheap camera: synthetic frames at 10 fps into a fakesink (coordination, not video, is
-/// under test). `${SINK}` lets a camera break its own pipeline.
-fn cheap_pipeline(dir: &Path) -> PathBuf {
-    let p = dir.join("cheap.pipeline");
-    std::fs::write(
-        &p,
-        "# a cheap camera\nvideotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=10/1 \
-         ! ${SINK} name=out-${CAMERA_ID}\n",
-    )
-    .unwrap();
-    p
 }
 
 #[test]
 fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
-    common::init();
-    let dir = common::TempDir::new("fleet-kill");
-    let cluster = NatsCluster::start(3);
-    cluster.wait_ready(Duration::from_secs(30));
-    let nats = cluster.url();
-    let cams: Vec<RtspCamera> = (0..6)
-        .map(|_| RtspCamera::start("rtsp_server_child"))
-        .collect();
-    let pipeline = dir.join("camera.pipeline");
-    std::fs::write(
-        &pipeline,
-        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-    )
-    .unwrap();
-    for (i, c) in cams.iter().enumerate() {
-        add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
-    }
-    let mut workers: Vec<Worker> = (0..3)
-        .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
-        .collect();
+    let mut site = Site::start("fleet-kill", 6, 3);
+    let nats = site.nats.clone();
     let (s, took) = wait_for(&nats, Duration::from_secs(45), "all six running", |s| {
         s.len() == 6 && s.values().all(running_with_frames)
     });
@@ -259,9 +104,9 @@ fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
         .map(|(c, _)| c.clone())
         .collect();
     assert!(*n >= 1 && !moved.is_empty());
-    let i = workers.iter().position(|w| &w.name == victim).unwrap();
+    let i = site.workers.iter().position(|w| &w.name == victim).unwrap();
     let killed_at_ns = now_ns();
-    workers[i].kill();
+    site.workers[i].kill();
     let (s, took) = wait_for(&nats, Duration::from_secs(10), "taken over", |s| {
         moved.iter().all(|c| {
             s.get(c)
@@ -274,24 +119,13 @@ fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
     );
     let back_ns = now_ns();
     std::thread::sleep(Duration::from_secs(4));
-    for w in workers.iter_mut() {
-        w.stop();
-    }
 
     // Every camera's timeline: each frame once (no two events of one camera within half a
     // frame period of each other, outside a reader's first burst), and after all were running,
     // no gap of a second or more except around the kill for the cameras that moved.
-    let events = cluster.read_all(gstvideoai::eventlog::nats::DEFAULT_STREAM);
-    let mut by_cam: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    for e in &events {
-        by_cam
-            .entry(e.stream.clone())
-            .or_default()
-            .push((e.capture_ns, e.seq));
-    }
+    let by_cam = site.stop_and_read();
     assert_eq!(by_cam.len(), 6, "{:?}", by_cam.keys());
-    for (cam, evs) in by_cam.iter_mut() {
-        evs.sort();
+    for (cam, evs) in &by_cam {
         let seqs: BTreeSet<i64> = evs.iter().map(|e| e.1).collect();
         assert_eq!(seqs.len(), evs.len(), "{cam}: a seq stored twice");
         let period = 1_000_000_000 / 30;
@@ -327,31 +161,12 @@ fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
             );
         }
     }
-    drop(cams);
 }
 
 #[test]
 fn cameras_keep_running_while_the_nats_leaders_are_killed() {
-    common::init();
-    let dir = common::TempDir::new("fleet-leader");
-    let mut cluster = NatsCluster::start(3);
-    cluster.wait_ready(Duration::from_secs(30));
-    let nats = cluster.url();
-    let cams: Vec<RtspCamera> = (0..3)
-        .map(|_| RtspCamera::start("rtsp_server_child"))
-        .collect();
-    let pipeline = dir.join("camera.pipeline");
-    std::fs::write(
-        &pipeline,
-        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-    )
-    .unwrap();
-    for (i, c) in cams.iter().enumerate() {
-        add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
-    }
-    let mut workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
-        .collect();
+    let mut site = Site::start("fleet-leader", 3, 2);
+    let nats = site.nats.clone();
     // Settled: all running and shared (2 + 1: a worker that took all three at the start gives
     // one back), so that nothing moves for fairness during the kill.
     let (before, _) = wait_for(
@@ -366,11 +181,12 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
     );
     std::thread::sleep(Duration::from_secs(2));
     // The node leading the event stream (a 3-node cluster survives one loss).
-    let i = cluster
+    let i = site
+        .cluster
         .leader_of(gstvideoai::eventlog::nats::DEFAULT_STREAM)
         .expect("a leader");
-    let leases = cluster.leader_of("KV_videoai-leases");
-    cluster.kill(i);
+    let leases = site.cluster.leader_of("KV_videoai-leases");
+    site.cluster.kill(i);
     eprintln!("killed node {i}, leader of the events (leases led by {leases:?})");
     // Afterwards every camera runs where it ran, frames flowing.
     let (after, took) = wait_for(
@@ -385,22 +201,15 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
             after[cam].worker,
             st.worker,
             "{cam} moved: {after:#?}\n{}\n{}",
-            workers[0].log(),
-            workers[1].log()
+            site.workers[0].log(),
+            site.workers[1].log()
         );
     }
     std::thread::sleep(Duration::from_secs(3));
-    for w in workers.iter_mut() {
-        w.stop();
-    }
-    let events = cluster.read_all(gstvideoai::eventlog::nats::DEFAULT_STREAM);
+    let by_cam = site.stop_and_read();
     for i in 0..3 {
         let cam = format!("cam-{i}");
-        let mut seqs: Vec<i64> = events
-            .iter()
-            .filter(|e| e.stream == cam)
-            .map(|e| e.seq)
-            .collect();
+        let mut seqs: Vec<i64> = by_cam[&cam].iter().map(|e| e.1).collect();
         let n = seqs.len();
         seqs.sort();
         seqs.dedup();
@@ -415,7 +224,6 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
             "{cam}: {missing} frames missing in {n}"
         );
     }
-    drop(cams);
 }
 
 fn now_ns() -> i64 {

@@ -43,7 +43,7 @@ enum Command {
     List,
     /// Per camera: worker, state (running/retrying/failed/waiting), frames/s, last frame, detail.
     Status {
-        /// JSON lines instead of a table.
+        /// JSON lines instead of a table (also: since_ms, when the worker took the camera).
         #[arg(long)]
         json: bool,
     },
@@ -186,10 +186,11 @@ async fn status(b: &kv::Buckets, json: bool) {
             ),
         };
         if json {
+            let since = lease.as_ref().map(|l| l.since_ms);
             println!(
                 "{}",
                 serde_json::json!({"camera": id, "worker": worker, "state": state, "fps": fps,
-                    "last_frame_ms": last, "detail": detail})
+                    "last_frame_ms": last, "since_ms": since, "detail": detail})
             );
         } else {
             let age = last

@@ -3,6 +3,7 @@
 //! run to completion with a deadline, and the text places of pipelines/sample-text.txt.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod http;
 pub mod mot;
 pub mod nats;

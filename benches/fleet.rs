@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: MPL-2.0
+//! videoai-worker benchmark: `cargo bench --bench fleet` (or `make bench-fleet`), with real
+//! `nats-server` and `videoai-worker` processes on 127.0.0.1.
+//!
+//! 1. Handover: one NATS server, lease TTL 3 s, one cheap camera and two workers. `BENCH_KILLS`
+//!    (20) times the worker holding the camera is SIGKILLed and a new one started in its place;
+//!    the handover is the time from the kill to the other worker's claim (its lease's
+//!    `since_ms`: the pipeline is started in the same step), checked to be running with frames
+//!    before the next kill. Prints p50, p99 and max. A lease ages out a TTL after its last
+//!    renewal (every third of the TTL), so a handover takes from ⅔ of the TTL up to the TTL plus
+//!    the NATS expiry check and one tick of the other worker.
+//! 2. Coordination cost: one worker with N cameras (`BENCH_FLEET_CAMERAS`, default 1,10,25,50)
+//!    running a cheap pipeline (videotestsrc 320×240 ball at 15 fps into a fakesink). Over
+//!    `BENCH_FLEET_WINDOW_S` (10) seconds once all run: the worker's key-value requests per
+//!    second (its `videoai_worker_kv_operations_total`; the bucket watches it follows come on
+//!    top, one message per change) and its CPU time, against the same N pipelines in one
+//!    `gst-launch-1.0` process measured the same way right after (the video work alone). The
+//!    coordination cost is worker CPU − pipelines-alone CPU, per camera (in % of one core) and
+//!    as a share of the pipelines-alone CPU. These pipelines are far cheaper than a real
+//!    camera's (decode + inference), so the share is an upper bound.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fleet::{Worker, add, running_with_frames, status, try_status, wait_for};
+use common::nats::NatsCluster;
+
+const FRAME: &str = "video/x-raw,width=320,height=240,framerate=15/1";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th and stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU share (1.0 = one core) of `pid` over `window`.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    let t = Instant::now();
+    std::thread::sleep(window);
+    (cpu_time(pid) - before).as_secs_f64() / t.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn handover(dir: &common::TempDir, kills: usize) {
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = dir.join("handover.pipeline");
+    std::fs::write(
+        &pipeline,
+        format!("videotestsrc is-live=true ! {FRAME} ! fakesink\n"),
+    )
+    .unwrap();
+    add(&nats, "cam-0", "test://", &[]);
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 4))
+        .collect();
+    let mut times = Vec::new();
+    for round in 0..kills {
+        let (s, _) = wait_for(&nats, Duration::from_secs(30), "cam-0 running", |s| {
+            s.get("cam-0").is_some_and(running_with_frames)
+        });
+        // The replacement started last round has announced itself by now (a tick).
+        let holder = s["cam-0"].worker.clone();
+        let i = workers
+            .iter()
+            .position(|w| w.name == holder)
+            .unwrap_or_else(|| panic!("cam-0 held by unknown {holder}"));
+        // Killed at a different moment of the renewal period each round (renewals are a third
+        // of the TTL apart): spread over 1 s in steps of 370 ms modulo 1 s.
+        std::thread::sleep(Duration::from_millis((round as u64 * 370) % 1000));
+        let killed_at = now_ms();
+        workers[i].kill();
+        workers.remove(i);
+        let (s, _) = wait_for(&nats, Duration::from_secs(30), "cam-0 taken over", |s| {
+            s.get("cam-0")
+                .is_some_and(|c| c.worker != holder && !c.worker.is_empty())
+        });
+        let since = s["cam-0"].since_ms.expect("a lease's since_ms");
+        let took = since.saturating_sub(killed_at) as f64 / 1000.0;
+        eprintln!(
+            "  kill {:>2}: {holder} → {}: {took:.2} s",
+            round + 1,
+            s["cam-0"].worker
+        );
+        times.push(took);
+        workers.push(Worker::start(
+            dir.path(),
+            &format!("w{}", round + 2),
+            &nats,
+            &pipeline,
+            4,
+        ));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "handover (SIGKILL → claimed and started elsewhere), {} kills, lease TTL 3 s: p50 {:.2} s, p99 {:.2} s, max {:.2} s (ratio to the TTL: p50 {:.2}, p99 {:.2})",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap(),
+        percentile(&times, 0.5) / 3.0,
+        percentile(&times, 0.99) / 3.0,
+    );
+}
+
+/// The sum of a counter's series (all label values) in a scrape.
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn coordination(dir: &common::TempDir, n: usize, window: Duration) -> (f64, f64, f64) {
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = dir.join("cost.pipeline");
+    std::fs::write(
+        &pipeline,
+        format!("videotestsrc is-live=true pattern=ball ! {FRAME} ! fakesink\n"),
+    )
+    .unwrap();
+    for i in 0..n {
+        add(&nats, &format!("cam-{i}"), "test://", &[]);
+    }
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut w = Worker::start_with(
+        dir.path(),
+        &format!("cost-{n}"),
+        &nats,
+        &pipeline,
+        n,
+        &["--metrics", &addr],
+    );
+    wait_for(&nats, Duration::from_secs(90), "all running", |s| {
+        s.len() == n && s.values().all(running_with_frames)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = w.pid().unwrap();
+    let ops_before = counter_sum(
+        &common::prometheus::scrape(&addr),
+        "videoai_worker_kv_operations_total",
+    );
+    let t = Instant::now();
+    let worker_cpu = cpu_share(pid, window);
+    let ops = counter_sum(
+        &common::prometheus::scrape(&addr),
+        "videoai_worker_kv_operations_total",
+    ) - ops_before;
+    let ops_per_s = ops / t.elapsed().as_secs_f64();
+    assert!(
+        try_status(&nats).is_ok_and(|s| s.values().all(running_with_frames)),
+        "a camera stopped during the window: {:?}",
+        status(&nats)
+    );
+    w.stop();
+
+    // The same pipelines, no coordination.
+    let mut args: Vec<String> = vec!["-q".into()];
+    for _ in 0..n {
+        for part in
+            format!("videotestsrc is-live=true pattern=ball ! {FRAME} ! fakesink").split(' ')
+        {
+            args.push(part.into());
+        }
+    }
+    let mut alone = Command::new("gst-launch-1.0")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0");
+    std::thread::sleep(Duration::from_secs(3));
+    let alone_cpu = cpu_share(alone.id(), window);
+    let _ = alone.kill();
+    let _ = alone.wait();
+    (ops_per_s, worker_cpu, alone_cpu)
+}
+
+fn main() {
+    common::init();
+    let kills = common::env_u64("BENCH_KILLS", 20) as usize;
+    let window = Duration::from_secs(common::env_u64("BENCH_FLEET_WINDOW_S", 10));
+    let steps: Vec<usize> = std::env::var("BENCH_FLEET_CAMERAS")
+        .unwrap_or_else(|_| "1,10,25,50".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let dir = common::TempDir::new("bench-fleet");
+
+    handover(&dir, kills);
+
+    println!(
+        "coordination cost, one worker, cheap cameras ({FRAME}, videotestsrc pattern=ball), {} s windows:",
+        window.as_secs()
+    );
+    println!(
+        "{:>8} {:>10} {:>13} {:>11} {:>16} {:>21} {:>19}",
+        "cameras",
+        "kv ops/s",
+        "kv ops/s/cam",
+        "worker CPU",
+        "pipelines alone",
+        "coordination CPU/cam",
+        "coordination share"
+    );
+    for n in steps {
+        let (ops, worker, alone) = coordination(&dir, n, window);
+        println!(
+            "{n:>8} {ops:>10.1} {:>13.2} {:>10.1}% {:>15.1}% {:>20.2}% {:>18.1}%",
+            ops / n as f64,
+            worker * 100.0,
+            alone * 100.0,
+            (worker - alone) / n as f64 * 100.0,
+            (worker - alone) / alone * 100.0
+        );
+    }
+}
