@@ -201,19 +201,33 @@ impl NatsCluster {
         }
     }
 
-    /// How many copies the JetStream stream keeps.
+    /// How many copies the JetStream stream keeps (retried for a while, as [`Self::read_all`]:
+    /// after a kill the stream info request times out until a leader is elected).
     pub fn replicas_of(&self, stream: &str) -> usize {
         let urls = self.urls();
-        nats::block_on(async {
-            let client = nats::connect(&urls, "test", Duration::from_secs(5), false)
-                .await
-                .unwrap();
-            let mut s = async_nats::jetstream::new(client)
-                .get_stream(stream)
-                .await
-                .unwrap();
-            s.info().await.unwrap().config.num_replicas
-        })
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let res: Result<usize, String> = nats::block_on(async {
+                let client = nats::connect(&urls, "test", Duration::from_secs(5), false).await?;
+                let mut s = async_nats::jetstream::new(client)
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(s.info()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .config
+                    .num_replicas)
+            });
+            match res {
+                Ok(n) => return n,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("stream info of {stream}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("stream info of {stream}: {e}"),
+            }
+        }
     }
 }
 
