@@ -8,7 +8,7 @@
 //!   that (other workers full) are claimed up to the capacity.
 //! * A worker above the share releases one camera at a time, only when another worker has room
 //!   for it and not sooner than the hold-off after its last release, so the fleet converges
-//!   without flapping.
+//!   without flapping; never one whose pipeline still waits for the camera's clock.
 //! * Workers try free cameras in an order of their own (a hash of worker and camera), so that
 //!   several starting together do not all race for the same camera first.
 
@@ -31,6 +31,10 @@ pub struct View {
     pub others_spare: BTreeMap<String, usize>,
     /// Whether the hold-off since the last release has passed.
     pub may_release: bool,
+    /// Cameras of this worker not to release now: their pipelines hold frames until the
+    /// camera's clock is known (stopped now, they would be numbered from this machine's clock,
+    /// and the next reader's keys would differ).
+    pub settling: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +83,11 @@ pub fn plan(v: &View) -> Plan {
         held += 1;
     }
     if p.claim.is_empty() && held > target && v.may_release && others_room > 0 {
-        let kept: Vec<&String> = v.mine.iter().filter(|c| v.cameras.contains(*c)).collect();
+        let kept: Vec<&String> = v
+            .mine
+            .iter()
+            .filter(|c| v.cameras.contains(*c) && !v.settling.contains(*c))
+            .collect();
         // The one this worker would try last: the others are likelier to want it.
         if let Some(c) = kept
             .into_iter()
@@ -108,6 +116,7 @@ mod tests {
             mine: set(mine),
             others_spare: others.iter().map(|(w, n)| (w.to_string(), *n)).collect(),
             may_release: true,
+            settling: BTreeSet::new(),
         }
     }
 
@@ -139,6 +148,15 @@ mod tests {
         assert_eq!((p.claim.len(), p.release.len()), (0, 1), "{p:?}");
         v.may_release = false;
         assert!(plan(&v).release.is_empty(), "hold-off");
+        // Not one that still waits for its camera's clock: another, or none.
+        v.may_release = true;
+        let released = p.release[0].clone();
+        v.settling = set(&[&released]);
+        let p2 = plan(&v);
+        assert_eq!(p2.release.len(), 1, "{p2:?}");
+        assert_ne!(p2.release[0], released);
+        v.settling = v.mine.clone();
+        assert!(plan(&v).release.is_empty(), "all settling");
         // At the share: nothing moves (no flapping).
         let v = view(
             &cams,

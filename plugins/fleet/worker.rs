@@ -232,7 +232,14 @@ impl Worker {
                 others.insert(name, w.capacity.saturating_sub(w.cameras.len()));
             }
         }
+        let settling = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.pipeline.as_ref().is_some_and(holds_frames))
+            .map(|(id, _)| id.clone())
+            .collect();
         View {
+            settling,
             me: self.cfg.name.clone(),
             capacity: self.cfg.capacity,
             cameras: registry.keys().cloned().collect(),
@@ -612,6 +619,17 @@ impl Worker {
 /// `host:port,host:port` of NATS URLs.
 fn hosts(urls: &[String]) -> String {
     crate::eventlog::nats::host_ports(urls).join(",")
+}
+
+/// Whether a `raftsink` of `p` holds frames until the camera's clock is known (its `stats`
+/// field `held`).
+fn holds_frames(p: &gst::Pipeline) -> bool {
+    p.iterate_recurse().into_iter().flatten().any(|e| {
+        e.factory().is_some_and(|f| f.name() == "raftsink")
+            && e.property::<gst::Structure>("stats")
+                .get::<u64>("held")
+                .is_ok_and(|n| n > 0)
+    })
 }
 
 fn first_error(p: &gst::Pipeline) -> Option<String> {

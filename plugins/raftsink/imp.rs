@@ -134,6 +134,11 @@ impl RaftSink {
     }
 
     fn stats_structure(&self) -> gst::Structure {
+        // `state` before `io` (the lock order).
+        let held: u64 = {
+            let st = self.state.lock().unwrap();
+            st.camera_keys.values().map(|k| k.held() as u64).sum()
+        };
         let io = self.io_handles();
         if io.is_none()
             && let Some(s) = self.final_stats.lock().unwrap().clone()
@@ -150,6 +155,7 @@ impl RaftSink {
             .field("duplicates", w.duplicates)
             .field("commits", w.commits)
             .field("queued", w.queued)
+            .field("held", held)
             .field("skipped-empty", *self.skipped_empty.lock().unwrap())
             .field(
                 "invalid-detections",
@@ -803,7 +809,11 @@ impl RaftSink {
                     }
                 }
                 Step::Usual(held, now) => {
-                    events.extend(self.usual(&mut st, held));
+                    events.extend(self.usual(
+                        &mut st,
+                        held,
+                        "no camera clock within capture-time-wait",
+                    ));
                     let capture_ns = st.capture.capture_ns(element, f.buffer, f.running_time);
                     events.push(Self::numbered(&mut st, now, capture_ns));
                 }
@@ -862,12 +872,12 @@ impl RaftSink {
     }
 
     /// Held frames numbered the usual way (no camera clock in time, or EOS).
-    fn usual(&self, st: &mut State, held: Vec<Held<Pending>>) -> Vec<EncodedEvent> {
+    fn usual(&self, st: &mut State, held: Vec<Held<Pending>>, why: &str) -> Vec<EncodedEvent> {
         if !held.is_empty() {
-            gst::info!(
+            gst::warning!(
                 CAT,
                 imp = self,
-                "no camera clock within capture-time-wait: {} held frames numbered from this machine's clock",
+                "{why}: {} held frames numbered from this machine's clock (another reader of the camera may store them again)",
                 held.len()
             );
         }
@@ -894,7 +904,11 @@ impl RaftSink {
         if held.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
-        let events = self.usual(&mut st, held);
+        let events = self.usual(
+            &mut st,
+            held,
+            "end of stream before the camera clock was known",
+        );
         let writer = st.writer.clone();
         drop(st);
         for ev in events {

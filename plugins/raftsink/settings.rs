@@ -163,7 +163,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .nick("Statistics")
             .blurb(
                 "Read-only 'raftsink-stats' structure: written (events stored), \
-                 duplicates (already in the log), commits, queued, skipped-empty, \
+                 duplicates (already in the log), commits, queued, held (frames waiting \
+                 for the camera's clock, capture-time-wait), skipped-empty, \
                  invalid-detections (left out: a non-finite confidence), \
                  commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
                  forwarded, already-in-nats, pending (this element's events in the \
