@@ -11,19 +11,25 @@ use std::time::Duration;
 
 use super::{common, events_tool};
 
-/// The clip's truth (`objects-clip.py truth --json`).
-fn truth() -> serde_json::Value {
+/// `python3 scripts/objects-clip.py ARGS…`: its standard output, or the test fails with its
+/// standard error.
+fn objects_clip(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = Command::new("python3")
         .arg(common::root().join("scripts/objects-clip.py"))
-        .args(["truth", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "objects-clip.py {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+/// The clip's truth (`objects-clip.py truth --json`).
+fn truth() -> serde_json::Value {
+    serde_json::from_slice(&objects_clip(&["truth".as_ref(), "--json".as_ref()])).unwrap()
 }
 
 fn num(v: &serde_json::Value) -> f64 {
@@ -35,17 +41,7 @@ fn the_coco_demo_gives_one_track_per_object_and_exact_line_counts() {
     common::init();
     let dir = common::TempDir::new("coco-demo");
     let clip = dir.join("objects.mp4");
-    let made = Command::new("python3")
-        .arg(common::root().join("scripts/objects-clip.py"))
-        .arg("make")
-        .arg(&clip)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    objects_clip(&["make".as_ref(), clip.as_os_str()]);
     let truth = truth();
     let db = dir.join("events.db");
     let vars = HashMap::from([
