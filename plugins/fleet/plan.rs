@@ -31,9 +31,9 @@ pub struct View {
     pub others_spare: BTreeMap<String, usize>,
     /// Whether the hold-off since the last release has passed.
     pub may_release: bool,
-    /// Cameras of this worker not to release now: their pipelines hold frames until the
-    /// camera's clock is known (stopped now, they would be numbered from this machine's clock,
-    /// and the next reader's keys would differ).
+    /// Cameras of this worker not to release now: their pipelines still wait for the camera's
+    /// clock (stopped now, their held frames would be numbered from this machine's clock, and
+    /// the next reader's keys would differ).
     pub settling: BTreeSet<String>,
 }
 

@@ -235,7 +235,7 @@ impl Worker {
         let settling = self
             .runs
             .iter()
-            .filter(|(_, r)| r.pipeline.as_ref().is_some_and(holds_frames))
+            .filter(|(_, r)| r.pipeline.as_ref().is_some_and(waits_for_clock))
             .map(|(id, _)| id.clone())
             .collect();
         View {
@@ -621,14 +621,14 @@ fn hosts(urls: &[String]) -> String {
     crate::eventlog::nats::host_ports(urls).join(",")
 }
 
-/// Whether a `raftsink` of `p` holds frames until the camera's clock is known (its `stats`
-/// field `held`).
-fn holds_frames(p: &gst::Pipeline) -> bool {
+/// Whether a `raftsink` of `p` still waits for the camera's clock (its `stats` field
+/// `camera-clock` is `waiting`: frames held, or none arrived yet, so any on their way would be).
+fn waits_for_clock(p: &gst::Pipeline) -> bool {
     p.iterate_recurse().into_iter().flatten().any(|e| {
         e.factory().is_some_and(|f| f.name() == "raftsink")
             && e.property::<gst::Structure>("stats")
-                .get::<u64>("held")
-                .is_ok_and(|n| n > 0)
+                .get::<&str>("camera-clock")
+                .is_ok_and(|c| c == "waiting")
     })
 }
 

@@ -177,6 +177,11 @@ impl<T> CameraKeys<T> {
     pub fn held(&self) -> usize {
         self.held.len()
     }
+
+    /// Whether the camera's clock is still awaited (neither known nor given up).
+    pub fn waiting(&self) -> bool {
+        self.rate.is_none() && !self.gave_up
+    }
 }
 
 /// The frame rate of a frame period, as an exact fraction that does not depend on the
@@ -243,11 +248,13 @@ mod tests {
             let step = a.offer(i * 33_000_000, Some(t0 + i as i64 * P), None, i as u32);
             assert!(matches!(step, Step::Held), "{i}");
         }
+        assert!(a.waiting());
         match a.offer(10 * 33_000_000, Some(t0 + 10 * P), None, 10) {
             Step::Keyed(held, 10) => assert_eq!(held.len(), 10),
             other => panic!("{other:?}"),
         }
         assert_eq!(a.rate(), Some((30, 1)));
+        assert!(!a.waiting());
         // A second reader started later computes the same key for the same frame, even with
         // its own capture estimate a few milliseconds off.
         let mut b: CameraKeys<u32> = CameraKeys::new(5_000_000_000, 1000);
@@ -359,6 +366,7 @@ mod tests {
             Step::Usual(held, 1) => assert_eq!(held.len(), 30),
             other => panic!("{other:?}"),
         }
+        assert!(!k.waiting(), "gave up");
         // And from then on, without holding.
         assert!(
             matches!(k.offer(32 * 33_000_000, None, None, 2), Step::Usual(h, 2) if h.is_empty())

@@ -135,9 +135,24 @@ impl RaftSink {
 
     fn stats_structure(&self) -> gst::Structure {
         // `state` before `io` (the lock order).
-        let held: u64 = {
+        let (held, clock) = {
             let st = self.state.lock().unwrap();
-            st.camera_keys.values().map(|k| k.held() as u64).sum()
+            let held: u64 = st.camera_keys.values().map(|k| k.held() as u64).sum();
+            let clock = if st.capture_wait.is_zero() {
+                "off"
+            } else if st.camera_keys.values().any(|k| k.waiting())
+                || (st.camera_keys.is_empty() && st.live != Some(false))
+            {
+                // Before the first live frame too: frames on their way would be held.
+                "waiting"
+            } else if !st.camera_keys.is_empty()
+                && st.camera_keys.values().all(|k| k.rate().is_some())
+            {
+                "known"
+            } else {
+                "none"
+            };
+            (held, clock)
         };
         let io = self.io_handles();
         if io.is_none()
@@ -156,6 +171,7 @@ impl RaftSink {
             .field("commits", w.commits)
             .field("queued", w.queued)
             .field("held", held)
+            .field("camera-clock", clock)
             .field("skipped-empty", *self.skipped_empty.lock().unwrap())
             .field(
                 "invalid-detections",

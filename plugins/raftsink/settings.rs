@@ -164,7 +164,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .blurb(
                 "Read-only 'raftsink-stats' structure: written (events stored), \
                  duplicates (already in the log), commits, queued, held (frames waiting \
-                 for the camera's clock, capture-time-wait), skipped-empty, \
+                 for the camera's clock, capture-time-wait), camera-clock (off, waiting, \
+                 known, none: given up or not live), skipped-empty, \
                  invalid-detections (left out: a non-finite confidence), \
                  commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
                  forwarded, already-in-nats, pending (this element's events in the \
