@@ -129,14 +129,6 @@ fn handover(dir: &common::TempDir, kills: usize) {
     );
 }
 
-/// The sum of a counter's series (all label values) in a scrape.
-fn counter_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 fn coordination(dir: &common::TempDir, n: usize, window: Duration) -> (f64, f64, f64) {
     let cluster = NatsCluster::start(1);
     cluster.wait_ready(Duration::from_secs(30));
@@ -164,16 +156,14 @@ fn coordination(dir: &common::TempDir, n: usize, window: Duration) -> (f64, f64,
     });
     std::thread::sleep(Duration::from_secs(2));
     let pid = w.pid().unwrap();
-    let ops_before = counter_sum(
-        &common::prometheus::scrape(&addr),
-        "videoai_worker_kv_operations_total",
-    );
+    let kv_ops = || {
+        let samples = common::prometheus::samples(&common::prometheus::scrape(&addr));
+        common::prometheus::sum(&samples, "videoai_worker_kv_operations_total")
+    };
+    let ops_before = kv_ops();
     let t = Instant::now();
     let worker_cpu = cpu_share(pid, window);
-    let ops = counter_sum(
-        &common::prometheus::scrape(&addr),
-        "videoai_worker_kv_operations_total",
-    ) - ops_before;
+    let ops = kv_ops() - ops_before;
     let ops_per_s = ops / t.elapsed().as_secs_f64();
     assert!(
         try_status(&nats).is_ok_and(|s| s.values().all(running_with_frames)),

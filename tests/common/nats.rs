@@ -183,49 +183,45 @@ impl NatsCluster {
     /// Every event in `stream`, in stream order (retried for a while: after a kill the stream
     /// may still be electing a leader, and a cluster on a loaded CI machine answers slowly).
     pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::eventlog::event::FrameEvent> {
-        let urls = self.urls();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let res = nats::block_on(async {
-                let client = nats::connect(&urls, "test", Duration::from_secs(5), false).await?;
-                nats::read_all(&async_nats::jetstream::new(client), stream).await
-            });
-            match res {
-                Ok(events) => return events,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("reading {stream}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        self.retried(&format!("reading {stream}"), |js| async move {
+            nats::read_all(&js, stream).await
+        })
     }
 
     /// How many copies the JetStream stream keeps (retried for a while, as [`Self::read_all`]:
     /// after a kill the stream info request times out until a leader is elected).
     pub fn replicas_of(&self, stream: &str) -> usize {
+        self.retried(&format!("stream info of {stream}"), |js| async move {
+            let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            Ok(s.info()
+                .await
+                .map_err(|e| e.to_string())?
+                .config
+                .num_replicas)
+        })
+    }
+
+    /// `request` on a fresh JetStream client, retried every 500 ms for up to 60 s; panics with
+    /// `what` and the last error after that.
+    fn retried<T, F, Fut>(&self, what: &str, request: F) -> T
+    where
+        F: Fn(async_nats::jetstream::Context) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let urls = self.urls();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let res: Result<usize, String> = nats::block_on(async {
+            let res = nats::block_on(async {
                 let client = nats::connect(&urls, "test", Duration::from_secs(5), false).await?;
-                let mut s = async_nats::jetstream::new(client)
-                    .get_stream(stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(s.info()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .config
-                    .num_replicas)
+                request(async_nats::jetstream::new(client)).await
             });
             match res {
-                Ok(n) => return n,
+                Ok(v) => return v,
                 Err(e) if Instant::now() < deadline => {
-                    eprintln!("stream info of {stream}: {e}; retrying");
+                    eprintln!("{what}: {e}; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => panic!("stream info of {stream}: {e}"),
+                Err(e) => panic!("{what}: {e}"),
             }
         }
     }

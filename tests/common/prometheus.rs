@@ -130,6 +130,15 @@ pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f
     Some(*first.1)
 }
 
+/// The sum of every series `name` (all label values).
+pub fn sum(samples: &Samples, name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|((n, _), _)| n == name)
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// `promtool check metrics` on `text`: Ok, or what it said.
 pub fn promtool_check(text: &str) -> Result<(), String> {
     promtool(&["check", "metrics"], text)
