@@ -150,6 +150,8 @@ fn encoded(stream: &str, i: u64) -> EncodedEvent {
         model: "bench@1".into(),
         detections: detections(i),
         schema: 2,
+        key_basis: None,
+        clock: None,
     })
 }
 
@@ -178,6 +180,8 @@ fn raw_nats(url: &str, stream_name: &str, streams: usize, n: u64, pipelined: boo
                             model: e.model,
                             detections: detections(i),
                             schema: 2,
+                            key_basis: None,
+                            clock: None,
                         };
                         (
                             nats::subject(&id),

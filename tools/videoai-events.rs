@@ -21,6 +21,7 @@ USAGE:
     videoai-events summary LOCATION [--stream ID]
     videoai-events tracks LOCATION [--stream ID]
     videoai-events counts LOCATION [--stream ID] [--from T] [--to T]
+    videoai-events collisions LOCATION [--stream ID]
     videoai-events --help
 
 COMMANDS:
@@ -44,6 +45,11 @@ COMMANDS:
     counts    JSON lines: one per (stream, line, direction) with stream, line, direction and
               count, then one per (stream, zone) with stream, zone, entries and exits
               (objecttracker lines and zones; each crossing is stored once with its frame).
+    collisions
+              SQLite log or outbox: JSON lines, one per frame that was not stored because its
+              key already held another frame (capture time, or a file's PTS, more than half a
+              period away): the frame's event fields, plus stored_capture_ns and stored_pts_ns
+              (the frame the key holds), found_ns and place (log, or nats: the key held in NATS).
 
 ARGUMENTS:
     LOCATION       the event log: the SQLite file given to raftsink's `location` (or its
@@ -157,7 +163,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     a.command = positional.next().ok_or("no command given")?;
     if !matches!(
         a.command.as_str(),
-        "dump" | "timeline" | "follow" | "stats" | "summary" | "tracks" | "counts"
+        "dump" | "timeline" | "follow" | "stats" | "summary" | "tracks" | "counts" | "collisions"
     ) {
         return Err(format!("unknown command '{}'", a.command));
     }
@@ -537,12 +543,40 @@ fn follow(out: &mut impl Write, args: &Args) -> Result<(), String> {
     }
 }
 
+/// The frames kept aside because their key held another frame (SQLite log or outbox).
+fn print_collisions(out: &mut impl Write, args: &Args) -> Result<(), String> {
+    if nats::parse_location(&args.location).is_some() {
+        return Err(
+            "collisions are kept in the SQLite outbox of the writer that found them: give its outbox-location"
+                .into(),
+        );
+    }
+    let store = EventStore::open_for_reading(std::path::Path::new(&args.location))
+        .map_err(|e| e.to_string())?;
+    for c in store.collisions().map_err(|e| e.to_string())? {
+        if args.stream.as_ref().is_some_and(|s| *s != c.stream) {
+            continue;
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_str(&c.event).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("stored_capture_ns".into(), c.stored_capture_ns.into());
+            o.insert("stored_pts_ns".into(), c.stored_pts_ns.into());
+            o.insert("found_ns".into(), c.found_ns.into());
+            o.insert("place".into(), c.place.into());
+        }
+        writeln!(out, "{v}").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
 fn run(args: Args) -> Result<(), String> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io = |e: std::io::Error| e.to_string();
     let res = match args.command.as_str() {
         "follow" => follow(&mut out, &args),
         "stats" => print_stats(&mut out, &args),
+        "collisions" => print_collisions(&mut out, &args),
         "tracks" | "counts" => {
             let (mut tracks, mut counts) = (Tracks::default(), Counts::default());
             let tracking = args.command == "tracks";

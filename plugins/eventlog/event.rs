@@ -17,11 +17,80 @@
 //! (`[{"line":"door","direction":"in"}]`: lines the track crossed on this frame) and
 //! `zone_events` (`[{"zone":"bay","event":"entry"}]`). A crossing is stored with the frame it
 //! happened on, so the frame's idempotence key stores it exactly once.
+//!
+//! Since schema 3 every event says what its `seq` was derived from, `key_basis` (see
+//! [`KeyBasis`]): `position` (a file), `capture-time` (a live source's capture time), `camera`
+//! (the camera's own clock, the same key on every reader of the camera) or `local` (a live
+//! camera frame that could not be placed on the camera's clock: its key is in a space of its
+//! own, at or above [`LOCAL_KEY_BASE`], so it can never take a camera key). A `camera` event
+//! also carries `clock` ([`ClockMark`]): what another reader of the camera needs to continue its
+//! keys from this frame.
 
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, stored with every event.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Keys of frames that could not be placed on their camera's clock start here (2^62): camera,
+/// position and capture-time keys are frame counts since the epoch, far below it.
+pub const LOCAL_KEY_BASE: i64 = 1 << 62;
+
+/// What an event's `seq` was derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyBasis {
+    /// Not live (a file): the frame's position, `round(pts × fps)` (or the PTS in µs).
+    Position,
+    /// Live: the capture time in frame periods (or in µs without a frame rate).
+    CaptureTime,
+    /// Live, keyed by the camera's own clock: every reader of the camera gives the frame this key.
+    Camera,
+    /// Live camera frames that could not be placed on the camera's clock in time: keys at or
+    /// above [`LOCAL_KEY_BASE`] from this machine's clock, never a camera key.
+    Local,
+}
+
+impl KeyBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyBasis::Position => "position",
+            KeyBasis::CaptureTime => "capture-time",
+            KeyBasis::Camera => "camera",
+            KeyBasis::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyBasis> {
+        Some(match s {
+            "position" => KeyBasis::Position,
+            "capture-time" => KeyBasis::CaptureTime,
+            "camera" => KeyBasis::Camera,
+            "local" => KeyBasis::Local,
+            _ => return None,
+        })
+    }
+}
+
+/// Stored with a camera-keyed event: the camera's clock at that frame, from which another reader
+/// of the camera (a worker taking it over) continues the keys at once, without waiting for its
+/// own first RTCP sender report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockMark {
+    /// The camera's frame period (ns).
+    pub period_ns: i64,
+    /// The RTP stream's SSRC, when the frame carried its RTP time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssrc: Option<u32>,
+    /// The frame's RTP timestamp (the 32 bits the camera sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtp: Option<u32>,
+    /// The RTP clock rate (Hz).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_rate: Option<u32>,
+    /// The frame period in RTP ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_ticks: Option<u32>,
+}
 
 fn yes() -> bool {
     true
@@ -144,6 +213,12 @@ pub struct FrameEvent {
     /// Schema version the event was written with.
     #[serde(default = "current_schema")]
     pub schema: i64,
+    /// What `seq` comes from (absent in events of schema 2 and older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_basis: Option<KeyBasis>,
+    /// Camera keys: the camera's clock at this frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockMark>,
 }
 
 fn current_schema() -> i64 {

@@ -4,9 +4,14 @@
 //! * One JetStream stream (default `VIDEOAI_EVENTS`, file storage) holding the subjects
 //!   `videoai.events.>`; each video stream publishes on its own subject
 //!   `videoai.events.<stream-id, made subject-safe>_<8 hex of a hash of the stream-id>`.
-//! * Each message is one [`FrameEvent`] as JSON, with header `Nats-Msg-Id: <stream-id>:<seq>`
-//!   so JetStream drops duplicates within its duplicate window; beyond it, writers read the last
-//!   message of the subject (the stream's high-water mark) and skip what is already stored.
+//! * Each message is one [`FrameEvent`] as JSON, with headers `Nats-Msg-Id: <stream-id>:<seq>`
+//!   (JetStream drops a repeat within its duplicate window), `Videoai-Capture-Ns` and
+//!   `Videoai-Pts-Ns` (so that a writer can tell from the headers alone whether a key holds the
+//!   same frame), and `Nats-Expected-Last-Subject-Sequence`: JetStream stores a message only when
+//!   the subject's last message is the one the writer saw last, so two writers of one video
+//!   stream can never both append, at any age of the key. A refused writer reads where the
+//!   subject stands ([`last_on_subject`]) and appends a key at or below the subject's last one
+//!   only after checking the subject does not hold it ([`keys_on_subject`]).
 
 use std::time::Duration;
 
@@ -121,12 +126,20 @@ pub fn msg_id(stream_id: &str, seq: i64) -> String {
     format!("{stream_id}:{seq}")
 }
 
+/// Header with an event's capture time (ns since the Unix epoch).
+pub const CAPTURE_HEADER: &str = "Videoai-Capture-Ns";
+/// Header with an event's PTS (ns), when it has one.
+pub const PTS_HEADER: &str = "Videoai-Pts-Ns";
+
 /// The event seq in a message's `Nats-Msg-Id` header (see [`msg_id`]).
 fn seq_of(headers: &async_nats::HeaderMap) -> Option<i64> {
     let id = headers.get("Nats-Msg-Id")?;
     id.as_str().rsplit_once(':')?.1.parse().ok()
 }
 
+fn header_i64(headers: &async_nats::HeaderMap, name: &str) -> Option<i64> {
+    headers.get(name)?.as_str().parse().ok()
+}
 /// Connects to the servers. With `retry`, keeps trying the first connection too (a writer);
 /// without, fails after `timeout` (a reader).
 pub async fn connect(
@@ -168,64 +181,151 @@ pub async fn ensure_stream(
     .map_err(|e| format!("cannot get or create JetStream stream '{name}': {e}"))
 }
 
-/// The highest event seq stored on `subject`, if any (the stream's high-water mark).
-pub async fn last_seq(
+/// A message on a subject, as a writer needs it: its stream sequence, its key, and the frame it
+/// holds (capture time and PTS, from the headers; from the payload for messages written before
+/// the headers existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOnSubject {
+    pub stream_seq: u64,
+    pub seq: i64,
+    pub capture_ns: Option<i64>,
+    pub pts_ns: Option<i64>,
+}
+
+fn key_on_subject(
+    stream_seq: u64,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Option<KeyOnSubject> {
+    let from_headers = headers.and_then(|h| {
+        Some(KeyOnSubject {
+            stream_seq,
+            seq: seq_of(h)?,
+            capture_ns: header_i64(h, CAPTURE_HEADER),
+            pts_ns: header_i64(h, PTS_HEADER),
+        })
+    });
+    from_headers
+        .filter(|k| k.capture_ns.is_some() || payload.is_empty())
+        .or_else(|| {
+            let e = serde_json::from_slice::<FrameEvent>(payload).ok()?;
+            Some(KeyOnSubject {
+                stream_seq,
+                seq: e.seq,
+                capture_ns: Some(e.capture_ns),
+                pts_ns: e.pts_ns,
+            })
+        })
+        .or(from_headers)
+}
+
+/// The last message on `subject` (`None` when it has none).
+pub async fn last_on_subject(
     stream: &jetstream::stream::Stream,
     subject: &str,
-) -> Result<Option<i64>, String> {
+) -> Result<Option<KeyOnSubject>, String> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(msg) => {
-            let from_header = seq_of(&msg.headers);
-            let seq = from_header.or_else(|| {
-                serde_json::from_slice::<FrameEvent>(&msg.payload)
-                    .ok()
-                    .map(|e| e.seq)
-            });
-            Ok(seq)
-        }
+        Ok(msg) => Ok(
+            key_on_subject(msg.sequence, Some(&msg.headers), &msg.payload).or(Some(KeyOnSubject {
+                stream_seq: msg.sequence,
+                seq: i64::MIN,
+                capture_ns: None,
+                pts_ns: None,
+            })),
+        ),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(format!("cannot read the last event on {subject}: {e}")),
     }
 }
 
-/// The event seqs held on `subject` (read from the message headers only): what a writer
-/// checks before publishing an event whose seq is not above the subject's last one (a replay,
-/// frames stored after a backward seek), so that an event is skipped only when JetStream holds
-/// that exact key.
-pub async fn held_seqs(
+/// The last event on `subject`, whole (`None` when it has none).
+pub async fn last_event_on_subject(
     stream: &jetstream::stream::Stream,
     subject: &str,
-) -> Result<std::collections::HashSet<i64>, String> {
+) -> Result<Option<FrameEvent>, String> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let mut held = std::collections::HashSet::new();
-    let last = match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => m.sequence,
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(held),
-        Err(e) => return Err(format!("cannot read the last event on {subject}: {e}")),
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(msg) => Ok(serde_json::from_slice(&msg.payload).ok()),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(format!("cannot read the last event on {subject}: {e}")),
+    }
+}
+
+/// Where a scan of a subject starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ScanFrom {
+    /// Its first message.
+    Start,
+    /// The first message stored at or after this time (ns since the Unix epoch).
+    Time(i64),
+    /// This stream sequence.
+    Sequence(u64),
+}
+
+/// The keys on `subject` from `from` up to stream sequence `upto` (headers only: constant
+/// memory per message), in subject order.
+pub async fn keys_on_subject(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    from: ScanFrom,
+    upto: u64,
+) -> Result<Vec<KeyOnSubject>, String> {
+    use jetstream::consumer::DeliverPolicy;
+    let deliver_policy = match from {
+        ScanFrom::Start => DeliverPolicy::All,
+        ScanFrom::Time(ns) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        },
+        ScanFrom::Sequence(s) => DeliverPolicy::ByStartSequence {
+            start_sequence: s.max(1),
+        },
     };
+    let mut out = Vec::new();
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: subject.to_string(),
             headers_only: true,
+            deliver_policy,
             ..Default::default()
         })
         .await
         .map_err(|e| format!("cannot read the events on {subject}: {e}"))?;
+    // A scan that starts past the end sees nothing (and would wait for new messages).
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
     let mut messages = consumer
         .messages()
         .await
         .map_err(|e| format!("cannot read the events on {subject}: {e}"))?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| format!("reading the events on {subject}: {e}"))?;
-        if let Some(seq) = msg.headers.as_ref().and_then(seq_of) {
-            held.insert(seq);
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let msg = match next {
+            Ok(Some(m)) => m.map_err(|e| format!("reading the events on {subject}: {e}"))?,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(format!(
+                    "reading the events on {subject}: no message within 5 s before sequence {upto}"
+                ));
+            }
+        };
+        let info = msg
+            .info()
+            .map_err(|e| format!("reading the events on {subject}: {e}"))?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        if seq > upto {
+            break;
         }
-        if msg.info().map(|i| i.stream_sequence).unwrap_or(last) >= last {
+        if let Some(k) = key_on_subject(seq, msg.headers.as_ref(), &[]) {
+            out.push(k);
+        }
+        if seq >= upto || pending == 0 {
             break;
         }
     }
-    Ok(held)
+    Ok(out)
 }
 
 /// The stream, once it has a leader: a cluster electing one (its leader was just killed)

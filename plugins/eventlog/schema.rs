@@ -3,7 +3,7 @@
 //! versions, the check that refuses a file that is no event log, and what SQLite's errors mean
 //! for a person ([`StoreError`]). The store itself ([`super::store`]) opens, reads and writes.
 //!
-//! Schema version 3 (`PRAGMA user_version`):
+//! Schema version 4 (`PRAGMA user_version`):
 //!
 //! ```sql
 //! events (id INTEGER PRIMARY KEY,            -- insertion order, for `follow`
@@ -11,9 +11,15 @@
 //!         model TEXT, detections TEXT (JSON), schema INTEGER,
 //!         forwarded INTEGER,                 -- outbox: 0 new, 2 published (not yet
 //!                                            -- acknowledged), 1 acknowledged by NATS
+//!         key_basis TEXT,                    -- what seq comes from (v4; NULL before)
+//!         clock TEXT,                        -- camera keys: the camera's clock (JSON, v4)
 //!         UNIQUE (stream, seq))
 //! dead_letters (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, reason TEXT,
 //!               event TEXT, parked_ns INTEGER)  -- outbox: events NATS refused for good
+//! collisions (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, event TEXT,
+//!             stored_capture_ns INTEGER, stored_pts_ns INTEGER, found_ns INTEGER,
+//!             place TEXT)                    -- frames whose key already held another frame
+//!                                            -- (here, or in NATS: place 'log' / 'nats')
 //! ```
 //!
 //! The migration SQL repeats the table definitions on purpose: a migration is frozen history
@@ -24,7 +30,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode};
 
 /// The version of the SQLite schema (not of the event JSON, [`SCHEMA_VERSION`]).
-pub(crate) const STORE_VERSION: i64 = 3;
+pub(crate) const STORE_VERSION: i64 = 4;
 
 const CREATE_EVENTS: &str = "
 CREATE TABLE events (
@@ -52,6 +58,25 @@ CREATE TABLE dead_letters (
     event       TEXT    NOT NULL,
     parked_ns   INTEGER NOT NULL
 );
+";
+
+/// Version 3 to 4: what each key comes from, the camera's clock, and frames whose key already
+/// held another frame.
+const MIGRATE_V3_V4: &str = "
+ALTER TABLE events ADD COLUMN key_basis TEXT;
+ALTER TABLE events ADD COLUMN clock TEXT;
+CREATE INDEX events_by_key_basis ON events (stream, key_basis, seq);
+CREATE TABLE collisions (
+    id                  INTEGER PRIMARY KEY,
+    stream              TEXT    NOT NULL,
+    seq                 INTEGER NOT NULL,
+    event               TEXT    NOT NULL,
+    stored_capture_ns   INTEGER,
+    stored_pts_ns       INTEGER,
+    found_ns            INTEGER NOT NULL,
+    place               TEXT    NOT NULL
+);
+CREATE INDEX collisions_by_key ON collisions (stream, seq);
 ";
 
 /// Version 1 to 2: a rowid table (insertion order) with the outbox flag. Version 1 logs were
@@ -88,6 +113,8 @@ pub struct StoreError {
     pub what: String,
     /// Another connection held the lock (worth trying again).
     pub busy: bool,
+    /// The write may succeed later as it is: busy, locked, or the disk full for now.
+    pub transient: bool,
 }
 
 impl std::fmt::Display for StoreError {
@@ -132,6 +159,7 @@ impl StoreError {
             path: path.to_path_buf(),
             what: what.to_string(),
             busy: false,
+            transient: false,
         }
     }
 
@@ -139,6 +167,7 @@ impl StoreError {
     pub(crate) fn sql(path: &Path, e: rusqlite::Error) -> Self {
         let mut err = Self::new(path, cause(&e));
         err.busy = is_busy(&e);
+        err.transient = err.busy || e.sqlite_error_code() == Some(ErrorCode::DiskFull);
         err
     }
 }
@@ -147,9 +176,10 @@ impl StoreError {
 /// when it is there already.
 pub(crate) fn upgrade_script(version: i64) -> String {
     let script = match version {
-        0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}"),
-        1 => format!("{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}"),
-        2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}"),
+        0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
+        1 => format!("{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
+        2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
+        3 => MIGRATE_V3_V4.to_string(),
         _ => return String::new(),
     };
     format!("{script} PRAGMA user_version = {STORE_VERSION};")
@@ -186,10 +216,15 @@ pub(crate) fn inspect(path: &Path, conn: &Connection) -> Result<i64, StoreError>
         0 if tables.is_empty() => Ok(0),
         // Our tables without our version: seen (rarely) while another process creates
         // the file; try again, and call it foreign if it stays so.
-        0 if tables.iter().all(|t| t == "events" || t == "dead_letters") => Err(StoreError {
-            busy: true,
-            ..foreign()
-        }),
+        0 if tables
+            .iter()
+            .all(|t| t == "events" || t == "dead_letters" || t == "collisions") =>
+        {
+            Err(StoreError {
+                busy: true,
+                ..foreign()
+            })
+        }
         0 => Err(foreign()),
         1..=STORE_VERSION if tables.iter().any(|t| t == "events") => Ok(version),
         1..=STORE_VERSION => Err(foreign()),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use crate::eventlog::event::{Detection, FrameEvent, SCHEMA_VERSION};
+use crate::eventlog::event::{ClockMark, Detection, FrameEvent, KeyBasis, SCHEMA_VERSION};
 pub use crate::eventlog::schema::StoreError;
 use crate::eventlog::schema::{self, cause, is_busy};
 
@@ -32,6 +32,11 @@ pub struct EncodedEvent {
     pub capture_ns: i64,
     pub model: String,
     pub detections: String,
+    pub key_basis: Option<KeyBasis>,
+    pub clock: Option<ClockMark>,
+    /// Not stored: an event already under this key is the same frame when its capture time
+    /// (position keys: its PTS) is at most this far from this one's; else they collide.
+    pub same_frame_ns: i64,
 }
 
 impl EncodedEvent {
@@ -43,8 +48,74 @@ impl EncodedEvent {
             capture_ns: ev.capture_ns,
             model: ev.model.clone(),
             detections: serde_json::to_string(&ev.detections).unwrap_or_else(|_| "[]".into()),
+            key_basis: ev.key_basis,
+            clock: ev.clock,
+            same_frame_ns: 0,
         }
     }
+
+    /// Whether an event stored under the same key, captured at `capture_ns` with `pts_ns`, is
+    /// another frame (not this one stored before).
+    pub fn is_other_frame(&self, capture_ns: i64, pts_ns: Option<i64>) -> bool {
+        let far = |a: i64, b: i64| (a as i128 - b as i128).abs() > self.same_frame_ns as i128;
+        match self.key_basis {
+            // A file's frame is where it is: the same PTS, whenever it was read.
+            Some(KeyBasis::Position) | None => match (self.pts_ns, pts_ns) {
+                (Some(a), Some(b)) => far(a, b),
+                (a, b) => a != b,
+            },
+            // A live frame is when it was taken: each reader has its own PTS.
+            _ => far(self.capture_ns, capture_ns),
+        }
+    }
+
+    /// The event as JSON (what a collision keeps, and what NATS gets).
+    pub fn to_json(&self) -> String {
+        let detections: serde_json::Value =
+            serde_json::from_str(&self.detections).unwrap_or(serde_json::Value::Null);
+        let mut v = serde_json::json!({
+            "stream": self.stream,
+            "seq": self.seq,
+            "pts_ns": self.pts_ns,
+            "capture_ns": self.capture_ns,
+            "model": self.model,
+            "detections": detections,
+            "schema": SCHEMA_VERSION,
+        });
+        if let Some(b) = self.key_basis {
+            v["key_basis"] = b.as_str().into();
+        }
+        if let Some(c) = &self.clock {
+            v["clock"] = serde_json::to_value(c).unwrap_or_default();
+        }
+        v.to_string()
+    }
+}
+
+/// What one [`EventStore::insert_batch`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// Stored now.
+    pub new: usize,
+    /// The same frame was stored already (a replay, a second reader).
+    pub duplicates: usize,
+    /// The key held another frame: these (stream, seq) were kept in the collisions table.
+    pub collisions: Vec<(String, i64)>,
+}
+
+/// A frame whose key already held another frame, kept aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collision {
+    pub stream: String,
+    pub seq: i64,
+    /// The frame that was not stored under the key (its event JSON).
+    pub event: String,
+    /// The frame the key holds: its capture time and PTS.
+    pub stored_capture_ns: Option<i64>,
+    pub stored_pts_ns: Option<i64>,
+    pub found_ns: i64,
+    /// Where the key was found taken: `log` (this file) or `nats`.
+    pub place: String,
 }
 
 /// Per-stream summary.
@@ -68,6 +139,22 @@ pub struct DeadLetter {
     pub parked_ns: i64,
 }
 
+/// A stored key, with what the element continues from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastKey {
+    pub seq: i64,
+    pub capture_ns: i64,
+    pub clock: Option<ClockMark>,
+}
+
+/// The highest keys of a stream, by basis ([`EventStore::last_keys`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastKeys {
+    pub camera: Option<LastKey>,
+    pub local: Option<i64>,
+    pub other: Option<i64>,
+}
+
 /// A row that could not be read as an event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRow {
@@ -77,15 +164,18 @@ pub struct BadRow {
     pub why: String,
 }
 
-/// An outbox row: the event (or why it cannot be read) and whether it was published before.
+/// An outbox row, ready to publish: the event as JSON (or why it cannot be read).
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
     pub stream: String,
     pub seq: i64,
-    pub event: Result<FrameEvent, String>,
-    /// Published in an earlier round or run without its acknowledgement being recorded.
-    pub published: bool,
+    pub capture_ns: i64,
+    pub pts_ns: Option<i64>,
+    pub key_basis: Option<KeyBasis>,
+    /// The event's JSON (as `videoai-events dump` prints it), built from the row without
+    /// decoding its detections.
+    pub json: Result<String, String>,
 }
 
 pub struct EventStore {
@@ -93,10 +183,16 @@ pub struct EventStore {
     conn: Connection,
     /// The file's identity when it was opened (device, inode), to notice it being replaced.
     identity: Option<(u64, u64)>,
+    /// Its schema version (files opened for writing are migrated to the current one).
+    version: i64,
 }
 
-const SELECT_EVENT: &str =
-    "SELECT id, stream, seq, pts_ns, capture_ns, model, detections, schema FROM events";
+/// The columns every event read selects, in the order [`row_event`] takes them.
+const EVENT_COLUMNS: &str =
+    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock";
+/// The same from a file older than version 4 (no key basis, no clock).
+const EVENT_COLUMNS_V3: &str =
+    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, NULL, NULL";
 
 /// The device and inode of the file at `path`.
 fn identity_of(path: &Path) -> Option<(u64, u64)> {
@@ -109,6 +205,42 @@ fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+/// An event as JSON, built from its columns (the detections and clock are stored as JSON
+/// already: checked, not decoded); an error when they are not JSON.
+#[allow(clippy::too_many_arguments)]
+fn event_json(
+    stream: &str,
+    seq: i64,
+    pts_ns: Option<i64>,
+    capture_ns: i64,
+    model: &str,
+    detections: &str,
+    schema: i64,
+    key_basis: Option<&str>,
+    clock: Option<&str>,
+) -> Result<String, String> {
+    use std::fmt::Write;
+    serde_json::from_str::<serde::de::IgnoredAny>(detections)
+        .map_err(|e| format!("its detections are not valid JSON ({e})"))?;
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(detections.len() + 160);
+    let _ = write!(
+        out,
+        "{{\"stream\":{},\"seq\":{seq},\"pts_ns\":{},\"capture_ns\":{capture_ns},\"model\":{},\"detections\":{detections},\"schema\":{schema}",
+        text(stream),
+        pts_ns.map_or("null".to_string(), |p| p.to_string()),
+        text(model),
+    );
+    if let Some(b) = key_basis.and_then(KeyBasis::parse) {
+        let _ = write!(out, ",\"key_basis\":\"{}\"", b.as_str());
+    }
+    if let Some(c) = clock.filter(|c| serde_json::from_str::<ClockMark>(c).is_ok()) {
+        let _ = write!(out, ",\"clock\":{c}");
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// An event row read into an event, or why it cannot be.
@@ -129,6 +261,16 @@ fn row_event(
             model: row.get(5).unwrap_or_default(),
             detections,
             schema: row.get(7).unwrap_or(SCHEMA_VERSION),
+            key_basis: row
+                .get::<_, Option<String>>(8)
+                .ok()
+                .flatten()
+                .and_then(|b| KeyBasis::parse(&b)),
+            clock: row
+                .get::<_, Option<String>>(9)
+                .ok()
+                .flatten()
+                .and_then(|c| serde_json::from_str(&c).ok()),
         });
     Ok((id, stream, seq, event))
 }
@@ -231,6 +373,7 @@ impl EventStore {
             path: path.to_path_buf(),
             identity: identity_of(path),
             conn,
+            version: schema::STORE_VERSION,
         })
     }
 
@@ -276,10 +419,11 @@ impl EventStore {
                 path,
                 "has schema version 1; open it once with raftsink (or any writer) to migrate it",
             )),
-            _ => Ok(Self {
+            version => Ok(Self {
                 path: path.to_path_buf(),
                 identity: identity_of(path),
                 conn,
+                version,
             }),
         }
     }
@@ -294,24 +438,40 @@ impl EventStore {
         self.identity.is_some() && identity_of(&self.path) == self.identity
     }
 
+    /// The columns of an event read, for this file's version.
+    fn event_columns(&self) -> &'static str {
+        if self.version >= 4 {
+            EVENT_COLUMNS
+        } else {
+            EVENT_COLUMNS_V3
+        }
+    }
+
     /// Stores `events` in one transaction (durable when it returns: WAL, synchronous=FULL).
-    /// Returns how many were new; the rest were already stored.
-    pub fn insert_batch(&mut self, events: &[EncodedEvent]) -> Result<usize, StoreError> {
+    /// An event whose key is taken is a duplicate when it is the same frame (a replay, another
+    /// reader of the camera), else a collision: kept in the collisions table (once), the key's
+    /// frame untouched.
+    pub fn insert_batch(&mut self, events: &[EncodedEvent]) -> Result<Inserted, StoreError> {
         let path = self.path.clone();
+        let fail = |e| StoreError::sql(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sql(&path, e))?;
-        let mut inserted = 0;
+            .map_err(fail)?;
+        let mut out = Inserted::default();
         {
-            let mut stmt = tx
+            let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
-                .map_err(|e| StoreError::sql(&path, e))?;
+                .map_err(fail)?;
             for ev in events {
-                inserted += stmt
+                let clock = ev
+                    .clock
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok());
+                let n = insert
                     .execute(params![
                         ev.stream,
                         ev.seq,
@@ -319,16 +479,159 @@ impl EventStore {
                         ev.capture_ns,
                         ev.model,
                         ev.detections,
-                        SCHEMA_VERSION
+                        SCHEMA_VERSION,
+                        ev.key_basis.map(KeyBasis::as_str),
+                        clock
                     ])
-                    .map_err(|e| StoreError::sql(&path, e))?;
+                    .map_err(fail)?;
+                if n == 1 {
+                    out.new += 1;
+                    continue;
+                }
+                let (stored_capture, stored_pts): (i64, Option<i64>) = tx
+                    .prepare_cached(
+                        "SELECT capture_ns, pts_ns FROM events WHERE stream = ?1 AND seq = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![ev.stream, ev.seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                    })
+                    .map_err(fail)?;
+                if !ev.is_other_frame(stored_capture, stored_pts) {
+                    out.duplicates += 1;
+                    continue;
+                }
+                if Self::kept_collision(&tx, ev).map_err(fail)? {
+                    out.duplicates += 1;
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO collisions (stream, seq, event, stored_capture_ns, stored_pts_ns, found_ns, place)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'log')",
+                    params![ev.stream, ev.seq, ev.to_json(), stored_capture, stored_pts, now_ns()],
+                )
+                .map_err(fail)?;
+                out.collisions.push((ev.stream.clone(), ev.seq));
             }
         }
-        tx.commit().map_err(|e| StoreError::sql(&path, e))?;
-        Ok(inserted)
+        tx.commit().map_err(fail)?;
+        Ok(out)
     }
 
-    /// Calls `each` with every event of `sql` (rows as `SELECT_EVENT` gives them), in its
+    /// Whether `ev` (the same frame) is in the collisions table already.
+    fn kept_collision(tx: &rusqlite::Transaction<'_>, ev: &EncodedEvent) -> rusqlite::Result<bool> {
+        let mut stmt =
+            tx.prepare_cached("SELECT event FROM collisions WHERE stream = ?1 AND seq = ?2")?;
+        let kept: Vec<String> = stmt
+            .query_map(params![ev.stream, ev.seq], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(kept.iter().any(|json| {
+            serde_json::from_str::<FrameEvent>(json)
+                .is_ok_and(|k| !ev.is_other_frame(k.capture_ns, k.pts_ns))
+        }))
+    }
+
+    /// Keeps `ev` aside as a collision found in NATS (the key there holds another frame, captured
+    /// at `stored_capture_ns`); returns false when it was kept already.
+    pub fn keep_collision(
+        &mut self,
+        ev: &FrameEvent,
+        stored_capture_ns: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let fail = |e| StoreError::sql(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let enc = EncodedEvent::new(ev);
+        let kept = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM collisions WHERE stream = ?1 AND seq = ?2 AND place = 'nats'",
+            )
+            .and_then(|mut s| s.query_row(params![ev.stream, ev.seq], |r| r.get::<_, i64>(0)))
+            .map_err(fail)?;
+        if kept == 0 {
+            tx.execute(
+                "INSERT INTO collisions (stream, seq, event, stored_capture_ns, stored_pts_ns, found_ns, place)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, 'nats')",
+                params![ev.stream, ev.seq, enc.to_json(), stored_capture_ns, now_ns()],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        Ok(kept == 0)
+    }
+
+    /// The frames kept aside because their key held another frame, oldest first.
+    pub fn collisions(&self) -> Result<Vec<Collision>, StoreError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        self.all_rows(
+            "SELECT stream, seq, event, stored_capture_ns, stored_pts_ns, found_ns, place
+             FROM collisions ORDER BY id",
+            |r| {
+                Ok(Collision {
+                    stream: r.get(0)?,
+                    seq: r.get(1)?,
+                    event: r.get(2)?,
+                    stored_capture_ns: r.get(3)?,
+                    stored_pts_ns: r.get(4)?,
+                    found_ns: r.get(5)?,
+                    place: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    /// The highest key of `stream` with each basis the element continues from: the camera key
+    /// (with its capture time and clock), the local key, and the highest other key (position
+    /// or capture time, or stored before keys had a basis).
+    pub fn last_keys(&self, stream: &str) -> Result<LastKeys, StoreError> {
+        let fail = |e| StoreError::sql(&self.path, e);
+        let mut out = LastKeys::default();
+        if self.version >= 4 {
+            out.camera = self
+                .conn
+                .query_row(
+                    "SELECT seq, capture_ns, clock FROM events
+                     WHERE stream = ?1 AND key_basis = 'camera' ORDER BY seq DESC LIMIT 1",
+                    params![stream],
+                    |r| {
+                        Ok(LastKey {
+                            seq: r.get(0)?,
+                            capture_ns: r.get(1)?,
+                            clock: r
+                                .get::<_, Option<String>>(2)?
+                                .and_then(|c| serde_json::from_str(&c).ok()),
+                        })
+                    },
+                )
+                .optional()
+                .map_err(fail)?;
+            out.local = self
+                .conn
+                .query_row(
+                    "SELECT MAX(seq) FROM events WHERE stream = ?1 AND key_basis = 'local'",
+                    params![stream],
+                    |r| r.get(0),
+                )
+                .map_err(fail)?;
+        }
+        let other = if self.version >= 4 {
+            "SELECT MAX(seq) FROM events WHERE stream = ?1
+             AND (key_basis IS NULL OR key_basis NOT IN ('camera', 'local'))"
+        } else {
+            "SELECT MAX(seq) FROM events WHERE stream = ?1"
+        };
+        out.other = self
+            .conn
+            .query_row(other, params![stream], |r| r.get(0))
+            .map_err(fail)?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every event of `sql` (rows as [`Self::event_columns`] gives them), in its
     /// order, without holding them all; rows that are not events go to `bad`.
     fn each(
         &self,
@@ -381,8 +684,9 @@ impl EventStore {
     ) -> Result<(), StoreError> {
         self.each(
             &format!(
-                "{SELECT_EVENT} WHERE (?1 IS NULL OR stream = ?1) AND (?2 IS NULL OR capture_ns >= ?2)
-                 AND (?3 IS NULL OR capture_ns <= ?3) ORDER BY stream, capture_ns, seq"
+                "SELECT {} FROM events WHERE (?1 IS NULL OR stream = ?1) AND (?2 IS NULL OR capture_ns >= ?2)
+                 AND (?3 IS NULL OR capture_ns <= ?3) ORDER BY stream, capture_ns, seq",
+                self.event_columns()
             ),
             params![stream, from, to],
             |_, ev| each(ev),
@@ -427,7 +731,10 @@ impl EventStore {
     ) -> Result<Vec<(i64, FrameEvent)>, StoreError> {
         let mut out = Vec::new();
         self.each(
-            &format!("{SELECT_EVENT} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            &format!(
+                "SELECT {} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                self.event_columns()
+            ),
             params![id, limit as i64],
             |id, ev| {
                 out.push((id, ev));
@@ -445,12 +752,25 @@ impl EventStore {
             .map_err(|e| StoreError::sql(&self.path, e))
     }
 
-    /// Outbox: the streams with events not yet acknowledged by NATS.
-    pub fn pending_streams(&self) -> Result<Vec<String>, StoreError> {
+    /// Outbox: the streams with events not yet acknowledged by NATS, each with its newest such
+    /// row's id.
+    pub fn pending_streams(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.all_rows(
-            "SELECT DISTINCT stream FROM events WHERE forwarded != 1",
-            |r| r.get(0),
+            "SELECT stream, MAX(id) FROM events WHERE forwarded != 1 GROUP BY stream",
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
+    }
+
+    /// Outbox: the event of row `id`, if it is there and readable.
+    pub fn outbox_event(&self, id: i64) -> Result<Option<FrameEvent>, StoreError> {
+        let sql = format!("SELECT {} FROM events WHERE id = ?1", self.event_columns());
+        self.conn
+            .query_row(&sql, params![id], |r| {
+                row_event(r).map(|(_, _, _, e)| e.ok())
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// Outbox: the oldest `limit` events of `stream` not yet acknowledged by NATS, in the order
@@ -459,20 +779,40 @@ impl EventStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, stream, seq, pts_ns, capture_ns, model, detections, schema, forwarded
+                "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
                  FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
             )
             .map_err(|e| StoreError::sql(&self.path, e))?;
         let rows = stmt
             .query_map(params![stream, limit as i64], |r| {
-                let (id, stream, seq, event) = row_event(r)?;
-                let forwarded: i64 = r.get(8)?;
-                Ok(OutboxRow {
-                    id,
+                let id: i64 = r.get(0)?;
+                let seq: i64 = r.get(1)?;
+                let pts_ns: Option<i64> = r.get(2)?;
+                let capture_ns: i64 = r.get(3)?;
+                let model: String = r.get(4)?;
+                let detections: String = r.get(5)?;
+                let schema: i64 = r.get(6)?;
+                let key_basis: Option<String> = r.get(7)?;
+                let clock: Option<String> = r.get(8)?;
+                let json = event_json(
                     stream,
                     seq,
-                    event,
-                    published: forwarded == 2,
+                    pts_ns,
+                    capture_ns,
+                    &model,
+                    &detections,
+                    schema,
+                    key_basis.as_deref(),
+                    clock.as_deref(),
+                );
+                Ok(OutboxRow {
+                    id,
+                    stream: stream.to_string(),
+                    seq,
+                    capture_ns,
+                    pts_ns,
+                    key_basis: key_basis.as_deref().and_then(KeyBasis::parse),
+                    json,
                 })
             })
             .map_err(|e| StoreError::sql(&self.path, e))?;
@@ -480,38 +820,32 @@ impl EventStore {
             .map_err(|e| StoreError::sql(&self.path, e))
     }
 
-    fn set_forwarded(&mut self, ids: &[i64], state: i64, only_new: bool) -> Result<(), StoreError> {
+    /// Outbox: marks events acknowledged.
+    pub fn mark_forwarded(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sql(&path, e))?;
         {
-            let sql = if only_new {
-                "UPDATE events SET forwarded = ?2 WHERE id = ?1 AND forwarded = 0"
-            } else {
-                "UPDATE events SET forwarded = ?2 WHERE id = ?1"
-            };
             let mut stmt = tx
-                .prepare_cached(sql)
+                .prepare_cached("UPDATE events SET forwarded = 1 WHERE id = ?1")
                 .map_err(|e| StoreError::sql(&path, e))?;
             for id in ids {
-                stmt.execute(params![id, state])
+                stmt.execute(params![id])
                     .map_err(|e| StoreError::sql(&path, e))?;
             }
         }
         tx.commit().map_err(|e| StoreError::sql(&path, e))
     }
 
-    /// Outbox: notes that events are about to be published (their acknowledgement may then be
-    /// lost in a crash: see [`OutboxRow::published`]).
-    pub fn mark_published(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        self.set_forwarded(ids, 2, true)
-    }
-
-    /// Outbox: marks events acknowledged.
-    pub fn mark_forwarded(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        self.set_forwarded(ids, 1, false)
+    /// Outbox, for the forwarder's own connection: commits need not reach the disk at once
+    /// (`synchronous=NORMAL`; WAL keeps the file consistent). An acknowledgement lost in a power
+    /// cut is only a check against NATS the next time.
+    pub fn relax_durability(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// Outbox: moves an event NATS refused for good to the dead letters.
@@ -652,6 +986,9 @@ mod tests {
             capture_ns: seq,
             model: String::new(),
             detections: "[]".into(),
+            key_basis: None,
+            clock: None,
+            same_frame_ns: 0,
         }
     }
 
@@ -692,12 +1029,17 @@ mod tests {
         let mut s = EventStore::open_for_writing(&path).unwrap();
         s.insert_batch(&[event("a", 0), event("a", 1), event("b", 0)])
             .unwrap();
-        assert_eq!(s.pending_streams().unwrap(), vec!["a", "b"]);
+        let streams: Vec<String> = s
+            .pending_streams()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(streams, vec!["a", "b"]);
         let rows = s.unforwarded("a", 10).unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1]);
-        assert!(rows.iter().all(|r| !r.published));
-        s.mark_published(&[rows[0].id]).unwrap();
-        assert!(s.unforwarded("a", 10).unwrap()[0].published);
+        let json: FrameEvent = serde_json::from_str(rows[0].json.as_ref().unwrap()).unwrap();
+        assert_eq!((json.stream.as_str(), json.seq), ("a", 0));
         s.mark_forwarded(&[rows[0].id]).unwrap();
         s.park(rows[1].id, "message too large").unwrap();
         assert_eq!(s.pending_of(Some(&["a".into()])).unwrap(), 0);

@@ -129,6 +129,8 @@ mod tests {
             model: String::new(),
             detections: dets,
             schema: super::super::event::SCHEMA_VERSION,
+            key_basis: None,
+            clock: None,
         }
     }
 

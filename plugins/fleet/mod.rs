@@ -18,6 +18,7 @@
 //! unit-tested); [`template`] fills a pipeline description file; [`kv`] opens the buckets;
 //! [`metrics`] are the worker's Prometheus series; [`worker`] runs it all.
 
+pub mod camera;
 pub mod kv;
 pub mod metrics;
 pub mod plan;

@@ -8,7 +8,11 @@
 //!   that (other workers full) are claimed up to the capacity.
 //! * A worker above the share releases one camera at a time, only when another worker has room
 //!   for it and not sooner than the hold-off after its last release, so the fleet converges
-//!   without flapping; never one whose pipeline still waits for the camera's clock.
+//!   without flapping; never one whose pipeline still waits for the camera's clock. Releasing
+//!   is *offering* (make-before-break): the holder keeps running the camera, and a worker with
+//!   room takes the offered camera as it would a free one; the holder stops once the taker's
+//!   pipeline stored its first frame. A worker back at its share withdraws its offers.
+//! * Workers that are leaving (SIGTERM: they offer all their cameras) count for nothing.
 //! * Workers try free cameras in an order of their own (a hash of worker and camera), so that
 //!   several starting together do not all race for the same camera first.
 
@@ -25,6 +29,10 @@ pub struct View {
     pub cameras: BTreeSet<String>,
     /// Cameras whose lease another worker holds (and renewed within the TTL).
     pub held_by_others: BTreeSet<String>,
+    /// Of those, the ones their holder offers: taken like free ones.
+    pub offered_by_others: BTreeSet<String>,
+    /// Cameras this worker offers now.
+    pub offering: BTreeSet<String>,
     /// Cameras this worker runs.
     pub mine: BTreeSet<String>,
     /// Other live workers: their spare capacity.
@@ -39,8 +47,12 @@ pub struct View {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Free or offered cameras to take.
     pub claim: Vec<String>,
+    /// Cameras to offer to another worker.
     pub release: Vec<String>,
+    /// Offers to withdraw (back at the share).
+    pub withdraw: Vec<String>,
     pub stop: Vec<String>,
 }
 
@@ -65,7 +77,10 @@ pub fn plan(v: &View) -> Plan {
     let mut free: Vec<&String> = v
         .cameras
         .iter()
-        .filter(|c| !v.mine.contains(*c) && !v.held_by_others.contains(*c))
+        .filter(|c| {
+            !v.mine.contains(*c)
+                && (!v.held_by_others.contains(*c) || v.offered_by_others.contains(*c))
+        })
         .collect();
     free.sort_by_key(|c| fnv1a(format!("{}/{}", v.me, c).as_bytes()));
     let others_room: usize = v.others_spare.values().sum();
@@ -82,11 +97,17 @@ pub fn plan(v: &View) -> Plan {
         p.claim.push(c.clone());
         held += 1;
     }
-    if p.claim.is_empty() && held > target && v.may_release && others_room > 0 {
+    if held <= target {
+        p.withdraw = v.offering.iter().cloned().collect();
+    }
+    let offered = v.offering.len();
+    if p.claim.is_empty() && held > target + offered && v.may_release && others_room > offered {
         let kept: Vec<&String> = v
             .mine
             .iter()
-            .filter(|c| v.cameras.contains(*c) && !v.settling.contains(*c))
+            .filter(|c| {
+                v.cameras.contains(*c) && !v.settling.contains(*c) && !v.offering.contains(*c)
+            })
             .collect();
         // The one this worker would try last: the others are likelier to want it.
         if let Some(c) = kept
@@ -117,6 +138,8 @@ mod tests {
             others_spare: others.iter().map(|(w, n)| (w.to_string(), *n)).collect(),
             may_release: true,
             settling: BTreeSet::new(),
+            offered_by_others: BTreeSet::new(),
+            offering: BTreeSet::new(),
         }
     }
 
@@ -165,6 +188,27 @@ mod tests {
             &["c3", "c4", "c5", "c6"],
         );
         assert_eq!(plan(&v), Plan::default());
+    }
+
+    #[test]
+    fn offers_are_taken_like_free_cameras_and_withdrawn_at_the_share() {
+        let cams = ["c1", "c2", "c3", "c4"];
+        // w2 offers c3 (it is leaving, or above its share): w1, below its share, takes it.
+        let mut v = view(&cams, &["c1"], &[("w2", 0)], &["c2", "c3", "c4"]);
+        v.offered_by_others = set(&["c3"]);
+        assert_eq!(plan(&v).claim, vec!["c3".to_string()]);
+        // Above the share with one offer out: no second offer while it stands.
+        let mut v = view(&cams, &["c1", "c2", "c3", "c4"], &[("w2", 3)], &[]);
+        v.offering = set(&["c4"]);
+        let p = plan(&v);
+        assert_eq!((p.release.len(), p.withdraw.len()), (1, 0), "{p:?}");
+        assert_ne!(p.release[0], "c4");
+        v.offering = set(&["c3", "c4"]);
+        assert_eq!(plan(&v), Plan::default(), "two offers out: enough");
+        // Back at the share (a camera removed): offers withdrawn.
+        let mut v = view(&["c1", "c2", "c3"], &["c1", "c2"], &[("w2", 0)], &["c3"]);
+        v.offering = set(&["c2"]);
+        assert_eq!(plan(&v).withdraw, vec!["c2".to_string()]);
     }
 
     #[test]

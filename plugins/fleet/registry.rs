@@ -126,6 +126,17 @@ pub struct Lease {
     pub last_frame_ms: Option<u64>,
     /// When this worker took the camera (ms since the epoch).
     pub since_ms: u64,
+    /// The holder offers the camera to a worker with room (a fair share, or it is leaving):
+    /// it keeps running it until a taker's pipeline stored its first frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offered: bool,
+    /// Set by a taker of an offered camera: the worker it took it from, which runs it until
+    /// `stored` (make-before-break).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The holder's pipeline has stored an event (in NATS, for a NATS location).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stored: bool,
 }
 
 /// A live worker (`videoai-workers`, key = worker name), renewed like a lease.
@@ -137,6 +148,9 @@ pub struct WorkerInfo {
     pub releases: u64,
     pub takeovers: u64,
     pub at_ms: u64,
+    /// Stopping (SIGTERM): hands its cameras over and takes none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// Why a camera does not run (`videoai-status`, key = camera id).

@@ -1,23 +1,42 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `videoai-worker`: claims cameras from the registry, runs one GStreamer pipeline per camera
-//! in this process, holds each through its lease, and hands them back.
+//! in this process, holds each through its lease, and hands them over.
 //!
 //! Threads: one tokio task loop (the caller's runtime) does all NATS work and decides, once a
-//! tick (a third of the lease TTL); GStreamer runs each pipeline on its own streaming threads;
-//! a pipeline is stopped on a thread of its own (EOS, bounded wait, NULL) so a slow stop never
-//! delays the renewal of the other leases. A pad probe on each pipeline's sinks counts frames
-//! (atomics, no lock). The metrics ([`super::metrics`]) are atomics the tick writes and the
-//! exporter's thread reads. No lock is held across an await.
+//! tick (a third of the lease TTL). Nothing on it waits for GStreamer: each camera's pipeline
+//! lives on a thread of its own ([`super::camera`]: building, state changes, probes, EOS,
+//! stats), which the tick only reads. All of a tick's lease renewals run at once, each bounded
+//! by a third of the TTL, so one slow answer never lets the other leases lapse. The metrics
+//! ([`super::metrics`]) are atomics the tick writes and the exporter's thread reads. No lock is
+//! held across an await.
+//!
+//! **Renewal.** A lease is updated by compare-and-set on the revision this worker wrote last.
+//! When that fails, the worker reads the key before deciding: its own value at a newer revision
+//! (an update whose answer was lost but which landed) is adopted; a taker's value naming this
+//! worker as `from` is a handover in progress; only someone else's value means the lease was
+//! lost, and then the pipeline is still stopped with EOS (its events durable: the other holder
+//! stores the same frames under the same keys).
+//!
+//! **Make-before-break.** A camera given away (a fair share, or this worker leaving) is
+//! *offered* in its lease; a worker with room takes the lease over by compare-and-set (naming
+//! this one as `from`) and starts its own pipeline; this worker stops its pipeline only once
+//! the taker's lease says its pipeline `stored` an event. The overlap stores each frame once
+//! (raftsink keys frames by the camera's clock), and the camera has no gap.
+//!
+//! **SIGTERM** ([`Worker::shutdown`]): the worker says it is leaving, offers every camera and
+//! keeps renewing until takers stored (bounded); cameras no one took are then drained (EOS,
+//! bounded by their raftsinks' `eos-timeout`) while their leases are still renewed, and only
+//! then given back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
-use gst::prelude::*;
 
+use super::camera::{CameraRun, Phase, Stop};
 use super::kv::{self, Buckets, Mirror};
 use super::metrics::WorkerMetrics;
 use super::plan::{self, View};
@@ -37,27 +56,31 @@ pub struct Config {
     pub replicas: usize,
 }
 
-/// One camera this worker runs.
+/// One camera this worker holds.
 struct Run {
-    camera: Camera,
-    pipeline: Option<gst::Pipeline>,
+    pipeline: CameraRun,
     revision: u64,
     renewed: Instant,
-    state: &'static str,
-    detail: String,
-    failures: u32,
-    retry_at: Option<Instant>,
-    frames: Arc<AtomicU64>,
-    last_frame_ms: Arc<AtomicU64>,
+    since_ms: u64,
     frames_at_renewal: (u64, Instant),
     fps: f64,
-    since_ms: u64,
+    /// Offered to another worker (its lease says so).
+    offered: bool,
+    /// Taken by this worker from an offer of `from`.
+    from: Option<String>,
 }
 
-/// After this many seconds a camera whose pipeline file failed is tried again.
+/// A camera another worker took over from this one: its pipeline runs until the taker stored.
+struct Handover {
+    pipeline: CameraRun,
+    taker: String,
+    since: Instant,
+}
+
+/// After this long a camera whose pipeline file failed is tried again.
 const FAILED_RETRY: Duration = Duration::from_secs(30);
-/// Longest wait for a stopped pipeline's EOS to reach its sinks (events durable).
-const EOS_WAIT: Duration = Duration::from_secs(10);
+/// Longest a handed-over camera's pipeline waits for the taker's first stored frame.
+const HANDOVER_MAX: Duration = Duration::from_secs(20);
 
 pub struct Worker {
     cfg: Config,
@@ -66,6 +89,9 @@ pub struct Worker {
     leases: Mirror,
     workers: Mirror,
     runs: BTreeMap<String, Run>,
+    handovers: BTreeMap<String, Handover>,
+    /// Pipelines being stopped (EOS on its way), joined at the end.
+    stopping: Vec<CameraRun>,
     /// Cameras not to claim until then (pipeline file errors), with the reason.
     failed: BTreeMap<String, (Instant, String)>,
     /// Statuses this worker last wrote, to write each once.
@@ -78,14 +104,11 @@ pub struct Worker {
     /// renew them before anyone takes their cameras.
     nats_ok_since: Instant,
     nats_down: bool,
-    stopping: Vec<std::thread::JoinHandle<()>>,
+    /// SIGTERM came: hands its cameras over, takes none.
+    leaving: bool,
     /// Counters and gauges, as `videoai-fleet status` (through the heartbeat) and `--metrics`
     /// show them.
     metrics: Arc<WorkerMetrics>,
-}
-
-fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
 impl Worker {
@@ -129,13 +152,15 @@ impl Worker {
             leases,
             workers,
             runs: BTreeMap::new(),
+            handovers: BTreeMap::new(),
+            stopping: Vec::new(),
             failed: BTreeMap::new(),
             reported: BTreeMap::new(),
             seen_elsewhere: BTreeSet::new(),
             last_release: Instant::now(),
             nats_ok_since: Instant::now(),
             nats_down: false,
-            stopping: Vec::new(),
+            leaving: false,
             metrics: Arc::new(WorkerMetrics::new(&name, capacity)),
         })
     }
@@ -166,27 +191,48 @@ impl Worker {
 
     /// One round: watch the pipelines, renew, look, decide, act.
     pub async fn tick(&mut self) {
-        self.watch_pipelines();
+        self.watch_pipelines().await;
         self.renew().await;
+        self.follow_handovers();
         let registry = self.registry().await;
         let view = self.view(&registry);
         let p = plan::plan(&view);
-        for id in p.stop.iter().chain(&p.release) {
-            if p.release.contains(id) {
-                self.metrics.releases.inc();
-                self.last_release = Instant::now();
-            }
-            self.release(id, true).await;
+        for id in &p.stop {
+            self.release(id).await;
         }
-        for id in p.claim {
-            if let Some(camera) = registry.get(&id) {
-                self.claim(&id, camera.clone()).await;
+        if !self.leaving {
+            for id in &p.release {
+                if let Some(run) = self.runs.get_mut(id) {
+                    eprintln!(
+                        "videoai-worker {}: {id}: offered (fair share)",
+                        self.cfg.name
+                    );
+                    run.offered = true;
+                    self.metrics.releases.inc();
+                    self.last_release = Instant::now();
+                }
+            }
+            for id in &p.withdraw {
+                if let Some(run) = self.runs.get_mut(id) {
+                    run.offered = false;
+                }
+            }
+            for id in p.claim {
+                if let Some(camera) = registry.get(&id) {
+                    self.claim(&id, camera.clone()).await;
+                }
             }
         }
         self.heartbeat().await;
         self.metrics.ticks.inc();
-        self.metrics
-            .cameras(self.runs.iter().map(|(id, r)| (id.as_str(), r.state)));
+        self.metrics.cameras(self.runs.iter().map(|(id, r)| {
+            let state = match r.pipeline.snapshot().phase {
+                Phase::Starting => "starting",
+                Phase::Retrying => "retrying",
+                _ => "running",
+            };
+            (id.as_str(), state)
+        }));
     }
 
     /// Valid registry entries; invalid ones get a `failed` status (once).
@@ -210,6 +256,7 @@ impl Worker {
         let ttl = self.cfg.lease_ttl;
         let now = Instant::now();
         let mut held = BTreeSet::new();
+        let mut offered = BTreeSet::new();
         for (id, seen) in self.leases.snapshot() {
             let Ok(lease) = serde_json::from_slice::<Lease>(&seen.value) else {
                 continue;
@@ -217,25 +264,31 @@ impl Worker {
             let fresh =
                 now.duration_since(seen.at) < ttl || now.duration_since(self.nats_ok_since) < ttl;
             if lease.worker != self.cfg.name && fresh {
+                if lease.offered && lease.from.is_none() {
+                    offered.insert(id.clone());
+                }
                 held.insert(id.clone());
                 self.seen_elsewhere.insert(id);
             }
         }
         self.failed.retain(|_, (until, _)| *until > now);
         held.extend(self.failed.keys().cloned());
+        offered.retain(|c| !self.failed.contains_key(c) && !self.handovers.contains_key(c));
         let mut others = BTreeMap::new();
         for (name, seen) in self.workers.snapshot() {
             if name == self.cfg.name || now.duration_since(seen.at) >= ttl {
                 continue;
             }
-            if let Ok(w) = serde_json::from_slice::<WorkerInfo>(&seen.value) {
+            if let Ok(w) = serde_json::from_slice::<WorkerInfo>(&seen.value)
+                && !w.leaving
+            {
                 others.insert(name, w.capacity.saturating_sub(w.cameras.len()));
             }
         }
         let settling = self
             .runs
             .iter()
-            .filter(|(_, r)| r.pipeline.as_ref().is_some_and(waits_for_clock))
+            .filter(|(_, r)| r.pipeline.snapshot().waits_for_clock || r.from.is_some())
             .map(|(id, _)| id.clone())
             .collect();
         View {
@@ -244,6 +297,13 @@ impl Worker {
             capacity: self.cfg.capacity,
             cameras: registry.keys().cloned().collect(),
             held_by_others: held,
+            offered_by_others: offered,
+            offering: self
+                .runs
+                .iter()
+                .filter(|(_, r)| r.offered)
+                .map(|(id, _)| id.clone())
+                .collect(),
             mine: self.runs.keys().cloned().collect(),
             others_spare: others,
             may_release: now.duration_since(self.last_release) >= ttl * 2,
@@ -251,254 +311,213 @@ impl Worker {
     }
 
     fn lease_of(&self, run: &Run) -> Lease {
-        let last = run.last_frame_ms.load(Ordering::Relaxed);
+        let snap = run.pipeline.snapshot();
+        let last = run.pipeline.frames.last_ms.load(Ordering::Relaxed);
         Lease {
             worker: self.cfg.name.clone(),
-            state: run.state.to_string(),
-            detail: run.detail.clone(),
+            state: match snap.phase {
+                Phase::Stopping | Phase::Ended => "running",
+                p => p.as_str(),
+            }
+            .to_string(),
+            detail: snap.detail,
             fps: run.fps,
-            frames: run.frames.load(Ordering::Relaxed),
+            frames: run.pipeline.frames.count.load(Ordering::Relaxed),
             last_frame_ms: (last > 0).then_some(last),
             since_ms: run.since_ms,
+            offered: run.offered,
+            from: run.from.clone().filter(|_| !run.offered),
+            stored: snap.stored > 0,
         }
     }
 
-    /// Takes `id` if its lease can be created (or is this worker's own, left by an earlier
-    /// run under the same name) and starts its pipeline.
+    /// Takes `id`: creates its lease if it is free (or this worker's own, left by an earlier
+    /// run under the same name), or takes over its lease by compare-and-set if its holder
+    /// offers it; then starts its pipeline.
     async fn claim(&mut self, id: &str, camera: Camera) {
-        let mut run = Run {
-            camera,
-            pipeline: None,
-            revision: 0,
-            renewed: Instant::now(),
-            state: "starting",
-            detail: String::new(),
-            failures: 0,
-            retry_at: None,
-            frames: Arc::default(),
-            last_frame_ms: Arc::default(),
-            frames_at_renewal: (0, Instant::now()),
-            fps: 0.0,
+        let seen = self.leases.snapshot().get(id).cloned();
+        let seen_lease = seen
+            .as_ref()
+            .and_then(|s| serde_json::from_slice::<Lease>(&s.value).ok());
+        let from = seen_lease
+            .as_ref()
+            .filter(|l| l.offered && l.worker != self.cfg.name)
+            .map(|l| l.worker.clone());
+        let lease = Lease {
+            worker: self.cfg.name.clone(),
+            state: "starting".into(),
             since_ms: now_ms(),
+            from: from.clone(),
+            ..Lease::default()
         };
-        let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&run)).unwrap().into();
-        self.metrics.kv("create");
-        let created = match self.buckets.leases.create(id, value.clone()).await {
-            Ok(rev) => Ok(rev),
-            Err(e) => {
-                if e.kind() != CreateErrorKind::AlreadyExists {
-                    // The leases do not answer: wait a TTL after they do before taking any.
-                    self.nats_down = true;
-                }
-                // Our own lease from before a restart: take it over by its revision.
-                let own = self.leases.snapshot().get(id).and_then(|s| {
-                    let l: Lease = serde_json::from_slice(&s.value).ok()?;
-                    (l.worker == self.cfg.name).then_some(s.revision)
-                });
-                if own.is_some() {
-                    self.metrics.kv("update");
-                }
-                match own {
-                    Some(rev) => self
-                        .buckets
-                        .leases
-                        .update(id, value, rev)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err(e.to_string()),
+        let value: bytes::Bytes = serde_json::to_vec(&lease).unwrap().into();
+        let own = seen_lease
+            .as_ref()
+            .is_some_and(|l| l.worker == self.cfg.name);
+        let taken = match seen.as_ref().filter(|_| from.is_some() || own) {
+            // An offer (or this worker's own lease from before a restart): take the lease over
+            // from the revision seen.
+            Some(s) => {
+                self.metrics.kv("update");
+                self.buckets
+                    .leases
+                    .update(id, value, s.revision)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => {
+                self.metrics.kv("create");
+                match self.buckets.leases.create(id, value).await {
+                    Ok(rev) => Ok(rev),
+                    Err(e) => {
+                        if e.kind() != CreateErrorKind::AlreadyExists {
+                            // The leases do not answer: wait a TTL after they do before
+                            // taking any.
+                            self.nats_down = true;
+                        }
+                        Err(e.to_string())
+                    }
                 }
             }
         };
-        let Ok(revision) = created else {
-            return; // Someone else was quicker.
+        let Ok(revision) = taken else {
+            return; // Someone else was quicker (or the holder renewed meanwhile).
         };
-        run.revision = revision;
-        run.renewed = Instant::now();
         self.metrics.claims.inc();
-        eprintln!("videoai-worker {}: {id}: claimed", self.cfg.name);
+        match &from {
+            Some(f) => eprintln!(
+                "videoai-worker {}: {id}: taken over from {f}",
+                self.cfg.name
+            ),
+            None => eprintln!("videoai-worker {}: {id}: claimed", self.cfg.name),
+        }
         if self.seen_elsewhere.remove(id) {
             self.metrics.takeovers.inc();
         }
-        match self.start(id, &run) {
-            Ok(pipeline) => {
-                run.pipeline = Some(pipeline);
-                run.state = "running";
+        match self.description(id, &camera) {
+            Ok(desc) => {
+                let run = Run {
+                    pipeline: CameraRun::start(id, desc),
+                    revision,
+                    renewed: Instant::now(),
+                    since_ms: now_ms(),
+                    frames_at_renewal: (0, Instant::now()),
+                    fps: 0.0,
+                    offered: false,
+                    from,
+                };
                 self.clear_status(id).await;
                 self.runs.insert(id.to_string(), run);
             }
-            Err(why) => {
-                // The pipeline file or the camera's parameters are at fault: say so, let go,
-                // and leave the camera alone for a while (another worker's file may be right).
-                self.failed
-                    .insert(id.to_string(), (Instant::now() + FAILED_RETRY, why.clone()));
-                self.report(id, "failed", &why).await;
-                self.metrics.kv("delete");
-                let _ = self
-                    .buckets
-                    .leases
-                    .delete_expect_revision(id, Some(revision))
-                    .await;
-            }
+            Err(why) => self.refuse(id, revision, why).await,
         }
     }
 
-    /// Builds and plays the camera's pipeline from the pipeline file.
-    fn start(&self, id: &str, run: &Run) -> Result<gst::Pipeline, String> {
+    /// The pipeline file or the camera's parameters are at fault: say so, let go, and leave
+    /// the camera alone for a while (another worker's file may be right).
+    async fn refuse(&mut self, id: &str, revision: u64, why: String) {
+        self.failed
+            .insert(id.to_string(), (Instant::now() + FAILED_RETRY, why.clone()));
+        self.report(id, "failed", &why).await;
+        self.metrics.kv("delete");
+        let _ = self
+            .buckets
+            .leases
+            .delete_expect_revision(id, Some(revision))
+            .await;
+    }
+
+    /// The camera's pipeline description, from the pipeline file.
+    fn description(&self, id: &str, camera: &Camera) -> Result<String, String> {
         let path = &self.cfg.pipeline;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the pipeline file {}: {e}", path.display()))?;
         let mut vars = self.cfg.vars.clone();
-        vars.extend(run.camera.params.clone());
+        vars.extend(camera.params.clone());
         vars.insert("CAMERA_ID".into(), id.to_string());
-        vars.insert("URI".into(), run.camera.uri.clone());
+        vars.insert("URI".into(), camera.uri.clone());
         vars.insert("NATS".into(), format!("nats://{}", hosts(&self.cfg.nats)));
-        let desc = template::fill(&text, &vars).map_err(|e| format!("{}: {e}", path.display()))?;
-        let pipeline = gst::parse::launch(&desc)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| format!("{}: not a pipeline", path.display()))?;
-        pipeline.set_property("name", id);
-        for sink in pipeline.iterate_sinks().into_iter().flatten() {
-            let Some(pad) = sink.static_pad("sink") else {
-                continue;
-            };
-            let (frames, last) = (run.frames.clone(), run.last_frame_ms.clone());
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                frames.fetch_add(1, Ordering::Relaxed);
-                last.store(now_ms(), Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            });
-        }
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            let why = first_error(&pipeline).unwrap_or_else(|| "cannot start".into());
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(format!("{id}: {why}"));
-        }
-        Ok(pipeline)
+        template::fill(&text, &vars).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Errors end a pipeline; it is built again after a backoff (`retrying` meanwhile).
-    fn watch_pipelines(&mut self) {
-        let now = Instant::now();
+    /// Pipelines that could not be built give their camera back; stopped pipelines are
+    /// reaped; frame rates.
+    async fn watch_pipelines(&mut self) {
         let ids: Vec<String> = self.runs.keys().cloned().collect();
         for id in ids {
-            let mut restart = false;
-            {
-                let run = self.runs.get_mut(&id).unwrap();
-                if let Some(p) = &run.pipeline {
-                    let bus = p.bus().unwrap();
-                    while let Some(msg) = bus.pop() {
-                        match msg.view() {
-                            gst::MessageView::Error(e) => {
-                                run.detail = format!("{}", e.error());
-                                run.failures += 1;
-                                run.retry_at = Some(now + backoff(run.failures));
-                                run.state = "retrying";
-                            }
-                            gst::MessageView::Eos(_) => {
-                                run.detail = "the stream ended".into();
-                                run.failures += 1;
-                                run.retry_at = Some(now + backoff(run.failures));
-                                run.state = "retrying";
-                            }
-                            gst::MessageView::Warning(w) => run.detail = format!("{}", w.error()),
-                            _ => {}
-                        }
-                    }
-                    if run.state == "retrying" {
-                        let p = run.pipeline.take().unwrap();
-                        let _ = p.set_state(gst::State::Null);
-                    }
-                } else if run.retry_at.is_some_and(|t| t <= now) {
-                    restart = true;
-                }
-                // A camera that delivers frames is healthy again.
-                let frames = run.frames.load(Ordering::Relaxed);
-                if run.pipeline.is_some() && frames > run.frames_at_renewal.0 && run.failures > 0 {
-                    run.failures = 0;
-                }
+            let unbuildable = self.runs[&id].pipeline.snapshot().unbuildable;
+            if let Some(why) = unbuildable {
+                let run = self.runs.remove(&id).expect("listed");
+                let why = format!("{}: {why}", self.cfg.pipeline.display());
+                self.refuse(&id, run.revision, why).await;
+                run.pipeline.join();
             }
-            if restart {
-                let run = self.runs.get(&id).unwrap();
-                let started = self.start(&id, run);
-                let run = self.runs.get_mut(&id).unwrap();
-                match started {
-                    Ok(p) => {
-                        run.pipeline = Some(p);
-                        run.state = "running";
-                        run.retry_at = None;
-                    }
-                    Err(why) => {
-                        run.detail = why;
-                        run.failures += 1;
-                        run.retry_at = Some(now + backoff(run.failures));
-                    }
-                }
+        }
+        let stopping = std::mem::take(&mut self.stopping);
+        for p in stopping {
+            if p.finished() {
+                p.join();
+            } else {
+                self.stopping.push(p);
             }
         }
     }
 
-    /// Renews every lease by compare-and-set; a lease someone else now holds (or that aged out
-    /// and was taken: the revision moved on) stops its pipeline at once.
+    /// Renews every lease at once, by compare-and-set; see the module's doc for what a failed
+    /// renewal means.
     async fn renew(&mut self) {
         let ttl = self.cfg.lease_ttl;
-        let ids: Vec<String> = self.runs.keys().cloned().collect();
-        for id in ids {
-            let (value, revision) = {
-                let run = self.runs.get_mut(&id).unwrap();
-                let now = Instant::now();
-                let frames = run.frames.load(Ordering::Relaxed);
-                let dt = now.duration_since(run.frames_at_renewal.1).as_secs_f64();
-                if dt > 0.0 {
-                    run.fps = (frames - run.frames_at_renewal.0) as f64 / dt;
-                }
-                run.frames_at_renewal = (frames, now);
-                let run = &self.runs[&id];
-                (
-                    bytes::Bytes::from(serde_json::to_vec(&self.lease_of(run)).unwrap()),
-                    run.revision,
-                )
-            };
+        let now = Instant::now();
+        for run in self.runs.values_mut() {
+            let frames = run.pipeline.frames.count.load(Ordering::Relaxed);
+            let dt = now.duration_since(run.frames_at_renewal.1).as_secs_f64();
+            if dt > 0.0 {
+                run.fps = (frames - run.frames_at_renewal.0) as f64 / dt;
+            }
+            run.frames_at_renewal = (frames, now);
+        }
+        let updates: Vec<(String, bytes::Bytes, u64, bool)> = self
+            .runs
+            .iter()
+            .map(|(id, run)| {
+                let lease = self.lease_of(run);
+                let value = serde_json::to_vec(&lease).unwrap().into();
+                (id.clone(), value, run.revision, lease.stored)
+            })
+            .collect();
+        for _ in &updates {
             self.metrics.kv("update");
-            let result =
-                tokio::time::timeout(ttl / 3, self.buckets.leases.update(&id, value, revision))
-                    .await;
-            let run = self.runs.get_mut(&id).unwrap();
+        }
+        let leases = &self.buckets.leases;
+        let results = futures_util::future::join_all(updates.into_iter().map(
+            |(id, value, revision, stored)| async move {
+                let r = tokio::time::timeout(ttl / 3, leases.update(&id, value, revision)).await;
+                (id, r, stored)
+            },
+        ))
+        .await;
+        for (id, result, stored) in results {
             match result {
                 Ok(Ok(rev)) => {
+                    let run = self.runs.get_mut(&id).expect("renewed");
                     run.revision = rev;
                     run.renewed = Instant::now();
+                    // The old holder has read (or will read) that this one stored: the
+                    // handover is done.
+                    if stored {
+                        run.from = None;
+                    }
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    // Aged out (NATS was away longer than the TTL) and not taken: take it
-                    // again. Taken by someone else: stop at once.
-                    let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&self.runs[&id]))
-                        .unwrap()
-                        .into();
-                    self.metrics.kv("create");
-                    match self.buckets.leases.create(&id, value).await {
-                        Ok(rev) => {
-                            let run = self.runs.get_mut(&id).unwrap();
-                            run.revision = rev;
-                            run.renewed = Instant::now();
-                        }
-                        Err(_) => {
-                            eprintln!(
-                                "videoai-worker {}: {id}: the lease is someone else's now; stopping",
-                                self.cfg.name
-                            );
-                            self.metrics.lost.inc();
-                            self.drop_run(&id, false);
-                        }
-                    }
+                    self.resolve(&id).await;
                 }
                 // NATS does not answer (a leader election, a partition): no one can take the
                 // camera through NATS either, so it keeps running (its events wait in the
-                // outbox); if the lease aged out meanwhile, the next renewal finds a new
-                // revision and stops it then. Two readers at once store each frame once
-                // (raftsink capture-time-wait).
+                // outbox); if the lease aged out meanwhile, a later renewal finds out. Two
+                // readers at once store each frame once (raftsink capture-time-wait).
                 _ => {
                     self.nats_down = true;
+                    let run = &self.runs[&id];
                     if run.renewed.elapsed() > ttl {
                         eprintln!(
                             "videoai-worker {}: {id}: lease not renewed for {:?} (NATS unreachable?); still running",
@@ -511,24 +530,131 @@ impl Worker {
         }
     }
 
-    /// Stops the camera's pipeline on a thread of its own: with `eos`, EOS first (bounded) so
-    /// the events are durable; without, straight to NULL.
-    fn drop_run(&mut self, id: &str, eos: bool) -> Option<Run> {
-        let mut run = self.runs.remove(id)?;
-        if let Some(p) = run.pipeline.take() {
-            let handle = std::thread::Builder::new()
-                .name(format!("stop-{id}"))
-                .spawn(move || stop_pipeline(&p, eos))
-                .ok();
-            self.stopping.extend(handle);
+    /// A renewal of `id` found another revision: reads the key and decides.
+    async fn resolve(&mut self, id: &str) {
+        self.metrics.kv("get");
+        let entry =
+            match tokio::time::timeout(self.cfg.lease_ttl / 3, self.buckets.leases.entry(id)).await
+            {
+                Ok(Ok(e)) => e,
+                // No answer: decide at the next renewal.
+                _ => {
+                    self.nats_down = true;
+                    return;
+                }
+            };
+        let current = entry
+            .as_ref()
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .map(|e| {
+                (
+                    e.revision,
+                    serde_json::from_slice::<Lease>(&e.value).unwrap_or_default(),
+                )
+            });
+        match current {
+            // This worker's own update landed though its answer was lost: go on from it.
+            Some((rev, lease)) if lease.worker == self.cfg.name => {
+                eprintln!(
+                    "videoai-worker {}: {id}: the lease is at a newer revision of this worker's own (an answer lost); going on",
+                    self.cfg.name
+                );
+                if let Some(run) = self.runs.get_mut(id) {
+                    run.revision = rev;
+                    run.renewed = Instant::now();
+                }
+            }
+            // A taker of this worker's offer: run until it stored.
+            Some((_, lease)) if lease.from.as_deref() == Some(self.cfg.name.as_str()) => {
+                if let Some(run) = self.runs.remove(id) {
+                    eprintln!(
+                        "videoai-worker {}: {id}: taken over by {}; running until it stored",
+                        self.cfg.name, lease.worker
+                    );
+                    self.handovers.insert(
+                        id.to_string(),
+                        Handover {
+                            pipeline: run.pipeline,
+                            taker: lease.worker,
+                            since: Instant::now(),
+                        },
+                    );
+                }
+            }
+            // Someone else's.
+            Some((_, lease)) => {
+                eprintln!(
+                    "videoai-worker {}: {id}: the lease is {}'s now; stopping (EOS)",
+                    self.cfg.name, lease.worker
+                );
+                self.metrics.lost.inc();
+                if let Some(run) = self.runs.remove(id) {
+                    self.drain(run.pipeline);
+                }
+            }
+            // Aged out (NATS away longer than the TTL) or deleted, and not taken: take it
+            // again.
+            None => {
+                let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&self.runs[id]))
+                    .unwrap()
+                    .into();
+                self.metrics.kv("create");
+                match self.buckets.leases.create(id, value).await {
+                    Ok(rev) => {
+                        let run = self.runs.get_mut(id).expect("held");
+                        run.revision = rev;
+                        run.renewed = Instant::now();
+                    }
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                        // Taken meanwhile: the next renewal reads whose.
+                    }
+                    Err(_) => self.nats_down = true,
+                }
+            }
         }
-        self.stopping.retain(|h| !h.is_finished());
-        Some(run)
     }
 
-    /// Stops `id` (EOS) and gives its lease back at once.
-    async fn release(&mut self, id: &str, eos: bool) {
-        if let Some(run) = self.drop_run(id, eos) {
+    /// Handed-over cameras: stopped (EOS) once their taker's lease says it stored, or it is no
+    /// longer the taker's, or after [`HANDOVER_MAX`].
+    fn follow_handovers(&mut self) {
+        let leases = self.leases.snapshot();
+        let done: Vec<String> = self
+            .handovers
+            .iter()
+            .filter(|(id, h)| {
+                let lease = leases
+                    .get(*id)
+                    .and_then(|s| serde_json::from_slice::<Lease>(&s.value).ok());
+                let stored = lease
+                    .as_ref()
+                    .is_some_and(|l| l.worker == h.taker && l.stored);
+                let gone = lease.as_ref().is_none_or(|l| l.worker != h.taker);
+                stored || gone || h.since.elapsed() >= HANDOVER_MAX
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            let h = self.handovers.remove(&id).expect("listed");
+            eprintln!(
+                "videoai-worker {}: {id}: {} stored after {:?}; stopping (EOS)",
+                self.cfg.name,
+                h.taker,
+                h.since.elapsed()
+            );
+            self.drain(h.pipeline);
+        }
+    }
+
+    /// Stops a pipeline with EOS, in the background.
+    fn drain(&mut self, pipeline: CameraRun) {
+        pipeline.stop(Stop::Drain);
+        self.stopping.push(pipeline);
+    }
+
+    /// Stops `id` (EOS) and gives its lease back at once (a camera removed from the registry).
+    async fn release(&mut self, id: &str) {
+        if let Some(run) = self.runs.remove(id) {
+            self.drain(run.pipeline);
             self.metrics.kv("delete");
             let _ = self
                 .buckets
@@ -541,12 +667,20 @@ impl Worker {
 
     async fn heartbeat(&mut self) {
         let info = WorkerInfo {
-            capacity: self.cfg.capacity,
-            cameras: self.runs.keys().cloned().collect(),
+            capacity: if self.leaving { 0 } else { self.cfg.capacity },
+            // Offered cameras are no longer counted as this worker's: a taker lists them as
+            // soon as it takes them.
+            cameras: self
+                .runs
+                .iter()
+                .filter(|(_, r)| !r.offered)
+                .map(|(id, _)| id.clone())
+                .collect(),
             claims: self.metrics.claims.get(),
             releases: self.metrics.releases.get(),
             takeovers: self.metrics.takeovers.get(),
             at_ms: now_ms(),
+            leaving: self.leaving,
         };
         self.metrics.kv("put");
         let put = tokio::time::timeout(
@@ -601,54 +735,70 @@ impl Worker {
         }
     }
 
-    /// Ends every pipeline with EOS, gives every lease back at once, and waits (bounded) for
-    /// the pipelines to finish.
+    /// Whether another live worker that is not leaving has room.
+    fn someone_has_room(&self) -> bool {
+        let ttl = self.cfg.lease_ttl;
+        self.workers.snapshot().iter().any(|(name, seen)| {
+            *name != self.cfg.name
+                && seen.at.elapsed() < ttl
+                && serde_json::from_slice::<WorkerInfo>(&seen.value)
+                    .is_ok_and(|w| !w.leaving && w.capacity > w.cameras.len())
+        })
+    }
+
+    /// SIGTERM: hands every camera over to workers with room (make-before-break, bounded by
+    /// [`HANDOVER_MAX`]), then drains the rest (EOS, their leases still renewed) and gives their
+    /// leases back; waits for every pipeline to end.
     pub async fn shutdown(mut self) {
-        let ids: Vec<String> = self.runs.keys().cloned().collect();
-        for id in &ids {
-            self.release(id, true).await;
+        self.leaving = true;
+        for run in self.runs.values_mut() {
+            run.offered = true;
+        }
+        self.heartbeat().await;
+        let period = self.tick_period();
+        let started = Instant::now();
+        // Takers first: while some worker has room and cameras are left to take.
+        while !self.runs.is_empty()
+            && started.elapsed() < HANDOVER_MAX
+            && (self.someone_has_room() || started.elapsed() < period * 3)
+        {
+            self.tick().await;
+            tokio::time::sleep(period).await;
+        }
+        // The rest: EOS until durable, leases renewed meanwhile, then given back.
+        for run in self.runs.values() {
+            run.pipeline.stop(Stop::Drain);
+        }
+        while self.runs.values().any(|r| !r.pipeline.finished()) || !self.handovers.is_empty() {
+            self.renew().await;
+            self.follow_handovers();
+            self.heartbeat().await;
+            tokio::time::sleep(period).await;
+        }
+        let runs = std::mem::take(&mut self.runs);
+        for (id, run) in runs {
+            self.metrics.kv("delete");
+            let _ = self
+                .buckets
+                .leases
+                .delete_expect_revision(&id, Some(run.revision))
+                .await;
+            self.clear_status(&id).await;
+            run.pipeline.join();
         }
         self.metrics.kv("delete");
         let _ = self.buckets.workers.delete(&self.cfg.name).await;
-        for h in self.stopping.drain(..) {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
+        let stopping = std::mem::take(&mut self.stopping);
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in stopping {
+                p.join();
+            }
+        })
+        .await;
     }
 }
 
 /// `host:port,host:port` of NATS URLs.
 fn hosts(urls: &[String]) -> String {
     crate::eventlog::nats::host_ports(urls).join(",")
-}
-
-/// Whether a `raftsink` of `p` still waits for the camera's clock (its `stats` field
-/// `camera-clock` is `waiting`: frames held, or none arrived yet, so any on their way would be).
-fn waits_for_clock(p: &gst::Pipeline) -> bool {
-    p.iterate_recurse().into_iter().flatten().any(|e| {
-        e.factory().is_some_and(|f| f.name() == "raftsink")
-            && e.property::<gst::Structure>("stats")
-                .get::<&str>("camera-clock")
-                .is_ok_and(|c| c == "waiting")
-    })
-}
-
-fn first_error(p: &gst::Pipeline) -> Option<String> {
-    let bus = p.bus()?;
-    while let Some(msg) = bus.pop() {
-        if let gst::MessageView::Error(e) = msg.view() {
-            return Some(format!("{}", e.error()));
-        }
-    }
-    None
-}
-
-fn stop_pipeline(p: &gst::Pipeline, eos: bool) {
-    if eos && p.send_event(gst::event::Eos::new()) {
-        let bus = p.bus().unwrap();
-        let _ = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(EOS_WAIT.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
-    }
-    let _ = p.set_state(gst::State::Null);
 }

@@ -68,6 +68,17 @@ pub struct RtpTime {
     pub ssrc: u32,
     /// Unwrapped RTP time in nanoseconds (of this reader's session).
     pub ns: i64,
+    /// The RTP clock rate (Hz).
+    pub clock_rate: u32,
+}
+
+impl RtpTime {
+    /// The unwrapped RTP timestamp in ticks: exactly the one the meta was made from (`ns` is
+    /// `ticks × 10⁹ / clock-rate` rounded down, which this inverts).
+    pub fn ticks(self) -> i64 {
+        let num = self.ns as i128 * self.clock_rate as i128;
+        (num + 999_999_999).div_euclid(1_000_000_000) as i64
+    }
 }
 
 /// The RTP time `buffer` carries, if `resilientsrc` stamped it.
@@ -80,6 +91,11 @@ pub fn rtp_timestamp(buffer: &gst::BufferRef) -> Option<RtpTime> {
             Some(RtpTime {
                 ssrc: s.get::<u32>("ssrc").ok()?,
                 ns: i64::try_from(meta.timestamp().nseconds()).ok()?,
+                clock_rate: s
+                    .get::<i32>("clock-rate")
+                    .ok()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|r| *r > 0)?,
             })
         })
 }
@@ -122,6 +138,7 @@ impl RtpStamper {
         Some(RtpTime {
             ssrc,
             ns: ns as i64,
+            clock_rate: self.clock_rate,
         })
     }
 
@@ -279,6 +296,19 @@ mod tests {
         let r = rtp_timestamp(&b).unwrap();
         assert_eq!(r.ssrc, 9);
         assert_eq!(r.ns, (90_000 + (1i64 << 32)) * 1_000_000_000 / 90_000);
+        assert_eq!(r.ticks(), 90_000 + (1i64 << 32));
+        // The ticks come back exactly from the nanoseconds, whatever the rounding.
+        for ticks in [1i64, 2, 3, 7, 89_999, (1i64 << 32) + 12_345] {
+            for rate in [8_000u32, 90_000, 48_000, 1_000_000] {
+                let ns = (ticks as i128 * 1_000_000_000 / rate as i128) as i64;
+                let t = RtpTime {
+                    ssrc: 1,
+                    ns,
+                    clock_rate: rate,
+                };
+                assert_eq!(t.ticks(), ticks, "{ticks} at {rate}");
+            }
+        }
         assert!(rtp_timestamp(&with_meta("timestamp/x-ntp", 5)).is_none());
         // Not a capture time.
         assert!(reference_timestamp(&b).is_none());

@@ -35,7 +35,7 @@ use crate::formats::batch::{self, Entry, Status};
 use crate::formats::capture_time::{self, CaptureClock};
 use crate::util::cpu_time;
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "framesync",
         gst::DebugColorFlags::empty(),

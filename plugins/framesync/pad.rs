@@ -98,6 +98,38 @@ impl ObjectImpl for FrameSyncPad {
     /// each buffer comes in (before any GstAggregator lock is taken).
     fn constructed(&self) {
         self.parent_constructed();
+        // The LATENCY query GstAggregator sends upstream through every sink pad fails as a whole
+        // when one upstream cannot answer yet (a camera that never sent, whose source has no
+        // caps): the aggregator then takes itself for not live, waits for a frame on every pad
+        // instead of its timeout, and asks again only when a pad gets its first buffer, which
+        // the silent camera never gives (framesync hung about 1 run in 4). Such an upstream
+        // answers "not live, no latency" here instead: the others' answer stands; this pad's
+        // own counts once its camera sends (a pad's first buffer asks again).
+        self.obj()
+            .add_probe(gst::PadProbeType::QUERY_UPSTREAM, |pad, info| {
+                let Some(gst::PadProbeData::Query(q)) = &mut info.data else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let gst::QueryViewMut::Latency(l) = q.view_mut() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(peer) = pad.peer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut up = gst::query::Latency::new();
+                if peer.query(&mut up) {
+                    let (live, min, max) = up.result();
+                    l.set(live, min, max);
+                } else {
+                    gst::debug!(
+                        super::imp::CAT,
+                        obj = pad,
+                        "upstream cannot say its latency yet: taken as not live until it sends"
+                    );
+                    l.set(false, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                }
+                gst::PadProbeReturn::Handled
+            });
         let weak = self.obj().downgrade();
         self.obj()
             .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {

@@ -3,30 +3,48 @@
 //! acknowledged by JetStream) into the JetStream stream. Every forwarder of the process is a task
 //! on one shared runtime ([`nats::runtime`]) and shares one connection per server list.
 //!
-//! Per video stream strictly in outbox order, one publish in flight (streams in parallel, each
-//! with its own backoff, so a stream that fails holds back no other). An event is marked
-//! forwarded only when JetStream acknowledged it or already holds that exact key: an event
-//! whose seq is above the last one on the stream's subject is published; one at or below it
-//! (a replay, frames stored after a backward seek, an acknowledgement lost in a crash) is
-//! checked against the seqs the subject holds (read once, headers only) and published only
-//! when missing. Rows are marked "published" before they are sent (see
-//! [`OutboxRow::published`]).
+//! **Which streams.** A forwarder publishes the video streams its element writes (and, when it is
+//! the first forwarder of its outbox in this process, the streams of that outbox nobody in the
+//! process writes that have stood still for [`ORPHAN_IDLE`]: what an earlier run left behind).
+//! So pipelines sharing an outbox publish each event once, not once each.
+//!
+//! **Exactly once at any age.** Per video stream strictly in outbox order, one publish in
+//! flight per subject (streams in parallel, each with its own backoff). Each video stream's
+//! subject holds its keys in increasing order, which JetStream enforces: a message is published
+//! with `Nats-Expected-Last-Subject-Sequence` set to the subject's last message as this forwarder
+//! saw it, so when another writer appended meanwhile JetStream refuses, the forwarder reads where
+//! the subject stands and decides again:
+//!
+//! * a key above the subject's last one is appended;
+//! * a key at or below it is looked for on the subject (a headers-only scan from a minute before
+//!   its capture time, cached): held with the same frame, it is a duplicate (counted
+//!   `already-in-nats`); held with another frame (capture time, or a file's PTS, more than half
+//!   a period away), a **collision**: counted, and the frame kept in the outbox's collisions
+//!   table; not held (another reader missed that frame), it is appended to the stream's
+//!   `.late` subject, with the same check and the same refusal rule there.
+//!
+//! Events keyed locally (`key_basis: local`) go to the `.local` subject. `Nats-Msg-Id` stays as
+//! JetStream's own short-term check. An event is marked forwarded only once NATS holds it.
 //!
 //! What JetStream refuses for good (a message larger than the stream allows, a permission
-//! violation) and rows that cannot be read are parked in the outbox's dead letters, counted
-//! and reported once; transient failures (leader election, servers down) are retried with
+//! violation) and rows that cannot be read are parked in the outbox's dead letters, counted and
+//! reported once; transient failures (leader election, servers down) are retried with
 //! exponential backoff and jitter for as long as the element runs; what is not acknowledged
 //! stays in the outbox for the next run. `pending` is always the outbox's own count.
+//!
+//! Lock order: `Shared::state`, then [`claims`]; neither is held across an await.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::eventlog::nats;
-use crate::eventlog::store::{EventStore, OutboxRow};
+use crate::eventlog::event::{FrameEvent, KeyBasis};
+use crate::eventlog::nats::{self, KeyOnSubject, ScanFrom};
+use crate::eventlog::store::{EventStore, LastKey, OutboxRow};
 use crate::util::backoff::{self, Backoff};
 use crate::util::histogram::Histogram;
 
@@ -43,6 +61,8 @@ pub struct Config {
 pub struct Stats {
     pub forwarded: u64,
     pub skipped: u64,
+    /// Keys NATS holds with another frame (kept in the outbox's collisions table).
+    pub collisions: u64,
     /// Events of this element's streams that wait in the outbox.
     pub pending: i64,
     /// Events parked in the dead letters by this run.
@@ -66,6 +86,8 @@ struct State {
 }
 
 struct Shared {
+    id: u64,
+    outbox: PathBuf,
     state: Mutex<State>,
     changed: Condvar,
     wake: tokio::sync::Notify,
@@ -73,11 +95,12 @@ struct Shared {
 
 pub struct Forwarder {
     shared: Arc<Shared>,
+    config: Config,
     /// Signalled when the task has ended.
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-/// Rows of one stream read (and marked published) at a time.
+/// Rows of one stream read at a time.
 const CHUNK: usize = 512;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry delays after a failure (per stream, and for connecting): 50 ms doubling up to 2 s,
@@ -88,37 +111,117 @@ const BACKOFF: Backoff = Backoff {
     multiplier: 2.0,
     jitter: 0.2,
 };
+/// A stream of the outbox that no element of the process writes is forwarded (by the first
+/// forwarder of the outbox) once its pending events stood still this long.
+pub const ORPHAN_IDLE: Duration = Duration::from_secs(5);
+/// How far before a key's capture time a scan of its subject starts: it cannot have been
+/// published earlier (clocks of the machines apart by less than this).
+const SCAN_MARGIN_NS: i64 = 60_000_000_000;
+/// Appends refused in a row (other writers appending meanwhile) before a publish counts as a
+/// failure and backs off.
+const MAX_REFUSALS: u32 = 50;
+
+/// The streams each forwarder of the process writes, per outbox (who forwards what).
+type Claims = HashMap<PathBuf, BTreeMap<u64, HashSet<String>>>;
+
+fn claims() -> &'static Mutex<Claims> {
+    static CLAIMS: LazyLock<Mutex<Claims>> = LazyLock::new(Default::default);
+    &CLAIMS
+}
+
+fn outbox_key(p: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
 
 impl Forwarder {
     pub fn start(config: Config, reports: Reports) -> Forwarder {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let outbox = outbox_key(&config.outbox);
+        claims()
+            .lock()
+            .unwrap()
+            .entry(outbox.clone())
+            .or_default()
+            .insert(id, HashSet::new());
         let shared = Arc::new(Shared {
+            id,
+            outbox,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             wake: tokio::sync::Notify::new(),
         });
         let s = shared.clone();
         let (tx, rx) = std::sync::mpsc::channel();
+        let c = config.clone();
         nats::runtime().spawn(async move {
-            run(s, config, reports).await;
+            run(s, c, reports).await;
             let _ = tx.send(());
         });
         Forwarder {
             shared,
+            config,
             done: Mutex::new(Some(rx)),
         }
     }
 
-    /// The element writes events of `stream`: EOS waits for them.
+    /// The element writes events of `stream`: this forwarder publishes them, and EOS waits for
+    /// them.
     pub fn claim(&self, stream: &str) {
         let mut st = self.shared.state.lock().unwrap();
         if !st.own.contains(stream) {
             st.own.insert(stream.to_string());
+            if let Some(mine) = claims()
+                .lock()
+                .unwrap()
+                .get_mut(&self.shared.outbox)
+                .and_then(|m| m.get_mut(&self.shared.id))
+            {
+                mine.insert(stream.to_string());
+            }
         }
     }
 
     /// The streams this element writes.
     pub fn own(&self) -> Vec<String> {
         own_streams(&self.shared)
+    }
+
+    /// The last camera-keyed event NATS holds for `stream` (where a new reader's keys go on
+    /// from), asked on the forwarders' runtime: the answer comes on the channel (`None` when
+    /// there is none, or NATS did not say within [`ACK_TIMEOUT`]).
+    pub fn last_camera_key(&self, stream: &str) -> std::sync::mpsc::Receiver<Option<LastKey>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (urls, name, subject) = (
+            self.config.urls.clone(),
+            self.config.stream.clone(),
+            nats::subject(stream),
+        );
+        nats::runtime().spawn(async move {
+            let ask = async {
+                let client = nats::shared_client(&urls, ACK_TIMEOUT).await.ok()?;
+                let js = jetstream::new(client);
+                let answer = match js.get_stream(&name).await {
+                    Ok(s) => nats::last_event_on_subject(&s, &subject)
+                        .await
+                        .ok()
+                        .flatten(),
+                    Err(_) => None,
+                };
+                nats::release_client(&urls);
+                answer
+            };
+            let last = tokio::time::timeout(ACK_TIMEOUT, ask).await.ok().flatten();
+            let key = last
+                .filter(|e| e.key_basis == Some(KeyBasis::Camera))
+                .map(|e| LastKey {
+                    seq: e.seq,
+                    capture_ns: e.capture_ns,
+                    clock: e.clock,
+                });
+            let _ = tx.send(key);
+        });
+        rx
     }
 
     /// New events were committed to the outbox.
@@ -168,6 +271,13 @@ impl Forwarder {
         if let Some(done) = done {
             let _ = done.recv();
         }
+        let mut c = claims().lock().unwrap();
+        if let Some(m) = c.get_mut(&self.shared.outbox) {
+            m.remove(&self.shared.id);
+            if m.is_empty() {
+                c.remove(&self.shared.outbox);
+            }
+        }
     }
 }
 
@@ -190,6 +300,44 @@ fn note_error(shared: &Shared, msg: String) {
 
 fn own_streams(shared: &Shared) -> Vec<String> {
     shared.state.lock().unwrap().own.iter().cloned().collect()
+}
+
+/// Of the outbox's pending streams (with their newest pending row), the ones this forwarder
+/// publishes: its own, and idle orphans when it is the outbox's first forwarder here.
+fn mine(
+    shared: &Shared,
+    pending: Vec<(String, i64)>,
+    orphans: &mut HashMap<String, (i64, Instant)>,
+) -> Vec<String> {
+    let own: HashSet<String> = shared.state.lock().unwrap().own.clone();
+    let c = claims().lock().unwrap();
+    let forwarders = c.get(&shared.outbox);
+    let first = forwarders
+        .and_then(|m| m.keys().next().copied())
+        .is_none_or(|id| id == shared.id);
+    let claimed = |s: &str| forwarders.is_some_and(|m| m.values().any(|set| set.contains(s)));
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (stream, newest) in pending {
+        if own.contains(&stream) {
+            out.push(stream);
+            continue;
+        }
+        if !first || claimed(&stream) {
+            continue;
+        }
+        seen.insert(stream.clone());
+        let since = orphans.entry(stream.clone()).or_insert((newest, now));
+        if since.0 != newest {
+            *since = (newest, now);
+        }
+        if now.duration_since(since.1) >= ORPHAN_IDLE {
+            out.push(stream);
+        }
+    }
+    orphans.retain(|s, _| seen.contains(s));
+    out
 }
 
 /// Sleeps for `d`, returning early (true) when shutting down.
@@ -221,22 +369,29 @@ pub struct Reports {
     pub on_error: Box<dyn Fn(String) + Send>,
     /// The first event parked in this run (later ones are only counted).
     pub on_parked: Box<dyn Fn(String) + Send>,
+    /// The first key found holding another frame in NATS in this run.
+    pub on_collision: Box<dyn Fn(String) + Send>,
 }
 
 async fn run(shared: Arc<Shared>, config: Config, reports: Reports) {
     let outbox = config.outbox.clone();
-    let store =
-        match tokio::task::spawn_blocking(move || EventStore::open_for_writing(&outbox)).await {
-            Ok(Ok(s)) => Arc::new(Mutex::new(s)),
-            Ok(Err(e)) => {
-                (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
-                return;
-            }
-            Err(e) => {
-                (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
-                return;
-            }
-        };
+    let opened = tokio::task::spawn_blocking(move || {
+        let s = EventStore::open_for_writing(&outbox)?;
+        s.relax_durability()?;
+        Ok::<_, crate::eventlog::store::StoreError>(s)
+    })
+    .await;
+    let store = match opened {
+        Ok(Ok(s)) => Arc::new(Mutex::new(s)),
+        Ok(Err(e)) => {
+            (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
+            return;
+        }
+        Err(e) => {
+            (reports.on_error)(format!("NATS forwarder cannot open the outbox: {e}"));
+            return;
+        }
+    };
     // Until connected, keep the counts true and say why nothing moves.
     let connect = nats::shared_client(&config.urls, ACK_TIMEOUT);
     tokio::pin!(connect);
@@ -277,13 +432,16 @@ async fn update_pending(shared: &Arc<Shared>, store: &Arc<Mutex<EventStore>>) ->
     st.stats.pending
 }
 
-/// What the forwarder knows of a video stream's subject.
+/// What the forwarder knows of one subject.
 #[derive(Default)]
-struct Known {
-    /// The highest seq on the subject: `None` = not asked yet, `Some(None)` = empty.
-    max: Option<Option<i64>>,
-    /// The seqs on the subject, read when an event at or below `max` is to be sent.
-    held: Option<HashSet<i64>>,
+struct Subject {
+    /// The subject's last message (its highest key): `None` = not read since the last refusal.
+    last: Option<Option<KeyOnSubject>>,
+    /// Keys found on the subject by scans and by this forwarder's appends, with their frame.
+    held: BTreeMap<i64, (Option<i64>, Option<i64>)>,
+    /// `held` is complete for the keys from this one up to the message at this stream
+    /// sequence.
+    covered: Option<(i64, u64)>,
 }
 
 /// What happened to one stream's chunk.
@@ -293,6 +451,8 @@ struct Outcome {
     acked: Vec<i64>,
     /// Outbox ids refused for good, with the reason.
     parked: Vec<(i64, String)>,
+    /// Keys NATS holds with another frame: the outbox row id, and the frame the key holds.
+    collided: Vec<(i64, Option<i64>)>,
     /// A transient failure ended the chunk early.
     failed: bool,
 }
@@ -350,14 +510,15 @@ async fn forward(
     // Per video stream: when it may be tried again after a failure, and how many failures in a
     // row it has had.
     let mut retry_at: HashMap<String, (Instant, u32)> = HashMap::new();
-    let mut known: HashMap<String, Known> = HashMap::new();
-    let mut parked_reported = false;
+    let mut subjects: HashMap<String, Subject> = HashMap::new();
+    let mut orphans: HashMap<String, (i64, Instant)> = HashMap::new();
+    let (mut parked_reported, mut collision_reported) = (false, false);
     loop {
         if shutting_down(&shared) {
             return;
         }
         let generation = shared.state.lock().unwrap().nudged_generation;
-        let streams = match blocking(&store, |s| s.pending_streams()).await {
+        let pending = match blocking(&store, |s| s.pending_streams()).await {
             Ok(s) => s,
             Err(e) => {
                 note_error(&shared, e.to_string());
@@ -367,23 +528,35 @@ async fn forward(
                 continue;
             }
         };
+        let mine = mine(&shared, pending, &mut orphans);
         let now = Instant::now();
-        let ready: Vec<String> = streams
-            .into_iter()
-            .filter(|s| retry_at.get(s).is_none_or(|(at, _)| *at <= now))
+        let ready: Vec<String> = mine
+            .iter()
+            .filter(|s| retry_at.get(*s).is_none_or(|(at, _)| *at <= now))
+            .cloned()
             .collect();
         let tasks = ready.into_iter().map(|name| {
             let (store, js, shared, stream) = (&store, &js, &shared, &stream);
-            let mut k = known.remove(&name).unwrap_or_default();
+            let mut subs: Vec<(String, Subject)> = [
+                nats::subject(&name),
+                local_subject(&name),
+                late_subject(&name),
+            ]
+            .into_iter()
+            .map(|s| {
+                let v = subjects.remove(&s).unwrap_or_default();
+                (s, v)
+            })
+            .collect();
             async move {
-                let outcome = forward_chunk(shared, store, js, stream, &name, &mut k).await;
-                (name, k, outcome)
+                let outcome = forward_chunk(shared, store, js, stream, &name, &mut subs).await;
+                (name, subs, outcome)
             }
         });
         let results = futures_util::future::join_all(tasks).await;
         let mut any_failed = false;
-        for (name, k, outcome) in results {
-            known.insert(name.clone(), k);
+        for (name, subs, outcome) in results {
+            subjects.extend(subs);
             if outcome.failed {
                 any_failed = true;
                 let failures = retry_at.get(&name).map_or(1, |(_, n)| n + 1);
@@ -392,11 +565,16 @@ async fn forward(
                     super::CAT,
                     "stream '{name}': failure {failures} in a row, next try in {delay:?}"
                 );
-                retry_at.insert(name, (Instant::now() + delay, failures));
+                retry_at.insert(name.clone(), (Instant::now() + delay, failures));
             } else {
                 retry_at.remove(&name);
             }
-            let Outcome { acked, parked, .. } = outcome;
+            let Outcome {
+                mut acked,
+                parked,
+                collided,
+                ..
+            } = outcome;
             let n_parked = parked.len() as u64;
             for (id, why) in &parked {
                 gst::warning!(
@@ -410,7 +588,22 @@ async fn forward(
                 parked_reported = true;
                 (reports.on_parked)(why.clone());
             }
+            if let Some((id, _)) = collided.first()
+                && !collision_reported
+            {
+                collision_reported = true;
+                (reports.on_collision)(format!(
+                    "stream '{name}': a key NATS holds carries another frame (outbox row {id}): this frame was kept in the outbox's collisions table (videoai-events collisions lists it)"
+                ));
+            }
+            let n_collided = collided.len() as u64;
+            acked.extend(collided.iter().map(|c| c.0));
             let done = blocking(&store, move |s| {
+                for (id, stored_capture) in &collided {
+                    if let Some(ev) = s.outbox_event(*id)? {
+                        s.keep_collision(&ev, *stored_capture)?;
+                    }
+                }
                 s.mark_forwarded(&acked)?;
                 for (id, why) in &parked {
                     s.park(*id, why)?;
@@ -419,7 +612,11 @@ async fn forward(
             })
             .await;
             match done {
-                Ok(()) => shared.state.lock().unwrap().stats.dead_letters += n_parked,
+                Ok(()) => {
+                    let mut st = shared.state.lock().unwrap();
+                    st.stats.dead_letters += n_parked;
+                    st.stats.collisions += n_collided;
+                }
                 Err(e) => note_error(&shared, e.to_string()),
             }
         }
@@ -429,8 +626,8 @@ async fn forward(
             st.drained_generation = generation;
             shared.changed.notify_all();
         }
-        let all = blocking(&store, |s| s.pending()).await.unwrap_or(0);
-        if all == 0 || any_failed || !retry_at.is_empty() {
+        let idle = mine.is_empty() || blocking(&store, |s| s.pending()).await.unwrap_or(0) == 0;
+        if idle || any_failed || !retry_at.is_empty() {
             let wait = retry_at
                 .values()
                 .map(|(at, _)| at.saturating_duration_since(Instant::now()))
@@ -442,6 +639,16 @@ async fn forward(
             }
         }
     }
+}
+
+/// The subject of a stream's locally keyed events.
+fn local_subject(stream: &str) -> String {
+    format!("{}.local", nats::subject(stream))
+}
+
+/// The subject of a stream's events appended below its highest key (checked first).
+fn late_subject(stream: &str) -> String {
+    format!("{}.late", nats::subject(stream))
 }
 
 /// Whether a publish error is for good: retrying the same message can never succeed.
@@ -461,6 +668,44 @@ fn refused_for_good(e: &jetstream::context::PublishError) -> bool {
     text.contains("permissions violation") || text.contains("maximum payload")
 }
 
+/// What became of one event.
+enum Fate {
+    Published,
+    /// NATS holds the key with this frame already.
+    AlreadyThere,
+    /// NATS holds the key with another frame (its capture time).
+    Collision(Option<i64>),
+    Parked(String),
+    Failed(String),
+}
+
+/// Whether `row` and a frame held under its key (capture time, PTS) are one frame.
+fn same_frame(row: &OutboxRow, half_period_ns: i64, held: (Option<i64>, Option<i64>)) -> bool {
+    let near = |a: i64, b: i64| (a as i128 - b as i128).abs() <= half_period_ns as i128;
+    match (row.key_basis, held) {
+        // Written before the headers existed: nothing to compare.
+        (_, (None, None)) => true,
+        (Some(KeyBasis::Position) | None, (_, Some(pts))) => {
+            row.pts_ns.is_some_and(|p| near(p, pts))
+        }
+        (_, (Some(c), _)) => near(row.capture_ns, c),
+        _ => true,
+    }
+}
+
+/// Half the frame period of a row (how far apart two events under one key may be and still be
+/// one frame): from the camera's clock stored with it, else 1/60 s.
+fn half_period(row: &OutboxRow) -> i64 {
+    let json: Option<FrameEvent> = row
+        .json
+        .as_ref()
+        .ok()
+        .and_then(|j| serde_json::from_str(j).ok());
+    json.and_then(|e| e.clock)
+        .map(|c| c.period_ns / 2)
+        .unwrap_or(1_000_000_000 / 60)
+}
+
 /// Publishes the next chunk of one video stream's pending events, in outbox order.
 async fn forward_chunk(
     shared: &Shared,
@@ -468,7 +713,7 @@ async fn forward_chunk(
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     name: &str,
-    known: &mut Known,
+    subjects: &mut [(String, Subject)],
 ) -> Outcome {
     let mut out = Outcome::default();
     let n = name.to_string();
@@ -480,117 +725,259 @@ async fn forward_chunk(
             return out;
         }
     };
-    let subject = nats::subject(name);
-    let fresh: Vec<i64> = rows.iter().filter(|r| !r.published).map(|r| r.id).collect();
-    if !fresh.is_empty()
-        && let Err(e) = blocking(store, move |s| s.mark_published(&fresh)).await
-    {
-        note_error(shared, e.to_string());
-        out.failed = true;
-        return out;
-    }
-    for row in &rows {
+    for row in rows {
         if shutting_down(shared) {
             return out;
         }
-        let ev = match &row.event {
-            Ok(ev) => ev,
-            Err(why) => {
-                out.parked.push((
-                    row.id,
-                    format!(
-                        "the outbox row ({}, {}) cannot be read: {why}",
-                        row.stream, row.seq
-                    ),
-                ));
-                continue;
-            }
-        };
-        // Already in JetStream? Only an event at or below the subject's last seq can be.
-        let max = match known.max {
-            Some(m) => m,
-            None => match nats::last_seq(stream, &subject).await {
-                Ok(m) => {
-                    known.max = Some(m);
-                    m
-                }
-                Err(e) => {
-                    note_error(shared, e);
-                    out.failed = true;
-                    return out;
-                }
-            },
-        };
-        if max.is_some_and(|m| ev.seq <= m) {
-            if known.held.is_none() {
-                match nats::held_seqs(stream, &subject).await {
-                    Ok(h) => known.held = Some(h),
-                    Err(e) => {
-                        note_error(shared, e);
-                        out.failed = true;
-                        return out;
-                    }
+        let fate = match &row.json {
+            Err(why) => Fate::Parked(format!(
+                "the outbox row ({}, {}) cannot be read: {why}",
+                row.stream, row.seq
+            )),
+            Ok(json) => {
+                let (main, rest) = subjects.split_first_mut().expect("three subjects");
+                let (local, late) = rest.split_first_mut().expect("three subjects");
+                let late = &mut late[0];
+                if row.key_basis == Some(KeyBasis::Local) {
+                    append(
+                        shared,
+                        js,
+                        stream,
+                        local,
+                        Order::Increasing(None),
+                        &row,
+                        json,
+                    )
+                    .await
+                } else {
+                    let order = Order::Increasing(Some(late));
+                    append(shared, js, stream, main, order, &row, json).await
                 }
             }
-            if known.held.as_ref().is_some_and(|h| h.contains(&ev.seq)) {
+        };
+        match fate {
+            Fate::Published => out.acked.push(row.id),
+            Fate::AlreadyThere => {
                 shared.state.lock().unwrap().stats.skipped += 1;
                 out.acked.push(row.id);
-                continue;
             }
-        }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", nats::msg_id(name, ev.seq).as_str());
-        let payload = serde_json::to_vec(ev).unwrap_or_default();
-        let size = payload.len();
-        let sent = Instant::now();
-        let result = match js
-            .publish_with_headers(subject.clone(), headers, payload.into())
-            .await
-        {
-            Ok(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                Ok(r) => r,
-                Err(_) => Err(jetstream::context::PublishError::new(
-                    jetstream::context::PublishErrorKind::TimedOut,
-                )),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(ack) => {
-                let mut st = shared.state.lock().unwrap();
-                if ack.duplicate {
-                    st.stats.skipped += 1;
-                } else {
-                    st.stats.forwarded += 1;
-                }
-                st.stats.ack_latency.record(sent.elapsed());
-                drop(st);
-                known.max = Some(Some(max.map_or(ev.seq, |m| m.max(ev.seq))));
-                if let Some(h) = &mut known.held {
-                    h.insert(ev.seq);
-                }
-                out.acked.push(row.id);
-            }
-            Err(e) if refused_for_good(&e) => {
-                out.parked.push((
-                    row.id,
-                    format!(
-                        "NATS refused event ({name}, {}) of {size} bytes for good: {e}",
-                        ev.seq
-                    ),
-                ));
-            }
-            Err(e) => {
+            Fate::Collision(held) => out.collided.push((row.id, held)),
+            Fate::Parked(why) => out.parked.push((row.id, why)),
+            Fate::Failed(e) => {
                 note_error(
                     shared,
-                    format!("publish of ({name}, {}) not acknowledged: {e}", ev.seq),
+                    format!("publish of ({name}, {}) not acknowledged: {e}", row.seq),
                 );
-                // The server may have stored it anyway: ask again before the next try.
-                *known = Known::default();
+                // The server may have stored it anyway: read the subjects again first.
+                for (_, s) in subjects.iter_mut() {
+                    s.last = None;
+                }
                 out.failed = true;
                 return out;
             }
         }
     }
     out
+}
+
+/// How a subject's keys are kept.
+enum Order<'a> {
+    /// Increasing: a key above the last is appended at once; one at or below it that the subject
+    /// does not hold goes to the late subject, when there is one.
+    Increasing(Option<&'a mut (String, Subject)>),
+    /// In no order (the late subject): every key is looked for before it is appended.
+    Checked,
+}
+
+/// Appends `row` to `subject` (see the module's doc), unless the subject holds its key.
+async fn append(
+    shared: &Shared,
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    subject: &mut (String, Subject),
+    order: Order<'_>,
+    row: &OutboxRow,
+    json: &str,
+) -> Fate {
+    let half = half_period(row);
+    let mut refusals = 0;
+    let (sorted, mut late) = match order {
+        Order::Increasing(late) => (true, late),
+        Order::Checked => (false, None),
+    };
+    loop {
+        let (name, view) = (&subject.0, &mut subject.1);
+        let last = match view.last {
+            Some(l) => l,
+            None => match nats::last_on_subject(stream, name).await {
+                Ok(l) => {
+                    view.last = Some(l);
+                    l
+                }
+                Err(e) => return Fate::Failed(e),
+            },
+        };
+        if let Some(l) = last
+            && (row.seq <= l.seq || !sorted)
+        {
+            match held_on(stream, name, view, l, row, sorted).await {
+                Err(e) => return Fate::Failed(e),
+                Ok(Some(frame)) if same_frame(row, half, frame) => return Fate::AlreadyThere,
+                Ok(Some(frame)) => return Fate::Collision(frame.0),
+                Ok(None) if sorted && row.seq <= l.seq => {
+                    // Not held, below the highest key: to the late subject (or, without one,
+                    // after the highest: the local keys' subject only ever grows).
+                    if let Some(l) = late.take() {
+                        return Box::pin(append(shared, js, stream, l, Order::Checked, row, json))
+                            .await;
+                    }
+                }
+                Ok(None) => {}
+            }
+        }
+        let expected = last.map_or(0, |l| l.stream_seq);
+        match publish(shared, js, name, row, json, expected).await {
+            Ok(ack) if ack.duplicate => {
+                // JetStream's own check caught a repeat of the key: compare the frames.
+                view.last = None;
+                refusals += 1;
+            }
+            Ok(ack) => {
+                let key = KeyOnSubject {
+                    stream_seq: ack.sequence,
+                    seq: row.seq,
+                    capture_ns: Some(row.capture_ns),
+                    pts_ns: row.pts_ns,
+                };
+                view.held.insert(row.seq, (key.capture_ns, key.pts_ns));
+                view.last = Some(Some(match last {
+                    Some(l) if l.seq > row.seq => KeyOnSubject {
+                        stream_seq: ack.sequence,
+                        ..l
+                    },
+                    _ => key,
+                }));
+                if let Some((lo, _)) = view.covered {
+                    view.covered = Some((lo, ack.sequence));
+                }
+                return Fate::Published;
+            }
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                // Another writer appended: read where the subject stands, decide again.
+                gst::debug!(
+                    super::CAT,
+                    "{name}: ({}, {}) refused, the subject moved on",
+                    row.stream,
+                    row.seq
+                );
+                view.last = None;
+                refusals += 1;
+            }
+            Err(e) if refused_for_good(&e) => {
+                return Fate::Parked(format!(
+                    "NATS refused event ({}, {}) of {} bytes for good: {e}",
+                    row.stream,
+                    row.seq,
+                    json.len()
+                ));
+            }
+            Err(e) => return Fate::Failed(e.to_string()),
+        }
+        if refusals >= MAX_REFUSALS {
+            return Fate::Failed(format!(
+                "{name}: refused {refusals} times in a row (other writers keep appending)"
+            ));
+        }
+    }
+}
+
+/// Publishes one event, expecting `expected` as the subject's last message; waits for the
+/// acknowledgement.
+async fn publish(
+    shared: &Shared,
+    js: &jetstream::Context,
+    subject: &str,
+    row: &OutboxRow,
+    json: &str,
+    expected: u64,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", nats::msg_id(&row.stream, row.seq).as_str());
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        expected.to_string().as_str(),
+    );
+    headers.insert(nats::CAPTURE_HEADER, row.capture_ns.to_string().as_str());
+    if let Some(p) = row.pts_ns {
+        headers.insert(nats::PTS_HEADER, p.to_string().as_str());
+    }
+    let sent = Instant::now();
+    let ack = js
+        .publish_with_headers(subject.to_string(), headers, json.to_string().into())
+        .await?;
+    let ack = match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(jetstream::context::PublishError::new(
+                jetstream::context::PublishErrorKind::TimedOut,
+            ));
+        }
+    };
+    let mut st = shared.state.lock().unwrap();
+    if !ack.duplicate {
+        st.stats.forwarded += 1;
+    }
+    st.stats.ack_latency.record(sent.elapsed());
+    Ok(ack)
+}
+
+/// The frame `subject` holds under `row`'s key, if it holds it (`last` is the subject's last
+/// message): from the view's cache, else by scanning the subject (headers only), a `sorted` one
+/// from a minute before the key's capture time (a file's keys: from the start).
+async fn held_on(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    view: &mut Subject,
+    last: KeyOnSubject,
+    row: &OutboxRow,
+    sorted: bool,
+) -> Result<Option<(Option<i64>, Option<i64>)>, String> {
+    let k = row.seq;
+    if k == last.seq {
+        return Ok(Some((last.capture_ns, last.pts_ns)));
+    }
+    if let Some(f) = view.held.get(&k) {
+        return Ok(Some(*f));
+    }
+    let from = match view.covered {
+        // Known up to an earlier last message: read on from there.
+        Some((lo, upto)) if k >= lo && upto < last.stream_seq => ScanFrom::Sequence(upto + 1),
+        Some((lo, _)) if k >= lo => return Ok(None),
+        _ if !sorted => ScanFrom::Start,
+        _ => match row.key_basis {
+            Some(KeyBasis::Position) | None => ScanFrom::Start,
+            _ => ScanFrom::Time(row.capture_ns.saturating_sub(SCAN_MARGIN_NS)),
+        },
+    };
+    let found = nats::keys_on_subject(stream, subject, from, last.stream_seq).await?;
+    let lo = match (from, view.covered) {
+        (ScanFrom::Sequence(_), Some((lo, _))) => lo,
+        (ScanFrom::Start, _) => i64::MIN,
+        // Nothing on the subject since the scan's start is newer than the key: the key, if
+        // there, would have been found.
+        _ => found.iter().map(|f| f.seq).min().map_or(k, |m| m.min(k)),
+    };
+    for f in &found {
+        view.held.insert(f.seq, (f.capture_ns, f.pts_ns));
+    }
+    view.covered = Some((lo, last.stream_seq));
+    // Bounded memory: keep the newest 100 000 keys.
+    while view.held.len() > 100_000 {
+        let first = *view.held.keys().next().expect("not empty");
+        view.held.remove(&first);
+        if let Some((lo, upto)) = view.covered {
+            view.covered = Some((lo.max(first + 1), upto));
+        }
+    }
+    Ok(view.held.get(&k).copied())
 }

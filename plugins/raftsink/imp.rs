@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `raftsink` implementation.
 //!
-//! Threads: the streaming thread builds each frame's event and hands it to the writer thread
+//! Threads: the streaming thread reads each frame, has [`super::keys`] key it (frames may wait
+//! there for the camera's clock) and hands the events to the writer thread
 //! ([`super::writer`]), which group-commits to SQLite; with a `nats://` location the forwarder
-//! thread ([`super::forwarder`]) drains that SQLite outbox into JetStream.
+//! task ([`super::forwarder`]) drains that SQLite outbox into JetStream.
+//!
+//! No frame is dropped on the way: frames waiting for the camera's clock are keyed (on the
+//! camera's clock if it places them, else with local keys) and handed to the writer at EOS, at a
+//! new STREAM_START, at FLUSH_STOP and in `stop`, before anything is cleared.
 //!
 //! Lock order: `settings`, then `state`, then `io`. Nothing blocks while holding `state` or
 //! `io`: the streaming thread clones the writer out of `io` and submits without locks, so
 //! `unlock` (which takes `io` briefly) can always interrupt it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -20,12 +26,12 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::CAT;
-use super::camera_keys::{CameraKeys, Held, Step};
 use super::forwarder::{self, Forwarder};
-use super::sequence::{Basis, Sequencer};
+use super::keys::camera::Rtp;
+use super::keys::{self, ClockState, Keyed, Policy, StreamKeys};
 use super::settings::Settings;
 use super::writer::{self, WriteError, Writer};
-use crate::eventlog::store::{EncodedEvent, EventStore};
+use crate::eventlog::store::{EncodedEvent, EventStore, LastKey};
 use crate::eventlog::{event, nats};
 use crate::formats::capture_time::{self, CaptureClock};
 use crate::formats::detection;
@@ -33,6 +39,9 @@ use crate::util::histogram::ms;
 use crate::util::liveness;
 
 const QUEUE_CAPACITY: usize = 16_384;
+/// Longest wait for NATS to say which key a stream's events reached (a new stream's first
+/// frame): after it, the local outbox's last key is used.
+const LAST_KEY_WAIT: Duration = Duration::from_secs(2);
 
 /// The writer and the forwarder, created in `start` and stopped in `stop`.
 struct Io {
@@ -53,48 +62,48 @@ struct State {
     segment: Option<gst::FormattedSegment<gst::ClockTime>>,
     /// The framerate of plain (not batch) input, from its caps.
     framerate: Option<gst::Fraction>,
-    /// One numbering per stream: the element's own stream, or each stream of a batch.
-    sequencers: std::collections::HashMap<String, Sequencer>,
+    /// The keys of each stream: the element's own stream, or each stream of a batch.
+    keys: HashMap<String, StreamKeys<Pending>>,
     capture: CaptureClock,
-    /// Whether upstream is live (decides the sequence number basis), asked once per stream.
+    /// Whether upstream is live (decides the key policy), asked once per stream.
     live: Option<bool>,
-    /// Batch caps (`framesync`): one event per fresh entry, numbered per entry stream.
+    /// Batch caps (`framesync`): one event per fresh entry, keyed per entry stream.
     batch: bool,
     /// NATS: told which streams this element writes (EOS waits for those).
     forwarder: Option<Arc<Forwarder>>,
     /// `capture-time-wait`, from the settings at start.
     capture_wait: Duration,
-    /// Per stream: keys from the camera's clock (`capture-time-wait`), with the frames held.
-    camera_keys: std::collections::HashMap<String, CameraKeys<Pending>>,
+    /// NATS: the last key of the `stream-id` stream, asked at start.
+    last_in_nats: Option<(String, std::sync::mpsc::Receiver<Option<LastKey>>)>,
+    /// Frames keyed locally (said once).
+    warned_local: bool,
 }
 
-/// A frame's event before its capture time and number are known.
+/// A frame's event before its key is known.
 #[derive(Debug)]
 struct Pending {
     stream: String,
     pts: Option<gst::ClockTime>,
-    framerate: gst::Fraction,
-    camera_ns: Option<i64>,
-    rtp: Option<capture_time::RtpTime>,
     model: String,
     detections: String,
 }
 
 impl Pending {
-    fn into_event(self, seq: i64, capture_ns: i64) -> EncodedEvent {
+    fn into_event(k: Keyed<Pending>) -> EncodedEvent {
+        let p = k.payload;
         EncodedEvent {
-            stream: self.stream,
-            seq,
-            pts_ns: self.pts.map(|t| t.nseconds() as i64),
-            capture_ns,
-            model: self.model,
-            detections: self.detections,
+            stream: p.stream,
+            seq: k.seq,
+            pts_ns: p.pts.map(|t| t.nseconds() as i64),
+            capture_ns: k.capture_ns,
+            model: p.model,
+            detections: p.detections,
+            key_basis: Some(k.basis),
+            clock: k.mark,
+            same_frame_ns: k.same_frame_ns,
         }
     }
 }
-
-/// Most frames held for the camera's clock, whatever `capture-time-wait`.
-const MAX_HELD: usize = 1000;
 
 #[derive(Default)]
 pub struct RaftSink {
@@ -107,6 +116,8 @@ pub struct RaftSink {
     skipped_empty: Mutex<u64>,
     /// Detections dropped for a non-finite number (they cannot be stored as JSON).
     invalid_detections: Mutex<u64>,
+    /// Frames keyed locally (could not be placed on the camera's clock), this run.
+    local_keyed: Mutex<u64>,
 }
 
 #[glib::object_subclass]
@@ -135,24 +146,34 @@ impl RaftSink {
 
     fn stats_structure(&self) -> gst::Structure {
         // `state` before `io` (the lock order).
-        let (held, clock) = {
+        let (waiting, clock, stream) = {
             let st = self.state.lock().unwrap();
-            let held: u64 = st.camera_keys.values().map(|k| k.held() as u64).sum();
+            let waiting: u64 = st.keys.values().map(|k| k.waiting() as u64).sum();
             let clock = if st.capture_wait.is_zero() {
-                "off"
-            } else if st.camera_keys.values().any(|k| k.waiting())
-                || (st.camera_keys.is_empty() && st.live != Some(false))
-            {
-                // Before the first live frame too: frames on their way would be held.
-                "waiting"
-            } else if !st.camera_keys.is_empty()
-                && st.camera_keys.values().all(|k| k.rate().is_some())
-            {
-                "known"
+                ClockState::Off
+            } else if st.keys.is_empty() {
+                // Before the first live frame too: frames on their way would wait.
+                if st.live == Some(false) {
+                    ClockState::Off
+                } else {
+                    ClockState::Waiting
+                }
             } else {
-                "none"
+                let states: Vec<ClockState> = st.keys.values().map(|k| k.clock_state()).collect();
+                [ClockState::Waiting, ClockState::Local, ClockState::Known]
+                    .into_iter()
+                    .find(|s| states.contains(s))
+                    .unwrap_or(ClockState::Off)
             };
-            (held, clock)
+            let stream = if st.batch {
+                String::new()
+            } else {
+                st.stream_override
+                    .clone()
+                    .or_else(|| st.stream_id.clone())
+                    .unwrap_or_default()
+            };
+            (waiting, clock.as_str(), stream)
         };
         let io = self.io_handles();
         if io.is_none()
@@ -166,11 +187,15 @@ impl RaftSink {
             None => (writer::Stats::default(), None),
         };
         b = b
+            .field("stream", stream)
             .field("written", w.written)
             .field("duplicates", w.duplicates)
+            .field("collisions", w.collisions)
             .field("commits", w.commits)
             .field("queued", w.queued)
-            .field("held", held)
+            .field("store-retries", w.retries)
+            .field("waiting-frames", waiting)
+            .field("local-keyed", *self.local_keyed.lock().unwrap())
             .field("camera-clock", clock)
             .field("skipped-empty", *self.skipped_empty.lock().unwrap())
             .field(
@@ -188,6 +213,7 @@ impl RaftSink {
         let f = f.unwrap_or_default();
         b.field("forwarded", f.forwarded)
             .field("already-in-nats", f.skipped)
+            .field("nats-collisions", f.collisions)
             .field("pending", f.pending.max(0) as u64)
             .field("dead-letters", f.dead_letters)
             .field("retries", f.retries)
@@ -207,14 +233,15 @@ impl RaftSink {
         match writer.wait_durable(timeout) {
             Ok(true) => {}
             Ok(false) => {
+                let queued = writer.stats().queued;
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
-                    ("events not yet durable after eos-timeout ({timeout:?})")
+                    ("{queued} events not yet durable after eos-timeout ({timeout:?}): the log does not take them (locked by another process, or the disk full); they are tried again until the element stops")
                 );
             }
             Err(WriteError::Flushing) => return false,
-            Err(WriteError::Failed(e)) => {
+            Err(e @ WriteError::Failed { .. }) => {
                 gst::element_imp_error!(self, gst::ResourceError::Write, ("{e}"));
                 return false;
             }
@@ -240,14 +267,59 @@ impl RaftSink {
         true
     }
 
-    /// The highest seq already stored for `stream` (local log or outbox).
-    fn stored_max_seq(&self, stream: &str) -> Option<i64> {
-        let path = self.io.lock().unwrap().as_ref()?.database.clone();
-        EventStore::open_for_reading(&path)
-            .ok()?
-            .max_seq(stream)
-            .ok()
-            .flatten()
+    /// Where the keys of `stream` stand in the log (the local log or outbox, and with NATS the
+    /// stream's subject there): the keys of a new stream go on from them.
+    fn last_keys(&self, stream: &str) -> (Option<keys::Stored>, Option<i64>, Option<keys::Stored>) {
+        let path = self
+            .io
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|io| io.database.clone());
+        let local = path
+            .and_then(|p| EventStore::open_for_reading(&p).ok())
+            .and_then(|s| s.last_keys(stream).ok())
+            .unwrap_or_default();
+        let stored = |k: LastKey, basis| keys::Stored {
+            seq: k.seq,
+            capture_ns: k.capture_ns,
+            basis: Some(basis),
+            mark: k.clock,
+        };
+        let mut camera = local.camera.map(|k| stored(k, event::KeyBasis::Camera));
+        // NATS: asked at start for the stream-id stream, else now.
+        let prefetched = {
+            let mut st = self.state.lock().unwrap();
+            match st.last_in_nats.take() {
+                Some((s, rx)) if s == stream => Some(rx),
+                other => {
+                    st.last_in_nats = other;
+                    None
+                }
+            }
+        };
+        let forwarder = self.state.lock().unwrap().forwarder.clone();
+        let in_nats = match (prefetched, forwarder) {
+            (Some(rx), _) => rx.recv_timeout(LAST_KEY_WAIT).ok().flatten(),
+            (None, Some(f)) if self.state.lock().unwrap().capture_wait > Duration::ZERO => f
+                .last_camera_key(stream)
+                .recv_timeout(LAST_KEY_WAIT)
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+        if let Some(n) = in_nats
+            && camera.is_none_or(|c| c.capture_ns < n.capture_ns)
+        {
+            camera = Some(stored(n, event::KeyBasis::Camera));
+        }
+        let other = local.other.map(|seq| keys::Stored {
+            seq,
+            capture_ns: 0,
+            basis: None,
+            mark: None,
+        });
+        (camera, local.local, other)
     }
 
     /// The outbox's own count of this element's events not yet acknowledged by NATS.
@@ -461,9 +533,26 @@ impl BaseSinkImpl for RaftSink {
                             }
                         })
                     },
+                    on_collision: {
+                        let weak = self.obj().downgrade();
+                        Box::new(move |what| {
+                            if let Some(el) = weak.upgrade() {
+                                gst::element_warning!(
+                                    el,
+                                    gst::StreamError::Failed,
+                                    ("{what}. Later ones are only counted (stats nats-collisions)")
+                                );
+                            }
+                        })
+                    },
                 },
             ))
         });
+        // The stream-id stream is this element's from the start: its forwarder publishes it
+        // (events an earlier run left in the outbox too).
+        if let (Some(f), Some(id)) = (&forwarder, &settings.stream_id) {
+            f.claim(id);
+        }
         let nudge = forwarder.clone();
         let writer = Writer::start(
             store,
@@ -471,9 +560,23 @@ impl BaseSinkImpl for RaftSink {
                 commit_interval: settings.commit_interval,
                 commit_max_events: settings.commit_max_events as usize,
                 capacity: QUEUE_CAPACITY,
+                stop_wait: settings.eos_timeout,
             },
             writer::Callbacks {
                 on_commit: Box::new(move |commit| {
+                    if let (Some((stream, seq)), Some(el)) =
+                        (commit.collisions.first(), weak.upgrade())
+                    {
+                        // Each time: a collision means keys were not what they should be.
+                        gst::element_warning!(
+                            el,
+                            gst::StreamError::Failed,
+                            (
+                                "the key ({stream}, {seq}) already holds another frame (its capture time or position differs by more than half a frame period): this frame was kept in the log's collisions table, not stored under the key ({} collisions in this commit; videoai-events collisions lists them)",
+                                commit.collisions.len()
+                            )
+                        );
+                    }
                     if let Some(f) = &nudge {
                         f.nudge();
                     }
@@ -498,6 +601,14 @@ impl BaseSinkImpl for RaftSink {
                         }
                     })
                 },
+                on_retrying: {
+                    let weak = self.obj().downgrade();
+                    Box::new(move |what| {
+                        if let Some(el) = weak.upgrade() {
+                            gst::element_warning!(el, gst::ResourceError::Write, ("{what}"));
+                        }
+                    })
+                },
             },
         );
         gst::info!(
@@ -513,14 +624,24 @@ impl BaseSinkImpl for RaftSink {
         );
         *self.skipped_empty.lock().unwrap() = 0;
         *self.invalid_detections.lock().unwrap() = 0;
+        *self.local_keyed.lock().unwrap() = 0;
         *self.final_stats.lock().unwrap() = None;
         let writer = Arc::new(writer);
+        // Where the camera's keys stand in NATS, asked now so that the first frame need not
+        // wait for the answer.
+        let last_in_nats = match (&forwarder, &settings.stream_id) {
+            (Some(f), Some(id)) if !settings.capture_time_wait.is_zero() => {
+                Some((id.clone(), f.last_camera_key(id)))
+            }
+            _ => None,
+        };
         *self.state.lock().unwrap() = State {
             skip_empty: settings.skip_empty,
             capture_wait: settings.capture_time_wait,
             stream_override: settings.stream_id.clone(),
             writer: Some(writer.clone()),
             forwarder: forwarder.clone(),
+            last_in_nats,
             ..Default::default()
         };
         self.unlocked.store(false, Ordering::SeqCst);
@@ -533,6 +654,14 @@ impl BaseSinkImpl for RaftSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Frames still waiting for the camera's clock are stored too (a stop without EOS:
+        // an error, a lease lost): keyed now, committed by the writer's stop below.
+        let (events, writer) = self.flush_waiting("the element stops");
+        if let Some(w) = writer {
+            for ev in events {
+                w.submit_at_stop(ev);
+            }
+        }
         let mut last = self.stats_structure();
         if let Some((_, Some(f))) = self.io_handles()
             && let Some(n) = self.outbox_pending(&f)
@@ -560,7 +689,8 @@ impl BaseSinkImpl for RaftSink {
                         (
                             "cannot commit the last events to {}: {e}",
                             io.database.display()
-                        )
+                        ),
+                        ["check that no other process holds the log locked, and the disk's space and permissions"]
                     )
                 })?;
             }
@@ -598,28 +728,36 @@ impl BaseSinkImpl for RaftSink {
     fn event(&self, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::StreamStart(s) => {
+                // Frames of the stream that ends are stored before it is forgotten.
+                if self.submit_waiting("a new stream starts").is_err() {
+                    return false;
+                }
                 let mut st = self.state.lock().unwrap();
                 st.stream_id = Some(s.stream_id().to_string());
-                st.sequencers.clear();
+                st.keys.clear();
                 st.live = None;
-                st.camera_keys.clear();
             }
             gst::EventView::Segment(s) => {
                 let mut st = self.state.lock().unwrap();
                 st.segment = s.segment().downcast_ref::<gst::ClockTime>().cloned();
                 // A new segment (a seek): frames are numbered by their position alone.
-                st.sequencers.values_mut().for_each(Sequencer::reset);
+                st.keys.values_mut().for_each(StreamKeys::reset_position);
             }
             gst::EventView::FlushStop(_) => {
+                // Frames that waited for the camera's clock reached the sink before the flush:
+                // stored, not flushed.
+                if self.submit_waiting("a flush").is_err() {
+                    return false;
+                }
                 let mut st = self.state.lock().unwrap();
-                st.sequencers.values_mut().for_each(Sequencer::reset);
+                st.keys.values_mut().for_each(StreamKeys::reset_position);
                 st.capture.reset();
-                // Flushed frames are not stored; the next ones wait for the clock again.
-                st.camera_keys.clear();
             }
             // Durable (and acknowledged) before EOS reaches the application; frames still
-            // waiting for the camera's clock are stored the usual way first.
-            gst::EventView::Eos(_) if self.release_held().is_err() || !self.drain_for_eos() => {
+            // waiting for the camera's clock are keyed and stored first.
+            gst::EventView::Eos(_)
+                if self.submit_waiting("end of stream").is_err() || !self.drain_for_eos() =>
+            {
                 return false;
             }
             _ => {}
@@ -693,7 +831,7 @@ impl RaftSink {
         match writer.submit(ev) {
             Ok(()) => Ok(gst::FlowSuccess::Ok),
             Err(WriteError::Flushing) => Err(gst::FlowError::Flushing),
-            Err(WriteError::Failed(e)) => {
+            Err(e @ WriteError::Failed { .. }) => {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Write,
@@ -739,194 +877,143 @@ impl RaftSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Stores one frame's event: numbered by its stream's sequencer, which exists from the
-    /// stream's first frame on (the store is asked once per stream, stored or not).
+    /// Stores one frame's event: keyed by its stream's [`StreamKeys`], made at the stream's
+    /// first frame from where the log's keys of the stream stand.
     fn store_frame(&self, f: Frame<'_>) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut detections = detection::read_detections(f.buffer);
         self.drop_invalid(&mut detections, &f.stream);
-        let (known_live, new_stream) = {
+        let (known_live, new_stream, skip_empty, wait) = {
             let st = self.state.lock().unwrap();
-            (st.live, !st.sequencers.contains_key(&f.stream))
+            (
+                st.live,
+                !st.keys.contains_key(&f.stream),
+                st.skip_empty,
+                st.capture_wait,
+            )
         };
+        if skip_empty && detections.is_empty() {
+            *self.skipped_empty.lock().unwrap() += 1;
+            return Ok(gst::FlowSuccess::Ok);
+        }
         // Whether upstream is live: asked of the pipeline once (until the next stream-start).
         let live = known_live.unwrap_or_else(|| {
             let l = self.upstream_live();
             self.state.lock().unwrap().live = Some(l);
             l
         });
-        // Live input numbers frames by capture time, continuing after what is already stored
-        // for the stream.
-        let stored = (new_stream && live)
-            .then(|| self.stored_max_seq(&f.stream))
-            .flatten();
+        let policy = match (live, wait.is_zero()) {
+            (false, _) => Policy::Position,
+            (true, true) => Policy::CaptureTime,
+            (true, false) => Policy::Camera {
+                wait_ns: wait.as_nanos() as u64,
+            },
+        };
+        // Asked without the state lock: reading the log, and NATS, take a moment.
+        let stored = (new_stream && live).then(|| self.last_keys(&f.stream));
+        let model = detection::inference_model(f.buffer)
+            .or_else(|| detection::first_detection_model(f.buffer))
+            .unwrap_or_default();
+        let detections = serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into());
+        let camera_ns = capture_time::reference_timestamp(f.buffer).map(|t| t.nseconds() as i64);
+        let rtp = capture_time::rtp_timestamp(f.buffer).map(|r| Rtp {
+            ssrc: r.ssrc,
+            ticks: r.ticks(),
+            clock_rate: r.clock_rate,
+        });
+        let element = self.obj().clone();
+        let element = element.upcast_ref::<gst::Element>();
         let mut st = self.state.lock().unwrap();
-        let sequencer = st.sequencers.entry(f.stream.clone()).or_insert_with(|| {
-            let mut s = Sequencer::new();
-            s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
-            s.continue_after(stored);
-            s
+        let estimate_ns = match f.capture_ns {
+            Some(c) => c,
+            None => st.capture.capture_ns(element, f.buffer, f.running_time),
+        };
+        let frame = keys::Frame {
+            pts_ns: f.pts.map(|t| t.nseconds()),
+            running_ns: f.running_time.map(|t| t.nseconds()),
+            camera_ns,
+            rtp,
+            estimate_ns,
+            framerate: (f.framerate.numer() > 0 && f.framerate.denom() > 0)
+                .then(|| (f.framerate.numer(), f.framerate.denom())),
+        };
+        let keys = st.keys.entry(f.stream.clone()).or_insert_with(|| {
+            let mut k = StreamKeys::new(policy);
+            if let Some((camera, local, other)) = stored {
+                k.continue_from(camera, local, other);
+            }
+            k
         });
         if new_stream {
             gst::debug!(
                 CAT,
                 imp = self,
-                "stream '{}': upstream live: {live}, seq from {:?} after {stored:?}",
-                f.stream,
-                sequencer.basis()
+                "stream '{}': upstream live: {live}, keys: {policy:?}",
+                f.stream
             );
         }
-        if st.skip_empty && detections.is_empty() {
-            drop(st);
-            *self.skipped_empty.lock().unwrap() += 1;
-            return Ok(gst::FlowSuccess::Ok);
-        }
-        let model = detection::inference_model(f.buffer)
-            .or_else(|| detection::first_detection_model(f.buffer))
-            .unwrap_or_default();
-        let detections = serde_json::to_string(&detections).unwrap_or_else(|_| "[]".into());
-        let element = self.obj().clone();
-        let element = element.upcast_ref::<gst::Element>();
-        let mut events = Vec::new();
-        // Live frames keyed by the camera's clock (capture-time-wait).
-        if let (None, Some(rt)) = (f.capture_ns, f.running_time)
-            && live
-            && !st.capture_wait.is_zero()
-        {
-            let camera_ns =
-                capture_time::reference_timestamp(f.buffer).map(|t| t.nseconds() as i64);
-            let rtp = capture_time::rtp_timestamp(f.buffer);
-            if camera_ns.is_some() {
-                // Learns the camera's mapping for the frames without a timestamp.
-                st.capture.capture_ns(element, f.buffer, f.running_time);
-            }
-            let wait = st.capture_wait.as_nanos() as u64;
-            let pending = Pending {
-                stream: f.stream.clone(),
-                pts: f.pts,
-                framerate: f.framerate,
-                camera_ns,
-                rtp,
-                model,
-                detections,
-            };
-            let keys = st
-                .camera_keys
-                .entry(f.stream.clone())
-                .or_insert_with(|| CameraKeys::new(wait, MAX_HELD));
-            match keys.offer(rt.nseconds(), camera_ns, rtp, pending) {
-                Step::Held => return Ok(gst::FlowSuccess::Ok),
-                Step::Keyed(held, now) => {
-                    for (p, rt) in held
-                        .into_iter()
-                        .map(|h| (h.payload, h.running_time_ns))
-                        .chain([(now, rt.nseconds())])
-                    {
-                        events.push(self.keyed(&mut st, p, rt));
-                    }
-                }
-                Step::Usual(held, now) => {
-                    events.extend(self.usual(
-                        &mut st,
-                        held,
-                        "no camera clock within capture-time-wait",
-                    ));
-                    let capture_ns = st.capture.capture_ns(element, f.buffer, f.running_time);
-                    events.push(Self::numbered(&mut st, now, capture_ns));
-                }
-            }
-        } else {
-            let capture_ns = match f.capture_ns {
-                Some(c) => c,
-                None => st.capture.capture_ns(element, f.buffer, f.running_time),
-            };
-            let pending = Pending {
+        let keyed = keys.offer(
+            frame,
+            Pending {
                 stream: f.stream,
                 pts: f.pts,
-                framerate: f.framerate,
-                camera_ns: None,
-                rtp: None,
                 model,
                 detections,
-            };
-            events.push(Self::numbered(&mut st, pending, capture_ns));
-        }
-        let writer = st.writer.clone();
-        drop(st);
-        for ev in events {
-            self.submit(writer.clone(), ev)?;
-        }
-        Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// An event numbered by its stream's sequencer (the usual way).
-    fn numbered(st: &mut State, p: Pending, capture_ns: i64) -> EncodedEvent {
-        let live = st.live == Some(true);
-        let sequencer = st.sequencers.entry(p.stream.clone()).or_insert_with(|| {
-            let mut s = Sequencer::new();
-            s.set_basis(if live { Basis::CaptureTime } else { Basis::Pts });
-            s
-        });
-        sequencer.set_framerate(p.framerate.numer(), p.framerate.denom());
-        let seq = sequencer.next(p.pts, capture_ns);
-        p.into_event(seq, capture_ns)
-    }
-
-    /// An event keyed by the camera's clock: its own timestamp, or the camera's mapping.
-    fn keyed(&self, st: &mut State, p: Pending, running_time_ns: u64) -> EncodedEvent {
-        let rt = gst::ClockTime::from_nseconds(running_time_ns);
-        let obj = self.obj();
-        let capture = &mut st.capture;
-        let keys = st.camera_keys.get(&p.stream).expect("keys of the stream");
-        let (seq, capture_ns) = keys
-            .key(p.camera_ns, p.rtp, || {
-                capture
-                    .from_reference(rt)
-                    .unwrap_or_else(|| capture.wall_at(obj.upcast_ref(), rt))
-            })
-            .expect("keyed once the period is known");
-        p.into_event(seq, capture_ns)
-    }
-
-    /// Held frames numbered the usual way (no camera clock in time, or EOS).
-    fn usual(&self, st: &mut State, held: Vec<Held<Pending>>, why: &str) -> Vec<EncodedEvent> {
-        if !held.is_empty() {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "{why}: {} held frames numbered from this machine's clock (another reader of the camera may store them again)",
-                held.len()
-            );
-        }
-        held.into_iter()
-            .map(|h| {
-                let rt = gst::ClockTime::from_nseconds(h.running_time_ns);
-                let capture_ns = h
-                    .payload
-                    .camera_ns
-                    .unwrap_or_else(|| st.capture.wall_at(self.obj().upcast_ref(), rt));
-                Self::numbered(st, h.payload, capture_ns)
-            })
-            .collect()
-    }
-
-    /// Stores the frames still held (at EOS).
-    fn release_held(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut st = self.state.lock().unwrap();
-        let held: Vec<Held<Pending>> = st
-            .camera_keys
-            .values_mut()
-            .flat_map(|k| k.drain())
-            .collect();
-        if held.is_empty() {
-            return Ok(gst::FlowSuccess::Ok);
-        }
-        let events = self.usual(
-            &mut st,
-            held,
-            "end of stream before the camera clock was known",
+            },
         );
         let writer = st.writer.clone();
         drop(st);
+        let events = self.note_local(keyed, "they waited capture-time-wait for it in vain");
+        self.submit_all(writer, events)
+    }
+
+    /// Every stream's waiting frames, keyed now (placed on the camera's clock if it can be,
+    /// else with local keys), and the writer.
+    fn flush_waiting(&self, why: &str) -> (Vec<EncodedEvent>, Option<Arc<Writer>>) {
+        let mut st = self.state.lock().unwrap();
+        let keyed: Vec<Keyed<Pending>> = st.keys.values_mut().flat_map(StreamKeys::flush).collect();
+        let writer = st.writer.clone();
+        drop(st);
+        (self.note_local(keyed, why), writer)
+    }
+
+    /// Stores the frames that wait for the camera's clock now (EOS, a new stream, a flush).
+    fn submit_waiting(&self, why: &str) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (events, writer) = self.flush_waiting(why);
+        self.submit_all(writer, events)
+    }
+
+    /// The events of `keyed`; counts and warns (once) about frames keyed locally.
+    fn note_local(&self, keyed: Vec<Keyed<Pending>>, why: &str) -> Vec<EncodedEvent> {
+        let local = keyed
+            .iter()
+            .filter(|k| k.basis == event::KeyBasis::Local)
+            .count() as u64;
+        if local > 0 {
+            *self.local_keyed.lock().unwrap() += local;
+            let first = !std::mem::replace(&mut self.state.lock().unwrap().warned_local, true);
+            let stream = keyed[0].payload.stream.clone();
+            if first {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{local} frames of stream '{stream}' could not be placed on the camera's clock ({why}: no RTCP sender report, and no stored frame of the same RTP stream): stored under local keys (key_basis local, seq from 2^62 on), which no other reader of the camera shares. Later ones are counted in stats local-keyed")
+                );
+            } else {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "{local} more frames of '{stream}' keyed locally ({why})"
+                );
+            }
+        }
+        keyed.into_iter().map(Pending::into_event).collect()
+    }
+
+    fn submit_all(
+        &self,
+        writer: Option<Arc<Writer>>,
+        events: Vec<EncodedEvent>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         for ev in events {
             self.submit(writer.clone(), ev)?;
         }

@@ -4,8 +4,8 @@
 //! a local SQLite outbox).
 //!
 //! One event per frame (see [`crate::eventlog::event::FrameEvent`]), keyed by `(stream, seq)`:
-//! `stream` is the stream-id of STREAM-START, `seq` the frame's index (see [`sequence`]), so
-//! replaying the same input stores nothing twice. Everything is durable (and acknowledged) before
+//! `stream` is the stream-id of STREAM-START, `seq` the frame's key (see [`keys`]), so
+//! replaying the same input, or reading the same camera twice, stores nothing twice. Everything is durable (and acknowledged) before
 //! EOS is passed on.
 //!
 //! ```text
@@ -16,10 +16,9 @@
 use gst::glib;
 use gst::prelude::*;
 
-pub mod camera_keys;
 mod forwarder;
 mod imp;
-pub mod sequence;
+pub mod keys;
 mod settings;
 mod writer;
 

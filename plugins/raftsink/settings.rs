@@ -113,7 +113,9 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .blurb(
                 "How long (ns) EOS waits for everything to be durable (and, with NATS, \
                  acknowledged); after it a warning is posted and EOS goes on \
-                 (unacknowledged events stay in the outbox). Default: 30000000000 (30 s)",
+                 (unacknowledged events stay in the outbox). Also how long a stop keeps \
+                 trying a commit that fails for now (the log locked, the disk full), and how \
+                 long videoai-worker lets a stopping camera drain. Default: 30000000000 (30 s)",
             )
             .maximum(86_400_000_000_000)
             .default_value(DEFAULT_EOS_TIMEOUT_NS)
@@ -124,15 +126,17 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .blurb(
                 "Live input, in nanoseconds: key frames by the camera's own clock, so that \
                  every machine reading the camera gives each frame the same seq (a \
-                 videoai-worker handover stores each frame once). The clock comes as \
-                 timestamp/x-ntp reference metas (an RTSP camera's RTCP sender reports, \
-                 resilientsrc and rtspsrc add-reference-timestamp-meta=true); a stream's first \
-                 frames are held, in memory, until eight have brought one (up to 7.5 s after \
-                 joining a running gst-rtsp-server stream), for at most this long; then seq = \
-                 capture time in frame periods. Frames without one are placed on the camera's \
-                 frame grid by their RTP time (timestamp/x-videoai-rtp, from resilientsrc), \
-                 else by their running time. With no clock in time, frames are numbered as \
-                 without this. 0: off. Default: 0",
+                 videoai-worker handover, two readers at once, store each frame once). Keys go \
+                 on from the last frame the log holds for the stream (another reader's \
+                 included, with NATS the one in JetStream), counted in frame periods by RTP \
+                 time (timestamp/x-videoai-rtp metas, which resilientsrc stamps) when the SSRC \
+                 is the same, else by capture time (timestamp/x-ntp, from the camera's RTCP \
+                 sender reports): a taker keys its first frame at once. Frames the camera's \
+                 clock cannot place yet wait, in memory, at most this long; then, and at EOS, \
+                 a new stream, a flush or a stop, they are stored under local keys (key_basis \
+                 local, seq from 2^62: never another reader's key), counted in stats \
+                 local-keyed. 0: off (live frames keyed by capture time on this machine). \
+                 Default: 0",
             )
             .maximum(60_000_000_000)
             .default_value(0)
@@ -162,15 +166,19 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
             .blurb(
-                "Read-only 'raftsink-stats' structure: written (events stored), \
-                 duplicates (already in the log), commits, queued, held (frames waiting \
-                 for the camera's clock, capture-time-wait), camera-clock (off, waiting, \
-                 known, none: given up or not live), skipped-empty, \
-                 invalid-detections (left out: a non-finite confidence), \
-                 commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
-                 forwarded, already-in-nats, pending (this element's events in the \
-                 outbox not yet acknowledged), dead-letters (parked: refused by NATS for \
-                 good), retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
+                "Read-only 'raftsink-stats' structure: stream (the stream id events go \
+                 under; empty for framesync batches), written (events stored), duplicates \
+                 (the same frame already in the log), collisions (the key held another \
+                 frame: kept in the log's collisions table), commits, queued, store-retries \
+                 (commits tried again: the log locked by another process, the disk full), \
+                 waiting-frames (frames waiting for the camera's clock, capture-time-wait), \
+                 local-keyed (frames stored under local keys), camera-clock (off, waiting, \
+                 known, local), skipped-empty, invalid-detections (left out: a non-finite \
+                 confidence), commit-latency-p50-ms and -p99-ms (arrival to durable); NATS: \
+                 forwarded, already-in-nats, nats-collisions (the key in NATS held another \
+                 frame: kept in the outbox), pending (this element's events in the outbox \
+                 not yet acknowledged), dead-letters (parked: refused by NATS for good), \
+                 retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
             )
             .read_only()
             .build(),

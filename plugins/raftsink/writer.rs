@@ -12,7 +12,15 @@
 //! open: a log deleted (or replaced) while being written is reopened at its path, and the
 //! `on_replaced` callback says so; nothing is written into a deleted file.
 //!
-//! Lock order: only `Shared::state`; the callback runs without it.
+//! **A commit that fails for now** (another process holding the log's lock past SQLite's busy
+//! timeout, the disk full for a moment) is tried again with backoff, the events staying at the
+//! head of the queue, as long as the writer runs: the queue fills and `submit` blocks
+//! (backpressure), nothing is dropped. `on_retrying` reports it (once per stretch). A
+//! permanent error (read-only, not a database, a failing disk) stops the writer with an error
+//! that says how many handed-over events were not stored. At `stop` transient failures are
+//! retried for at most `stop_wait`.
+//!
+//! Lock order: only `Shared::state`; the callbacks run without it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,7 +28,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::eventlog::store::{EncodedEvent, EventStore, StoreError};
+use crate::util::backoff::{self, Backoff};
 use crate::util::histogram::Histogram;
+
+/// Delays between tries of a commit that failed for now: 50 ms doubling to 2 s, ±20 %.
+const RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+    multiplier: 2.0,
+    jitter: 0.2,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -28,6 +45,8 @@ pub struct Config {
     pub commit_max_events: usize,
     /// Events that may wait before `submit` blocks.
     pub capacity: usize,
+    /// At `stop`: how long a commit that fails for now is still tried.
+    pub stop_wait: Duration,
 }
 
 /// What one commit made durable.
@@ -35,6 +54,8 @@ pub struct Config {
 pub struct Commit {
     pub events: usize,
     pub inserted: usize,
+    /// (stream, seq) of events whose key held another frame (kept aside).
+    pub collisions: Vec<(String, i64)>,
     /// Highest seq made durable per stream in this commit.
     pub streams: Vec<(String, i64)>,
 }
@@ -44,13 +65,29 @@ pub struct Commit {
 pub enum WriteError {
     /// `set_flushing(true)` interrupted it (flush, state change).
     Flushing,
-    Failed(StoreError),
+    /// The writer stopped on a permanent error; `lost` events handed over were not stored.
+    Failed { error: StoreError, lost: u64 },
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Flushing => write!(f, "flushing"),
+            WriteError::Failed { error, lost } => write!(
+                f,
+                "{error}; {lost} events handed over to the writer were not stored"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub written: u64,
     pub duplicates: u64,
+    pub collisions: u64,
+    /// Commits tried again after failing for now (busy, locked, disk full).
+    pub retries: u64,
     pub commits: u64,
     pub queued: u64,
     /// From hand-over to durable, per commit (its oldest event).
@@ -66,7 +103,7 @@ struct State {
     commit_now: bool,
     flushing: bool,
     shutdown: bool,
-    error: Option<StoreError>,
+    error: Option<(StoreError, u64)>,
     stats: Stats,
 }
 
@@ -91,6 +128,9 @@ pub struct Callbacks {
     /// The log was deleted or replaced under the writer; it goes on in a new log at the same
     /// path (the argument says what happened).
     pub on_replaced: Box<dyn Fn(&str) + Send>,
+    /// A commit failed for now and is tried again (said once per stretch of failures; the
+    /// argument says why and how many events wait).
+    pub on_retrying: Box<dyn Fn(&str) + Send>,
 }
 
 impl Writer {
@@ -115,6 +155,9 @@ impl Writer {
 
     fn run(shared: &Shared, store: &mut EventStore, config: Config, callbacks: Callbacks) {
         let mut st = shared.state.lock().unwrap();
+        // Commits failed for now in a row; when stopping, how long they are still tried.
+        let mut failures = 0u32;
+        let mut stop_deadline: Option<Instant> = None;
         loop {
             while st.queue.is_empty() && !st.shutdown {
                 st = shared.work.wait(st).unwrap();
@@ -139,50 +182,92 @@ impl Writer {
                     .0;
             }
             let n = st.queue.len().min(config.commit_max_events.max(1));
-            let (events, arrived): (Vec<EncodedEvent>, Vec<Instant>) = st.queue.drain(..n).unzip();
-            if st.queue.is_empty() {
-                st.commit_now = false;
-            }
-            shared.progress.notify_all();
+            // Taken from the queue only once committed: a failure leaves them at its head.
+            let events: Vec<EncodedEvent> = st.queue.iter().take(n).map(|e| e.0.clone()).collect();
+            let oldest = st.queue.front().map(|e| e.1);
             drop(st);
 
             let res =
                 Self::still_there(store, &callbacks).and_then(|()| store.insert_batch(&events));
-            let mut streams: Vec<(String, i64)> = Vec::new();
-            for e in &events {
-                match streams.iter_mut().find(|s| s.0 == e.stream) {
-                    Some(s) => s.1 = s.1.max(e.seq),
-                    None => streams.push((e.stream.clone(), e.seq)),
-                }
-            }
-
             st = shared.state.lock().unwrap();
             match res {
-                Ok(inserted) => {
+                Ok(done) => {
                     gst::trace!(
                         super::CAT,
-                        "committed {n} events ({inserted} new, {} already stored)",
-                        n - inserted
+                        "committed {n} events ({} new, {} already stored, {} collisions)",
+                        done.new,
+                        done.duplicates,
+                        done.collisions.len()
                     );
+                    if failures > 0 {
+                        gst::info!(super::CAT, "commit succeeded after {failures} failed tries");
+                    }
+                    failures = 0;
+                    st.queue.drain(..n);
+                    if st.queue.is_empty() {
+                        st.commit_now = false;
+                    }
                     st.durable += n as u64;
-                    st.stats.written += inserted as u64;
-                    st.stats.duplicates += (n - inserted) as u64;
+                    st.stats.written += done.new as u64;
+                    st.stats.duplicates += done.duplicates as u64;
+                    st.stats.collisions += done.collisions.len() as u64;
                     st.stats.commits += 1;
-                    if let Some(oldest) = arrived.first() {
+                    if let Some(oldest) = oldest {
                         st.stats.commit_latency.record(oldest.elapsed());
                     }
                     shared.progress.notify_all();
                     drop(st);
+                    let mut streams: Vec<(String, i64)> = Vec::new();
+                    for e in &events {
+                        match streams.iter_mut().find(|s| s.0 == e.stream) {
+                            Some(s) => s.1 = s.1.max(e.seq),
+                            None => streams.push((e.stream.clone(), e.seq)),
+                        }
+                    }
                     (callbacks.on_commit)(&Commit {
                         events: n,
-                        inserted,
+                        inserted: done.new,
+                        collisions: done.collisions,
                         streams,
                     });
                     st = shared.state.lock().unwrap();
                 }
+                Err(e)
+                    if e.transient
+                        && !(st.shutdown && stop_deadline.is_some_and(|d| Instant::now() >= d)) =>
+                {
+                    failures += 1;
+                    st.stats.retries += 1;
+                    if st.shutdown && stop_deadline.is_none() {
+                        stop_deadline = Some(Instant::now() + config.stop_wait);
+                    }
+                    let waiting = st.queue.len();
+                    let delay = RETRY.delay(failures, backoff::random_unit());
+                    gst::debug!(
+                        super::CAT,
+                        "commit of {n} events failed for now ({e}); try {failures}, again in {delay:?}"
+                    );
+                    if failures == 1 {
+                        drop(st);
+                        (callbacks.on_retrying)(&format!(
+                            "{e}; the commit is tried again with backoff, {waiting} events wait (none is dropped)"
+                        ));
+                        st = shared.state.lock().unwrap();
+                    }
+                    // Woken early only to stop.
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !(st.shutdown && stop_deadline.is_none()) {
+                        let left = until.saturating_duration_since(Instant::now());
+                        st = shared.work.wait_timeout(st, left).unwrap().0;
+                    }
+                }
                 Err(e) => {
-                    gst::error!(super::CAT, "commit of {n} events failed: {e}; writer stops");
-                    st.error = Some(e);
+                    let lost = st.queue.len() as u64;
+                    gst::error!(
+                        super::CAT,
+                        "commit of {n} events failed: {e}; writer stops, {lost} events not stored"
+                    );
+                    st.error = Some((e, lost));
                     st.queue.clear();
                     shared.progress.notify_all();
                     return;
@@ -209,8 +294,11 @@ impl Writer {
     pub fn submit(&self, ev: EncodedEvent) -> Result<(), WriteError> {
         let mut st = self.shared.state.lock().unwrap();
         loop {
-            if let Some(e) = &st.error {
-                return Err(WriteError::Failed(e.clone()));
+            if let Some((error, lost)) = &st.error {
+                return Err(WriteError::Failed {
+                    error: error.clone(),
+                    lost: *lost,
+                });
             }
             if st.flushing {
                 return Err(WriteError::Flushing);
@@ -231,6 +319,19 @@ impl Writer {
         Ok(())
     }
 
+    /// Hands one event over while the element stops: past `set_flushing` and the capacity (the
+    /// last frames of a stop are few and must not be lost). Dropped only when the writer
+    /// already stopped on an error.
+    pub fn submit_at_stop(&self, ev: EncodedEvent) {
+        let mut st = self.shared.state.lock().unwrap();
+        if st.error.is_some() {
+            return;
+        }
+        st.queue.push_back((ev, Instant::now()));
+        st.submitted += 1;
+        self.shared.work.notify_one();
+    }
+
     /// Waits until everything submitted so far is committed, at most `timeout`. Returns false
     /// on timeout.
     pub fn wait_durable(&self, timeout: Duration) -> Result<bool, WriteError> {
@@ -243,8 +344,11 @@ impl Writer {
             self.shared.work.notify_one();
         }
         loop {
-            if let Some(e) = &st.error {
-                return Err(WriteError::Failed(e.clone()));
+            if let Some((error, lost)) = &st.error {
+                return Err(WriteError::Failed {
+                    error: error.clone(),
+                    lost: *lost,
+                });
             }
             if st.durable >= target {
                 return Ok(true);
@@ -274,12 +378,13 @@ impl Writer {
         s
     }
 
-    /// Commits what waits and ends the thread.
-    pub fn stop(mut self) -> Result<(), StoreError> {
+    /// Commits what waits (a commit failing for now is tried for at most `stop_wait`) and ends
+    /// the thread.
+    pub fn stop(mut self) -> Result<(), WriteError> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<(), StoreError> {
+    fn shutdown(&mut self) -> Result<(), WriteError> {
         {
             let mut st = self.shared.state.lock().unwrap();
             st.shutdown = true;
@@ -288,8 +393,12 @@ impl Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        match self.shared.state.lock().unwrap().error.clone() {
-            Some(e) => Err(e),
+        let st = self.shared.state.lock().unwrap();
+        match &st.error {
+            Some((error, lost)) => Err(WriteError::Failed {
+                error: error.clone(),
+                lost: *lost,
+            }),
             None => Ok(()),
         }
     }
@@ -313,6 +422,9 @@ mod tests {
             capture_ns: seq,
             model: String::new(),
             detections: "[]".into(),
+            key_basis: None,
+            clock: None,
+            same_frame_ns: 0,
         }
     }
 
@@ -328,10 +440,12 @@ mod tests {
                 commit_interval: Duration::from_secs(20),
                 commit_max_events: 1000,
                 capacity: 100,
+                stop_wait: Duration::from_secs(1),
             },
             Callbacks {
                 on_commit: Box::new(|_| {}),
                 on_replaced: Box::new(|_| {}),
+                on_retrying: Box::new(|_| {}),
             },
         );
         writer.submit(event(1)).unwrap();

@@ -114,7 +114,8 @@ struct Spec {
     entries: &'static [Entries],
     states: &'static [StateSet],
     infos: &'static [Info],
-    /// The element property naming its stream (the `stream` label), if it has one.
+    /// The element property naming its stream (the `stream` label), if it has one; when it is
+    /// unset, the `stream` field of its stats.
     stream_property: Option<&'static str>,
 }
 
@@ -519,9 +520,16 @@ pub fn gather(watched: &Watched) -> Vec<MetricFamily> {
         let stats = element.property::<gst::Structure>("stats");
         let pipeline = pipeline_of(&element);
         let name = element.name();
+        // The stream the element names in its property, else the one its stats say it works on
+        // (raftsink without stream-id: the STREAM_START id its events go under).
         let spec_stream = spec
             .stream_property
             .and_then(|p| element.property::<Option<String>>(p))
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                spec.stream_property
+                    .and_then(|_| stats.get::<String>("stream").ok())
+            })
             .unwrap_or_default();
         let mut labels = vec![("pipeline", pipeline.as_str()), ("element", name.as_str())];
         if !spec_stream.is_empty() {

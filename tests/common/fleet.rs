@@ -31,18 +31,15 @@ impl Worker {
         let wd = dir.join(name);
         std::fs::create_dir_all(&wd).unwrap();
         let log = wd.join("worker.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_videoai-worker"))
-            .current_dir(&wd)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_videoai-worker"));
+        cmd.current_dir(&wd)
             .args(["--nats", nats, "--pipeline"])
             .arg(pipeline)
-            .args([
-                "--capacity",
-                &capacity.to_string(),
-                "--name",
-                name,
-                "--lease-ttl",
-                "3s",
-            ])
+            .args(["--capacity", &capacity.to_string(), "--name", name]);
+        if !extra.contains(&"--lease-ttl") {
+            cmd.args(["--lease-ttl", "3s"]);
+        }
+        let child = cmd
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -65,8 +62,13 @@ impl Worker {
     /// SIGTERM, then waits (bounded) for the exit.
     pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(60));
+    }
+
+    /// Waits (at most `within`) for the process to exit; kills it and fails after that.
+    pub fn wait_exit(&mut self, within: Duration) {
         if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + within;
             while Instant::now() < deadline {
                 if c.try_wait().unwrap().is_some() {
                     return;
@@ -75,7 +77,7 @@ impl Worker {
             }
             let _ = c.kill();
             let _ = c.wait();
-            panic!("{} did not stop within 30 s of SIGTERM", self.name);
+            panic!("{} did not stop within {within:?} of SIGTERM", self.name);
         }
     }
 
@@ -84,6 +86,18 @@ impl Worker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The worker's working directory (its outbox is there).
+    pub fn dir(&self) -> PathBuf {
+        self.log.parent().expect("in its directory").to_path_buf()
     }
 
     /// The process id, while it runs.
@@ -217,4 +231,84 @@ pub fn cheap_pipeline(dir: &Path) -> PathBuf {
     )
     .unwrap();
     p
+}
+
+/// One camera's stored frames, sorted by capture time: (capture time, seq). What exactly-once
+/// is checked on, whatever the keys.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub frames: Vec<(i64, i64)>,
+    pub period_ns: i64,
+}
+
+/// Keys at or above this are local keys (raftsink's `LOCAL_KEY_BASE`).
+const LOCAL: i64 = 1 << 62;
+
+impl Timeline {
+    pub fn new(mut frames: Vec<(i64, i64)>, period_ns: i64) -> Timeline {
+        frames.sort();
+        Timeline { frames, period_ns }
+    }
+
+    /// Pairs of events closer than half a frame period: one frame stored twice.
+    pub fn stored_twice(&self) -> Vec<((i64, i64), (i64, i64))> {
+        self.frames
+            .windows(2)
+            .filter(|w| w[1].0 - w[0].0 < self.period_ns / 2)
+            .map(|w| (w[0], w[1]))
+            .collect()
+    }
+
+    /// Frames whose key is not on the camera's frame grid: a local key, or a key that is not
+    /// the previous frame's plus the frame periods between their capture times.
+    pub fn off_grid(&self) -> Vec<(i64, i64)> {
+        let mut out: Vec<(i64, i64)> = self
+            .frames
+            .iter()
+            .filter(|f| f.1 >= LOCAL)
+            .copied()
+            .collect();
+        let camera: Vec<&(i64, i64)> = self.frames.iter().filter(|f| f.1 < LOCAL).collect();
+        for w in camera.windows(2) {
+            let periods = ((w[1].0 - w[0].0) as f64 / self.period_ns as f64).round() as i64;
+            if w[1].1 - w[0].1 != periods {
+                out.push(*w[1]);
+            }
+        }
+        out
+    }
+
+    /// Frames missing among those captured in `[from_ns, to_ns]`: gaps between consecutive
+    /// stored keys (camera keys only).
+    pub fn missing(&self, from_ns: i64, to_ns: i64) -> i64 {
+        let keys: Vec<i64> = self
+            .frames
+            .iter()
+            .filter(|f| f.1 < LOCAL && f.0 >= from_ns && f.0 <= to_ns)
+            .map(|f| f.1)
+            .collect();
+        keys.windows(2).map(|w| (w[1] - w[0] - 1).max(0)).sum()
+    }
+
+    /// The biggest gap between consecutive frames (ns) in `[from_ns, to_ns]`, and where it starts.
+    pub fn biggest_gap(&self, from_ns: i64, to_ns: i64) -> (i64, i64) {
+        let f: Vec<i64> = self
+            .frames
+            .iter()
+            .filter(|f| f.0 >= from_ns && f.0 <= to_ns)
+            .map(|f| f.0)
+            .collect();
+        f.windows(2)
+            .map(|w| (w[1] - w[0], w[0]))
+            .max()
+            .unwrap_or((0, 0))
+    }
+}
+
+/// Wall-clock time now, ns since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }

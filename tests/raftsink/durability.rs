@@ -288,7 +288,7 @@ fn version_1_logs_are_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3, "migrated to the current schema");
+    assert_eq!(version, 4, "migrated to the current schema");
 }
 
 #[test]
@@ -327,7 +327,11 @@ fn everything_onnxinfer_attached_is_stored() {
         .collect();
     assert_eq!(events.len(), 4, "cam-b's empty frames were skipped");
     for (i, e) in events.iter().enumerate() {
-        assert_eq!((e.stream.as_str(), e.seq, e.schema), ("cam-a", i as i64, 2));
+        assert_eq!((e.stream.as_str(), e.seq, e.schema), ("cam-a", i as i64, 3));
+        assert_eq!(
+            e.key_basis,
+            Some(gstvideoai::eventlog::event::KeyBasis::Position)
+        );
         let d = &e.detections[0];
         assert_eq!(d.fresh, i % 2 == 0, "frame {i}");
         let c = d.classification.as_ref().expect("classified");
@@ -627,6 +631,8 @@ fn push_three(db: &Path) {
                     (1, 2, 3, 4),
                 )],
                 schema: 2,
+                key_basis: None,
+                clock: None,
             })
         })
         .collect();
@@ -721,6 +727,9 @@ fn big_logs_are_read_in_constant_memory() {
                     detections:
                         r#"[{"label":"car","class_id":2,"confidence":0.9,"x":1,"y":2,"w":3,"h":4}]"#
                             .into(),
+                    key_basis: None,
+                    clock: None,
+                    same_frame_ns: 0,
                 })
                 .collect();
             store.insert_batch(&events).unwrap();

@@ -6,6 +6,7 @@
 mod common;
 
 mod durability;
+mod keys;
 mod log;
 mod nats;
 

@@ -520,3 +520,156 @@ fn nats_locations_without_host_or_port_are_refused_at_start() {
         assert!(stray.is_empty(), "{location}: files left: {stray:?}");
     }
 }
+
+/// A raftsink harness writing file frames (position keys, 25 fps) of stream `cam` to NATS at
+/// `url` through the outbox `outbox`.
+fn file_writer(url: &str, outbox: &std::path::Path) -> gst_check::Harness {
+    let sink = gst::ElementFactory::make("raftsink")
+        .property("location", url)
+        .property("outbox-location", outbox.display().to_string())
+        .property("stream-id", "cam")
+        .property("async", false)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&sink, Some("sink"), None);
+    h.set_live(false);
+    assert!(h.push_event(gst::event::StreamStart::new("file")));
+    assert!(
+        h.push_event(gst::event::Caps::new(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .field("width", 4)
+                .field("height", 4)
+                .field("framerate", gst::Fraction::new(25, 1))
+                .build()
+        ))
+    );
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    h
+}
+
+fn push_file_frames(h: &mut gst_check::Harness, frames: std::ops::Range<u64>) {
+    for i in frames {
+        let mut b = gst::Buffer::with_size(16).unwrap();
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(40 * i));
+        h.push(b).unwrap();
+    }
+}
+
+fn wait_forwarded(h: &gst_check::Harness, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = h.element().unwrap().property::<gst::Structure>("stats");
+        let done = s.get::<u64>("forwarded").unwrap() + s.get::<u64>("already-in-nats").unwrap();
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not forwarded: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nats_refuses_a_key_republished_after_the_duplicate_window() {
+    // Writer B stores frames 0-4 and keeps running; writer A (another outbox, another process
+    // in real life) stores 0-9. Two seconds later, past the stream's 1 s duplicate window, B
+    // goes on with frames 5-9: NATS must not take them a second time.
+    common::init();
+    let nats = NatsCluster::start(1);
+    let dir = common::TempDir::new("nats-window");
+    let urls = nats::parse_location(&nats.url()).unwrap().unwrap();
+    nats::block_on(async {
+        let client = nats::connect(&urls, "test", Duration::from_secs(5), false)
+            .await
+            .unwrap();
+        async_nats::jetstream::new(client)
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "VIDEOAI_EVENTS".into(),
+                subjects: vec![format!("{}.>", nats::SUBJECT_PREFIX)],
+                duplicate_window: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let mut b = file_writer(&nats.url(), &dir.join("outbox-b.db"));
+    push_file_frames(&mut b, 0..5);
+    wait_forwarded(&b, 5);
+    let mut a = file_writer(&nats.url(), &dir.join("outbox-a.db"));
+    push_file_frames(&mut a, 0..10);
+    assert!(a.push_event(gst::event::Eos::new()));
+    drop(a);
+    std::thread::sleep(Duration::from_secs(2));
+    push_file_frames(&mut b, 5..10);
+    assert!(b.push_event(gst::event::Eos::new()));
+    let stats = b.element().unwrap().property::<gst::Structure>("stats");
+    let seqs: Vec<i64> = nats
+        .read_all("VIDEOAI_EVENTS")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "{stats}");
+    assert_eq!(
+        (
+            stats.get::<u64>("forwarded").unwrap(),
+            stats.get::<u64>("already-in-nats").unwrap()
+        ),
+        (5, 5),
+        "{stats}"
+    );
+}
+
+#[test]
+fn pipelines_sharing_an_outbox_publish_each_event_once() {
+    // Four pipelines of one process, one outbox: each event is published by one forwarder (the
+    // one whose element wrote it), not by all four.
+    common::init();
+    let nats = NatsCluster::start(1);
+    let dir = common::TempDir::new("nats-shared-outbox");
+    let outbox = dir.join("outbox.db");
+    let frames = 100u32;
+    let pipelines: Vec<gst::Pipeline> = (0..4)
+        .map(|i| {
+            common::parse(&format!(
+                "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=16,height=16,framerate=50/1 \
+                 ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam-{i} eos-timeout=60000000000",
+                nats.url(),
+                outbox.display()
+            ))
+        })
+        .collect();
+    for p in &pipelines {
+        p.set_state(gst::State::Playing).unwrap();
+    }
+    let mut published = 0;
+    for p in &pipelines {
+        let msg = p
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(60),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("EOS");
+        assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+        let s = p
+            .by_name("sink")
+            .unwrap()
+            .property::<gst::Structure>("stats");
+        published += s.get::<u64>("forwarded").unwrap() + s.get::<u64>("already-in-nats").unwrap();
+        p.set_state(gst::State::Null).unwrap();
+    }
+    let total = 4 * frames as u64;
+    eprintln!("{total} events, {published} publishes by the four forwarders");
+    assert_eq!(nats.read_all("VIDEOAI_EVENTS").len() as u64, total);
+    assert!(
+        published <= total + total / 10,
+        "{published} publishes for {total} events"
+    );
+}

@@ -391,3 +391,43 @@ fn an_address_that_is_none_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn raftsink_series_carry_the_stream_its_events_go_under_without_stream_id() {
+    // No stream-id property: events go under the STREAM_START id, and so do the series.
+    let (_tracer, addr) = tracer_serving();
+    let dir = common::TempDir::new("prom-raftsink-stream");
+    let db = dir.join("events.db");
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=32,height=24,framerate=30/1 \
+         ! raftsink name=log location=\"{}\"",
+        db.display()
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stored = loop {
+        let stored = gstvideoai::eventlog::store::EventStore::open_for_reading(&db)
+            .ok()
+            .and_then(|s| s.events(None).ok())
+            .unwrap_or_default();
+        if !stored.is_empty() {
+            break stored;
+        }
+        assert!(Instant::now() < deadline, "nothing written");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stream = stored[0].stream.clone();
+    let text = prom::scrape(&addr);
+    let s = prom::samples(&text);
+    p.set_state(gst::State::Null).unwrap();
+    assert!(stored.iter().all(|e| e.stream == stream), "{stream}");
+    assert!(
+        prom::value(
+            &s,
+            "videoai_raftsink_events_written_total",
+            &[("element", "log"), ("stream", stream.as_str())]
+        )
+        .is_some_and(|v| v > 0.0),
+        "no raftsink series with stream=\"{stream}\" in\n{text}"
+    );
+}

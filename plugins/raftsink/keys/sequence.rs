@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Frame sequence numbers: the `seq` of `(stream, seq)`, the key that makes writes idempotent.
+//! Position and capture-time keys ([`super::Policy::Position`], [`super::Policy::CaptureTime`]).
 //!
 //! The number comes from where the frame is, never from how many frames came before it, so a
 //! seek, a replay or a restart gives the same frame the same number:
@@ -71,11 +71,11 @@ impl Sequencer {
     }
 
     /// The sequence number of a frame with this PTS and capture time (ns since the epoch).
-    pub fn next(&mut self, pts: Option<gst::ClockTime>, capture_ns: i64) -> i64 {
+    pub fn next(&mut self, pts_ns: Option<u64>, capture_ns: i64) -> i64 {
         let micros = |ns: u128| (ns / 1000) as i64;
         let derived = match (self.basis, self.fps) {
-            (Basis::Pts, Some(fps)) => pts.map(|p| frames_at(p.nseconds() as u128, fps)),
-            (Basis::Pts, None) => pts.map(|p| micros(p.nseconds() as u128)),
+            (Basis::Pts, Some(fps)) => pts_ns.map(|p| frames_at(p as u128, fps)),
+            (Basis::Pts, None) => pts_ns.map(|p| micros(p as u128)),
             (Basis::CaptureTime, Some(fps)) if capture_ns > 0 => {
                 Some(frames_at(capture_ns as u128, fps))
             }
@@ -97,8 +97,8 @@ impl Sequencer {
 mod tests {
     use super::*;
 
-    fn frame(i: u64) -> Option<gst::ClockTime> {
-        Some(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30))
+    fn frame(i: u64) -> Option<u64> {
+        Some(i * 1_000_000_000 / 30)
     }
 
     #[test]
@@ -140,12 +140,8 @@ mod tests {
     fn collisions_and_missing_pts_move_forward() {
         let mut s = Sequencer::new();
         s.set_framerate(25, 1);
-        assert_eq!(s.next(Some(gst::ClockTime::from_mseconds(40)), 0), 1);
-        assert_eq!(
-            s.next(Some(gst::ClockTime::from_mseconds(41)), 0),
-            2,
-            "same slot: next free"
-        );
+        assert_eq!(s.next(Some(40_000_000), 0), 1);
+        assert_eq!(s.next(Some(41_000_000), 0), 2, "same slot: next free");
         assert_eq!(s.next(None, 0), 3);
         let mut c = Sequencer::new();
         assert_eq!(c.next(None, 0), 0);
@@ -157,7 +153,7 @@ mod tests {
         // A variable-rate file: the PTS in microseconds, the same after a seek back.
         let mut s = Sequencer::new();
         s.set_framerate(0, 1);
-        let at = |ms: u64| Some(gst::ClockTime::from_mseconds(ms));
+        let at = |ms: u64| Some(ms * 1_000_000);
         assert_eq!((s.next(at(0), 0), s.next(at(20), 0)), (0, 20_000));
         s.reset();
         assert_eq!(
@@ -180,7 +176,7 @@ mod tests {
         let mut s = Sequencer::new();
         s.set_framerate(30000, 1001);
         // Frame 1000 at 30000/1001 fps is at 33.3667 s.
-        let pts = gst::ClockTime::from_nseconds(1000 * 1001 * 1_000_000_000 / 30000);
+        let pts = 1000 * 1001 * 1_000_000_000 / 30000;
         assert_eq!(s.next(Some(pts), 0), 1000);
     }
 }

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One camera's pipeline, on a thread of its own: everything that can block on GStreamer
+//! (`parse::launch`, state changes and what they wait for, such as resilientsrc's HTTP probe,
+//! EOS, stats reads) happens here, never on the worker's lease tick.
+//!
+//! The thread builds the pipeline and plays it, watches its bus, and every
+//! [`SAMPLE_EVERY`] writes a [`Snapshot`] the tick reads without waiting: its state, the
+//! last error or warning, frames through the sinks, whether a `raftsink` still waits for the
+//! camera's clock, and how many events it stored. An error or an unexpected EOS ends the
+//! pipeline; it is built again after a backoff (`retrying` meanwhile). A stop
+//! ([`CameraRun::stop`]) ends it with EOS, once no `raftsink` waits for the camera's clock
+//! (at most its `capture-time-wait`), and waits for the EOS to reach the sinks, at most the
+//! longest `eos-timeout` of its `raftsink`s (so the events are durable, in NATS with a
+//! `nats://` location) plus a margin; or, without EOS, sets it to NULL at once.
+//!
+//! Lock order: only `Shared::snapshot`, held for copies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::registry::now_ms;
+
+/// How often the thread samples the pipeline.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// Beyond the `eos-timeout` of its raftsinks, how long a stop waits for EOS.
+const EOS_MARGIN: Duration = Duration::from_secs(5);
+/// raftsink's default `eos-timeout`, for pipelines that have no raftsink.
+const DEFAULT_EOS_WAIT: Duration = Duration::from_secs(30);
+
+/// Where a camera's pipeline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Starting,
+    Running,
+    /// Ended by an error (or the stream ended); built again after a backoff.
+    Retrying,
+    /// Being stopped (EOS on its way).
+    Stopping,
+    /// The thread is done.
+    Ended,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Retrying => "retrying",
+            Phase::Stopping => "stopping",
+            Phase::Ended => "ended",
+        }
+    }
+}
+
+/// What the tick knows of the camera's pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub phase: Phase,
+    /// The last error or warning.
+    pub detail: String,
+    /// Failures in a row (reset once frames flow again).
+    pub failures: u32,
+    /// A pipeline that could not be built at all: the pipeline file or the camera's
+    /// parameters are at fault.
+    pub unbuildable: Option<String>,
+    /// A raftsink waits for the camera's clock (frames held, or none came yet).
+    pub waits_for_clock: bool,
+    /// Events its raftsinks stored (in NATS, for a `nats://` location); without a raftsink,
+    /// frames through its sinks.
+    pub stored: u64,
+}
+
+/// Frames through the sinks (a pad probe counts them: atomics, no lock).
+#[derive(Debug, Default)]
+pub struct Frames {
+    pub count: AtomicU64,
+    pub last_ms: AtomicU64,
+}
+
+struct Shared {
+    snapshot: Mutex<Snapshot>,
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// EOS first (events durable), then NULL.
+    Drain,
+    /// NULL at once.
+    Now,
+}
+
+/// A camera's pipeline thread.
+pub struct CameraRun {
+    shared: Arc<Shared>,
+    stop: Sender<Stop>,
+    thread: Option<JoinHandle<()>>,
+    pub frames: Arc<Frames>,
+}
+
+impl CameraRun {
+    /// Starts the thread for camera `id`, whose pipeline is `description` (already filled).
+    pub fn start(id: &str, description: String) -> CameraRun {
+        let shared = Arc::new(Shared {
+            snapshot: Mutex::new(Snapshot::default()),
+        });
+        let frames = Arc::new(Frames::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s, f, name) = (shared.clone(), frames.clone(), id.to_string());
+        let thread = std::thread::Builder::new()
+            .name(format!("camera-{id}"))
+            .spawn(move || run(&name, &description, &s, &f, &rx))
+            .expect("a thread can be started");
+        CameraRun {
+            shared,
+            stop: tx,
+            thread: Some(thread),
+            frames,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot.lock().unwrap().clone()
+    }
+
+    /// Asks the thread to stop (it returns at once; [`Self::finished`] says when it is done).
+    pub fn stop(&self, how: Stop) {
+        let _ = self.stop.send(how);
+    }
+
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the thread to end.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn set(shared: &Shared, f: impl FnOnce(&mut Snapshot)) {
+    f(&mut shared.snapshot.lock().unwrap());
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
+fn run(id: &str, description: &str, shared: &Shared, frames: &Arc<Frames>, stop: &Receiver<Stop>) {
+    let mut failures = 0u32;
+    loop {
+        set(shared, |s| s.phase = Phase::Starting);
+        let pipeline = match build(id, description, frames) {
+            Ok(p) => p,
+            Err(why) => {
+                set(shared, |s| {
+                    s.unbuildable = Some(why.clone());
+                    s.detail = why;
+                    s.phase = Phase::Ended;
+                });
+                return;
+            }
+        };
+        let started = pipeline.set_state(gst::State::Playing).is_ok();
+        let mut how = None;
+        if started {
+            set(shared, |s| s.phase = Phase::Running);
+            how = watch(&pipeline, shared, frames, stop, &mut failures);
+        } else {
+            let why = first_error(&pipeline).unwrap_or_else(|| "cannot start".into());
+            failures += 1;
+            set(shared, |s| {
+                s.detail = format!("{id}: {why}");
+                s.phase = Phase::Retrying;
+                s.failures = failures;
+            });
+        }
+        match how {
+            Some(how) => {
+                set(shared, |s| s.phase = Phase::Stopping);
+                end(&pipeline, how);
+                set(shared, |s| s.phase = Phase::Ended);
+                return;
+            }
+            None => {
+                let _ = pipeline.set_state(gst::State::Null);
+                // Retry after a backoff, unless told to stop meanwhile.
+                match stop.recv_timeout(backoff(failures)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => {
+                        set(shared, |s| s.phase = Phase::Ended);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds the pipeline, its sinks counting frames.
+fn build(id: &str, description: &str, frames: &Arc<Frames>) -> Result<gst::Pipeline, String> {
+    let pipeline = gst::parse::launch(description)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+    pipeline.set_property("name", id);
+    for sink in pipeline.iterate_sinks().into_iter().flatten() {
+        let Some(pad) = sink.static_pad("sink") else {
+            continue;
+        };
+        let f = frames.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            f.count.fetch_add(1, Ordering::Relaxed);
+            f.last_ms.store(now_ms(), Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(pipeline)
+}
+
+/// Watches a playing pipeline until it fails (`None`: retry) or a stop comes (`Some`).
+fn watch(
+    pipeline: &gst::Pipeline,
+    shared: &Shared,
+    frames: &Frames,
+    stop: &Receiver<Stop>,
+    failures: &mut u32,
+) -> Option<Stop> {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let frames_at_start = frames.count.load(Ordering::Relaxed);
+    loop {
+        match stop.recv_timeout(SAMPLE_EVERY) {
+            Ok(how) => return Some(how),
+            Err(RecvTimeoutError::Disconnected) => return Some(Stop::Drain),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    *failures += 1;
+                    let (detail, n) = (e.error().to_string(), *failures);
+                    set(shared, |s| {
+                        s.detail = detail;
+                        s.phase = Phase::Retrying;
+                        s.failures = n;
+                    });
+                    return None;
+                }
+                gst::MessageView::Eos(_) => {
+                    *failures += 1;
+                    let n = *failures;
+                    set(shared, |s| {
+                        s.detail = "the stream ended".into();
+                        s.phase = Phase::Retrying;
+                        s.failures = n;
+                    });
+                    return None;
+                }
+                gst::MessageView::Warning(w) => {
+                    let detail = w.error().to_string();
+                    set(shared, |s| s.detail = detail);
+                }
+                _ => {}
+            }
+        }
+        // A camera that delivers frames is healthy again.
+        if *failures > 0 && frames.count.load(Ordering::Relaxed) > frames_at_start {
+            *failures = 0;
+        }
+        let (waits, stored) = match raftsinks(pipeline) {
+            (waits, Some(stored)) => (waits, stored),
+            (waits, None) => (waits, frames.count.load(Ordering::Relaxed)),
+        };
+        let n = *failures;
+        set(shared, |s| {
+            s.waits_for_clock = waits;
+            s.stored = stored;
+            s.failures = n;
+        });
+    }
+}
+
+/// The pipeline's raftsinks: whether one waits for the camera's clock (its `stats` field
+/// `camera-clock` is `waiting`: frames held, or none arrived yet, so any on their way would be),
+/// and the events they stored (acknowledged by NATS for a NATS location, else committed;
+/// `None` without a raftsink).
+fn raftsinks(p: &gst::Pipeline) -> (bool, Option<u64>) {
+    let (mut waits, mut stored) = (false, None);
+    for e in p.iterate_recurse().into_iter().flatten() {
+        if e.factory().is_none_or(|f| f.name() != "raftsink") {
+            continue;
+        }
+        let s = e.property::<gst::Structure>("stats");
+        waits |= s.get::<&str>("camera-clock").is_ok_and(|c| c == "waiting");
+        let location: Option<String> = e.property("location");
+        let get = |f: &str| s.get::<u64>(f).unwrap_or(0);
+        *stored.get_or_insert(0) +=
+            if location.is_some_and(|l| l.to_ascii_lowercase().starts_with("nats:")) {
+                get("forwarded") + get("already-in-nats")
+            } else {
+                get("written") + get("duplicates")
+            };
+    }
+    (waits, stored)
+}
+
+/// The longest `capture-time-wait` and `eos-timeout` of the pipeline's raftsinks.
+fn raftsink_waits(p: &gst::Pipeline) -> (Duration, Duration) {
+    let (mut clock, mut eos) = (Duration::ZERO, Duration::ZERO);
+    let mut any = false;
+    for e in p.iterate_recurse().into_iter().flatten() {
+        if e.factory().is_none_or(|f| f.name() != "raftsink") {
+            continue;
+        }
+        any = true;
+        clock = clock.max(Duration::from_nanos(e.property::<u64>("capture-time-wait")));
+        eos = eos.max(Duration::from_nanos(e.property::<u64>("eos-timeout")));
+    }
+    (clock, if any { eos } else { DEFAULT_EOS_WAIT })
+}
+
+/// Stops a pipeline: with [`Stop::Drain`], EOS once no raftsink waits for the camera's clock
+/// (at most its `capture-time-wait`), then waits for the EOS (at most the raftsinks'
+/// `eos-timeout` and a margin); then NULL.
+fn end(p: &gst::Pipeline, how: Stop) {
+    if let Stop::Drain = how {
+        let (clock_wait, eos_wait) = raftsink_waits(p);
+        let deadline = Instant::now() + clock_wait;
+        while raftsinks(p).0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if p.send_event(gst::event::Eos::new()) {
+            let _ = p.bus().expect("a bus").timed_pop_filtered(
+                gst::ClockTime::from_nseconds((eos_wait + EOS_MARGIN).as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+    }
+    let _ = p.set_state(gst::State::Null);
+}
+
+fn first_error(p: &gst::Pipeline) -> Option<String> {
+    let bus = p.bus()?;
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(format!("{}", e.error()));
+        }
+    }
+    None
+}
