@@ -5,7 +5,7 @@
 # Other targets: deps (set-up only), build, install/uninstall (per user, or PREFIX=… DESTDIR=…),
 # deb (a Debian package), install-check,
 # demo-text (the text detector demo), sample, objects-clip, picture, verify-coco-model,
-# bench (all benchmarks; bench-<element> for one), clean.
+# bench (all benchmarks; bench-<element> for one), chaos (the chaos run, CHAOS_MINUTES), clean.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
@@ -23,7 +23,7 @@ DEMO_STREAM ?= objects-demo
 PREFIX ?=
 DESTDIR ?=
 
-.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-fleet clean
+.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-fleet chaos clean
 
 all: build
 
@@ -117,6 +117,12 @@ bench-videoaitrace: deps
 
 bench-fleet: deps
 	$(CARGO) bench --bench fleet
+
+# Exactly once under faults: CHAOS_MINUTES (10) of worker, NATS and camera faults on 3 NATS nodes,
+# 3 workers and 6 RTSP cameras; per camera: stored twice, off the grid, missing (tests/common/chaos.rs).
+CHAOS_MINUTES ?= 10
+chaos: deps
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(CARGO) bench --bench chaos
 
 bench-onnxinfer: deps
 	@scripts/setup-bench.sh

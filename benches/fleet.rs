@@ -9,7 +9,12 @@
 //!    before the next kill. Prints p50, p99 and max. A lease ages out a TTL after its last
 //!    renewal (every third of the TTL), so a handover takes from ⅔ of the TTL up to the TTL plus
 //!    the NATS expiry check and one tick of the other worker.
-//! 2. Coordination cost: one worker with N cameras (`BENCH_FLEET_CAMERAS`, default 1,10,25,50)
+//! 2. Detections after a takeover: one RTSP camera into NATS, keyed by the camera's clock
+//!    (`capture-time-wait`), two workers; `BENCH_RESUME_KILLS` (10) times the holder is
+//!    SIGKILLed: the time from the kill until NATS holds an event captured after it. A taker
+//!    keys frames from its first one (the last stored event carries the camera's clock), so
+//!    this is the lease TTL, the claim and the RTSP connection. Goal: TTL + 2 s.
+//! 3. Coordination cost: one worker with N cameras (`BENCH_FLEET_CAMERAS`, default 1,10,25,50)
 //!    running a cheap pipeline (videotestsrc 320×240 ball at 15 fps into a fakesink). Over
 //!    `BENCH_FLEET_WINDOW_S` (10) seconds once all run: the worker's key-value requests per
 //!    second (its `videoai_worker_kv_operations_total`; the bucket watches it follows come on
@@ -27,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{Worker, add, running_with_frames, status, try_status, wait_for};
 use common::nats::NatsCluster;
+use common::rtsp::RtspCamera;
 
 const FRAME: &str = "video/x-raw,width=320,height=240,framerate=15/1";
 
@@ -129,6 +135,92 @@ fn handover(dir: &common::TempDir, kills: usize) {
     );
 }
 
+/// The newest capture time NATS holds for `camera` (its subject's last event), if any.
+/// Connects anew each time: a client lives on the runtime it was made on, and `block_on` makes
+/// one per call.
+fn last_capture_in_nats(urls: &[String], camera: &str) -> Option<i64> {
+    use gstvideoai::eventlog::nats;
+    nats::block_on(async {
+        let client = nats::connect(urls, "bench", Duration::from_secs(5), false)
+            .await
+            .ok()?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(nats::DEFAULT_STREAM).await.ok()?;
+        nats::last_event_on_subject(&stream, &nats::subject(camera))
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.capture_ns)
+    })
+}
+
+fn resume(dir: &common::TempDir, kills: usize) {
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let cam = RtspCamera::start("rtsp_server_child");
+    let pipeline = dir.join("resume.pipeline");
+    std::fs::write(
+        &pipeline,
+        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
+    )
+    .unwrap();
+    add(&nats, "rcam", &cam.uri(), &[]);
+    let urls = gstvideoai::eventlog::nats::parse_location(&nats)
+        .unwrap()
+        .unwrap();
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(dir.path(), &format!("r{i}"), &nats, &pipeline, 2))
+        .collect();
+    let mut times = Vec::new();
+    for round in 0..kills {
+        let (s, _) = wait_for(&nats, Duration::from_secs(60), "rcam running", |s| {
+            s.get("rcam").is_some_and(running_with_frames)
+        });
+        let holder = s["rcam"].worker.clone();
+        let i = workers
+            .iter()
+            .position(|w| w.name == holder)
+            .unwrap_or_else(|| panic!("rcam held by unknown {holder}"));
+        std::thread::sleep(Duration::from_millis(2000 + (round as u64 * 370) % 1000));
+        let killed_ns = common::fleet::now_ns();
+        let killed = Instant::now();
+        workers[i].kill();
+        workers.remove(i);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let took = loop {
+            if last_capture_in_nats(&urls, "rcam").is_some_and(|c| c > killed_ns) {
+                break killed.elapsed().as_secs_f64();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event after the kill within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        eprintln!(
+            "  kill {:>2}: events captured after it stored {took:.2} s later",
+            round + 1
+        );
+        times.push(took);
+        workers.push(Worker::start(
+            dir.path(),
+            &format!("r{}", round + 2),
+            &nats,
+            &pipeline,
+            2,
+        ));
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "detections after a takeover (SIGKILL → an event captured after it stored in NATS), {} kills, lease TTL 3 s: p50 {:.2} s, p99 {:.2} s, max {:.2} s (goal: TTL + 2 s = 5 s)",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap(),
+    );
+}
+
 fn coordination(dir: &common::TempDir, n: usize, window: Duration) -> (f64, f64, f64) {
     let cluster = NatsCluster::start(1);
     cluster.wait_ready(Duration::from_secs(30));
@@ -195,8 +287,11 @@ fn coordination(dir: &common::TempDir, n: usize, window: Duration) -> (f64, f64,
 }
 
 fn main() {
+    // The RTSP camera of the takeover part is this binary again, in a child process.
+    common::rtsp::serve_if_child();
     common::init();
     let kills = common::env_u64("BENCH_KILLS", 20) as usize;
+    let resume_kills = common::env_u64("BENCH_RESUME_KILLS", 10) as usize;
     let window = Duration::from_secs(common::env_u64("BENCH_FLEET_WINDOW_S", 10));
     let steps: Vec<usize> = std::env::var("BENCH_FLEET_CAMERAS")
         .unwrap_or_else(|_| "1,10,25,50".into())
@@ -206,6 +301,7 @@ fn main() {
     let dir = common::TempDir::new("bench-fleet");
 
     handover(&dir, kills);
+    resume(&dir, resume_kills);
 
     println!(
         "coordination cost, one worker, cheap cameras ({FRAME}, videotestsrc pattern=ball), {} s windows:",

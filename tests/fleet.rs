@@ -926,3 +926,375 @@ fn sigterm_waits_for_nats_as_long_as_the_eos_timeout() {
     eprintln!("{stored} events in NATS, 0 left in the outbox");
     assert!(stored > 100, "{stored}");
 }
+
+#[test]
+fn two_minutes_of_chaos_store_every_frame_once() {
+    // The chaos run (make chaos) for 2 minutes: workers killed, stopped and frozen, a NATS node
+    // killed, a camera restarted; every frame stored once, on the camera's grid, none missing
+    // outside the declared gaps.
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ns() as u64);
+    let report = common::chaos::run(2.0, seed, "rtsp_server_child");
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(report.faults.len() >= 6, "{table}");
+    assert_eq!(report.cameras.len(), 6, "{table}");
+    assert_eq!(
+        (report.twice(), report.off_grid(), report.missing()),
+        (0, 0, 0),
+        "stored twice, off the grid, missing outside declared gaps\n{table}\n{}",
+        report.logs
+    );
+}
+
+#[test]
+fn a_frozen_worker_that_wakes_to_its_cameras_taken_stores_nothing_twice() {
+    // w0 is frozen (SIGSTOP) for twice the lease TTL: w1 takes its camera after the TTL. When
+    // w0 wakes it works off what its sockets queued during the freeze (a stop waits for the
+    // pipeline to catch up: EOS into the backlog dropped up to 85 frames) and stops. Its
+    // frames and w1's overlap: each stored once, on the grid, and nothing is missing once w0
+    // woke. Frames of the freeze itself exist only in w0's sockets: resilientsrc's live queue
+    // (30 frames) may drop the oldest of that burst, counted as dropped (a declared gap of the
+    // chaos run).
+    let mut site = Site::start("fleet-freeze", 2, 2);
+    let nats = site.nats.clone();
+    let (s, _) = wait_for(&nats, Duration::from_secs(45), "one camera each", |s| {
+        s.len() == 2 && s.values().all(running_with_frames) && per_worker(s).len() == 2
+    });
+    let cam = s
+        .iter()
+        .find(|(_, st)| st.worker == "w0")
+        .map(|(c, _)| c.clone())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let frozen_ns = now_ns();
+    site.workers[0].signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(6));
+    site.workers[0].signal(libc::SIGCONT);
+    let woke_ns = now_ns();
+    wait_for(&nats, Duration::from_secs(30), "on w1", |s| {
+        s.get(&cam)
+            .is_some_and(|st| st.worker == "w1" && running_with_frames(st))
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let end_ns = now_ns();
+    let logs: Vec<String> = site.workers.iter().map(|w| w.log()).collect();
+    let by_cam = site.stop_and_read();
+    let t = Timeline::new(by_cam[&cam].clone(), PERIOD);
+    let during = t.missing(frozen_ns - 1_000_000_000, woke_ns);
+    let after = t.missing(woke_ns, end_ns);
+    eprintln!(
+        "{cam}: {during} frames missing during the freeze, {after} after it, {} stored twice, {} off the grid",
+        t.stored_twice().len(),
+        t.off_grid().len()
+    );
+    assert!(t.stored_twice().is_empty(), "{:?}", t.stored_twice());
+    assert!(t.off_grid().is_empty(), "{:?}", t.off_grid());
+    assert_eq!(
+        after,
+        0,
+        "{cam}: frames missing after the wake\n{}",
+        logs.join("\n")
+    );
+}
+
+/// `videoai-worker ARGS`, bounded: its exit status and stderr (killed after `within`).
+fn worker_run(dir: &std::path::Path, args: &[&str], within: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-worker"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (code, err)
+}
+
+#[test]
+fn registry_values_never_become_pipeline_elements() {
+    // Values with quotes, '!', ';', ${…} and newlines: the pipeline is the template's, and each
+    // value arrives verbatim as the property it fills. The entry that made a worker write a
+    // file of the attacker's choosing writes nothing now.
+    common::init();
+    let dir = common::TempDir::new("fleet-injection");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let db = dir.join("events.db");
+    let pipeline = dir.join("tagged.pipeline");
+    std::fs::write(
+        &pipeline,
+        "videotestsrc is-live=true ! video/x-raw,width=32,height=24,framerate=10/1 \
+         ! raftsink location=\"${LOG}\" stream-id=\"${TAG}\"\n",
+    )
+    .unwrap();
+    let attack = "a\" ! tee name=t ! queue ! filesink location=x.bin t. ! queue name=\"b";
+    let odd = "it's; ${URI} $(id) `id`\nsecond line \\ \"quoted\" ! x";
+    add(&nats, "attack", "test://", &[&format!("TAG={attack}")]);
+    add(&nats, "odd", "test://", &[&format!("TAG={odd}")]);
+    let mut w = Worker::start_with(
+        dir.path(),
+        "w0",
+        &nats,
+        &pipeline,
+        4,
+        &["--set", &format!("LOG={}", db.display())],
+    );
+    wait_for(&nats, Duration::from_secs(30), "both running", |s| {
+        ["attack", "odd"]
+            .iter()
+            .all(|c| s.get(*c).is_some_and(running_with_frames))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    w.stop();
+    let streams: BTreeSet<String> = gstvideoai::eventlog::store::EventStore::open_for_reading(&db)
+        .unwrap()
+        .events(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stream)
+        .collect();
+    assert_eq!(
+        streams,
+        BTreeSet::from([attack.to_string(), odd.to_string()]),
+        "the values arrive verbatim as stream ids"
+    );
+    let written: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "x.bin"))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the injected filesink wrote {written:?}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_second_worker_with_a_live_worker_s_name_refuses_to_start() {
+    // Two workers named "twin" used to take each other's leases forever. The second exits
+    // within 5 s naming the first; the first keeps its camera.
+    common::init();
+    let dir = common::TempDir::new("fleet-twins");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    add(&nats, "cam", "test://", &["SINK=fakesink"]);
+    let mut first = Worker::start(dir.path(), "twin", &nats, &pipeline, 2);
+    wait_for(&nats, Duration::from_secs(20), "running", |s| {
+        s.get("cam").is_some_and(running_with_frames)
+    });
+    let pid = first.pid().unwrap();
+    let second_dir = dir.join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let started = Instant::now();
+    let (code, err) = worker_run(
+        &second_dir,
+        &[
+            "--nats",
+            &nats,
+            "--pipeline",
+            &pipeline.display().to_string(),
+            "--capacity",
+            "2",
+            "--name",
+            "twin",
+        ],
+        Duration::from_secs(10),
+    );
+    let took = started.elapsed();
+    eprintln!("second twin: exit {code:?} after {took:?}: {err}");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        err.contains("another worker named 'twin' is running")
+            && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&nats);
+    assert!(
+        s["cam"].worker == "twin" && running_with_frames(&s["cam"]),
+        "{s:#?}"
+    );
+    assert!(!first.log().contains("someone else"), "{}", first.log());
+    first.stop();
+}
+
+#[test]
+fn bad_worker_arguments_are_clear_errors_never_panics() {
+    common::init();
+    let dir = common::TempDir::new("fleet-bad-args");
+    let pipeline = cheap_pipeline(dir.path());
+    let p = pipeline.display().to_string();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    let closed = format!("nats://127.0.0.1:{}", common::free_port());
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--nats", &closed, "--pipeline", &p, "--capacity", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (base(&["--metrics", &in_use]), "in use"),
+        (
+            base(&["--metrics", "127.0.0.1:99999"]),
+            "not an address to listen on",
+        ),
+        (base(&["--metrics", "abc"]), "not an address to listen on"),
+        (base(&["--metrics", ""]), "an address to serve on is needed"),
+        (
+            vec![
+                "--nats".into(),
+                closed.clone(),
+                "--pipeline".into(),
+                dir.path().display().to_string(),
+                "--capacity".into(),
+                "1".into(),
+            ],
+            "is a directory",
+        ),
+        (base(&["--set", "NOPE=1"]), "has no ${NOPE}"),
+        (base(&["--set", "SINK=a", "--set", "SINK=b"]), "given twice"),
+        (
+            vec![
+                "--nats".into(),
+                "nats://127.0.0.1:".into(),
+                "--pipeline".into(),
+                p.clone(),
+                "--capacity".into(),
+                "1".into(),
+            ],
+            "no port after its ':'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, err) = worker_run(dir.path(), &args, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{args:?}: expected '{expected}' in: {err}"
+        );
+    }
+    // A pipeline file that is no pipeline: said at start, not per camera.
+    for (text, expected) in [
+        ("# only a comment\n", "no pipeline description"),
+        ("videotestsrc ! ${SINK", "unclosed placeholder"),
+    ] {
+        let bad = dir.join("bad.pipeline");
+        std::fs::write(&bad, text).unwrap();
+        let (code, err) = worker_run(
+            dir.path(),
+            &[
+                "--nats",
+                &closed,
+                "--pipeline",
+                &bad.display().to_string(),
+                "--capacity",
+                "1",
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+    drop(taken);
+}
+
+#[test]
+fn a_worker_says_why_nats_cannot_be_used() {
+    // A closed port, and an HTTP server where NATS should be: said within seconds, not as a
+    // request timing out 20 s later.
+    common::init();
+    let dir = common::TempDir::new("fleet-no-nats");
+    let pipeline = cheap_pipeline(dir.path());
+    let closed = format!("nats://127.0.0.1:{}", common::free_port());
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in http.incoming().flatten() {
+            let mut conn = conn;
+            use std::io::Write;
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    for (url, expected) in [
+        (closed, "connection refused"),
+        (format!("nats://{http_addr}"), "not a NATS server"),
+    ] {
+        let (_, err) = worker_run(
+            dir.path(),
+            &[
+                "--nats",
+                &url,
+                "--pipeline",
+                &pipeline.display().to_string(),
+                "--capacity",
+                "1",
+            ],
+            Duration::from_secs(6),
+        );
+        assert!(err.contains(expected), "{url}: {err}");
+    }
+}
+
+#[test]
+fn sighup_stops_a_worker_like_sigterm() {
+    common::init();
+    let dir = common::TempDir::new("fleet-sighup");
+    let cluster = NatsCluster::start(1);
+    cluster.wait_ready(Duration::from_secs(30));
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    add(&nats, "cam", "test://", &["SINK=fakesink"]);
+    let mut w = Worker::start(dir.path(), "w0", &nats, &pipeline, 2);
+    wait_for(&nats, Duration::from_secs(20), "running", |s| {
+        s.get("cam").is_some_and(running_with_frames)
+    });
+    w.signal(libc::SIGHUP);
+    w.wait_exit(Duration::from_secs(30));
+    assert!(
+        w.log().contains("stopped, leases given back"),
+        "{}",
+        w.log()
+    );
+    // The lease was given back (not left to age out).
+    let s = status(&nats);
+    assert!(s["cam"].worker.is_empty(), "{s:#?}");
+}

@@ -10,67 +10,133 @@ use gstvideoai::eventlog::nats;
 use gstvideoai::eventlog::store::{BadRow, EventStore};
 use gstvideoai::eventlog::tracks::{Counts, Tracks};
 
-const USAGE: &str = "\
-videoai-events: read the event log written by the videoai `raftsink` element
+use clap::Parser;
 
-USAGE:
-    videoai-events dump LOCATION [--stream ID]
-    videoai-events timeline LOCATION --stream ID [--from T] [--to T]
-    videoai-events follow LOCATION [--stream ID] [--from-start] [--count N]
-    videoai-events stats LOCATION
-    videoai-events summary LOCATION [--stream ID]
-    videoai-events tracks LOCATION [--stream ID]
-    videoai-events counts LOCATION [--stream ID] [--from T] [--to T]
-    videoai-events collisions LOCATION [--stream ID]
-    videoai-events --help
+/// What every subcommand reads.
+#[derive(clap::Args, Debug, Clone)]
+struct Log {
+    /// The event log: the SQLite file given to raftsink's `location` (or its outbox-location),
+    /// or nats://host:port[,host:port...] for a NATS cluster.
+    location: String,
+    /// NATS: the JetStream stream.
+    #[arg(long, value_name = "NAME", default_value = "VIDEOAI_EVENTS")]
+    nats_stream: String,
+    /// NATS: how long to wait for the stream to have a leader (a cluster electing one after its
+    /// leader died answers nothing for a few seconds), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    wait: u64,
+}
 
-COMMANDS:
-    dump      Every event as one JSON object per line, ordered by stream, then capture time
-              (then seq). Fields: stream, seq, pts_ns, capture_ns, model, schema, detections
-              (label, class_id, confidence, x, y, w, h in frame pixels; fresh: false for
-              results carried over from an earlier frame; classification when a classifier
-              ran on the region; track_id from objecttracker, with crossings and zone_events
-              on the frame they happened).
-    timeline  One stream's events between two capture times, sorted by capture time whatever
-              order they arrived in.
-    follow    Prints events as they are stored (insertion order), until interrupted or --count
-              events were printed; --from-start prints the stored ones first.
-    stats     Per stream: events, seq range, capture time range, and (outbox) events not yet
-              acknowledged by NATS.
-    summary   Per stream: frames, detections, models, and the places where objects were
-              detected (boxes seen in several frames merged).
-    tracks    One JSON line per track (objecttracker): stream, track_id, label,
-              first_capture_ns, last_capture_ns, frames, first_box, last_box ([x, y, w, h])
-              and mean_confidence.
-    counts    JSON lines: one per (stream, line, direction) with stream, line, direction and
-              count, then one per (stream, zone) with stream, zone, entries and exits
-              (objecttracker lines and zones; each crossing is stored once with its frame).
-    collisions
-              SQLite log or outbox: JSON lines, one per frame that was not stored because its
-              key already held another frame (capture time, or a file's PTS, more than half a
-              period away): the frame's event fields, plus stored_capture_ns and stored_pts_ns
-              (the frame the key holds), found_ns and place (log, or nats: the key held in NATS).
+/// A time range of capture times.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct Range {
+    /// Capture time from (inclusive): nanoseconds since the Unix epoch, or an RFC 3339 UTC time
+    /// such as 2026-11-24T03:00:00Z or 2026-11-24T03:00:00.5Z (years 1970 to 2262).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// Capture time until (inclusive), as --from.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<i64>,
+}
 
-ARGUMENTS:
-    LOCATION       the event log: the SQLite file given to raftsink's `location` (or its
-                   outbox-location), or nats://host:port[,host:port...] for a NATS cluster
-    --stream ID    only this stream (the stream-id shown by dump)
-    --from T       capture time from, --to T until (inclusive): nanoseconds since the Unix
-                   epoch, or a UTC time such as 2026-11-24T03:00:00Z or 2026-11-24T03:00:00.5Z
-    --nats-stream NAME
-                   the JetStream stream (default VIDEOAI_EVENTS)
-    --wait SECONDS NATS: how long to wait for the stream to have a leader (a cluster electing
-                   one after its leader died answers nothing for a few seconds); default 30
+#[derive(Parser, Debug)]
+#[command(
+    name = "videoai-events",
+    version,
+    about = "Reads the event log written by the videoai raftsink element (SQLite or NATS JetStream)",
+    long_about = "Reads the event log written by the videoai raftsink element: an SQLite file (the \
+        log, or a NATS outbox) or a NATS JetStream cluster. Reading never needs write access. \
+        dump, timeline, follow and summary stream the log in constant memory. A row that cannot \
+        be read is reported on stderr as `skipped (stream, seq): why` and the others are \
+        printed; the exit status stays 0. With NATS, dump and timeline order events per \
+        stream as they were acknowledged (the capture order of a camera).\n\n\
+        Exit status: 0 on success, 1 when the log cannot be read, 2 on a usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Reading never needs write access (an archived log on a read-only mount). dump, timeline,
-follow and summary stream the log in constant memory. A row that cannot be read is reported
-on stderr as `skipped (stream, seq): why` and the others are printed; the exit status stays 0.
-With NATS, dump and timeline order events per stream as they were acknowledged (the capture
-order of a camera), not re-sorted.
-
-EXIT STATUS:
-    0 on success, 1 when the log cannot be read, 2 on a usage error.
-";
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Every event as one JSON object per line, ordered by stream, then capture time (then
+    /// seq). Fields: stream, seq, pts_ns, capture_ns, model, schema, key_basis, detections
+    /// (label, class_id, confidence, x, y, w, h in frame pixels; fresh: false for results
+    /// carried over from an earlier frame; classification; track_id, crossings, zone_events).
+    Dump {
+        #[command(flatten)]
+        log: Log,
+        /// Only this stream (the stream id shown by dump).
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+    },
+    /// One stream's events between two capture times, sorted by capture time.
+    Timeline {
+        #[command(flatten)]
+        log: Log,
+        /// The stream.
+        #[arg(long, value_name = "ID")]
+        stream: String,
+        #[command(flatten)]
+        range: Range,
+    },
+    /// Prints events as they are stored (insertion order), until interrupted or --count were
+    /// printed.
+    Follow {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+        /// Print the stored events first.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many events (at least 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Per stream: events, seq range, capture time range, and (outbox) events not yet
+    /// acknowledged by NATS; dead letters.
+    Stats {
+        #[command(flatten)]
+        log: Log,
+    },
+    /// Per stream: frames, detections, models, and the places where objects were detected.
+    Summary {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+    },
+    /// One JSON line per objecttracker track: stream, track_id, label, first_capture_ns,
+    /// last_capture_ns, frames, first_box, last_box ([x, y, w, h]) and mean_confidence.
+    Tracks {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+        #[command(flatten)]
+        range: Range,
+    },
+    /// JSON lines: one per (stream, line, direction) with its count, then one per (stream,
+    /// zone) with entries and exits (objecttracker lines and zones).
+    Counts {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+        #[command(flatten)]
+        range: Range,
+    },
+    /// SQLite log or outbox: one JSON line per frame not stored because its key already held
+    /// another frame (capture time, or a file's PTS, more than half a period away), with
+    /// stored_capture_ns, stored_pts_ns, found_ns and place (log, or nats).
+    Collisions {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+    },
+}
 
 #[derive(Default)]
 struct Args {
@@ -85,96 +151,101 @@ struct Args {
     wait: Option<u64>,
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Nanoseconds since the epoch, or `YYYY-MM-DDTHH:MM:SS[.frac][Z]` in UTC.
+/// Nanoseconds since the epoch, or an RFC 3339 time (`Z` may be left out: UTC); an error for a
+/// date or time that does not exist, and for one an i64 of nanoseconds cannot hold.
 fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ns) = s.parse::<i64>() {
-        return Ok(ns);
+    use time::format_description::well_known::Rfc3339;
+    let usage = "use nanoseconds since the Unix epoch, or a UTC time such as 2026-11-24T03:00:00Z";
+    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+        return s.parse::<i64>().map_err(|_| {
+            format!("'{s}' is too large for nanoseconds since the epoch (years past 2262); {usage}")
+        });
     }
-    let bad = || {
-        format!("'{s}' is not a time: use nanoseconds since the epoch or e.g. 2026-11-24T03:00:00Z")
-    };
-    let s2 = s.trim_end_matches('Z');
-    let (date, time) = s2.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    if d.len() != 3 || t.len() != 3 || frac.chars().any(|c| !c.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let frac_ns = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}")[..9]
-            .parse::<i64>()
-            .map_err(|_| bad())?
-    };
-    let secs = days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
-    Ok(secs * 1_000_000_000 + frac_ns)
+    let parsed = time::OffsetDateTime::parse(s, &Rfc3339).or_else(|e| {
+        // Without an offset: taken as UTC.
+        let has_offset =
+            s.ends_with('Z') || s.ends_with('z') || s.rfind(['+', '-']).is_some_and(|i| i > 10);
+        if has_offset {
+            Err(e)
+        } else {
+            time::OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339)
+        }
+    });
+    let t = parsed.map_err(|e| format!("'{s}' is not a valid time ({e}); {usage}"))?;
+    i64::try_from(t.unix_timestamp_nanos())
+        .ok()
+        .filter(|ns| *ns >= 0)
+        .ok_or_else(|| format!("'{s}' is outside what the log can hold (1970 to 2262); {usage}"))
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut a = Args::default();
-    let mut positional = Vec::new();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" | "help" => return Ok(None),
-            "--stream" => a.stream = Some(value("--stream")?),
-            "--from" => a.from = Some(parse_time(&value("--from")?)?),
-            "--to" => a.to = Some(parse_time(&value("--to")?)?),
-            "--from-start" => a.from_start = true,
-            "--count" => {
-                a.count = Some(
-                    value("--count")?
-                        .parse()
-                        .map_err(|_| "--count needs a number".to_string())?,
-                )
+impl Args {
+    fn from_cli(cli: Cli) -> Result<Args, String> {
+        let log_args = |log: Log| (log.location, Some(log.nats_stream), Some(log.wait));
+        let (command, (location, nats_stream, wait), stream, range, from_start, count) = match cli
+            .command
+        {
+            Command::Dump { log, stream } => {
+                ("dump", log_args(log), stream, Range::default(), false, None)
             }
-            "--nats-stream" => a.nats_stream = Some(value("--nats-stream")?),
-            "--wait" => {
-                a.wait = Some(
-                    value("--wait")?
-                        .parse()
-                        .map_err(|_| "--wait needs a number of seconds".to_string())?,
-                )
+            Command::Timeline { log, stream, range } => {
+                ("timeline", log_args(log), Some(stream), range, false, None)
             }
-            s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
-            _ => positional.push(arg),
+            Command::Follow {
+                log,
+                stream,
+                from_start,
+                count,
+            } => (
+                "follow",
+                log_args(log),
+                stream,
+                Range::default(),
+                from_start,
+                count,
+            ),
+            Command::Stats { log } => ("stats", log_args(log), None, Range::default(), false, None),
+            Command::Summary { log, stream } => (
+                "summary",
+                log_args(log),
+                stream,
+                Range::default(),
+                false,
+                None,
+            ),
+            Command::Tracks { log, stream, range } => {
+                ("tracks", log_args(log), stream, range, false, None)
+            }
+            Command::Counts { log, stream, range } => {
+                ("counts", log_args(log), stream, range, false, None)
+            }
+            Command::Collisions { log, stream } => (
+                "collisions",
+                log_args(log),
+                stream,
+                Range::default(),
+                false,
+                None,
+            ),
+        };
+        if let (Some(f), Some(t)) = (range.from, range.to)
+            && f > t
+        {
+            return Err(format!(
+                "--from is after --to ({f} > {t} ns): nothing could match; swap them"
+            ));
         }
+        Ok(Args {
+            command: command.to_string(),
+            location,
+            stream,
+            from: range.from,
+            to: range.to,
+            from_start,
+            count,
+            nats_stream,
+            wait,
+        })
     }
-    let mut positional = positional.into_iter();
-    a.command = positional.next().ok_or("no command given")?;
-    if !matches!(
-        a.command.as_str(),
-        "dump" | "timeline" | "follow" | "stats" | "summary" | "tracks" | "counts" | "collisions"
-    ) {
-        return Err(format!("unknown command '{}'", a.command));
-    }
-    a.location = positional.next().ok_or("no LOCATION given")?;
-    if let Some(extra) = positional.next() {
-        return Err(format!("unexpected argument '{extra}'"));
-    }
-    if a.command == "timeline" && a.stream.is_none() {
-        return Err("timeline needs --stream ID".into());
-    }
-    Ok(Some(a))
 }
 
 /// A place where detections were seen: a running mean of the boxes merged into it.
@@ -373,7 +444,12 @@ fn for_each(args: &Args, mut each: impl FnMut(FrameEvent) -> bool) -> Result<(),
                 }
                 .await;
                 match tried {
-                    Err(e) if printed == 0 && Instant::now() < deadline => {
+                    // A server without JetStream is not a cluster electing a leader: said at once.
+                    Err(e)
+                        if printed == 0
+                            && Instant::now() < deadline
+                            && !e.contains("has no JetStream") =>
+                    {
                         eprintln!("videoai-events: {e}; trying again (--wait)");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -416,24 +492,25 @@ fn print_stats(out: &mut impl Write, args: &Args) -> Result<(), String> {
         return Ok(());
     }
     let store = open(args)?;
+    // The column of events not yet in NATS only for an outbox (a file raftsink forwards).
+    let outbox = store.outbox_of().map_err(|e| e.to_string())?.is_some();
     writeln!(
         out,
-        "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns\tnot_in_nats"
+        "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns{}",
+        if outbox { "\tnot_in_nats" } else { "" }
     )
     .map_err(io)?;
     for s in store.stats().map_err(|e| e.to_string())? {
-        writeln!(
+        write!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            s.stream,
-            s.events,
-            s.min_seq,
-            s.max_seq,
-            s.first_capture_ns,
-            s.last_capture_ns,
-            s.unforwarded
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            s.stream, s.events, s.min_seq, s.max_seq, s.first_capture_ns, s.last_capture_ns,
         )
         .map_err(io)?;
+        if outbox {
+            write!(out, "\t{}", s.unforwarded).map_err(io)?;
+        }
+        writeln!(out).map_err(io)?;
     }
     let dead = store.dead_letters().map_err(|e| e.to_string())?;
     if !dead.is_empty() {
@@ -653,21 +730,31 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match parse(std::env::args().skip(1)) {
-        Ok(None) => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(args)) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("videoai-events: {e}");
-                ExitCode::from(1)
-            }
-        },
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("videoai-events: {e}\n\n{USAGE}");
-            ExitCode::from(2)
+            // --help and --version print and succeed; usage errors exit 2.
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let args = match Args::from_cli(cli) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("videoai-events: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("videoai-events: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -692,5 +779,17 @@ mod tests {
             1_795_489_200_500_000_000
         );
         assert!(parse_time("yesterday").is_err());
+        // Without Z: UTC.
+        assert_eq!(parse_time("1970-01-01T00:00:01").unwrap(), 1_000_000_000);
+        // Times that do not exist, and times an i64 of nanoseconds cannot hold.
+        for bad in [
+            "2026-13-45T99:00:00Z",
+            "2026-02-31T00:00:00Z",
+            "2300-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
     }
 }

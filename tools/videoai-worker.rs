@@ -68,25 +68,45 @@ fn main() {
     if args.lease_ttl < Duration::from_millis(300) {
         fail("--lease-ttl: at least 300ms");
     }
-    if !args.pipeline.is_file() {
-        fail(&format!(
-            "--pipeline {}: no such file",
+    let text = match std::fs::read_to_string(&args.pipeline) {
+        Ok(t) => t,
+        Err(_) if args.pipeline.is_dir() => fail(&format!(
+            "--pipeline {}: is a directory; give a pipeline description file (e.g. pipelines/fleet-camera.pipeline)",
             args.pipeline.display()
+        )),
+        Err(e) => fail(&format!("--pipeline {}: {e}", args.pipeline.display())),
+    };
+    // The pipeline file is checked now, not once per camera.
+    let used = gstvideoai::fleet::template::placeholders(&text)
+        .unwrap_or_else(|e| fail(&format!("--pipeline {}: {e}", args.pipeline.display())));
+    if let Some(k) = vars.keys().find(|k| !used.contains(k)) {
+        fail(&format!(
+            "--set {k}: {} has no ${{{k}}} (its placeholders: {})",
+            args.pipeline.display(),
+            used.iter()
+                .map(|u| format!("${{{u}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     gst::init().unwrap_or_else(|e| fail(&format!("GStreamer: {e}")));
     gstvideoai::plugin_register_static().unwrap_or_else(|e| fail(&format!("videoai plugin: {e}")));
     // The videoaitrace tracer with its Prometheus exporter, made here (GST_TRACERS is read at
     // gst::init, before the statically registered tracer exists); kept for the whole run.
+    if args.metrics.as_ref().is_some_and(|m| m.trim().is_empty()) {
+        fail("--metrics: an address to serve on is needed, HOST:PORT (e.g. 127.0.0.1:9464)");
+    }
     let _tracer = args.metrics.as_ref().map(|addr| {
         let tracer = glib::Object::with_type(gstvideoai::videoaitrace::VideoAiTrace::static_type());
         tracer.set_property("prometheus", addr);
-        let served: String = tracer.property("prometheus-address");
-        if served.is_empty() {
+        let served: Option<String> = tracer.property("prometheus-address");
+        let Some(served) = served.filter(|s| !s.is_empty()) else {
+            let why: Option<String> = tracer.property("prometheus-error");
             fail(&format!(
-                "--metrics {addr}: cannot serve Prometheus metrics there"
+                "--metrics {addr}: {}",
+                why.unwrap_or_else(|| "cannot serve Prometheus metrics there".into())
             ));
-        }
+        };
         eprintln!("videoai-worker: metrics on http://{served}/metrics");
         tracer
     });
@@ -125,21 +145,24 @@ fn main() {
         {
             fail(&format!("--metrics: the worker's series: {e}"));
         }
-        eprintln!(
-            "videoai-worker {name}: running (capacity {})",
-            args.capacity
-        );
+        worker::say(&name, &format!("running (capacity {})", args.capacity));
+        // SIGTERM, SIGINT and SIGHUP (a closed terminal) all stop the worker the same way:
+        // cameras handed over or drained, leases given back.
         let stop = async {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
             let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
+                _ = hup.recv() => {},
             }
         };
-        w.run(stop).await;
-        eprintln!("videoai-worker {name}: stopped, leases given back");
+        if let Err(why) = w.run(stop).await {
+            fail(&why);
+        }
+        worker::say(&name, "stopped, leases given back");
     });
 }
 

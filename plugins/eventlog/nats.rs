@@ -43,6 +43,11 @@ pub fn parse_location(location: &str) -> Option<Result<Vec<String>, String>> {
                 "'{location}' names a server without a host: {usage}"
             )));
         }
+        if server.ends_with(':') {
+            return Some(Err(format!(
+                "'{location}': '{server}' has no port after its ':' (leave the ':' out for NATS's 4222): {usage}"
+            )));
+        }
         let url = match url::Url::parse(&format!("nats://{server}")) {
             Ok(u) => u,
             Err(url::ParseError::InvalidPort) => {
@@ -83,15 +88,38 @@ pub fn host_ports(urls: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Why the servers cannot be reached, asked of TCP itself (the NATS client only says that a
-/// request timed out): `None` when one of them accepts a connection.
+/// Why the servers cannot be used, asked of TCP itself (the NATS client only says that a
+/// request timed out): `None` when one of them accepts a connection and greets as a NATS
+/// server does (`INFO {…}`). Otherwise, per server: the connection refused, no answer, or an
+/// answer that is not NATS (an HTTP server, say).
 pub async fn probe(urls: &[String]) -> Option<String> {
+    use tokio::io::AsyncReadExt;
     let mut why = Vec::new();
     for hp in host_ports(urls) {
         match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&hp))
             .await
         {
-            Ok(Ok(_)) => return None,
+            Ok(Ok(mut conn)) => {
+                let mut greeting = [0u8; 64];
+                match tokio::time::timeout(Duration::from_secs(1), conn.read(&mut greeting)).await
+                {
+                    Ok(Ok(n)) if greeting[..n].starts_with(b"INFO ") => return None,
+                    Ok(Ok(0)) | Ok(Err(_)) => why.push(format!(
+                        "{hp}: accepts connections but closed this one without a word: not a NATS server?"
+                    )),
+                    Ok(Ok(n)) => why.push(format!(
+                        "{hp}: not a NATS server (it said '{}' where NATS says 'INFO {{…}}')",
+                        String::from_utf8_lossy(&greeting[..n])
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                    )),
+                    Err(_) => why.push(format!(
+                        "{hp}: accepts connections but says nothing within 1 s: not a NATS server (an HTTP server waits for a request)?"
+                    )),
+                }
+            }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => why.push(format!(
                 "{hp}: connection refused (no NATS server listening)"
             )),
@@ -328,6 +356,16 @@ pub async fn keys_on_subject(
     Ok(out)
 }
 
+/// Whether a JetStream API error says the server has no JetStream at all (nothing answers its
+/// API: "no responders", which async-nats 0.51 words as "requested JetStream resource does not
+/// exist"), rather than a stream without a leader for now.
+pub fn no_jetstream(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("no responders")
+        || e.contains("jetstream not enabled")
+        || e.contains("requested jetstream resource does not exist")
+}
+
 /// The stream, once it has a leader: a cluster electing one (its leader was just killed)
 /// answers nothing for a few seconds, so this asks again until `deadline`.
 pub async fn stream_with_leader(
@@ -335,8 +373,19 @@ pub async fn stream_with_leader(
     name: &str,
     deadline: std::time::Instant,
 ) -> Result<jetstream::stream::Stream, String> {
+    // No JetStream at all for 3 s (not a server restarting): said at once, not at the deadline.
+    let mut no_js_since: Option<std::time::Instant> = None;
     loop {
         let why = match js.get_stream(name).await {
+            Err(e) if no_jetstream(&e.to_string()) => {
+                let since = *no_js_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(3) {
+                    return Err(format!(
+                        "the NATS server has no JetStream ({e}): start nats-server with -js (or a jetstream {{}} block in its configuration)"
+                    ));
+                }
+                format!("no JetStream answers yet: {e}")
+            }
             Ok(mut s) => match s.info().await {
                 Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
                     return Ok(s);
@@ -504,6 +553,7 @@ mod tests {
             "nats://:4222",
             "nats://h:notaport",
             "nats://a,,b",
+            "nats://127.0.0.1:",
         ] {
             assert!(matches!(parse_location(bad), Some(Err(_))), "{bad}");
         }

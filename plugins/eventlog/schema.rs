@@ -20,6 +20,7 @@
 //!             stored_capture_ns INTEGER, stored_pts_ns INTEGER, found_ns INTEGER,
 //!             place TEXT)                    -- frames whose key already held another frame
 //!                                            -- (here, or in NATS: place 'log' / 'nats')
+//! meta (key TEXT PRIMARY KEY, value TEXT)    -- 'outbox': the NATS location, for an outbox
 //! ```
 //!
 //! The migration SQL repeats the table definitions on purpose: a migration is frozen history
@@ -77,6 +78,7 @@ CREATE TABLE collisions (
     place               TEXT    NOT NULL
 );
 CREATE INDEX collisions_by_key ON collisions (stream, seq);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 /// Version 1 to 2: a rowid table (insertion order) with the outbox flag. Version 1 logs were
@@ -218,7 +220,7 @@ pub(crate) fn inspect(path: &Path, conn: &Connection) -> Result<i64, StoreError>
         // the file; try again, and call it foreign if it stays so.
         0 if tables
             .iter()
-            .all(|t| t == "events" || t == "dead_letters" || t == "collisions") =>
+            .all(|t| ["events", "dead_letters", "collisions", "meta"].contains(&t.as_str())) =>
         {
             Err(StoreError {
                 busy: true,

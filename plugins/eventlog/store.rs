@@ -173,6 +173,8 @@ pub struct OutboxRow {
     pub capture_ns: i64,
     pub pts_ns: Option<i64>,
     pub key_basis: Option<KeyBasis>,
+    /// The frame period of the camera's clock stored with it (ns), if any.
+    pub period_ns: Option<i64>,
     /// The event's JSON (as `videoai-events dump` prints it), built from the row without
     /// decoding its detections.
     pub json: Result<String, String>,
@@ -293,6 +295,12 @@ impl EventStore {
     }
 
     fn open_for_writing_once(path: &Path) -> Result<Self, StoreError> {
+        if path.is_dir() {
+            return Err(StoreError::new(
+                path,
+                "is a directory: give a file path for the event log (e.g. events.db inside it)",
+            ));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
@@ -382,6 +390,12 @@ impl EventStore {
     pub fn open_for_reading(path: &Path) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::new(path, "no such file"));
+        }
+        if path.is_dir() {
+            return Err(StoreError::new(
+                path,
+                "is a directory, not an event log: give the log file (raftsink's location or outbox-location)",
+            ));
         }
         let abs = std::fs::canonicalize(path).map_err(|e| StoreError::new(path, e))?;
         let uri = url::Url::from_file_path(&abs)
@@ -560,6 +574,30 @@ impl EventStore {
         }
         tx.commit().map_err(fail)?;
         Ok(kept == 0)
+    }
+
+    /// Notes that this file is the outbox in front of the NATS `location`.
+    pub fn mark_outbox(&mut self, location: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('outbox', ?1)",
+                params![location],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::sql(&self.path, e))
+    }
+
+    /// The NATS location this file is the outbox of, if it is an outbox.
+    pub fn outbox_of(&self) -> Result<Option<String>, StoreError> {
+        if self.version < 4 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'outbox'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| StoreError::sql(&self.path, e))
     }
 
     /// The frames kept aside because their key held another frame, oldest first.
@@ -812,6 +850,10 @@ impl EventStore {
                     capture_ns,
                     pts_ns,
                     key_basis: key_basis.as_deref().and_then(KeyBasis::parse),
+                    period_ns: clock
+                        .as_deref()
+                        .and_then(|c| serde_json::from_str::<ClockMark>(c).ok())
+                        .map(|c| c.period_ns),
                     json,
                 })
             })

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 use super::registry::now_ms;
+use super::template::{self, Filled};
 
 /// How often the thread samples the pipeline.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -74,13 +75,18 @@ pub struct Snapshot {
     /// Events its raftsinks stored (in NATS, for a `nats://` location); without a raftsink,
     /// frames through its sinks.
     pub stored: u64,
+    /// A raftsink's last NATS error, if any.
+    pub store_error: String,
 }
 
 /// Frames through the sinks (a pad probe counts them: atomics, no lock).
 #[derive(Debug, Default)]
 pub struct Frames {
     pub count: AtomicU64,
+    /// When the last one arrived (ms since the epoch).
     pub last_ms: AtomicU64,
+    /// The camera's capture time of the last one (ms since the epoch; 0: none said).
+    pub last_capture_ms: AtomicU64,
 }
 
 struct Shared {
@@ -105,8 +111,9 @@ pub struct CameraRun {
 }
 
 impl CameraRun {
-    /// Starts the thread for camera `id`, whose pipeline is `description` (already filled).
-    pub fn start(id: &str, description: String) -> CameraRun {
+    /// Starts the thread for camera `id`, whose pipeline is `description` (its placeholders
+    /// filled, [`template::fill`]).
+    pub fn start(id: &str, description: Filled) -> CameraRun {
         let shared = Arc::new(Shared {
             snapshot: Mutex::new(Snapshot::default()),
         });
@@ -154,7 +161,13 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
-fn run(id: &str, description: &str, shared: &Shared, frames: &Arc<Frames>, stop: &Receiver<Stop>) {
+fn run(
+    id: &str,
+    description: &Filled,
+    shared: &Shared,
+    frames: &Arc<Frames>,
+    stop: &Receiver<Stop>,
+) {
     let mut failures = 0u32;
     loop {
         set(shared, |s| s.phase = Phase::Starting);
@@ -186,7 +199,7 @@ fn run(id: &str, description: &str, shared: &Shared, frames: &Arc<Frames>, stop:
         match how {
             Some(how) => {
                 set(shared, |s| s.phase = Phase::Stopping);
-                end(&pipeline, how);
+                end(&pipeline, how, frames);
                 set(shared, |s| s.phase = Phase::Ended);
                 return;
             }
@@ -205,21 +218,28 @@ fn run(id: &str, description: &str, shared: &Shared, frames: &Arc<Frames>, stop:
     }
 }
 
-/// Builds the pipeline, its sinks counting frames.
-fn build(id: &str, description: &str, frames: &Arc<Frames>) -> Result<gst::Pipeline, String> {
-    let pipeline = gst::parse::launch(description)
-        .map_err(|e| e.to_string())?
+/// Builds the pipeline (parameters bound as property values), its sinks counting frames.
+fn build(id: &str, filled: &Filled, frames: &Arc<Frames>) -> Result<gst::Pipeline, String> {
+    let pipeline = gst::parse::launch(&filled.description)
+        .map_err(|e| template::explain(&e.to_string(), &filled.bound))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| "not a pipeline".to_string())?;
+    template::bind(pipeline.upcast_ref(), &filled.bound)?;
     pipeline.set_property("name", id);
     for sink in pipeline.iterate_sinks().into_iter().flatten() {
         let Some(pad) = sink.static_pad("sink") else {
             continue;
         };
         let f = frames.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             f.count.fetch_add(1, Ordering::Relaxed);
             f.last_ms.store(now_ms(), Ordering::Relaxed);
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && let Some(c) = crate::formats::capture_time::reference_timestamp(b)
+            {
+                f.last_capture_ms
+                    .store(c.nseconds() / 1_000_000, Ordering::Relaxed);
+            }
             gst::PadProbeReturn::Ok
         });
     }
@@ -275,14 +295,15 @@ fn watch(
         if *failures > 0 && frames.count.load(Ordering::Relaxed) > frames_at_start {
             *failures = 0;
         }
-        let (waits, stored) = match raftsinks(pipeline) {
-            (waits, Some(stored)) => (waits, stored),
-            (waits, None) => (waits, frames.count.load(Ordering::Relaxed)),
+        let (waits, stored, error) = match raftsinks(pipeline) {
+            (waits, Some(stored), error) => (waits, stored, error),
+            (waits, None, error) => (waits, frames.count.load(Ordering::Relaxed), error),
         };
         let n = *failures;
         set(shared, |s| {
             s.waits_for_clock = waits;
             s.stored = stored;
+            s.store_error = error;
             s.failures = n;
         });
     }
@@ -291,9 +312,9 @@ fn watch(
 /// The pipeline's raftsinks: whether one waits for the camera's clock (its `stats` field
 /// `camera-clock` is `waiting`: frames held, or none arrived yet, so any on their way would be),
 /// and the events they stored (acknowledged by NATS for a NATS location, else committed;
-/// `None` without a raftsink).
-fn raftsinks(p: &gst::Pipeline) -> (bool, Option<u64>) {
-    let (mut waits, mut stored) = (false, None);
+/// `None` without a raftsink), and the last NATS error one of them saw.
+fn raftsinks(p: &gst::Pipeline) -> (bool, Option<u64>, String) {
+    let (mut waits, mut stored, mut error) = (false, None, String::new());
     for e in p.iterate_recurse().into_iter().flatten() {
         if e.factory().is_none_or(|f| f.name() != "raftsink") {
             continue;
@@ -302,6 +323,11 @@ fn raftsinks(p: &gst::Pipeline) -> (bool, Option<u64>) {
         waits |= s.get::<&str>("camera-clock").is_ok_and(|c| c == "waiting");
         let location: Option<String> = e.property("location");
         let get = |f: &str| s.get::<u64>(f).unwrap_or(0);
+        if let Ok(e) = s.get::<String>("last-error")
+            && !e.is_empty()
+        {
+            error = e;
+        }
         *stored.get_or_insert(0) +=
             if location.is_some_and(|l| l.to_ascii_lowercase().starts_with("nats:")) {
                 get("forwarded") + get("already-in-nats")
@@ -309,7 +335,7 @@ fn raftsinks(p: &gst::Pipeline) -> (bool, Option<u64>) {
                 get("written") + get("duplicates")
             };
     }
-    (waits, stored)
+    (waits, stored, error)
 }
 
 /// The longest `capture-time-wait` and `eos-timeout` of the pipeline's raftsinks.
@@ -327,11 +353,31 @@ fn raftsink_waits(p: &gst::Pipeline) -> (Duration, Duration) {
     (clock, if any { eos } else { DEFAULT_EOS_WAIT })
 }
 
-/// Stops a pipeline: with [`Stop::Drain`], EOS once no raftsink waits for the camera's clock
-/// (at most its `capture-time-wait`), then waits for the EOS (at most the raftsinks'
-/// `eos-timeout` and a margin); then NULL.
-fn end(p: &gst::Pipeline, how: Stop) {
+/// Longest a stop waits for a pipeline to work off a backlog (a worker frozen for a while
+/// finds its camera's frames queued in its sockets when it wakes).
+const CATCH_UP_MAX: Duration = Duration::from_secs(15);
+
+/// Stops a pipeline: with [`Stop::Drain`], EOS once it caught up with its camera (the last
+/// frame's capture time within a second of the stop; at most [`CATCH_UP_MAX`]) and no raftsink
+/// waits for the camera's clock (at most its `capture-time-wait`), then waits for the EOS (at
+/// most the raftsinks' `eos-timeout` and a margin); then NULL. EOS sent into a backlog would
+/// drop the frames still queued, which no other reader may have.
+fn end(p: &gst::Pipeline, how: Stop, frames: &Frames) {
     if let Stop::Drain = how {
+        let asked_ms = now_ms();
+        let deadline = Instant::now() + CATCH_UP_MAX;
+        while Instant::now() < deadline {
+            let capture = frames.last_capture_ms.load(Ordering::Relaxed);
+            let arrived = frames.last_ms.load(Ordering::Relaxed);
+            // No capture times, caught up, or no frame for a second since the stop was asked
+            // (and since the last one): nothing queued.
+            let now = now_ms();
+            let silent = now > asked_ms + 1000 && arrived + 1000 < now;
+            if capture == 0 || capture + 1000 >= asked_ms || silent {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (clock_wait, eos_wait) = raftsink_waits(p);
         let deadline = Instant::now() + clock_wait;
         while raftsinks(p).0 && Instant::now() < deadline {

@@ -44,7 +44,7 @@ impl WorkerMetrics {
             ),
             releases: counter(
                 "videoai_worker_releases_total",
-                "Cameras this worker gave back for a fair share",
+                "Cameras this worker offered to another for a fair share (make-before-break)",
             ),
             takeovers: counter(
                 "videoai_worker_takeovers_total",

@@ -18,6 +18,15 @@
 //! unit-tested); [`template`] fills a pipeline description file; [`kv`] opens the buckets;
 //! [`metrics`] are the worker's Prometheus series; [`worker`] runs it all.
 
+/// The fleet's debug category (`GST_DEBUG=videoai-fleet:5`).
+pub(crate) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "videoai-fleet",
+        gst::DebugColorFlags::empty(),
+        Some("videoai fleet worker"),
+    )
+});
+
 pub mod camera;
 pub mod kv;
 pub mod metrics;

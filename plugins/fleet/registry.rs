@@ -64,7 +64,9 @@ pub fn parse_params<S: AsRef<str>>(args: &[S]) -> Result<BTreeMap<String, String
             return Err(format!("'{a}': KEY=VALUE expected"));
         };
         check_key(k)?;
-        out.insert(k.to_string(), v.to_string());
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("'{k}' is given twice: give each parameter once"));
+        }
     }
     Ok(out)
 }
@@ -151,6 +153,10 @@ pub struct WorkerInfo {
     /// Stopping (SIGTERM): hands its cameras over and takes none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leaving: bool,
+    /// Which process this is (`host:pid:start ms`): a worker name is unique while it lives, so
+    /// a second process with the same name can tell it is not alone.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Why a camera does not run (`videoai-status`, key = camera id).
@@ -203,5 +209,6 @@ mod tests {
                 .contains("KEY=VALUE")
         );
         assert_eq!(parse_params(&["A=b=c"]).unwrap()["A"], "b=c");
+        assert!(parse_params(&["A=1", "A=2"]).unwrap_err().contains("twice"));
     }
 }

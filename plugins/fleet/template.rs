@@ -2,64 +2,253 @@
 //! Pipeline description files with `${NAME}` placeholders: lines starting with `#` are
 //! comments, the rest is one `gst-launch-1.0` description (`scripts/run-pipeline.sh` reads the
 //! same files).
+//!
+//! **Values are data, never pipeline text.** A registry entry is written by whoever may write
+//! the registry; its values must not be able to add elements, links or caps. So a value is
+//! pasted into the description only when it is made of characters the parser can never read as
+//! structure (letters, digits and `_ . / : @ + -`). Any other value (quotes, `!`, spaces, `;`,
+//! `,`, `=`, `$`, newlines …, or empty) is replaced by an opaque token of letters and digits;
+//! the description is parsed with the tokens, and then each token is replaced by its value in
+//! the string properties that hold it ([`bind`]), verbatim. A token that lands anywhere but in
+//! a string property makes the pipeline fail to build, with the placeholder named.
 
 use std::collections::BTreeMap;
 
-/// The description in `text` with every `${NAME}` replaced from `vars`; an error names the
-/// placeholders nothing fills.
-pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let desc = text
-        .lines()
+use gst::prelude::*;
+
+/// A description with its placeholders filled ([`fill`]): the text to parse, and the values
+/// to set after parsing, by token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filled {
+    pub description: String,
+    /// (token, placeholder name, value).
+    pub bound: Vec<(String, String, String)>,
+}
+
+/// Whether `value` can be pasted into a description as it is: no character of it can end a
+/// property value or start another element, link, caps field or property.
+pub fn pastable(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:@+-".contains(c))
+}
+
+/// The description of `text` (comments dropped): its lines, joined.
+fn description(text: &str) -> String {
+    text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect::<Vec<_>>()
-        .join(" ");
-    let mut out = String::with_capacity(desc.len());
-    let mut missing = Vec::new();
+        .join(" ")
+}
+
+/// The placeholders `text` uses, in order of first use; an error for an unclosed `${` or an
+/// empty description.
+pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
+    let desc = description(text);
+    if desc.trim().is_empty() {
+        return Err(
+            "the pipeline file has no pipeline description (only comments or nothing)".into(),
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
     let mut rest = desc.as_str();
     while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
         let Some(j) = rest[i..].find('}') else {
             return Err(format!("unclosed placeholder at '{}'", &rest[i..]));
         };
         let name = &rest[i + 2..i + j];
-        match vars.get(name) {
-            Some(v) => out.push_str(v),
-            None => {
-                if !missing.contains(&name) {
-                    missing.push(name);
-                }
-            }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "'${{{name}}}' is not a placeholder name (letters, digits and '_')"
+            ));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
         }
         rest = &rest[i + j + 1..];
     }
-    out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!(
+    Ok(out)
+}
+
+/// The description in `text` with every `${NAME}` filled from `vars` (see the module's doc);
+/// an error names the placeholders nothing fills.
+pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> Result<Filled, String> {
+    let names = placeholders(text)?;
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !vars.contains_key(*n))
+        .map(|n| format!("${{{n}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
             "no value for {} (give it as a camera parameter, KEY=VALUE, or to the worker with --set KEY=VALUE)",
-            missing
-                .iter()
-                .map(|m| format!("${{{m}}}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+            missing.join(", ")
+        ));
     }
+    let mut desc = description(text);
+    let mut bound = Vec::new();
+    // A token no description or value contains: letters and digits only.
+    let salt = crate::util::hash::fnv1a(desc.as_bytes()) as u32;
+    for (i, name) in names.iter().enumerate() {
+        let value = &vars[name];
+        let placeholder = format!("${{{name}}}");
+        if pastable(value) {
+            desc = desc.replace(&placeholder, value);
+        } else {
+            let token = format!("videoaiparam{i}x{salt:08x}");
+            desc = desc.replace(&placeholder, &token);
+            bound.push((token, name.clone(), value.clone()));
+        }
+    }
+    Ok(Filled {
+        description: desc,
+        bound,
+    })
+}
+
+/// Sets the values of a parsed pipeline's tokens: every string property of every element that
+/// holds a token gets it replaced by its value. An error names a placeholder whose value went
+/// nowhere (its token was not in a string property).
+pub fn bind(pipeline: &gst::Bin, bound: &[(String, String, String)]) -> Result<(), String> {
+    if bound.is_empty() {
+        return Ok(());
+    }
+    let mut used = vec![false; bound.len()];
+    for element in pipeline.iterate_recurse().into_iter().flatten() {
+        for pspec in element.list_properties() {
+            let flags = pspec.flags();
+            // An element's name cannot change inside a bin: a token there stays unused.
+            if pspec.value_type() != String::static_type()
+                || pspec.name() == "name"
+                || !flags.contains(gst::glib::ParamFlags::READABLE)
+                || !flags.contains(gst::glib::ParamFlags::WRITABLE)
+                || flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
+            {
+                continue;
+            }
+            let Ok(Some(current)) = element.property_value(pspec.name()).get::<Option<String>>()
+            else {
+                continue;
+            };
+            let mut value = current.clone();
+            for (k, (token, _, v)) in bound.iter().enumerate() {
+                if value.contains(token.as_str()) {
+                    value = value.replace(token.as_str(), v);
+                    used[k] = true;
+                }
+            }
+            if value != current {
+                element.set_property(pspec.name(), value);
+            }
+        }
+    }
+    match bound.iter().zip(&used).find(|(_, u)| !**u) {
+        Some(((_, name, value), _)) => Err(format!(
+            "${{{name}}} is used where only a plain value fits (a number, a name, an enum), but its value '{}' holds other characters: such values go only into text properties such as uri or location",
+            value.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Replaces the tokens in a parser's error message by their placeholders.
+pub fn explain(message: &str, bound: &[(String, String, String)]) -> String {
+    let mut m = message.to_string();
+    for (token, name, _) in bound {
+        m = m.replace(token.as_str(), &format!("${{{name}}}"));
+    }
+    m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn placeholders_are_filled_and_missing_ones_named() {
-        let vars = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let v = vars(&[("A", "1")]);
         assert_eq!(
-            fill("# c\nx a=${A}\n ! y b=${A}", &vars).unwrap(),
+            fill("# c\nx a=${A}\n ! y b=${A}", &v).unwrap().description,
             "x a=1  ! y b=1"
         );
-        let e = fill("x ${A} ${B} ${C} ${B}", &vars).unwrap_err();
+        let e = fill("x ${A} ${B} ${C} ${B}", &v).unwrap_err();
         assert!(e.starts_with("no value for ${B}, ${C} ("), "{e}");
-        assert!(fill("x ${A", &vars).is_err());
+        assert!(fill("x ${A", &v).is_err());
+        assert!(placeholders("# only a comment\n\n").is_err());
+        assert!(placeholders("x ${a b}").is_err());
+    }
+
+    #[test]
+    fn values_that_could_be_read_as_pipeline_text_become_tokens() {
+        let hostile = "a\" ! tee name=t ! queue ! filesink location=x.bin t. ! queue name=\"b";
+        let v = vars(&[
+            ("URI", "rtsp://h:554/s?x=1&y=2"),
+            ("TAG", hostile),
+            ("ID", "cam-1"),
+        ]);
+        let f = fill("src uri=\"${URI}\" ! sink name=\"${TAG}\" id=${ID}", &v).unwrap();
+        assert!(f.description.contains("id=cam-1"), "{}", f.description);
+        assert!(!f.description.contains('!') || f.description.matches('!').count() == 1);
+        assert!(!f.description.contains("tee"));
+        assert_eq!(f.bound.len(), 2);
+        assert!(f.bound.iter().any(|b| b.2 == hostile));
+        for (token, _, _) in &f.bound {
+            assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
+        }
+        assert!(pastable("file:///dev/null"));
+        assert!(!pastable(""));
+        assert!(!pastable("a b"));
+        assert!(!pastable("1,framerate=5/1"));
+    }
+
+    #[test]
+    fn bound_values_arrive_verbatim_and_the_elements_are_the_template_s() {
+        gst::init().unwrap();
+        let hostile =
+            "a\" ! tee name=t ! queue ! filesink location=x.bin t. ! queue name=\"b';${X}\nline2";
+        let v = vars(&[("TAG", hostile), ("N", "5")]);
+        let f = fill(
+            "filesrc location=\"/tmp/${TAG}.mp4\" num-buffers=${N} ! identity ! fakesink",
+            &v,
+        )
+        .unwrap();
+        let p = gst::parse::launch(&f.description)
+            .unwrap()
+            .downcast::<gst::Bin>()
+            .unwrap();
+        bind(&p, &f.bound).unwrap();
+        let names: Vec<String> = p
+            .iterate_elements()
+            .into_iter()
+            .flatten()
+            .map(|e| e.factory().unwrap().name().to_string())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        let src = p
+            .iterate_elements()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().unwrap().name() == "filesrc")
+            .unwrap();
+        assert_eq!(
+            src.property::<Option<String>>("location").unwrap(),
+            format!("/tmp/{hostile}.mp4")
+        );
+        // A value with other characters where only a number fits: refused, named.
+        let v = vars(&[("N", "5 ! fakesink")]);
+        let f = fill("videotestsrc num-buffers=${N} ! fakesink", &v).unwrap();
+        let err = gst::parse::launch(&f.description).unwrap_err();
+        assert!(
+            explain(&err.to_string(), &f.bound).contains("${N}"),
+            "{err}"
+        );
     }
 }

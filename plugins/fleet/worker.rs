@@ -68,13 +68,21 @@ struct Run {
     offered: bool,
     /// Taken by this worker from an offer of `from`.
     from: Option<String>,
+    /// Said in the lease's detail while the pipeline has nothing to say (its parameters that
+    /// the pipeline file does not use).
+    note: String,
 }
 
 /// A camera another worker took over from this one: its pipeline runs until the taker stored.
 struct Handover {
     pipeline: CameraRun,
     taker: String,
+    /// The lease's revision when this worker read the taker's value: the lease watch may not
+    /// have caught up with it yet.
+    revision: u64,
     since: Instant,
+    /// How long it had waited when last said so.
+    reported: Duration,
 }
 
 /// After this long a camera whose pipeline file failed is tried again.
@@ -109,25 +117,42 @@ pub struct Worker {
     /// Counters and gauges, as `videoai-fleet status` (through the heartbeat) and `--metrics`
     /// show them.
     metrics: Arc<WorkerMetrics>,
+    /// This process (`host:pid:start ms`), in its heartbeat.
+    instance: String,
+    /// Another live process took this worker's name: stop.
+    pub twin: Option<String>,
 }
 
 impl Worker {
     /// Connects (retrying until NATS answers) and opens the buckets.
     pub async fn connect(cfg: Config) -> Result<Worker, String> {
-        let client = crate::eventlog::nats::connect(
-            &cfg.nats,
-            &format!("videoai-worker {}", cfg.name),
-            Duration::from_secs(5),
-            true,
-        )
-        .await?;
+        let (urls, client_name) = (cfg.nats.clone(), format!("videoai-worker {}", cfg.name));
+        // With retries on, the client is handed back at once and connects in the background: wait
+        // for it, saying why not (once per reason, asked of TCP: the client itself only retries).
+        let client =
+            crate::eventlog::nats::connect(&urls, &client_name, Duration::from_secs(5), true)
+                .await?;
+        let mut said = String::new();
+        let mut next_probe = tokio::time::Instant::now() + Duration::from_secs(1);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() >= next_probe {
+                next_probe += Duration::from_secs(2);
+                if let Some(why) = crate::eventlog::nats::probe(&urls).await
+                    && why != said
+                {
+                    say(&cfg.name, &format!("{why}; retrying"));
+                    said = why;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let js = async_nats::jetstream::new(client);
         let mut wait = Duration::from_millis(200);
         let buckets = loop {
             match kv::open(&js, cfg.lease_ttl, cfg.replicas).await {
                 Ok(b) => break b,
                 Err(e) => {
-                    eprintln!("videoai-worker {}: {e}; retrying in {wait:?}", cfg.name);
+                    say(&cfg.name, &format!("{e}; retrying in {wait:?}"));
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -136,11 +161,23 @@ impl Worker {
         if let Some(ttl) = kv::lease_ttl(&buckets.leases).await
             && ttl != cfg.lease_ttl
         {
-            eprintln!(
-                "videoai-worker {}: the leases bucket has a TTL of {ttl:?} (--lease-ttl {:?} ignored: the first worker set it)",
-                cfg.name, cfg.lease_ttl
+            say(
+                &cfg.name,
+                &format!(
+                    "the leases bucket has a TTL of {ttl:?} (--lease-ttl {:?} ignored: the first worker set it)",
+                    cfg.lease_ttl
+                ),
             );
         }
+        let instance = format!(
+            "{}:{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim(),
+            std::process::id(),
+            now_ms()
+        );
+        alone(&buckets, &cfg.name, &instance, cfg.lease_ttl).await?;
         let (name, capacity) = (cfg.name.clone(), cfg.capacity);
         let cameras = Mirror::follow(buckets.cameras.clone());
         let leases = Mirror::follow(buckets.leases.clone());
@@ -162,6 +199,8 @@ impl Worker {
             nats_down: false,
             leaving: false,
             metrics: Arc::new(WorkerMetrics::new(&name, capacity)),
+            instance,
+            twin: None,
         })
     }
 
@@ -175,22 +214,50 @@ impl Worker {
         self.cfg.lease_ttl / 3
     }
 
-    /// Runs until `stop` resolves, then [`Worker::shutdown`].
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+    /// Runs until `stop` resolves, then [`Worker::shutdown`]. An error when it had to stop for
+    /// another reason (another live process took its name).
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), String> {
         let mut tick = tokio::time::interval(self.tick_period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let self_name = self.cfg.name.clone();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
                 _ = &mut stop => break,
             }
+            if self.twin.is_some() {
+                break;
+            }
         }
+        let twin = self.twin.clone();
         self.shutdown().await;
+        match twin {
+            Some(other) => Err(format!(
+                "another process ({other}) runs under the name '{}', started before this one: stopped (worker names must be unique)",
+                self_name
+            )),
+            None => Ok(()),
+        }
     }
 
     /// One round: watch the pipelines, renew, look, decide, act.
     pub async fn tick(&mut self) {
+        let started = Instant::now();
+        self.tick_once().await;
+        let took = started.elapsed();
+        if took > self.tick_period() {
+            say(
+                &self.cfg.name,
+                &format!(
+                    "a decision round took {took:?}, more than a tick ({:?}): NATS slow to answer?",
+                    self.tick_period()
+                ),
+            );
+        }
+    }
+
+    async fn tick_once(&mut self) {
         self.watch_pipelines().await;
         self.renew().await;
         self.follow_handovers();
@@ -203,10 +270,7 @@ impl Worker {
         if !self.leaving {
             for id in &p.release {
                 if let Some(run) = self.runs.get_mut(id) {
-                    eprintln!(
-                        "videoai-worker {}: {id}: offered (fair share)",
-                        self.cfg.name
-                    );
+                    say(&self.cfg.name, &format!("{id}: offered (fair share)"));
                     run.offered = true;
                     self.metrics.releases.inc();
                     self.last_release = Instant::now();
@@ -273,6 +337,8 @@ impl Worker {
         }
         self.failed.retain(|_, (until, _)| *until > now);
         held.extend(self.failed.keys().cloned());
+        // Handed over: the taker's, whatever the watch shows yet.
+        held.extend(self.handovers.keys().cloned());
         offered.retain(|c| !self.failed.contains_key(c) && !self.handovers.contains_key(c));
         let mut others = BTreeMap::new();
         for (name, seen) in self.workers.snapshot() {
@@ -320,7 +386,11 @@ impl Worker {
                 p => p.as_str(),
             }
             .to_string(),
-            detail: snap.detail,
+            detail: if snap.detail.is_empty() {
+                run.note.clone()
+            } else {
+                snap.detail
+            },
             fps: run.fps,
             frames: run.pipeline.frames.count.load(Ordering::Relaxed),
             last_frame_ms: (last > 0).then_some(last),
@@ -354,49 +424,99 @@ impl Worker {
         let own = seen_lease
             .as_ref()
             .is_some_and(|l| l.worker == self.cfg.name);
-        let taken = match seen.as_ref().filter(|_| from.is_some() || own) {
-            // An offer (or this worker's own lease from before a restart): take the lease over
-            // from the revision seen.
-            Some(s) => {
-                self.metrics.kv("update");
-                self.buckets
-                    .leases
-                    .update(id, value, s.revision)
-                    .await
-                    .map_err(|e| e.to_string())
+        let limit = self.cfg.lease_ttl / 3;
+        let taken = match (&from, &seen) {
+            // An offer: take the lease over by compare-and-set, from its revision read just
+            // now (the holder renews it every tick: a revision from the watch would lose to that
+            // renewal every time when the two workers' ticks are in step).
+            (Some(offerer), Some(_)) => {
+                self.metrics.kv("get");
+                match bounded(limit, self.buckets.leases.entry(id)).await {
+                    Ok(Some(entry))
+                        if serde_json::from_slice::<Lease>(&entry.value)
+                            .is_ok_and(|l| l.offered && &l.worker == offerer) =>
+                    {
+                        self.metrics.kv("update");
+                        bounded(limit, self.buckets.leases.update(id, value, entry.revision)).await
+                    }
+                    Ok(_) => Err("no longer offered".to_string()),
+                    Err(e) => Err(e),
+                }
             }
-            None => {
+            // Free (or this worker's own lease from before a restart, which may have aged out
+            // since: the watch never says so, so its revision is not trusted): create it, or
+            // take this worker's own over from the revision it has now.
+            _ => {
                 self.metrics.kv("create");
-                match self.buckets.leases.create(id, value).await {
-                    Ok(rev) => Ok(rev),
-                    Err(e) => {
-                        if e.kind() != CreateErrorKind::AlreadyExists {
-                            // The leases do not answer: wait a TTL after they do before
-                            // taking any.
-                            self.nats_down = true;
+                match tokio::time::timeout(limit, self.buckets.leases.create(id, value.clone()))
+                    .await
+                {
+                    Ok(Ok(rev)) => Ok(rev),
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists && own => {
+                        self.metrics.kv("get");
+                        match bounded(limit, self.buckets.leases.entry(id)).await {
+                            Ok(Some(entry))
+                                if serde_json::from_slice::<Lease>(&entry.value)
+                                    .is_ok_and(|l| l.worker == self.cfg.name) =>
+                            {
+                                self.metrics.kv("update");
+                                bounded(
+                                    limit,
+                                    self.buckets.leases.update(id, value, entry.revision),
+                                )
+                                .await
+                            }
+                            Ok(_) => Err("someone else's lease".to_string()),
+                            Err(e) => Err(e),
                         }
-                        Err(e.to_string())
+                    }
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Err(e.to_string()),
+                    other => {
+                        // The leases do not answer: wait a TTL after they do before taking any.
+                        self.nats_down = true;
+                        Err(match other {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {limit:?}"),
+                        })
                     }
                 }
             }
         };
-        let Ok(revision) = taken else {
-            return; // Someone else was quicker (or the holder renewed meanwhile).
+        let revision = match taken {
+            Ok(r) => r,
+            Err(why) => {
+                // Someone else was quicker (or the holder renewed meanwhile): tried again next
+                // round, if still wanted.
+                gst::debug!(
+                    crate::fleet::CAT,
+                    "{}: {id}: not taken: {why}",
+                    self.cfg.name
+                );
+                return;
+            }
         };
         self.metrics.claims.inc();
         match &from {
-            Some(f) => eprintln!(
-                "videoai-worker {}: {id}: taken over from {f}",
-                self.cfg.name
-            ),
-            None => eprintln!("videoai-worker {}: {id}: claimed", self.cfg.name),
+            Some(f) => say(&self.cfg.name, &format!("{id}: taken over from {f}")),
+            None => say(&self.cfg.name, &format!("{id}: claimed")),
         }
         if self.seen_elsewhere.remove(id) {
             self.metrics.takeovers.inc();
         }
         match self.description(id, &camera) {
-            Ok(desc) => {
+            Ok((desc, unused)) => {
+                let note = if unused.is_empty() {
+                    String::new()
+                } else {
+                    let note = format!(
+                        "parameters the pipeline file does not use: {}",
+                        unused.join(", ")
+                    );
+                    say(&self.cfg.name, &format!("{id}: {note}"));
+                    note
+                };
                 let run = Run {
+                    note,
                     pipeline: CameraRun::start(id, desc),
                     revision,
                     renewed: Instant::now(),
@@ -420,24 +540,41 @@ impl Worker {
             .insert(id.to_string(), (Instant::now() + FAILED_RETRY, why.clone()));
         self.report(id, "failed", &why).await;
         self.metrics.kv("delete");
-        let _ = self
-            .buckets
-            .leases
-            .delete_expect_revision(id, Some(revision))
-            .await;
+        let limit = self.cfg.lease_ttl / 3;
+        let _ = bounded(
+            limit,
+            self.buckets
+                .leases
+                .delete_expect_revision(id, Some(revision)),
+        )
+        .await;
     }
 
-    /// The camera's pipeline description, from the pipeline file.
-    fn description(&self, id: &str, camera: &Camera) -> Result<String, String> {
+    /// The camera's pipeline description, from the pipeline file, and the camera's parameters
+    /// the file does not use.
+    fn description(
+        &self,
+        id: &str,
+        camera: &Camera,
+    ) -> Result<(template::Filled, Vec<String>), String> {
         let path = &self.cfg.pipeline;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the pipeline file {}: {e}", path.display()))?;
+        let used = template::placeholders(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let unused: Vec<String> = camera
+            .params
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
         let mut vars = self.cfg.vars.clone();
         vars.extend(camera.params.clone());
         vars.insert("CAMERA_ID".into(), id.to_string());
         vars.insert("URI".into(), camera.uri.clone());
         vars.insert("NATS".into(), format!("nats://{}", hosts(&self.cfg.nats)));
-        template::fill(&text, &vars).map_err(|e| format!("{}: {e}", path.display()))
+        let filled =
+            template::fill(&text, &vars).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((filled, unused))
     }
 
     /// Pipelines that could not be built give their camera back; stopped pipelines are
@@ -519,10 +656,12 @@ impl Worker {
                     self.nats_down = true;
                     let run = &self.runs[&id];
                     if run.renewed.elapsed() > ttl {
-                        eprintln!(
-                            "videoai-worker {}: {id}: lease not renewed for {:?} (NATS unreachable?); still running",
-                            self.cfg.name,
-                            run.renewed.elapsed()
+                        say(
+                            &self.cfg.name,
+                            &format!(
+                                "{id}: lease not renewed for {:?} (NATS unreachable?); still running",
+                                run.renewed.elapsed()
+                            ),
                         );
                     }
                 }
@@ -555,9 +694,11 @@ impl Worker {
         match current {
             // This worker's own update landed though its answer was lost: go on from it.
             Some((rev, lease)) if lease.worker == self.cfg.name => {
-                eprintln!(
-                    "videoai-worker {}: {id}: the lease is at a newer revision of this worker's own (an answer lost); going on",
-                    self.cfg.name
+                say(
+                    &self.cfg.name,
+                    &format!(
+                        "{id}: the lease is at a newer revision of this worker's own (an answer lost); going on"
+                    ),
                 );
                 if let Some(run) = self.runs.get_mut(id) {
                     run.revision = rev;
@@ -565,31 +706,50 @@ impl Worker {
                 }
             }
             // A taker of this worker's offer: run until it stored.
-            Some((_, lease)) if lease.from.as_deref() == Some(self.cfg.name.as_str()) => {
+            Some((revision, lease)) if lease.from.as_deref() == Some(self.cfg.name.as_str()) => {
                 if let Some(run) = self.runs.remove(id) {
-                    eprintln!(
-                        "videoai-worker {}: {id}: taken over by {}; running until it stored",
-                        self.cfg.name, lease.worker
+                    say(
+                        &self.cfg.name,
+                        &format!(
+                            "{id}: taken over by {}; running until it stored",
+                            lease.worker
+                        ),
                     );
                     self.handovers.insert(
                         id.to_string(),
                         Handover {
                             pipeline: run.pipeline,
                             taker: lease.worker,
+                            revision,
                             since: Instant::now(),
+                            reported: Duration::ZERO,
                         },
                     );
                 }
             }
-            // Someone else's.
-            Some((_, lease)) => {
-                eprintln!(
-                    "videoai-worker {}: {id}: the lease is {}'s now; stopping (EOS)",
-                    self.cfg.name, lease.worker
+            // Someone else's (it took the lease after it aged out: this worker could not renew
+            // it for a TTL). Its pipeline still runs until the new holder stored, as in a
+            // handover: the frames in between may have reached only this one.
+            Some((revision, lease)) => {
+                say(
+                    &self.cfg.name,
+                    &format!(
+                        "{id}: the lease is {}'s now; running until it stored, then stopping (EOS)",
+                        lease.worker
+                    ),
                 );
                 self.metrics.lost.inc();
                 if let Some(run) = self.runs.remove(id) {
-                    self.drain(run.pipeline);
+                    self.handovers.insert(
+                        id.to_string(),
+                        Handover {
+                            pipeline: run.pipeline,
+                            taker: lease.worker,
+                            revision,
+                            since: Instant::now(),
+                            reported: Duration::ZERO,
+                        },
+                    );
                 }
             }
             // Aged out (NATS away longer than the TTL) or deleted, and not taken: take it
@@ -599,16 +759,17 @@ impl Worker {
                     .unwrap()
                     .into();
                 self.metrics.kv("create");
-                match self.buckets.leases.create(id, value).await {
-                    Ok(rev) => {
+                let limit = self.cfg.lease_ttl / 3;
+                match tokio::time::timeout(limit, self.buckets.leases.create(id, value)).await {
+                    Ok(Ok(rev)) => {
                         let run = self.runs.get_mut(id).expect("held");
                         run.revision = rev;
                         run.renewed = Instant::now();
                     }
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
                         // Taken meanwhile: the next renewal reads whose.
                     }
-                    Err(_) => self.nats_down = true,
+                    _ => self.nats_down = true,
                 }
             }
         }
@@ -622,24 +783,53 @@ impl Worker {
             .handovers
             .iter()
             .filter(|(id, h)| {
-                let lease = leases
-                    .get(*id)
+                // Only a value at least as new as the one read when the taker was found.
+                let seen = leases.get(*id);
+                let lease = seen
+                    .filter(|s| s.revision >= h.revision)
                     .and_then(|s| serde_json::from_slice::<Lease>(&s.value).ok());
                 let stored = lease
                     .as_ref()
                     .is_some_and(|l| l.worker == h.taker && l.stored);
-                let gone = lease.as_ref().is_none_or(|l| l.worker != h.taker);
+                let gone = match seen {
+                    None => true,
+                    Some(s) if s.revision >= h.revision => {
+                        lease.as_ref().is_none_or(|l| l.worker != h.taker)
+                    }
+                    Some(_) => false,
+                };
                 stored || gone || h.since.elapsed() >= HANDOVER_MAX
             })
             .map(|(id, _)| id.clone())
             .collect();
+        for (id, h) in self.handovers.iter_mut() {
+            let waited = h.since.elapsed();
+            if waited >= h.reported + Duration::from_secs(5) {
+                h.reported = waited;
+                let s = h.pipeline.snapshot();
+                say(
+                    &self.cfg.name,
+                    &format!(
+                        "{id}: still running for {} after {waited:?} (its lease says it has not stored yet){}",
+                        h.taker,
+                        if s.store_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; this pipeline's last NATS error: {}", s.store_error)
+                        }
+                    ),
+                );
+            }
+        }
         for id in done {
             let h = self.handovers.remove(&id).expect("listed");
-            eprintln!(
-                "videoai-worker {}: {id}: {} stored after {:?}; stopping (EOS)",
-                self.cfg.name,
-                h.taker,
-                h.since.elapsed()
+            say(
+                &self.cfg.name,
+                &format!(
+                    "{id}: {} stored after {:?} (or gave the camera up); stopping (EOS)",
+                    h.taker,
+                    h.since.elapsed()
+                ),
             );
             self.drain(h.pipeline);
         }
@@ -656,11 +846,14 @@ impl Worker {
         if let Some(run) = self.runs.remove(id) {
             self.drain(run.pipeline);
             self.metrics.kv("delete");
-            let _ = self
-                .buckets
-                .leases
-                .delete_expect_revision(id, Some(run.revision))
-                .await;
+            let limit = self.cfg.lease_ttl / 3;
+            let _ = bounded(
+                limit,
+                self.buckets
+                    .leases
+                    .delete_expect_revision(id, Some(run.revision)),
+            )
+            .await;
         }
         self.clear_status(id).await;
     }
@@ -681,7 +874,20 @@ impl Worker {
             takeovers: self.metrics.takeovers.get(),
             at_ms: now_ms(),
             leaving: self.leaving,
+            instance: self.instance.clone(),
         };
+        // Another live process wrote under this name since the last heartbeat (started
+        // despite the check at start, e.g. at the same moment): two workers of one name would
+        // take each other's leases forever. The later one stops.
+        if let Some(seen) = self.workers.snapshot().get(&self.cfg.name)
+            && let Ok(w) = serde_json::from_slice::<WorkerInfo>(&seen.value)
+            && !w.instance.is_empty()
+            && w.instance != self.instance
+            && seen.at.elapsed() < self.cfg.lease_ttl
+            && started_ms(&w.instance) < started_ms(&self.instance)
+        {
+            self.twin = Some(w.instance);
+        }
         self.metrics.kv("put");
         let put = tokio::time::timeout(
             self.cfg.lease_ttl / 3,
@@ -713,12 +919,15 @@ impl Worker {
             at_ms: now_ms(),
         };
         self.metrics.kv("put");
-        if self
-            .buckets
-            .status
-            .put(id, serde_json::to_vec(&s).unwrap().into())
-            .await
-            .is_ok()
+        let limit = self.cfg.lease_ttl / 3;
+        if bounded(
+            limit,
+            self.buckets
+                .status
+                .put(id, serde_json::to_vec(&s).unwrap().into()),
+        )
+        .await
+        .is_ok()
         {
             self.reported.insert(id.to_string(), key);
         }
@@ -729,9 +938,16 @@ impl Worker {
         if !reported {
             self.metrics.kv("get");
         }
-        if reported || self.buckets.status.get(id).await.ok().flatten().is_some() {
+        let limit = self.cfg.lease_ttl / 3;
+        if reported
+            || bounded(limit, self.buckets.status.get(id))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        {
             self.metrics.kv("delete");
-            let _ = self.buckets.status.delete(id).await;
+            let _ = bounded(limit, self.buckets.status.delete(id)).await;
         }
     }
 
@@ -776,18 +992,21 @@ impl Worker {
             tokio::time::sleep(period).await;
         }
         let runs = std::mem::take(&mut self.runs);
+        let limit = self.cfg.lease_ttl / 3;
         for (id, run) in runs {
             self.metrics.kv("delete");
-            let _ = self
-                .buckets
-                .leases
-                .delete_expect_revision(&id, Some(run.revision))
-                .await;
+            let _ = bounded(
+                limit,
+                self.buckets
+                    .leases
+                    .delete_expect_revision(&id, Some(run.revision)),
+            )
+            .await;
             self.clear_status(&id).await;
             run.pipeline.join();
         }
         self.metrics.kv("delete");
-        let _ = self.buckets.workers.delete(&self.cfg.name).await;
+        let _ = bounded(limit, self.buckets.workers.delete(&self.cfg.name)).await;
         let stopping = std::mem::take(&mut self.stopping);
         let _ = tokio::task::spawn_blocking(move || {
             for p in stopping {
@@ -796,6 +1015,76 @@ impl Worker {
         })
         .await;
     }
+}
+
+/// Makes sure no other live process runs under `name`: its heartbeat key must stay still for
+/// two heartbeat periods (a dead worker's ages out; a live one's keeps changing). An error names
+/// the other process.
+async fn alone(buckets: &Buckets, name: &str, instance: &str, ttl: Duration) -> Result<(), String> {
+    let read = || async {
+        match tokio::time::timeout(ttl, buckets.workers.entry(name)).await {
+            Ok(Ok(Some(e))) if e.operation == async_nats::jetstream::kv::Operation::Put => Some((
+                e.revision,
+                serde_json::from_slice::<WorkerInfo>(&e.value).ok(),
+            )),
+            _ => None,
+        }
+    };
+    let Some((first, _)) = read().await else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + ttl * 2 / 3 + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match read().await {
+            Some((rev, Some(w))) if rev != first && w.instance != instance => {
+                let (host, pid) = {
+                    let mut p = w.instance.split(':');
+                    (
+                        p.next().unwrap_or("?").to_string(),
+                        p.next().unwrap_or("?").to_string(),
+                    )
+                };
+                return Err(format!(
+                    "another worker named '{name}' is running (host {host}, pid {pid}, {} cameras): worker names are unique; give this one another --name",
+                    w.cameras.len()
+                ));
+            }
+            // Gone (aged out or deleted): free.
+            None => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A key-value request bounded by `limit`: a NATS that does not answer never holds the tick
+/// (whose every other lease must be renewed within the TTL).
+async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// When the process of an instance (`host:pid:start ms`) started.
+fn started_ms(instance: &str) -> u64 {
+    instance
+        .rsplit(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A line of the worker's log (stderr), with the time.
+pub fn say(name: &str, what: &str) {
+    eprintln!(
+        "{} videoai-worker {name}: {what}",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+    );
 }
 
 /// `host:port,host:port` of NATS URLs.

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::eventlog::event::{FrameEvent, KeyBasis};
+use crate::eventlog::event::KeyBasis;
 use crate::eventlog::nats::{self, KeyOnSubject, ScanFrom};
 use crate::eventlog::store::{EventStore, LastKey, OutboxRow};
 use crate::util::backoff::{self, Backoff};
@@ -696,14 +696,7 @@ fn same_frame(row: &OutboxRow, half_period_ns: i64, held: (Option<i64>, Option<i
 /// Half the frame period of a row (how far apart two events under one key may be and still be
 /// one frame): from the camera's clock stored with it, else 1/60 s.
 fn half_period(row: &OutboxRow) -> i64 {
-    let json: Option<FrameEvent> = row
-        .json
-        .as_ref()
-        .ok()
-        .and_then(|j| serde_json::from_str(j).ok());
-    json.and_then(|e| e.clock)
-        .map(|c| c.period_ns / 2)
-        .unwrap_or(1_000_000_000 / 60)
+    row.period_ns.map_or(1_000_000_000 / 60, |p| p / 2)
 }
 
 /// Publishes the next chunk of one video stream's pending events, in outbox order.
@@ -857,7 +850,11 @@ async fn append(
                     },
                     _ => key,
                 }));
-                if let Some((lo, _)) = view.covered {
+                // The cache covers this append only when it covered everything before it (the
+                // message expected last); else messages in between were never scanned.
+                if let Some((lo, upto)) = view.covered
+                    && upto >= expected
+                {
                     view.covered = Some((lo, ack.sequence));
                 }
                 return Fate::Published;

@@ -494,8 +494,13 @@ impl BaseSinkImpl for RaftSink {
                 .unwrap_or_else(|| default_outbox(&location, &settings.nats_stream)),
             None => PathBuf::from(&location),
         };
-        let store = EventStore::open_for_writing(&database)
+        let mut store = EventStore::open_for_writing(&database)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{e}")))?;
+        if nats.is_some() {
+            store
+                .mark_outbox(&location)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{e}")))?;
+        }
         let weak = self.obj().downgrade();
         let post = settings.post_durable;
         let forwarder = nats.map(|urls| {

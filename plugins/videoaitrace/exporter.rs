@@ -79,17 +79,20 @@ fn serve(server: &tiny_http::Server, render: &dyn Fn() -> String) {
     // `recv` fails once the server is unblocked (the exporter dropped).
     while let Ok(request) = server.recv() {
         let path = request.url().split('?').next().unwrap_or("");
-        let response = match (request.method(), path) {
-            (tiny_http::Method::Get, "/metrics") => text(200, render(), CONTENT_TYPE),
-            (tiny_http::Method::Get, "/") => text(
+        // HEAD is answered as GET (tiny_http leaves the body out).
+        let readable = matches!(
+            request.method(),
+            tiny_http::Method::Get | tiny_http::Method::Head
+        );
+        let response = match (readable, path) {
+            (true, "/metrics") => text(200, render(), CONTENT_TYPE),
+            (true, "/") => text(
                 200,
                 "videoai metrics: GET /metrics (Prometheus text format)\n".into(),
                 "text/plain; charset=utf-8",
             ),
-            (tiny_http::Method::Get, _) => {
-                text(404, "not found: try /metrics\n".into(), "text/plain")
-            }
-            _ => text(405, "only GET is served\n".into(), "text/plain"),
+            (true, _) => text(404, "not found: try /metrics\n".into(), "text/plain"),
+            _ => text(405, "only GET and HEAD are served\n".into(), "text/plain"),
         };
         // A client that went away is not an error of ours.
         let _ = request.respond(response);

@@ -314,6 +314,15 @@ impl VideoAiTrace {
         }
     }
 
+    /// A tracer parameter that cannot be used: said now, and an error of every pipeline that
+    /// starts (nothing runs unwatched by mistake).
+    fn refuse(&self, why: &str) {
+        let why = format!("videoaitrace: {why}");
+        gst::error!(CAT, imp = self, "{why}");
+        eprintln!("{why}");
+        self.exporter_error.lock().unwrap().get_or_insert(why);
+    }
+
     /// Forgets what the topology looked like (pads linked, unlinked, added or removed).
     fn topology_changed(&self) {
         self.topology
@@ -409,6 +418,14 @@ impl ObjectImpl for VideoAiTrace {
                     )
                     .read_only()
                     .build(),
+                glib::ParamSpecString::builder("prometheus-error")
+                    .nick("Prometheus error")
+                    .blurb(
+                        "Why prometheus= is not served (the same message every pipeline's error \
+                         gives); empty when it is, or was not asked for",
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -441,12 +458,33 @@ impl ObjectImpl for VideoAiTrace {
                 .as_ref()
                 .map(|e| e.addr().to_string())
                 .to_value(),
+            "prometheus-error" => self.exporter_error.lock().unwrap().clone().to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
 
     fn constructed(&self) {
         self.parent_constructed();
+        // GST_TRACERS parameters, read here (see `params`): an unusable one is an error of
+        // every pipeline, as an address that cannot be served is.
+        let params: Option<String> = self.obj().property("params");
+        if let Some(params) = params.filter(|p| !p.trim().is_empty()) {
+            match super::params::parse(&params) {
+                Ok(pairs) => {
+                    for (key, value) in pairs {
+                        match key.as_str() {
+                            "file" | "prometheus" => self.obj().set_property(&key, &value),
+                            other => self.refuse(&format!(
+                                "unknown parameter '{other}' (videoaitrace takes file= and prometheus=)"
+                            )),
+                        }
+                    }
+                }
+                Err(why) => self.refuse(&format!(
+                    "cannot read GST_TRACERS parameters '{params}': {why}"
+                )),
+            }
+        }
         self.register_hook(TracerHook::PadPushPre);
         self.register_hook(TracerHook::PadPushListPre);
         self.register_hook(TracerHook::PadLinkPost);
@@ -461,7 +499,9 @@ impl ObjectImpl for VideoAiTrace {
 impl GstObjectImpl for VideoAiTrace {}
 
 impl TracerImpl for VideoAiTrace {
-    const USE_STRUCTURE_PARAMS: bool = true;
+    /// The parameters are read by the tracer itself (`params.rs`): GStreamer's reading refuses
+    /// an unquoted IPv6 address and leaves the tracer inert.
+    const USE_STRUCTURE_PARAMS: bool = false;
 
     fn pad_push_pre(&self, ts: u64, pad: &gst::Pad, buffer: &gst::Buffer) {
         self.on_buffer(ts, pad, buffer);

@@ -34,6 +34,7 @@ mod exporter;
 mod follow;
 mod imp;
 mod metrics;
+mod params;
 mod report;
 
 glib::wrapper! {

@@ -3,6 +3,7 @@
 //! run to completion with a deadline, and the text places of pipelines/sample-text.txt.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod fleet;
 pub mod http;
 pub mod mot;
@@ -102,7 +103,12 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept when `VIDEOAI_TEST_KEEP` is set (to read worker logs after a failure).
     fn drop(&mut self) {
+        if std::env::var_os("VIDEOAI_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -20,7 +20,7 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
 }
 
-fn server_binary() -> &'static str {
+pub fn server_binary() -> &'static str {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if std::path::Path::new(p).exists() {
             return p;
@@ -185,6 +185,43 @@ impl NatsCluster {
     pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::eventlog::event::FrameEvent> {
         self.retried(&format!("reading {stream}"), |js| async move {
             nats::read_all(&js, stream).await
+        })
+    }
+
+    /// Every event of the stream with the subject it is on, in stream order.
+    pub fn read_all_with_subjects(
+        &self,
+        stream: &str,
+    ) -> Vec<(String, gstvideoai::eventlog::event::FrameEvent)> {
+        self.retried(&format!("reading {stream}"), |js| async move {
+            use futures_util::StreamExt;
+            let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let last = s
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .state
+                .last_sequence;
+            let mut out = Vec::new();
+            if last == 0 {
+                return Ok(out);
+            }
+            let consumer = s
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| e.to_string())?;
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
+                if let Ok(e) = serde_json::from_slice(&m.payload) {
+                    out.push((m.subject.to_string(), e));
+                }
+                if seq >= last {
+                    break;
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -434,6 +434,8 @@ fn timeline_stats_and_follow() {
             .starts_with("cam-1\t10\t0\t9\t"),
         "{stats}"
     );
+    // A plain log has nothing to do with NATS: no such column (an outbox has it).
+    assert!(!stats.contains("not_in_nats"), "{stats}");
     // follow: the stored events with --from-start, then new ones as they are committed.
     let follower = Command::new(env!("CARGO_BIN_EXE_videoai-events"))
         .args(["follow", &d, "--from-start", "--count", "15"])

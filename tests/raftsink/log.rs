@@ -234,13 +234,74 @@ fn events_tool_usage_and_errors() {
     assert!(help.status.success());
     let help = String::from_utf8(help.stdout).unwrap();
     assert!(
-        help.contains("dump LOCATION [--stream ID]") && help.contains("capture"),
+        help.contains("dump") && help.contains("collisions"),
         "{help}"
     );
+    // Every subcommand explains itself.
+    for cmd in [
+        "dump",
+        "timeline",
+        "follow",
+        "stats",
+        "summary",
+        "tracks",
+        "counts",
+        "collisions",
+    ] {
+        let h = events_tool(&[cmd, "--help"]);
+        assert!(h.status.success(), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&h.stdout).contains("<LOCATION>"),
+            "{cmd}"
+        );
+    }
 
     let bad = events_tool(&["frobnicate", "x.db"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown command 'frobnicate'"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("frobnicate"));
+
+    // Times that do not exist or cannot be held, a range the wrong way round, a count of
+    // nothing: usage errors, never a silent wrong answer.
+    for (args, expected) in [
+        (
+            vec!["counts", "x.db", "--from", "2300-01-01T00:00:00Z"],
+            "1970 to 2262",
+        ),
+        (
+            vec!["counts", "x.db", "--from", "2026-13-45T99:00:00Z"],
+            "not a valid time",
+        ),
+        (
+            vec!["counts", "x.db", "--from", "2026-02-31T00:00:00Z"],
+            "not a valid time",
+        ),
+        (
+            vec![
+                "counts",
+                "x.db",
+                "--from",
+                "2026-11-24T04:00:00Z",
+                "--to",
+                "2026-11-24T03:00:00Z",
+            ],
+            "--from is after --to",
+        ),
+        (vec!["follow", "x.db", "--count", "0"], "--count"),
+    ] {
+        let out = events_tool(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+
+    // A directory is said to be one.
+    let dir = common::TempDir::new("events-dir");
+    let out = events_tool(&["tracks", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a directory"),
+        "{out:?}"
+    );
 
     let missing = events_tool(&["dump", "/nonexistent/events.db"]);
     assert_eq!(missing.status.code(), Some(1));

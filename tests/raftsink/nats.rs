@@ -673,3 +673,34 @@ fn pipelines_sharing_an_outbox_publish_each_event_once() {
         "{published} publishes for {total} events"
     );
 }
+
+#[test]
+fn a_nats_server_without_jetstream_is_said_to_be_one() {
+    // videoai-events against a NATS server that has no JetStream: said within seconds (it used
+    // to wait 30 s and then talk about a leader).
+    common::init();
+    let port = common::free_port();
+    let mut server = Command::new(common::nats::server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let out = events_tool(&["dump", &format!("nats://127.0.0.1:{port}")]);
+    let took = started.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has no JetStream") && err.contains("-js"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

@@ -431,3 +431,56 @@ fn raftsink_series_carry_the_stream_its_events_go_under_without_stream_id() {
         "no raftsink series with stream=\"{stream}\" in\n{text}"
     );
 }
+
+/// `gst-launch-1.0` with the plugin from target/release and `GST_TRACERS=tracers`: its exit
+/// status and stderr.
+fn traced_launch(tracers: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=3", "!", "fakesink"])
+        .env("GST_PLUGIN_PATH", common::root().join("target/release"))
+        .env("GST_TRACERS", tracers)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tracer_parameters_that_cannot_be_used_are_an_error_of_the_pipeline() {
+    // A misspelt parameter: GStreamer used to create the tracer inert, warn, and the pipeline
+    // ran unwatched (exit 0). Now the pipeline fails with the reason.
+    let (code, err) = traced_launch("videoaitrace(promethus=127.0.0.1:0)");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("unknown parameter 'promethus'") && err.contains("prometheus="),
+        "{err}"
+    );
+    let (code, err) = traced_launch("videoaitrace(prometheus)");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("not key=value"), "{err}");
+    // Unquoted and quoted addresses are both read (an IPv6 literal such as [::1]:9464 too:
+    // see the unit test of params.rs; tests listen on 127.0.0.1 only).
+    for tracers in [
+        "videoaitrace(prometheus=127.0.0.1:0)",
+        "videoaitrace(prometheus=\"127.0.0.1:0\")",
+    ] {
+        let (code, err) = traced_launch(tracers);
+        assert_eq!(code, Some(0), "{tracers}: {err}");
+    }
+}
+
+#[test]
+fn head_requests_are_answered_like_get() {
+    let (_tracer, addr) = tracer_serving();
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(
+        format!("HEAD /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
