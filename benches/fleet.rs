@@ -30,7 +30,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Worker, add, running_with_frames, status, try_status, wait_for};
+use common::fleet::{
+    Worker, add, rtsp_nats_pipeline, running_with_frames, status, try_status, wait_for,
+};
 use common::nats::NatsCluster;
 use common::rtsp::RtspCamera;
 
@@ -159,12 +161,7 @@ fn resume(dir: &common::TempDir, kills: usize) {
     cluster.wait_ready(Duration::from_secs(30));
     let nats = cluster.url();
     let cam = RtspCamera::start("rtsp_server_child");
-    let pipeline = dir.join("resume.pipeline");
-    std::fs::write(
-        &pipeline,
-        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-    )
-    .unwrap();
+    let pipeline = rtsp_nats_pipeline(dir.path(), "resume.pipeline");
     add(&nats, "rcam", &cam.uri(), &[]);
     let urls = gstvideoai::eventlog::nats::parse_location(&nats)
         .unwrap()

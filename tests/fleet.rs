@@ -40,12 +40,7 @@ impl Site {
         let cams: Vec<RtspCamera> = (0..cameras)
             .map(|_| RtspCamera::start("rtsp_server_child"))
             .collect();
-        let pipeline = dir.join("camera.pipeline");
-        std::fs::write(
-            &pipeline,
-            "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-        )
-        .unwrap();
+        let pipeline = rtsp_nats_pipeline(dir.path(), "camera.pipeline");
         for (i, c) in cams.iter().enumerate() {
             add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
         }
@@ -886,12 +881,7 @@ fn sigterm_waits_for_nats_as_long_as_the_eos_timeout() {
     cluster.wait_ready(Duration::from_secs(30));
     let nats = cluster.url();
     let cam = RtspCamera::start("rtsp_server_child");
-    let pipeline = dir.join("camera.pipeline");
-    std::fs::write(
-        &pipeline,
-        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-    )
-    .unwrap();
+    let pipeline = rtsp_nats_pipeline(dir.path(), "camera.pipeline");
     add(&nats, "cam", &cam.uri(), &[]);
     let mut w = Worker::start(dir.path(), "w0", &nats, &pipeline, 2);
     wait_for(&nats, Duration::from_secs(30), "running", |s| {

@@ -85,6 +85,19 @@ struct Handover {
     reported: Duration,
 }
 
+impl Handover {
+    /// `run`, handed to `taker` (whose lease is at `revision`), from now on.
+    fn new(run: Run, taker: String, revision: u64) -> Handover {
+        Handover {
+            pipeline: run.pipeline,
+            taker,
+            revision,
+            since: Instant::now(),
+            reported: Duration::ZERO,
+        }
+    }
+}
+
 /// After this long a camera whose pipeline file failed is tried again.
 const FAILED_RETRY: Duration = Duration::from_secs(30);
 /// Longest a handed-over camera's pipeline waits for the taker's first stored frame.
@@ -715,16 +728,8 @@ impl Worker {
                             lease.worker
                         ),
                     );
-                    self.handovers.insert(
-                        id.to_string(),
-                        Handover {
-                            pipeline: run.pipeline,
-                            taker: lease.worker,
-                            revision,
-                            since: Instant::now(),
-                            reported: Duration::ZERO,
-                        },
-                    );
+                    self.handovers
+                        .insert(id.to_string(), Handover::new(run, lease.worker, revision));
                 }
             }
             // Someone else's (it took the lease after it aged out: this worker could not renew
@@ -740,16 +745,8 @@ impl Worker {
                 );
                 self.metrics.lost.inc();
                 if let Some(run) = self.runs.remove(id) {
-                    self.handovers.insert(
-                        id.to_string(),
-                        Handover {
-                            pipeline: run.pipeline,
-                            taker: lease.worker,
-                            revision,
-                            since: Instant::now(),
-                            reported: Duration::ZERO,
-                        },
-                    );
+                    self.handovers
+                        .insert(id.to_string(), Handover::new(run, lease.worker, revision));
                 }
             }
             // Aged out (NATS away longer than the TTL) or deleted, and not taken: take it

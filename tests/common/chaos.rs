@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 
-use super::fleet::{Timeline, Worker, add, now_ns, running_with_frames, try_status, wait_for};
+use super::fleet::{
+    Timeline, Worker, add, now_ns, rtsp_nats_pipeline, running_with_frames, try_status, wait_for,
+};
 use super::nats::NatsCluster;
 use super::rtsp::RtspCamera;
 
@@ -188,12 +190,7 @@ pub fn run(minutes: f64, seed: u64, entry: &'static str) -> Report {
     cluster.wait_ready(Duration::from_secs(30));
     let nats = cluster.url();
     let cams: Vec<RtspCamera> = (0..CAMERAS).map(|_| RtspCamera::start(entry)).collect();
-    let pipeline = dir.join("camera.pipeline");
-    std::fs::write(
-        &pipeline,
-        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
-    )
-    .unwrap();
+    let pipeline = rtsp_nats_pipeline(dir.path(), "camera.pipeline");
     for (i, c) in cams.iter().enumerate() {
         add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
     }

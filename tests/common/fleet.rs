@@ -240,6 +240,18 @@ pub fn cheap_pipeline(dir: &Path) -> PathBuf {
     p
 }
 
+/// An RTSP camera into NATS, keyed by the camera's clock (what `fleet-camera.pipeline` does),
+/// written as `name` in `dir`.
+pub fn rtsp_nats_pipeline(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        "resilientsrc uri=\"${URI}\" ! raftsink location=\"${NATS}\" stream-id=\"${CAMERA_ID}\" capture-time-wait=10000000000\n",
+    )
+    .unwrap();
+    p
+}
+
 /// One camera's stored frames, sorted by capture time: (capture time, seq). What exactly-once
 /// is checked on, whatever the keys.
 #[derive(Debug, Clone, Default)]
