@@ -23,8 +23,10 @@
 //!   table; not held (another reader missed that frame), it is appended to the stream's
 //!   `.late` subject, with the same check and the same refusal rule there.
 //!
-//! Events keyed locally (`key_basis: local`) go to the `.local` subject. `Nats-Msg-Id` stays as
-//! JetStream's own short-term check. An event is marked forwarded only once NATS holds it.
+//! Events keyed locally (`key_basis: local`) go to the `.local` subject. `Nats-Msg-Id` stays:
+//! the rule above alone let a key be appended twice when a publish whose acknowledgement was
+//! lost is sent again while the servers elect a leader (the first still in flight when the
+//! second is checked): 1-10 keys per camera in the 2-minute chaos test without it. An event is marked forwarded only once NATS holds it.
 //!
 //! What JetStream refuses for good (a message larger than the stream allows, a permission
 //! violation) and rows that cannot be read are parked in the outbox's dead letters, counted and
@@ -102,6 +104,8 @@ pub struct Forwarder {
 
 /// Rows of one stream read at a time.
 const CHUNK: usize = 512;
+/// Chunks a stream forwards in one round before the streams to forward are read again.
+const ROUND_CHUNKS: usize = 64;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry delays after a failure (per stream, and for connecting): 50 ms doubling up to 2 s,
 /// ±20 % so that streams and processes do not retry in lockstep.
@@ -455,6 +459,73 @@ struct Outcome {
     collided: Vec<(i64, Option<i64>)>,
     /// A transient failure ended the chunk early.
     failed: bool,
+    /// Rows the chunk read from the outbox.
+    rows: usize,
+}
+
+/// What a stream's chunks of one round left to report.
+#[derive(Default)]
+struct Settled {
+    failed: bool,
+    first_parked: Option<String>,
+    first_collision: Option<i64>,
+}
+
+/// Records a chunk's outcome in the outbox (forwarded, collisions kept, dead letters parked) and
+/// in the stats.
+async fn settle(
+    shared: &Shared,
+    store: &Arc<Mutex<EventStore>>,
+    name: &str,
+    outcome: Outcome,
+    settled: &mut Settled,
+) {
+    let Outcome {
+        mut acked,
+        parked,
+        collided,
+        failed,
+        ..
+    } = outcome;
+    settled.failed |= failed;
+    for (id, why) in &parked {
+        gst::warning!(
+            super::CAT,
+            "stream '{name}': outbox event {id} parked as a dead letter: {why}"
+        );
+    }
+    if settled.first_parked.is_none() {
+        settled.first_parked = parked.first().map(|(_, why)| why.clone());
+    }
+    if settled.first_collision.is_none() {
+        settled.first_collision = collided.first().map(|c| c.0);
+    }
+    if acked.is_empty() && parked.is_empty() && collided.is_empty() {
+        return;
+    }
+    let (n_parked, n_collided) = (parked.len() as u64, collided.len() as u64);
+    acked.extend(collided.iter().map(|c| c.0));
+    let done = blocking(store, move |s| {
+        for (id, stored_capture) in &collided {
+            if let Some(ev) = s.outbox_event(*id)? {
+                s.keep_collision(&ev, *stored_capture)?;
+            }
+        }
+        s.mark_forwarded(&acked)?;
+        for (id, why) in &parked {
+            s.park(*id, why)?;
+        }
+        Ok::<(), crate::eventlog::store::StoreError>(())
+    })
+    .await;
+    match done {
+        Ok(()) => {
+            let mut st = shared.state.lock().unwrap();
+            st.stats.dead_letters += n_parked;
+            st.stats.collisions += n_collided;
+        }
+        Err(e) => note_error(shared, e.to_string()),
+    }
 }
 
 async fn forward(
@@ -549,15 +620,26 @@ async fn forward(
             })
             .collect();
             async move {
-                let outcome = forward_chunk(shared, store, js, stream, &name, &mut subs).await;
-                (name, subs, outcome)
+                // Chunk after chunk until the stream has nothing left (bounded, so streams that
+                // appear meanwhile are picked up): no stream waits for the slowest one between
+                // chunks.
+                let mut settled = Settled::default();
+                for _ in 0..ROUND_CHUNKS {
+                    let outcome = forward_chunk(shared, store, js, stream, &name, &mut subs).await;
+                    let more = !outcome.failed && outcome.rows == CHUNK;
+                    settle(shared, store, &name, outcome, &mut settled).await;
+                    if !more || shutting_down(shared) {
+                        break;
+                    }
+                }
+                (name, subs, settled)
             }
         });
         let results = futures_util::future::join_all(tasks).await;
         let mut any_failed = false;
-        for (name, subs, outcome) in results {
+        for (name, subs, settled) in results {
             subjects.extend(subs);
-            if outcome.failed {
+            if settled.failed {
                 any_failed = true;
                 let failures = retry_at.get(&name).map_or(1, |(_, n)| n + 1);
                 let delay = BACKOFF.delay(failures, backoff::random_unit());
@@ -569,55 +651,19 @@ async fn forward(
             } else {
                 retry_at.remove(&name);
             }
-            let Outcome {
-                mut acked,
-                parked,
-                collided,
-                ..
-            } = outcome;
-            let n_parked = parked.len() as u64;
-            for (id, why) in &parked {
-                gst::warning!(
-                    super::CAT,
-                    "outbox event {id} parked as a dead letter: {why}"
-                );
-            }
-            if let Some((_, why)) = parked.first()
+            if let Some(why) = settled.first_parked
                 && !parked_reported
             {
                 parked_reported = true;
-                (reports.on_parked)(why.clone());
+                (reports.on_parked)(why);
             }
-            if let Some((id, _)) = collided.first()
+            if let Some(id) = settled.first_collision
                 && !collision_reported
             {
                 collision_reported = true;
                 (reports.on_collision)(format!(
                     "stream '{name}': a key NATS holds carries another frame (outbox row {id}): this frame was kept in the outbox's collisions table (videoai-events collisions lists it)"
                 ));
-            }
-            let n_collided = collided.len() as u64;
-            acked.extend(collided.iter().map(|c| c.0));
-            let done = blocking(&store, move |s| {
-                for (id, stored_capture) in &collided {
-                    if let Some(ev) = s.outbox_event(*id)? {
-                        s.keep_collision(&ev, *stored_capture)?;
-                    }
-                }
-                s.mark_forwarded(&acked)?;
-                for (id, why) in &parked {
-                    s.park(*id, why)?;
-                }
-                Ok::<(), crate::eventlog::store::StoreError>(())
-            })
-            .await;
-            match done {
-                Ok(()) => {
-                    let mut st = shared.state.lock().unwrap();
-                    st.stats.dead_letters += n_parked;
-                    st.stats.collisions += n_collided;
-                }
-                Err(e) => note_error(&shared, e.to_string()),
             }
         }
         let pending = update_pending(&shared, &store).await;
@@ -718,6 +764,7 @@ async fn forward_chunk(
             return out;
         }
     };
+    out.rows = rows.len();
     for row in rows {
         if shutting_down(shared) {
             return out;
@@ -904,10 +951,10 @@ async fn publish(
         "Nats-Expected-Last-Subject-Sequence",
         expected.to_string().as_str(),
     );
-    headers.insert(nats::CAPTURE_HEADER, row.capture_ns.to_string().as_str());
-    if let Some(p) = row.pts_ns {
-        headers.insert(nats::PTS_HEADER, p.to_string().as_str());
-    }
+    headers.insert(
+        nats::KEY_HEADER,
+        nats::key_header(row.seq, row.capture_ns, row.pts_ns).as_str(),
+    );
     let sent = Instant::now();
     let ack = js
         .publish_with_headers(subject.to_string(), headers, json.to_string().into())
