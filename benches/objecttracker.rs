@@ -185,7 +185,16 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---|---|");
     let mut version = String::new();
-    for n in [10usize, 100, 1000] {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "10,100,1000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_SIZES: numbers separated by commas")
+        })
+        .collect();
+    for n in sizes {
         let frames = if n >= 1000 { frames / 3 } else { frames };
         let mut rng = Rng(0x5eed ^ n as u64);
         let objs = objects(n, frames, &mut rng);

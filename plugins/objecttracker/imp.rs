@@ -41,6 +41,8 @@ struct Stream {
     places: Places,
     /// Running time of the last frame (for frames without a timestamp).
     last_ns: u64,
+    /// Whether a detection whose confidence is not a number was warned about.
+    warned_confidence: bool,
 }
 
 /// Created in `start`, dropped in `stop`.
@@ -70,6 +72,7 @@ impl State {
                 tracker: Tracker::new(config),
                 places: Places::new(lines.clone(), zones.clone()),
                 last_ns: 0,
+                warned_confidence: false,
             })
     }
 }
@@ -99,6 +102,8 @@ fn anchor_of(anchor: Anchor, r: &[f64; 4]) -> Point {
 struct Happened {
     crossings: Vec<gst::Structure>,
     zone_events: Vec<gst::Structure>,
+    /// Warnings to post (once the state lock is released).
+    warnings: Vec<String>,
 }
 
 impl ObjectTracker {
@@ -130,9 +135,17 @@ impl ObjectTracker {
                 },
             })
             .collect();
-        skipped += dets
+        // Not tracked (confidence 0 here) and counted: a zero-size box, or a confidence that is
+        // not a number (a broken model or post-processing).
+        let not_a_number = all
             .iter()
-            .filter(|d| d.rect[2] <= 0.0 || d.rect[3] <= 0.0)
+            .take(MAX_DETECTIONS)
+            .filter(|d| !d.confidence.is_finite())
+            .count();
+        skipped += all
+            .iter()
+            .take(MAX_DETECTIONS)
+            .filter(|d| !d.confidence.is_finite() || d.w == 0 || d.h == 0)
             .count() as u64;
         // A frame whose detections were carried over (onnxinfer interval, a batch entry
         // repeated) only moves the motion model on.
@@ -164,6 +177,12 @@ impl ObjectTracker {
             .collect();
 
         let mut happened = Happened::default();
+        if not_a_number > 0 && !stream.warned_confidence {
+            stream.warned_confidence = true;
+            happened.warnings.push(format!(
+                "stream '{stream_id}': {not_a_number} detection(s) with a confidence that is not a number (NaN or infinite) were not tracked; counted in stats 'skipped' from now on (the model or its post-processing gives broken scores)"
+            ));
+        }
         if fresh && !stream.places.is_empty() {
             for (d, m) in matches.iter().enumerate() {
                 let Some(t) = m else { continue };
@@ -282,8 +301,53 @@ impl ObjectTracker {
         happened
     }
 
-    /// Posts each crossing and zone event as an element message.
+    /// Warns about each line and zone that lies wholly outside the frames `caps` describe
+    /// (nothing can cross or enter it): a typo, or drawn for another resolution.
+    fn warn_places_outside(&self, caps: &gst::Caps) {
+        let Some(s) = caps.structure(0) else { return };
+        let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) else {
+            return;
+        };
+        let outside: Vec<String> = {
+            let guard = self.state.lock().unwrap();
+            let Some(st) = guard.as_ref() else { return };
+            let (fw, fh) = (w as f64, h as f64);
+            st.lines
+                .iter()
+                .filter(|l| !l.meets_frame(fw, fh))
+                .map(|l| {
+                    format!(
+                        "line '{}' ({},{} to {},{})",
+                        l.name, l.a.0, l.a.1, l.b.0, l.b.1
+                    )
+                })
+                .chain(
+                    st.zones
+                        .iter()
+                        .filter(|z| !z.meets_frame(fw, fh))
+                        .map(|z| format!("zone '{}'", z.name)),
+                )
+                .collect()
+        };
+        for what in outside {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                (
+                    "{} lies wholly outside the {}x{} frames: nothing can cross or enter it. Give it in the pixels of these frames",
+                    what,
+                    w,
+                    h
+                )
+            );
+        }
+    }
+
+    /// Posts each crossing and zone event as an element message, and the warnings.
     fn post(&self, stream_id: &str, running_time: Option<u64>, happened: Happened) {
+        for w in &happened.warnings {
+            gst::element_imp_warning!(self, gst::StreamError::Format, ("{}", w));
+        }
         let element = self.obj();
         for (name, list) in [
             ("objecttracker-crossing", happened.crossings),
@@ -513,6 +577,7 @@ impl BaseTransformImpl for ObjectTracker {
                 if changed {
                     self.reset_tracks();
                 }
+                self.warn_places_outside(&caps);
             }
             gst::EventView::StreamStart(s) => {
                 if let Some(st) = self.state.lock().unwrap().as_mut() {

@@ -15,6 +15,11 @@ use crate::formats::detection::{LineCount, ZoneCount};
 /// Pixels past a line or a zone's edge before a side changes.
 pub const HYSTERESIS: f64 = 4.0;
 
+/// Coordinates beyond this many pixels either way are refused: no frame is that large, and a
+/// line or zone drawn there is a typo (the distances of points from it would lose all
+/// precision, or overflow to infinity and count nothing).
+pub const MAX_COORDINATE: f64 = 1_000_000.0;
+
 pub type Point = (f64, f64);
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,13 +56,76 @@ impl Direction {
 fn numbers(what: &str, name: &str, text: &str) -> Result<Vec<f64>, String> {
     text.split(',')
         .map(|n| {
-            n.trim()
+            let v = n
+                .trim()
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("{what} '{name}': '{}' is not a number", n.trim()))
+                .ok_or_else(|| format!("{what} '{name}': '{}' is not a number", n.trim()))?;
+            if v.abs() > MAX_COORDINATE {
+                return Err(format!(
+                    "{what} '{name}': {} is outside ±{MAX_COORDINATE} pixels; coordinates are the frame's pixels",
+                    n.trim()
+                ));
+            }
+            Ok(v)
         })
         .collect()
+}
+
+/// Twice the signed area of a polygon (shoelace).
+fn doubled_area(points: &[Point]) -> f64 {
+    let n = points.len();
+    (0..n)
+        .map(|i| {
+            let (a, b) = (points[i], points[(i + 1) % n]);
+            a.0 * b.1 - b.0 * a.1
+        })
+        .sum()
+}
+
+/// Whether the segment a–b passes through the frame `width`×`height` (touching counts):
+/// Liang–Barsky clipping of the segment to the frame.
+fn segment_meets_frame(a: Point, b: Point, width: f64, height: f64) -> bool {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    // Each edge as (p, q): the segment is inside where p·t <= q.
+    for (p, q) in [
+        (-dx, a.0),
+        (dx, width - a.0),
+        (-dy, a.1),
+        (dy, height - a.1),
+    ] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return false;
+            }
+        } else {
+            let t = q / p;
+            if p < 0.0 {
+                t0 = t0.max(t);
+            } else {
+                t1 = t1.min(t);
+            }
+        }
+    }
+    t0 <= t1
+}
+
+impl Line {
+    /// Whether any of the line lies in a `width`×`height` frame.
+    pub fn meets_frame(&self, width: f64, height: f64) -> bool {
+        segment_meets_frame(self.a, self.b, width, height)
+    }
+}
+
+impl Zone {
+    /// Whether any of the zone lies in a `width`×`height` frame.
+    pub fn meets_frame(&self, width: f64, height: f64) -> bool {
+        let n = self.points.len();
+        (0..n).any(|i| segment_meets_frame(self.points[i], self.points[(i + 1) % n], width, height))
+            || inside(self, (width / 2.0, height / 2.0))
+    }
 }
 
 /// `name:x,y,…` parts separated by `;` (empty parts ignored).
@@ -117,9 +185,17 @@ pub fn parse_zones(text: &str) -> Result<Vec<Zone>, String> {
                     v.len()
                 ));
             }
+            let points: Vec<Point> = v.chunks(2).map(|c| (c[0], c[1])).collect();
+            // Less than half a pixel: the points are (nearly) on one line, as a zero-length
+            // line would be; nothing could ever be inside.
+            if doubled_area(&points).abs() < 1.0 {
+                return Err(format!(
+                    "zone '{name}': its points enclose no area (they are all on one line)"
+                ));
+            }
             Ok(Zone {
                 name: name.to_string(),
-                points: v.chunks(2).map(|c| (c[0], c[1])).collect(),
+                points,
             })
         })
         .collect()
@@ -128,7 +204,7 @@ pub fn parse_zones(text: &str) -> Result<Vec<Zone>, String> {
 /// Signed distance of `p` from the line through `l` (positive on its right, see [`Direction`]).
 fn side_distance(l: &Line, p: Point) -> f64 {
     let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
-    (dx * (p.1 - l.a.1) - dy * (p.0 - l.a.0)) / (dx * dx + dy * dy).sqrt()
+    (dx * (p.1 - l.a.1) - dy * (p.0 - l.a.0)) / dx.hypot(dy)
 }
 
 /// Whether the segments p1–p2 and q1–q2 intersect (touching counts).
@@ -346,6 +422,26 @@ mod tests {
                 .unwrap_err()
                 .contains("zone 'bay'")
         );
+        assert!(err(parse_lines("h:320,-1e200,320,1e200")).contains("-1e200 is outside"));
+        assert!(
+            parse_zones("flat:0,0,100,100,200,200")
+                .unwrap_err()
+                .contains("no area")
+        );
+    }
+
+    #[test]
+    fn lines_and_zones_outside_a_frame_are_found() {
+        let l = parse_lines(
+            "in:10,10,20,20;across:-100,50,900,50;out:700,0,800,0;corner:-10,20,20,-10",
+        )
+        .unwrap();
+        let meets: Vec<bool> = l.iter().map(|l| l.meets_frame(640.0, 480.0)).collect();
+        assert_eq!(meets, vec![true, true, false, true]);
+        let z = parse_zones("around:-10,-10,1000,-10,1000,1000,-10,1000;away:700,0,800,0,800,100")
+            .unwrap();
+        let meets: Vec<bool> = z.iter().map(|z| z.meets_frame(640.0, 480.0)).collect();
+        assert_eq!(meets, vec![true, false]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Settings {
                 Algorithm::Iou => tracker::Algorithm::Iou,
             },
             high: self.high,
-            low: self.low.min(self.high),
+            low: self.low,
             match_iou: self.match_iou,
             max_lost_ns: self.max_lost,
             min_hits: self.min_hits.max(1),
@@ -69,8 +69,14 @@ impl Settings {
         }
     }
 
-    /// The lines and zones, or what is wrong with them.
+    /// The lines and zones, or what is wrong with them (or with the thresholds).
     pub fn places(&self) -> Result<(Vec<Line>, Vec<Zone>), String> {
+        if self.low > self.high {
+            return Err(format!(
+                "low-threshold {} is above high-threshold {}: low-confidence detections are those between the two; set low-threshold at or below high-threshold",
+                self.low, self.high
+            ));
+        }
         let lines = lines::parse_lines(self.lines.as_deref().unwrap_or(""))
             .map_err(|e| format!("lines: {e}. Syntax: lines=\"NAME:x1,y1,x2,y2;NAME:…\""))?;
         let zones = lines::parse_zones(self.zones.as_deref().unwrap_or("")).map_err(|e| {
@@ -146,7 +152,7 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .blurb(
                 "Confidence at or above which a detection below high-threshold may still keep \
                  an existing track going (ByteTrack's second stage; 0-1, lower ones are \
-                 ignored). Default: 0.1",
+                 ignored). Above high-threshold is an error at start. Default: 0.1",
             )
             .minimum(0.0)
             .maximum(1.0)
@@ -235,7 +241,8 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("Statistics")
             .blurb(
                 "Read-only 'objecttracker-stats': frames, detections, tracks-created, \
-                 tracks-active (confirmed now), skipped (regions not tracked: zero-size, over \
+                 tracks-active (confirmed now), skipped (regions not tracked: zero-size, a \
+                 confidence that is not a number (warned once per stream), over \
                  the per-frame limit), and arrays lines (line, in, out) and zones (zone, \
                  entries, exits, occupancy), summed over streams",
             )

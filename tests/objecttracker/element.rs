@@ -368,3 +368,115 @@ fn crossings_are_stored_once_and_counted_by_videoai_events() {
     ]);
     assert!(early.is_empty(), "{early:?}");
 }
+
+#[test]
+fn hostile_lines_zones_and_thresholds_are_an_error_at_start() {
+    common::init();
+    for (props, expected) in [
+        // The squared coordinates overflowed to infinity: nobody crossing x=320 was counted.
+        (
+            "lines=\"h:320,-1e200,320,1e200\"",
+            "line 'h': -1e200 is outside",
+        ),
+        ("lines=\"d:0,0,1e300,1e300\"", "line 'd': 1e300 is outside"),
+        ("zones=\"z:0,0,1e7,0,0,1e7\"", "zone 'z': 1e7 is outside"),
+        // All points on one line: no area, like a zero-length line.
+        (
+            "zones=\"flat:0,0,100,100,200,200\"",
+            "zone 'flat': its points enclose no area",
+        ),
+        (
+            "low-threshold=0.7 high-threshold=0.5",
+            "low-threshold 0.7 is above high-threshold 0.5",
+        ),
+    ] {
+        let p = common::parse(&format!(
+            "videotestsrc num-buffers=2 ! objecttracker {props} ! fakesink"
+        ));
+        let out = common::run(&p, super::DEADLINE);
+        assert!(
+            out.first_error().contains(expected),
+            "{props}: expected an error with '{expected}', found: '{}'",
+            out.first_error()
+        );
+    }
+}
+
+#[test]
+fn a_walker_crossing_a_line_with_far_away_ends_is_counted() {
+    // Ends far outside the frame but within range: the side is computed without overflow.
+    let mut h = harness("lines=\"h:320,-100000,320,100000\"");
+    let frames: Vec<gst::Buffer> = (0..40)
+        .map(|i| frame(i, &[person(200.0 + 8.0 * i as f64, 200.0)], true))
+        .collect();
+    run(&mut h, frames);
+    let st = stats(&h);
+    let lines = st.get::<gst::Array>("lines").unwrap();
+    let h_line = lines.first().unwrap().get::<gst::Structure>().unwrap();
+    assert_eq!(
+        h_line.get::<u64>("in").unwrap() + h_line.get::<u64>("out").unwrap(),
+        1,
+        "{st}"
+    );
+}
+
+#[test]
+fn detections_whose_confidence_is_not_a_number_are_counted_as_skipped() {
+    let mut h = harness("");
+    let bus = gst::Bus::new();
+    super::tracker(&h).set_bus(Some(&bus));
+    let mut bad = [
+        person(100.0, 100.0),
+        person(300.0, 100.0),
+        person(500.0, 100.0),
+    ];
+    bad[0].confidence = f64::NAN;
+    bad[1].confidence = f64::INFINITY;
+    let out = run(&mut h, (0..3).map(|i| frame(i, &bad, true)).collect());
+    let st = stats(&h);
+    assert_eq!(st.get::<u64>("skipped").unwrap(), 6, "{st}");
+    // The good one is tracked.
+    assert!(out[2].iter().any(|r| r.id.is_some()), "{out:?}");
+    let warned = std::iter::from_fn(|| bus.pop())
+        .filter(|m| m.type_() == gst::MessageType::Warning)
+        .count();
+    assert_eq!(warned, 1, "one warning for the stream");
+}
+
+#[test]
+fn a_line_or_zone_outside_the_frame_is_warned_also_after_a_resolution_change() {
+    let warnings = |bus: &gst::Bus| -> Vec<String> {
+        std::iter::from_fn(|| bus.pop())
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Warning(w) => Some(w.error().to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    // 640×480: the line at y=600 and the zone right of x=700 cannot be reached.
+    common::init();
+    let mut h = gst_check::Harness::new_parse(
+        "objecttracker name=tracker lines=\"below:0,600,640,600;door:0,240,640,240\" zones=\"away:700,0,800,0,800,100\"",
+    );
+    let bus = gst::Bus::new();
+    super::tracker(&h).set_bus(Some(&bus));
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1");
+    run(&mut h, vec![frame(0, &[person(10.0, 10.0)], true)]);
+    let w = warnings(&bus);
+    assert!(
+        w.iter()
+            .any(|m| m.contains("line 'below'") && m.contains("640x480"))
+            && w.iter().any(|m| m.contains("zone 'away'"))
+            && !w.iter().any(|m| m.contains("'door'")),
+        "{w:?}"
+    );
+    // Smaller frames: the door line is now outside too.
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=320,height=200,framerate=25/1");
+    run(&mut h, vec![frame(1, &[person(10.0, 10.0)], true)]);
+    let w = warnings(&bus);
+    assert!(
+        w.iter()
+            .any(|m| m.contains("line 'door'") && m.contains("320x200")),
+        "{w:?}"
+    );
+}
