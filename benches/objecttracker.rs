@@ -8,10 +8,13 @@
 //! `scripts/setup-bench.sh` into `.deps/bench-track`), with the same settings (high threshold
 //! 0.5, match IoU 0.2, lost for 1 s = 25 frames, 2 matched frames before a track counts).
 //! Prints per-frame time at 10, 100 and 1000 objects (the tracker's update alone, each side
-//! timing its own call) and MOTA, IDF1 and ID switches against the truth, scored by the same
-//! code (`tests/common/mot.rs`).
+//! timing its own call, and ours through the whole element: region metas read, `track-id`s
+//! written, a line and a zone counted, the analytics meta attached; the speed-up is the
+//! element's) and MOTA, IDF1 and ID switches against the truth, scored by the same code
+//! (`tests/common/mot.rs`, CLEAR MOT).
 //!
-//! Environment: `BENCH_FRAMES` (frames per scene, default 300; 1000 objects: a third).
+//! Environment: `BENCH_FRAMES` (frames per scene, default 300; 1000 objects: a third),
+//! `BENCH_SIZES` (object counts, default `10,100,1000`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -102,6 +105,52 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
     (out, spent / detections.len() as f64)
 }
 
+/// Mean ms per frame through the `objecttracker` element (the harness pushing each frame with
+/// its detections as region metas, the element reading them, tracking, writing `track-id`s,
+/// counting a line and a zone and attaching the analytics meta); frames are built beforehand.
+fn through_element(detections: &[Vec<Boxed>]) -> f64 {
+    use gstvideoai::eventlog::event::Detection;
+    use gstvideoai::formats::detection;
+    common::init();
+    let mut h = gst_check::Harness::new_parse(
+        "objecttracker high-threshold=0.5 match-threshold=0.2 max-lost=1000000000 min-hits=2 \
+         lines=\"door:0,540,1920,540\" zones=\"left:0,0,960,0,960,1080,0,1080\"",
+    );
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=1920,height=1080,framerate=25/1");
+    let period = 1_000_000_000 / FPS;
+    let frames: Vec<gst::Buffer> = detections
+        .iter()
+        .enumerate()
+        .map(|(i, boxes)| {
+            let mut b = gst::Buffer::with_size(1).unwrap();
+            {
+                let b = b.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_nseconds(i as u64 * period));
+                b.set_duration(gst::ClockTime::from_nseconds(period));
+                for bx in boxes {
+                    let c = |v: f64| v.max(0.0).round() as u32;
+                    let r = bx.rect;
+                    let d = Detection::new(
+                        "person",
+                        bx.class_id,
+                        bx.confidence,
+                        (c(r.0), c(r.1), c(r.2), c(r.3)),
+                    );
+                    detection::attach(b, &d, "bench@0");
+                }
+                detection::attach_inference(b, "bench@0", true, boxes.len() as u32);
+            }
+            b
+        })
+        .collect();
+    let n = frames.len();
+    let started = Instant::now();
+    for f in frames {
+        h.push_and_pull(f).expect("a frame out");
+    }
+    started.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
 /// supervision's ByteTrack on `detections`: outputs, mean ms per update, its version.
 fn reference(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64, String) {
     let dir = common::TempDir::new("bench-track");
@@ -181,7 +230,7 @@ fn main() {
     let frames = env("BENCH_FRAMES", 300) as usize;
     println!("\n### objecttracker vs supervision's ByteTrack (same detections, same scorer)\n");
     println!(
-        "| objects | frames | videoai ms/frame | supervision ms/frame | speed-up | videoai MOTA / IDF1 / IDsw | supervision MOTA / IDF1 / IDsw |"
+        "| objects | frames | videoai ms/frame: update / through the element | supervision ms/frame | speed-up through the element | videoai MOTA / IDF1 / IDsw | supervision MOTA / IDF1 / IDsw |"
     );
     println!("|---:|---:|---:|---:|---:|---|---|");
     let mut version = String::new();
@@ -213,13 +262,14 @@ fn main() {
             }
         }
         let (our_out, our_ms) = ours(&detections);
+        let element_ms = through_element(&detections);
         let (ref_out, ref_ms, v) = reference(&detections);
         version = v;
         let fmt = |s: &Scores| format!("{:.3} / {:.3} / {}", s.mota, s.idf1, s.id_switches);
         let (a, b) = (score(&s.truth, &our_out), score(&s.truth, &ref_out));
         println!(
-            "| {n} | {frames} | {our_ms:.3} | {ref_ms:.3} | {:.0}× | {} | {} |",
-            ref_ms / our_ms,
+            "| {n} | {frames} | {our_ms:.3} / {element_ms:.3} | {ref_ms:.3} | {:.0}× | {} | {} |",
+            ref_ms / element_ms,
             fmt(&a),
             fmt(&b)
         );

@@ -19,12 +19,26 @@ pub fn iou(a: &Rect, b: &Rect) -> f64 {
 }
 
 /// The pairs (row, column) of the assignment maximising the total overlap, among pairs of at
-/// least `min_iou` (`overlap[row][column]`).
+/// least `min_iou` (`overlap[row][column]`); how the benchmark's scorer pairs truth and output.
 ///
 /// The rows and columns are first split into groups that share no candidate pair (objects
 /// far apart never compete), and each group is solved on its own: a frame of a thousand
 /// objects is a thousand tiny problems, not one of a billion steps.
 pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
+    assignment(overlap, min_iou, false)
+}
+
+/// Like [`optimal`], but maximising the total overlap *above* `min_iou`: what ByteTrack's
+/// `lapjv` with a cost limit does (every pair left unmatched costs half the limit). Two weak
+/// pairs no longer outweigh one strong pair: in a crowd, a track keeps the detection it
+/// overlaps well rather than it and a neighbour each taking a detection they barely overlap.
+/// Measured in `make bench-objecttracker` at 1000 objects: 103 identity switches, 120
+/// maximising the total overlap (100 and 10 objects: 1 and 1 either way).
+pub fn optimal_above(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
+    assignment(overlap, min_iou, true)
+}
+
+fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
     let rows = overlap.len();
     let cols = overlap.first().map_or(0, Vec::len);
     if rows == 0 || cols == 0 {
@@ -71,7 +85,7 @@ pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
             .map(|&r| cs.iter().map(|&c| overlap[r][c]).collect())
             .collect();
         out.extend(
-            solve(&sub, min_iou)
+            solve(&sub, min_iou, above)
                 .into_iter()
                 .map(|(i, j)| (rs[i], cs[j])),
         );
@@ -82,14 +96,15 @@ pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
 }
 
 /// Kuhn–Munkres on one group.
-fn solve(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
+fn solve(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
     let rows = overlap.len();
     let cols = overlap[0].len();
     // Integer weights (micro-IoU); pairs below the threshold weigh nothing.
     let weight = |r: usize, c: usize| {
         let v = overlap[r][c];
         if v >= min_iou {
-            (v * 1e6).round() as i64
+            let floor = if above { min_iou } else { 0.0 };
+            ((v - floor) * 1e6).round() as i64
         } else {
             0
         }
@@ -142,6 +157,15 @@ pub fn greedy(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn above_the_threshold_one_strong_pair_beats_two_weak_ones() {
+        let overlap = vec![vec![0.6, 0.35], vec![0.35, 0.0]];
+        // The total: 0.35 + 0.35 > 0.6, so both tracks take a neighbour's detection.
+        assert_eq!(optimal(&overlap, 0.2), vec![(0, 1), (1, 0)]);
+        // Above 0.2: 0.4 > 0.15 + 0.15.
+        assert_eq!(optimal_above(&overlap, 0.2), vec![(0, 0)]);
+    }
 
     #[test]
     fn overlap_of_boxes() {

@@ -5,8 +5,9 @@
 //! ByteTrack, per frame with detections:
 //! 1. every track's Kalman filter predicts where its object is now;
 //! 2. high-confidence detections (≥ `high`) are matched to confirmed and lost tracks
-//!    (optimal assignment on IoU, at least `match_iou`; a lost track's overlap weighs 0.9, see
-//!    [`LOST_WEIGHT`]);
+//!    (optimal assignment on IoU, at least `match_iou`, maximising the overlap above the
+//!    threshold as ByteTrack's `lapjv` does, see [`assign::optimal_above`]; a lost track's
+//!    overlap weighs 0.9, see [`LOST_WEIGHT`]);
 //! 3. low-confidence detections (≥ `low`) are matched to the confirmed tracks still unmatched
 //!    (IoU ≥ 0.5): an object half hidden keeps its track instead of being dropped;
 //! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
@@ -158,7 +159,7 @@ impl Tracker {
     fn stage(&self, ts: &[usize], ds: &[usize], dets: &[Det], min_iou: f64) -> Vec<(usize, usize)> {
         let overlap = self.overlaps(ts, ds, dets);
         let pairs = match self.config.algorithm {
-            Algorithm::ByteTrack => assign::optimal(&overlap, min_iou),
+            Algorithm::ByteTrack => assign::optimal_above(&overlap, min_iou),
             Algorithm::Iou => assign::greedy(&overlap, min_iou),
         };
         pairs.into_iter().map(|(r, c)| (ts[r], ds[c])).collect()

@@ -113,12 +113,16 @@ pub struct Scores {
 }
 
 /// CLEAR-MOT and identity scores of the confirmed tracks `out` against `truth` (a match needs
-/// IoU ≥ 0.5).
+/// IoU ≥ 0.5). As CLEAR MOT (Bernardin and Stiefelhagen, 2008) and motmetrics do, a truth
+/// object first keeps the track it was matched to last while that track still overlaps it
+/// (≥ 0.5); only the others are assigned anew (optimal on IoU). Without that step, two objects
+/// whose boxes coincide where they cross were handed each other's tracks at random, and
+/// counted as switches however well the tracker did.
 pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
     let (mut fn_, mut fp, mut idsw, mut gt_total, mut out_total) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last_id: HashMap<usize, u64> = HashMap::new();
     let mut together: HashMap<(usize, u64), u64> = HashMap::new();
-    for (t, o) in truth.iter().zip(out) {
+    for (frame_no, (t, o)) in truth.iter().zip(out).enumerate() {
         let o: Vec<&Tracked> = o
             .iter()
             .filter(|r| r.state.as_deref() == Some("confirmed"))
@@ -129,7 +133,30 @@ pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
             .iter()
             .map(|(_, r)| o.iter().map(|x| overlap(*r, x.rect)).collect())
             .collect();
-        let pairs = assign::optimal(&m, 0.5);
+        let mut pairs = Vec::new();
+        let (mut g_used, mut k_used) = (vec![false; t.len()], vec![false; o.len()]);
+        for (g, (gt, _)) in t.iter().enumerate() {
+            let Some(prev) = last_id.get(gt) else {
+                continue;
+            };
+            if let Some(k) =
+                (0..o.len()).find(|&k| !k_used[k] && o[k].id == Some(*prev) && m[g][k] >= 0.5)
+            {
+                pairs.push((g, k));
+                (g_used[g], k_used[k]) = (true, true);
+            }
+        }
+        let rest_g: Vec<usize> = (0..t.len()).filter(|&g| !g_used[g]).collect();
+        let rest_k: Vec<usize> = (0..o.len()).filter(|&k| !k_used[k]).collect();
+        let sub: Vec<Vec<f64>> = rest_g
+            .iter()
+            .map(|&g| rest_k.iter().map(|&k| m[g][k]).collect())
+            .collect();
+        pairs.extend(
+            assign::optimal(&sub, 0.5)
+                .into_iter()
+                .map(|(i, j)| (rest_g[i], rest_k[j])),
+        );
         fn_ += (t.len() - pairs.len()) as u64;
         fp += (o.len() - pairs.len()) as u64;
         for (g, k) in pairs {
@@ -138,7 +165,12 @@ pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
                 && prev != id
             {
                 if std::env::var_os("TRACK_DEBUG").is_some() {
-                    eprintln!("switch: truth {gt} {prev} -> {id} at {:?}", t[g].1);
+                    let fresh = !together.keys().any(|k| k.1 == id);
+                    let prev_here = o.iter().any(|x| x.id == Some(prev));
+                    eprintln!(
+                        "switch: frame {frame_no} truth {gt} {prev} -> {id} fresh={fresh} prev_here={prev_here} at {:?}",
+                        t[g].1
+                    );
                 }
                 idsw += 1;
             }

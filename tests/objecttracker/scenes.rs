@@ -129,3 +129,227 @@ fn a_crossing_counts_once_per_object_with_detections_missing_near_the_line() {
     assert_eq!(st.get::<u64>("tracks-created").unwrap(), 6, "{st}");
     assert!(out.iter().flatten().all(|r| r.id.is_some()));
 }
+
+/// An object moving in a straight line from `(x0, y0)` at `(vx, vy)` px a frame, 40×80, in a
+/// 640×480 picture from frame `start` on.
+fn walker(frames: usize, start: usize, (x0, y0): (f64, f64), (vx, vy): (f64, f64)) -> Object {
+    Object {
+        class_id: 0,
+        path: (0..frames)
+            .map(|f| {
+                let t = f as f64 - start as f64;
+                let (x, y) = (x0 + vx * t, y0 + vy * t);
+                (t >= 0.0 && x > -40.0 && x < 640.0 && y > -80.0 && y < 480.0)
+                    .then_some((x, y, 40.0, 80.0))
+            })
+            .collect(),
+    }
+}
+
+/// The detections of `objects` with ±2 px jitter, each with the confidence `confidence(object,
+/// frame, usual)` gives (None: not detected; `usual` is a confidence in 0.6–0.95).
+fn detect(
+    objects: &[Object],
+    frames: usize,
+    seed: u64,
+    confidence: impl Fn(usize, usize, f64) -> Option<f64>,
+) -> Scene {
+    let mut rng = Rng(seed);
+    let mut truth = Vec::new();
+    let mut detections = Vec::new();
+    for f in 0..frames {
+        let (mut t, mut d) = (Vec::new(), Vec::new());
+        for (i, o) in objects.iter().enumerate() {
+            let Some(r) = o.path[f] else { continue };
+            t.push((i, r));
+            let usual = 0.6 + 0.35 * rng.next();
+            let (jx, jy) = (rng.jitter(2.0), rng.jitter(2.0));
+            if let Some(c) = confidence(i, f, usual) {
+                d.push(crate::common::mot::Boxed {
+                    rect: (r.0 + jx, r.1 + jy, r.2, r.3),
+                    class_id: o.class_id,
+                    confidence: c,
+                });
+            }
+        }
+        truth.push(t);
+        detections.push(d);
+    }
+    Scene { truth, detections }
+}
+
+/// Whether objects `a` and `b` overlap at frame `f`.
+fn overlapping(objects: &[Object], a: usize, b: usize, f: usize) -> bool {
+    match (objects[a].path[f], objects[b].path[f]) {
+        (Some(p), Some(q)) => {
+            gstvideoai::objecttracker::assign::iou(&[p.0, p.1, p.2, p.3], &[q.0, q.1, q.2, q.3])
+                > 0.0
+        }
+        _ => false,
+    }
+}
+
+/// Scores of bytetrack (default settings) on `s`, printed.
+fn bytetrack(name: &str, s: &Scene) -> crate::common::mot::Scores {
+    let sc = score(&s.truth, &track("bytetrack", s));
+    eprintln!("{name}: {sc:?}");
+    sc
+}
+
+/// Eight pairs crossing: X-shaped at 30° to 150°, speeds from 1:1 to 1:3, each pair on its own
+/// in the picture.
+fn x_crossings() -> Vec<Scene> {
+    let frames = 90;
+    let mut scenes = Vec::new();
+    for (k, (angle, ratio)) in [
+        (30.0f64, 1.0),
+        (60.0, 1.0),
+        (90.0, 1.0),
+        (150.0, 1.0),
+        (45.0, 2.0),
+        (90.0, 2.0),
+        (120.0, 3.0),
+        (20.0, 3.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Both reach the middle (300, 200) at frame 45.
+        let speed = 4.0;
+        let a = angle.to_radians();
+        let va = (speed, 0.0);
+        let vb = (speed * ratio * a.cos(), speed * ratio * a.sin());
+        let at = |v: (f64, f64)| (300.0 - v.0 * 45.0, 200.0 - v.1 * 45.0);
+        let objects = vec![walker(frames, 0, at(va), va), walker(frames, 0, at(vb), vb)];
+        scenes.push(detect(&objects, frames, 11 + k as u64, |_, _, c| Some(c)));
+    }
+    scenes
+}
+
+#[test]
+fn x_shaped_crossings_at_any_angle_and_speed_keep_their_ids() {
+    let switches: u64 = x_crossings()
+        .iter()
+        .enumerate()
+        .map(|(k, s)| bytetrack(&format!("crossing {k}"), s).id_switches)
+        .sum();
+    assert_eq!(switches, 0, "identity switches over 8 crossings");
+}
+
+#[test]
+fn a_pair_side_by_side_that_parts_keeps_its_ids() {
+    // Two people walk side by side (boxes overlapping by half) for 40 frames, then part at an
+    // angle; four such pairs at different parting angles.
+    let frames = 80;
+    let mut switches = 0;
+    for (k, spread) in [0.5f64, 1.0, 2.0, 3.0].into_iter().enumerate() {
+        let path = |side: f64| Object {
+            class_id: 0,
+            path: (0..frames)
+                .map(|f| {
+                    let t = f as f64;
+                    let apart = if t < 40.0 { 0.0 } else { spread * (t - 40.0) };
+                    Some((
+                        100.0 + 5.0 * t * 0.8,
+                        150.0 + side * (14.0 + apart),
+                        40.0,
+                        80.0,
+                    ))
+                })
+                .collect(),
+        };
+        let objects = vec![path(-1.0), path(1.0)];
+        let s = detect(&objects, frames, 100 + k as u64, |_, _, c| Some(c));
+        switches += bytetrack(&format!("side by side {k}"), &s).id_switches;
+    }
+    assert_eq!(switches, 0, "identity switches over 4 pairs");
+}
+
+#[test]
+fn detections_lost_at_the_crossing_point_keep_their_ids() {
+    // The X crossings again, with neither object detected for the 6 frames around the point
+    // where they meet.
+    let frames = 90;
+    let mut switches = 0;
+    for (k, (angle, ratio)) in [(40.0f64, 1.0), (90.0, 1.0), (140.0, 1.5), (70.0, 2.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let speed = 4.0;
+        let a = angle.to_radians();
+        let va = (speed, 0.0);
+        let vb = (speed * ratio * a.cos(), speed * ratio * a.sin());
+        let at = |v: (f64, f64)| (300.0 - v.0 * 45.0, 200.0 - v.1 * 45.0);
+        let objects = vec![walker(frames, 0, at(va), va), walker(frames, 0, at(vb), vb)];
+        let s = detect(&objects, frames, 200 + k as u64, |_, f, c| {
+            (!(42..48).contains(&f)).then_some(c)
+        });
+        switches += bytetrack(&format!("lost at the crossing {k}"), &s).id_switches;
+    }
+    assert_eq!(switches, 0, "identity switches over 4 crossings");
+}
+
+#[test]
+fn a_hidden_object_seen_at_low_confidence_keeps_its_id() {
+    // Same-class pairs walking towards each other in one lane; while their boxes overlap, the
+    // farther one is detected at low confidence (0.15-0.45, ByteTrack's second stage) or not
+    // at all; four pairs at different speeds.
+    let frames = 100;
+    let mut switches = 0;
+    for (k, (va, vb)) in [(4.0, -4.0), (3.0, -5.0), (6.0, -2.0), (2.0, -2.0)]
+        .into_iter()
+        .enumerate()
+    {
+        // They meet at x=300 at frame 50.
+        let objects = vec![
+            walker(frames, 0, (300.0 - va * 50.0, 200.0), (va, 0.0)),
+            walker(frames, 0, (300.0 - vb * 50.0, 204.0), (vb, 0.0)),
+        ];
+        let mut rng = Rng(300 + k as u64);
+        let low: Vec<Option<f64>> = (0..frames)
+            .map(|_| (rng.next() > 0.2).then(|| 0.15 + 0.3 * rng.next()))
+            .collect();
+        let s = detect(&objects, frames, 300 + k as u64, |i, f, c| {
+            if i == 1 && overlapping(&objects, 0, 1, f) {
+                low[f]
+            } else {
+                Some(c)
+            }
+        });
+        switches += bytetrack(&format!("hidden at low confidence {k}"), &s).id_switches;
+    }
+    assert_eq!(switches, 0, "identity switches over 4 pairs");
+}
+
+#[test]
+fn the_scorer_keeps_a_truth_object_on_its_track_while_they_still_overlap() {
+    // Two objects meet: their boxes 4 px apart, each one's detection jittered towards the
+    // other. A tracker that kept both ids made no switch; re-pairing every frame from scratch
+    // (as the scorer did) counted two.
+    let truth = vec![
+        vec![
+            (0, (100.0, 100.0, 40.0, 80.0)),
+            (1, (140.0, 100.0, 40.0, 80.0)),
+        ],
+        vec![
+            (0, (100.0, 100.0, 40.0, 80.0)),
+            (1, (104.0, 100.0, 40.0, 80.0)),
+        ],
+    ];
+    let out = |a: u32, b: u32| {
+        vec![
+            Tracked {
+                rect: (a, 100, 40, 80),
+                id: Some(1),
+                state: Some("confirmed".into()),
+            },
+            Tracked {
+                rect: (b, 100, 40, 80),
+                id: Some(2),
+                state: Some("confirmed".into()),
+            },
+        ]
+    };
+    let s = score(&truth, &[out(100, 140), out(103, 101)]);
+    assert_eq!(s.id_switches, 0, "{s:?}");
+}
