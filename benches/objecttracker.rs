@@ -6,7 +6,8 @@
 //! confidence 0.3–0.6) through videoai's ByteTrack (`objecttracker`'s tracker, in process)
 //! and through the reference, the Python `supervision` package's `sv.ByteTrack` (installed by
 //! `scripts/setup-bench.sh` into `.deps/bench-track`), with the same settings (high threshold
-//! 0.5, match IoU 0.2, lost for 1 s = 25 frames, 2 matched frames before a track counts).
+//! 0.5, match IoU 0.2, lost for 1 s = 25 frames, a track reported on its 3rd detection: supervision's
+//! `minimum_consecutive_frames=2`, our `min-hits=3`).
 //! Prints per-frame time at 10, 100 and 1000 objects (the tracker's update alone, each side
 //! timing its own call, and ours through the whole element: region metas read, `track-id`s
 //! written, a line and a zone counted, the analytics meta attached; the speed-up is the
@@ -26,6 +27,9 @@ use common::mot::{Boxed, Object, Rng, Scores, Tracked, scene, score};
 use gstvideoai::objecttracker::tracker::{Algorithm, Config, Det, TrackState, Tracker};
 
 const FPS: u64 = 25;
+/// Detections before a track is reported: supervision's `minimum_consecutive_frames=2`
+/// counts matches after the one that started the track, so it reports on the third.
+const MIN_HITS: u32 = 3;
 
 fn objects(n: usize, frames: usize, rng: &mut Rng) -> Vec<Object> {
     (0..n)
@@ -61,7 +65,7 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
         low: 0.1,
         match_iou: 0.2,
         max_lost_ns: 1_000_000_000,
-        min_hits: 2,
+        min_hits: MIN_HITS,
         class_aware: true,
     });
     let mut out = Vec::new();
@@ -90,7 +94,7 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
                         rect: (c(b.rect.0), c(b.rect.1), c(b.rect.2), c(b.rect.3)),
                         id: Some(track.id),
                         state: Some(
-                            if track.state == TrackState::Confirmed {
+                            if track.shown(MIN_HITS) == TrackState::Confirmed {
                                 "confirmed"
                             } else {
                                 "tentative"
@@ -113,7 +117,7 @@ fn through_element(detections: &[Vec<Boxed>]) -> f64 {
     use gstvideoai::formats::detection;
     common::init();
     let mut h = gst_check::Harness::new_parse(
-        "objecttracker high-threshold=0.5 match-threshold=0.2 max-lost=1000000000 min-hits=2 \
+        "objecttracker high-threshold=0.5 match-threshold=0.2 max-lost=1000000000 min-hits=3 \
          lines=\"door:0,540,1920,540\" zones=\"left:0,0,960,0,960,1080,0,1080\"",
     );
     h.set_src_caps_str("video/x-raw,format=GRAY8,width=1920,height=1080,framerate=25/1");

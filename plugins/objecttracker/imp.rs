@@ -117,6 +117,7 @@ impl ObjectTracker {
         repeated: bool,
     ) -> Happened {
         let (anchor, emit_lost, max_lost) = (state.anchor, state.emit_lost, state.max_lost);
+        let min_hits = state.config.min_hits;
         let all = detection::read_detections(buffer);
         state.frames += 1;
         state.detections += all.len() as u64;
@@ -169,7 +170,7 @@ impl ObjectTracker {
                     let track = &stream.tracker.tracks[t];
                     TrackInfo {
                         id: track.id,
-                        state: track.state.name(),
+                        state: track.shown(min_hits).name(),
                         ..Default::default()
                     }
                 })
@@ -187,7 +188,7 @@ impl ObjectTracker {
             for (d, m) in matches.iter().enumerate() {
                 let Some(t) = m else { continue };
                 let track = &stream.tracker.tracks[*t];
-                if track.state != TrackState::Confirmed {
+                if track.shown(min_hits) != TrackState::Confirmed {
                     continue;
                 }
                 let (id, label) = (track.id, track.label.clone());
@@ -410,7 +411,7 @@ impl ObjectTracker {
                 s.tracker
                     .tracks
                     .iter()
-                    .filter(|t| t.state == TrackState::Confirmed)
+                    .filter(|t| t.shown(st.config.min_hits) == TrackState::Confirmed)
                     .count() as u64
             })
             .sum();

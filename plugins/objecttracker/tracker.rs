@@ -12,7 +12,9 @@
 //!    (IoU ≥ 0.5): an object half hidden keeps its track instead of being dropped;
 //! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
 //!    remaining high detections (IoU ≥ 0.3) or dropped;
-//! 5. remaining high detections start tentative tracks, confirmed after `min_hits` matches;
+//! 5. remaining high detections start tentative tracks, which join stage 2's matching after two
+//!    matched frames (tracks started on the stream's first frame at once, as in ByteTrack) and
+//!    are reported confirmed after `min_hits` ([`Track::shown`]);
 //! 6. tracks lost longer than `max_lost_ns` end.
 //!
 //! `iou` mode matches greedily on the last seen box, one stage, no motion model.
@@ -88,6 +90,18 @@ pub struct Track {
 }
 
 impl Track {
+    /// The state to report with `min_hits`: a track matched like a confirmed one but seen on
+    /// fewer than `min_hits` frames is still tentative. Reporting a track late does not
+    /// change whom it follows, only that its first, least certain frames (in a crowd, before it
+    /// has a velocity) do not carry its id.
+    pub fn shown(&self, min_hits: u32) -> TrackState {
+        if self.state == TrackState::Confirmed && self.hits < min_hits {
+            TrackState::Tentative
+        } else {
+            self.state
+        }
+    }
+
     /// Where the track is now: the motion model's box (ByteTrack) or the last one seen.
     pub fn rect(&self, algorithm: Algorithm) -> Rect {
         match algorithm {
@@ -109,6 +123,8 @@ pub struct Tracker {
     pub created: u64,
     /// Ids of the tracks the last frame ended.
     pub ended: Vec<u64>,
+    /// Frames with detections so far.
+    updates: u64,
 }
 
 impl Tracker {
@@ -119,6 +135,7 @@ impl Tracker {
             next_id: 1,
             created: 0,
             ended: Vec::new(),
+            updates: 0,
         }
     }
 
@@ -166,7 +183,8 @@ impl Tracker {
     }
 
     fn hit(&mut self, t: usize, det: &Det, now_ns: u64) {
-        let min_hits = self.config.min_hits;
+        // Matched like a confirmed track after two frames (see `Track::shown` for reporting).
+        let min_hits = self.config.min_hits.min(2);
         let track = &mut self.tracks[t];
         if self.config.algorithm == Algorithm::ByteTrack {
             track.kalman.update(&det.rect);
@@ -290,7 +308,9 @@ impl Tracker {
                 label: det.label.clone(),
                 confidence: det.confidence,
                 hits: 1,
-                state: if cfg.min_hits <= 1 {
+                // ByteTrack: the objects of the first frame are tracks at once (no frame before
+                // could have started them).
+                state: if cfg.min_hits <= 1 || self.updates == 0 {
                     TrackState::Confirmed
                 } else {
                     TrackState::Tentative
@@ -301,6 +321,7 @@ impl Tracker {
             matches[d] = Some(self.tracks.len() - 1);
         }
 
+        self.updates += 1;
         // Drop the ended tracks, renumbering the matches.
         self.ended.clear();
         self.ended.extend(
@@ -357,10 +378,14 @@ impl Tracker {
         matches
     }
 
-    /// Tracks lost for at most `within_ns` (for `emit-lost`).
+    /// Tracks lost for at most `within_ns` that were reported confirmed before (for
+    /// `emit-lost`).
     pub fn recently_lost(&self, now_ns: u64, within_ns: u64) -> impl Iterator<Item = &Track> {
+        let min_hits = self.config.min_hits;
         self.tracks.iter().filter(move |t| {
-            t.state == TrackState::Lost && now_ns.saturating_sub(t.seen_ns) <= within_ns
+            t.state == TrackState::Lost
+                && t.hits >= min_hits
+                && now_ns.saturating_sub(t.seen_ns) <= within_ns
         })
     }
 }
