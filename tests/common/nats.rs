@@ -102,8 +102,11 @@ impl NatsCluster {
     /// Waits until a running server answers JetStream requests (a meta leader exists).
     pub fn wait_ready(&self, timeout: Duration) {
         let urls = self.urls();
+        let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
         let deadline = Instant::now() + timeout;
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let ok = nats::block_on(async {
                 let Ok(client) = nats::connect(&urls, "test", Duration::from_secs(2), false).await
                 else {
@@ -111,16 +114,39 @@ impl NatsCluster {
                 };
                 // Any answer without an error: JetStream (and in a cluster its meta leader) is up.
                 match client.request("$JS.API.INFO", "".into()).await {
-                    Ok(msg) => !String::from_utf8_lossy(&msg.payload).contains("\"error\""),
-                    Err(_) => false,
+                    Ok(msg) if !String::from_utf8_lossy(&msg.payload).contains("\"error\"") => {}
+                    _ => return false,
                 }
+                // A meta leader needs a majority only: a replicated bucket created now can
+                // still be refused with "no suitable peers for placement" until every running
+                // node has joined (seen once in CI). Ready when a stream with a replica on each
+                // running node can be placed.
+                if running < 2 {
+                    return true;
+                }
+                let js = async_nats::jetstream::new(client);
+                let name = format!("READY_PROBE_{}_{attempt}", std::process::id());
+                let placed = js
+                    .create_stream(async_nats::jetstream::stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("ready-probe.{}.{attempt}", std::process::id())],
+                        num_replicas: running,
+                        storage: async_nats::jetstream::stream::StorageType::Memory,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok();
+                if placed {
+                    let _ = js.delete_stream(&name).await;
+                }
+                placed
             });
             if ok {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "NATS JetStream not ready within {timeout:?}"
+                "NATS JetStream not ready within {timeout:?} (a stream on all {running} running nodes could not be placed)"
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -196,6 +196,17 @@ fn bytetrack(name: &str, s: &Scene) -> crate::common::mot::Scores {
     sc
 }
 
+/// Two objects whose paths cross at (300, 200) at frame 45: one going right at 4 px a frame,
+/// the other at `ratio` times that speed, `angle` degrees from it.
+fn crossing_pair(frames: usize, angle: f64, ratio: f64) -> Vec<Object> {
+    let speed = 4.0;
+    let a = angle.to_radians();
+    let va = (speed, 0.0);
+    let vb = (speed * ratio * a.cos(), speed * ratio * a.sin());
+    let at = |v: (f64, f64)| (300.0 - v.0 * 45.0, 200.0 - v.1 * 45.0);
+    vec![walker(frames, 0, at(va), va), walker(frames, 0, at(vb), vb)]
+}
+
 /// Eight pairs crossing: X-shaped at 30° to 150°, speeds from 1:1 to 1:3, each pair on its own
 /// in the picture.
 fn x_crossings() -> Vec<Scene> {
@@ -214,13 +225,7 @@ fn x_crossings() -> Vec<Scene> {
     .into_iter()
     .enumerate()
     {
-        // Both reach the middle (300, 200) at frame 45.
-        let speed = 4.0;
-        let a = angle.to_radians();
-        let va = (speed, 0.0);
-        let vb = (speed * ratio * a.cos(), speed * ratio * a.sin());
-        let at = |v: (f64, f64)| (300.0 - v.0 * 45.0, 200.0 - v.1 * 45.0);
-        let objects = vec![walker(frames, 0, at(va), va), walker(frames, 0, at(vb), vb)];
+        let objects = crossing_pair(frames, angle, ratio);
         scenes.push(detect(&objects, frames, 11 + k as u64, |_, _, c| Some(c)));
     }
     scenes
@@ -275,12 +280,7 @@ fn detections_lost_at_the_crossing_point_keep_their_ids() {
         .into_iter()
         .enumerate()
     {
-        let speed = 4.0;
-        let a = angle.to_radians();
-        let va = (speed, 0.0);
-        let vb = (speed * ratio * a.cos(), speed * ratio * a.sin());
-        let at = |v: (f64, f64)| (300.0 - v.0 * 45.0, 200.0 - v.1 * 45.0);
-        let objects = vec![walker(frames, 0, at(va), va), walker(frames, 0, at(vb), vb)];
+        let objects = crossing_pair(frames, angle, ratio);
         let s = detect(&objects, frames, 200 + k as u64, |_, f, c| {
             (!(42..48).contains(&f)).then_some(c)
         });
