@@ -136,18 +136,17 @@ impl ObjectTracker {
                 },
             })
             .collect();
-        // Not tracked (confidence 0 here) and counted: a zero-size box, or a confidence that is
-        // not a number (a broken model or post-processing).
-        let not_a_number = all
-            .iter()
-            .take(MAX_DETECTIONS)
-            .filter(|d| !d.confidence.is_finite())
-            .count();
-        skipped += all
-            .iter()
-            .take(MAX_DETECTIONS)
-            .filter(|d| !d.confidence.is_finite() || d.w == 0 || d.h == 0)
-            .count() as u64;
+        // Not tracked (confidence 0 here) and counted: a confidence that is not a number (a
+        // broken model or post-processing), or a zero-size box.
+        let mut not_a_number = 0;
+        for d in all.iter().take(MAX_DETECTIONS) {
+            if !d.confidence.is_finite() {
+                not_a_number += 1;
+            } else if d.w == 0 || d.h == 0 {
+                skipped += 1;
+            }
+        }
+        skipped += not_a_number;
         // A frame whose detections were carried over (onnxinfer interval, a batch entry
         // repeated) only moves the motion model on.
         let fresh = !repeated && detection::inference_fresh(buffer).unwrap_or(true);

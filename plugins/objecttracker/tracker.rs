@@ -12,9 +12,9 @@
 //!    (IoU ≥ 0.5): an object half hidden keeps its track instead of being dropped;
 //! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
 //!    remaining high detections (IoU ≥ 0.3) or dropped;
-//! 5. remaining high detections start tentative tracks, which join stage 2's matching after two
-//!    matched frames (tracks started on the stream's first frame at once, as in ByteTrack) and
-//!    are reported confirmed after `min_hits` ([`Track::shown`]);
+//! 5. remaining high detections start tentative tracks, which are matched in step 2 from their
+//!    second matched frame on (tracks started on the stream's first frame at once, as in
+//!    ByteTrack) and are reported confirmed after `min_hits` ([`Track::shown`]);
 //! 6. tracks lost longer than `max_lost_ns` end.
 //!
 //! `iou` mode matches greedily on the last seen box, one stage, no motion model.

@@ -26,7 +26,8 @@
 //! Events keyed locally (`key_basis: local`) go to the `.local` subject. `Nats-Msg-Id` stays:
 //! the rule above alone let a key be appended twice when a publish whose acknowledgement was
 //! lost is sent again while the servers elect a leader (the first still in flight when the
-//! second is checked): 1-10 keys per camera in the 2-minute chaos test without it. An event is marked forwarded only once NATS holds it.
+//! second is checked): 1-10 keys per camera in the 2-minute chaos test without it. An event is
+//! marked forwarded only once NATS holds it.
 //!
 //! What JetStream refuses for good (a message larger than the stream allows, a permission
 //! violation) and rows that cannot be read are parked in the outbox's dead letters, counted and
