@@ -12,8 +12,13 @@
 //!    pipelined (a window of 256 acknowledgements per stream), for scale. Three alternating
 //!    rounds, best of each.
 //!
+//! 3. MQTT delivery to a local mosquitto: events/s of raftsink (SQLite log + `mqtt-location`)
+//!    until the broker acknowledged everything (EOS waits for it), vs a bare rumqttc client (the
+//!    same crate, MQTT 5, the same broker receive maximum) publishing the same event JSON to the
+//!    same topic until acknowledged; QoS 1 and QoS 2, three alternating rounds, best of each.
+//!
 //! Environment: `BENCH_EVENTS` (local, default 100000), `BENCH_NATS_EVENTS` (per stream,
-//! default 2000).
+//! default 2000), `BENCH_MQTT_EVENTS` (default 20000).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -69,16 +74,24 @@ fn feed(
     h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
         gst::ClockTime,
     >::new()));
-    // With NATS, start the clock once the forwarder is connected: steady state, not start-up.
-    if props
+    // With NATS or MQTT, start the clock once connected: steady state, not start-up.
+    let connected = if props
         .iter()
         .any(|(k, v)| k == &"location" && v.starts_with("nats://"))
     {
+        Some("nats-connected")
+    } else if props.iter().any(|(k, _)| k == &"mqtt-location") {
+        // The session connects once the element's first stream is known: give stream-id.
+        Some("mqtt-connected")
+    } else {
+        None
+    };
+    if let Some(field) = connected {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !sink
             .property::<gst::Structure>("stats")
-            .get::<bool>("nats-connected")
-            .unwrap()
+            .get::<bool>(field)
+            .unwrap_or(false)
         {
             assert!(Instant::now() < deadline, "no NATS connection");
             std::thread::sleep(Duration::from_millis(20));
@@ -278,6 +291,106 @@ fn raw_nats(
     })
 }
 
+/// A bare rumqttc client (MQTT 5) publishing `n` events of `stream` as JSON to its events
+/// topic with `qos`, until the broker acknowledged all of them.
+fn bare_mqtt(port: u16, stream: &str, n: u64, qos: u8, with_key: bool) -> Duration {
+    use rumqttc::v5::{self, mqttbytes::QoS, mqttbytes::v5::Packet};
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let e = encoded(stream, i);
+            let ev = FrameEvent {
+                stream: e.stream,
+                seq: e.seq,
+                pts_ns: e.pts_ns,
+                capture_ns: e.capture_ns,
+                model: e.model,
+                detections: detections(i),
+                schema: gstvideoai::eventlog::event::SCHEMA_VERSION,
+                key_basis: e.key_basis,
+                clock: None,
+            };
+            serde_json::to_vec(&ev).unwrap()
+        })
+        .collect();
+    let topic = format!("videoai/{stream}/events");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut o = v5::MqttOptions::new(format!("bench-{stream}"), "127.0.0.1", port);
+        o.set_clean_start(true);
+        let (client, mut ev) = v5::AsyncClient::new(o, 1024);
+        loop {
+            if let v5::Event::Incoming(Packet::ConnAck(_)) = ev.poll().await.unwrap() {
+                break;
+            }
+        }
+        let q = if qos == 2 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let start = Instant::now();
+        let publisher = tokio::spawn(async move {
+            for (i, p) in payloads.into_iter().enumerate() {
+                if with_key {
+                    // What raftsink sends with each event: its key as a user property.
+                    let props = v5::mqttbytes::v5::PublishProperties {
+                        user_properties: vec![("idempotency-key".into(), format!("{i}"))],
+                        ..Default::default()
+                    };
+                    client
+                        .publish_with_properties(topic.clone(), q, false, p, props)
+                        .await
+                        .unwrap();
+                } else {
+                    client.publish(topic.clone(), q, false, p).await.unwrap();
+                }
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < n {
+            match ev.poll().await.unwrap() {
+                v5::Event::Incoming(Packet::PubAck(_)) if qos == 1 => acked += 1,
+                v5::Event::Incoming(Packet::PubComp(_)) if qos == 2 => acked += 1,
+                _ => {}
+            }
+        }
+        let took = start.elapsed();
+        let _ = publisher.await;
+        took
+    })
+}
+
+/// Starts a raftsink with MQTT on `log`, whose `stream` holds `n` events not yet delivered;
+/// the time until the broker acknowledged all of them.
+fn deliver_backlog(log: &std::path::Path, stream: &str, url: &str, qos: u8, n: u64) -> Duration {
+    let sink = gst::ElementFactory::make("raftsink")
+        .property("async", false)
+        .property("location", log.display().to_string())
+        .property("stream-id", stream)
+        .property("mqtt-location", url)
+        .property("mqtt-qos", qos as u32)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    sink.set_state(gst::State::Playing).unwrap();
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        let st = sink.property::<gst::Structure>("stats");
+        if st.get::<u64>("mqtt-delivered").unwrap_or(0) >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backlog not delivered: {st}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = start.elapsed();
+    sink.set_state(gst::State::Null).unwrap();
+    took
+}
+
 fn main() {
     common::init();
     let n = env("BENCH_EVENTS", 100_000);
@@ -425,4 +538,79 @@ fn main() {
         "ratio raftsink/raw with raftsink's headers = {:.2}",
         raw_headers.as_secs_f64() / ours.as_secs_f64()
     );
+
+    // 3. MQTT, a local mosquitto.
+    let broker = common::mqtt::Mosquitto::start(None);
+    let mqtt_n = env("BENCH_MQTT_EVENTS", 20_000);
+    println!();
+    println!(
+        "## 3. MQTT delivery to mosquitto on 127.0.0.1 (MQTT 5), {mqtt_n} events of one stream, until acknowledged, best of 3"
+    );
+    println!(
+        "| QoS | bare rumqttc events/s | bare rumqttc + key property | raftsink, stored then delivered, events/s | ratio to bare (goal >= 0.8) | raftsink delivering a stored backlog | ratio to bare | raftsink ack latency p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for qos in [1u8, 2] {
+        let (mut ours, mut bare, mut keyed) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let mut backlog_best = Duration::MAX;
+        let (mut p50, mut p99) = (0.0, 0.0);
+        for round in 0..3 {
+            let stream = format!("mq{qos}-{round}");
+            let db = dir.join(&format!("mqtt-{qos}-{round}.db"));
+            let alone = std::sync::Barrier::new(1);
+            let (t, st) = feed(
+                &[
+                    ("location", db.display().to_string()),
+                    ("mqtt-location", broker.url()),
+                    ("mqtt-qos", qos.to_string()),
+                    ("stream-id", stream.clone()),
+                    ("eos-timeout", "600000000000".into()),
+                ],
+                &stream,
+                mqtt_n,
+                &alone,
+            );
+            assert_eq!(st.get::<u64>("mqtt-delivered").unwrap(), mqtt_n, "{st}");
+            if t < ours {
+                ours = t;
+                p50 = st.get::<f64>("mqtt-ack-latency-p50-ms").unwrap();
+                p99 = st.get::<f64>("mqtt-ack-latency-p99-ms").unwrap();
+            }
+            // Delivery alone: a backlog stored first (no MQTT), then a raftsink with MQTT on
+            // the same log delivers it.
+            let log = dir.join(&format!("mqtt-backlog-{qos}-{round}.db"));
+            let backlog = format!("backlog{qos}-{round}");
+            feed(
+                &[("location", log.display().to_string())],
+                &backlog,
+                mqtt_n,
+                &alone,
+            );
+            backlog_best =
+                backlog_best.min(deliver_backlog(&log, &backlog, &broker.url(), qos, mqtt_n));
+            bare = bare.min(bare_mqtt(
+                broker.port,
+                &format!("bare{qos}-{round}"),
+                mqtt_n,
+                qos,
+                false,
+            ));
+            keyed = keyed.min(bare_mqtt(
+                broker.port,
+                &format!("keyed{qos}-{round}"),
+                mqtt_n,
+                qos,
+                true,
+            ));
+        }
+        println!(
+            "| {qos} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {p50:.2} ms | {p99:.2} ms |",
+            eps(bare, mqtt_n),
+            eps(keyed, mqtt_n),
+            eps(ours, mqtt_n),
+            bare.as_secs_f64() / ours.as_secs_f64(),
+            eps(backlog_best, mqtt_n),
+            bare.as_secs_f64() / backlog_best.as_secs_f64()
+        );
+    }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what videoai needs to build, run and test, and skips whatever is already there:
 #   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay,
-#      nats-server for the NATS tests and prometheus (server and promtool) for the metrics
+#      nats-server for the NATS tests, mosquitto for the MQTT tests and prometheus (server and promtool) for the metrics
 #      tests: installed, never started as services);
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
 #   3. the text demo's model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/;
@@ -35,7 +35,7 @@ APT_PACKAGES=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
     gstreamer1.0-x fonts-dejavu-core
-    nats-server prometheus
+    nats-server prometheus mosquitto openssl ca-certificates
     meson ninja-build dpkg-dev
 )
 command -v python3 >/dev/null || APT_PACKAGES+=(python3)

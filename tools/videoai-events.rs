@@ -494,10 +494,21 @@ fn print_stats(out: &mut impl Write, args: &Args) -> Result<(), String> {
     let store = open(args)?;
     // The column of events not yet in NATS only for an outbox (a file raftsink forwards).
     let outbox = store.outbox_of().map_err(|e| e.to_string())?.is_some();
+    // A column per delivery target (MQTT, webhook) the file delivers to: its events of each
+    // stream not yet acknowledged there ('-': the stream is not delivered there).
+    let deliveries = store.deliveries().map_err(|e| e.to_string())?;
+    let mut targets: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
+    targets.dedup();
+    let mut header = String::new();
+    if outbox {
+        header.push_str("\tnot_in_nats");
+    }
+    for t in &targets {
+        header.push_str(&format!("\tnot_in {t}"));
+    }
     writeln!(
         out,
-        "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns{}",
-        if outbox { "\tnot_in_nats" } else { "" }
+        "stream\tevents\tmin_seq\tmax_seq\tfirst_capture_ns\tlast_capture_ns{header}"
     )
     .map_err(io)?;
     for s in store.stats().map_err(|e| e.to_string())? {
@@ -510,21 +521,34 @@ fn print_stats(out: &mut impl Write, args: &Args) -> Result<(), String> {
         if outbox {
             write!(out, "\t{}", s.unforwarded).map_err(io)?;
         }
+        for t in &targets {
+            match deliveries
+                .iter()
+                .find(|d| d.target == *t && d.stream == s.stream)
+            {
+                Some(d) => write!(out, "\t{}", d.waiting).map_err(io)?,
+                None => write!(out, "\t-").map_err(io)?,
+            }
+        }
         writeln!(out).map_err(io)?;
     }
     let dead = store.dead_letters().map_err(|e| e.to_string())?;
     if !dead.is_empty() {
         writeln!(
             out,
-            "\n{} dead letter(s): events NATS refused for good, kept in the outbox's dead_letters table\nstream\tseq\tparked_ns\treason",
+            "\n{} dead letter(s): events a target refused for good, kept in the dead_letters table\ntarget\tstream\tseq\tparked_ns\treason",
             dead.len()
         )
         .map_err(io)?;
         for d in dead {
             writeln!(
                 out,
-                "{}\t{}\t{}\t{}",
-                d.stream, d.seq, d.parked_ns, d.reason
+                "{}\t{}\t{}\t{}\t{}",
+                d.target.as_deref().unwrap_or("nats"),
+                d.stream,
+                d.seq,
+                d.parked_ns,
+                d.reason
             )
             .map_err(io)?;
         }

@@ -3,7 +3,7 @@
 //! versions, the check that refuses a file that is no event log, and what SQLite's errors mean
 //! for a person ([`StoreError`]). The store itself ([`super::store`]) opens, reads and writes.
 //!
-//! Schema version 4 (`PRAGMA user_version`):
+//! Schema version 5 (`PRAGMA user_version`):
 //!
 //! ```sql
 //! events (id INTEGER PRIMARY KEY,            -- insertion order, for `follow`
@@ -15,12 +15,17 @@
 //!         clock TEXT,                        -- camera keys: the camera's clock (JSON, v4)
 //!         UNIQUE (stream, seq))
 //! dead_letters (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, reason TEXT,
-//!               event TEXT, parked_ns INTEGER)  -- outbox: events NATS refused for good
+//!               event TEXT, parked_ns INTEGER,  -- events a target refused for good: NATS
+//!               target TEXT)                    -- (target NULL; the event leaves the
+//!                                               -- outbox), a webhook (v5; the event stays)
 //! collisions (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, event TEXT,
 //!             stored_capture_ns INTEGER, stored_pts_ns INTEGER, found_ns INTEGER,
 //!             place TEXT)                    -- frames whose key already held another frame
 //!                                            -- (here, or in NATS: place 'log' / 'nats')
 //! meta (key TEXT PRIMARY KEY, value TEXT)    -- 'outbox': the NATS location, for an outbox
+//! deliveries (target TEXT, stream TEXT,      -- v5: how far each delivery target (an MQTT
+//!             delivered_id INTEGER,          -- broker, a webhook) has acknowledged each
+//!             PRIMARY KEY (target, stream))  -- stream: every event with id <= delivered_id
 //! ```
 //!
 //! The migration SQL repeats the table definitions on purpose: a migration is frozen history
@@ -31,7 +36,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode};
 
 /// The version of the SQLite schema (not of the event JSON, [`SCHEMA_VERSION`]).
-pub(crate) const STORE_VERSION: i64 = 4;
+pub(crate) const STORE_VERSION: i64 = 5;
 
 const CREATE_EVENTS: &str = "
 CREATE TABLE events (
@@ -79,6 +84,18 @@ CREATE TABLE collisions (
 );
 CREATE INDEX collisions_by_key ON collisions (stream, seq);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// Version 4 to 5: how far each delivery target (MQTT, webhooks) has come, per stream: one row
+/// per (target, stream), never one per event; which target refused a dead letter.
+const MIGRATE_V4_V5: &str = "
+CREATE TABLE deliveries (
+    target          TEXT    NOT NULL,
+    stream          TEXT    NOT NULL,
+    delivered_id    INTEGER NOT NULL,
+    PRIMARY KEY (target, stream)
+) WITHOUT ROWID;
+ALTER TABLE dead_letters ADD COLUMN target TEXT;
 ";
 
 /// Version 1 to 2: a rowid table (insertion order) with the outbox flag. Version 1 logs were
@@ -178,10 +195,13 @@ impl StoreError {
 /// when it is there already.
 pub(crate) fn upgrade_script(version: i64) -> String {
     let script = match version {
-        0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
-        1 => format!("{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
-        2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}"),
-        3 => MIGRATE_V3_V4.to_string(),
+        0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
+        1 => format!(
+            "{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"
+        ),
+        2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
+        3 => format!("{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
+        4 => MIGRATE_V4_V5.to_string(),
         _ => return String::new(),
     };
     format!("{script} PRAGMA user_version = {STORE_VERSION};")

@@ -130,9 +130,20 @@ pub struct StreamStats {
     pub unforwarded: i64,
 }
 
+/// How far a delivery target (an MQTT broker, a webhook) has come with one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub target: String,
+    pub stream: String,
+    pub delivered: i64,
+    pub waiting: i64,
+}
+
 /// An event NATS refused for good, kept aside in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// Who refused it: `None` for NATS, else the delivery target (a webhook).
+    pub target: Option<String>,
     pub stream: String,
     pub seq: i64,
     pub reason: String,
@@ -178,6 +189,8 @@ pub struct OutboxRow {
     /// The event's JSON (as `videoai-events dump` prints it), built from the row without
     /// decoding its detections.
     pub json: Result<String, String>,
+    /// Its detections are `[]`.
+    pub no_detections: bool,
 }
 
 pub struct EventStore {
@@ -783,6 +796,86 @@ impl EventStore {
         Ok(out)
     }
 
+    /// Deliveries: the last row of `stream` that `target` acknowledged (0: none yet). A log
+    /// older than version 5 (opened for reading) has delivered nothing.
+    pub fn delivered_to(&self, target: &str, stream: &str) -> Result<i64, StoreError> {
+        if self.version < 5 {
+            return Ok(0);
+        }
+        self.integer(
+            "SELECT delivered_id FROM deliveries WHERE target = ?1 AND stream = ?2",
+            params![target, stream],
+        )
+    }
+
+    /// Deliveries: records that `target` acknowledged every event of each stream up to its
+    /// row id, in one transaction. A mark never goes back.
+    pub fn set_delivered(
+        &mut self,
+        target: &str,
+        marks: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        self.execute_each(
+            "INSERT INTO deliveries (target, stream, delivered_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (target, stream) DO UPDATE
+             SET delivered_id = MAX(delivered_id, excluded.delivered_id)",
+            marks
+                .iter()
+                .map(|(stream, id)| (target, stream.as_str(), *id)),
+        )
+    }
+
+    /// Deliveries: how many events of `streams` wait for `target`.
+    pub fn undelivered(&self, target: &str, streams: &[String]) -> Result<i64, StoreError> {
+        let mut n = 0;
+        for s in streams {
+            let from = self.delivered_to(target, s)?;
+            n += self.integer(
+                "SELECT COUNT(*) FROM events WHERE +stream = ?1 AND id > ?2",
+                params![s, from],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// Deliveries: per target and stream, the events delivered and waiting (for `stats`).
+    pub fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        if self.version < 5 {
+            return Ok(Vec::new());
+        }
+        self.all_rows(
+            "SELECT d.target, d.stream,
+                    (SELECT COUNT(*) FROM events e WHERE e.stream = d.stream AND e.id <= d.delivered_id),
+                    (SELECT COUNT(*) FROM events e WHERE e.stream = d.stream AND e.id > d.delivered_id)
+             FROM deliveries d ORDER BY d.target, d.stream",
+            |r| {
+                Ok(Delivery {
+                    target: r.get(0)?,
+                    stream: r.get(1)?,
+                    delivered: r.get(2)?,
+                    waiting: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// The id of `stream`'s newest event (0 when it has none).
+    pub fn last_id_of(&self, stream: &str) -> Result<i64, StoreError> {
+        self.integer(
+            "SELECT id FROM events WHERE +stream = ?1 ORDER BY id DESC LIMIT 1",
+            params![stream],
+        )
+    }
+
+    /// The integer `sql` selects (0 when it selects no row, or NULL).
+    fn integer(&self, sql: &str, args: impl rusqlite::Params) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(sql, args, |r| r.get::<_, Option<i64>>(0))
+            .optional()
+            .map(|n| n.flatten().unwrap_or(0))
+            .map_err(|e| StoreError::sql(&self.path, e))
+    }
+
     /// The id of the newest event (0 when empty).
     pub fn last_id(&self) -> Result<i64, StoreError> {
         self.conn
@@ -814,15 +907,43 @@ impl EventStore {
     /// Outbox: the oldest `limit` events of `stream` not yet acknowledged by NATS, in the order
     /// they were stored.
     pub fn unforwarded(&self, stream: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_rows(
+            "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
+             FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
+            params![stream, limit as i64],
+            stream,
+        )
+    }
+
+    /// Deliveries: the events of `stream` stored after row `after`, at most `limit`, in the order
+    /// they were stored, as JSON built from their columns (no decoding).
+    pub fn rows_after(
+        &self,
+        stream: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        // `+stream`: walk the rowids from the mark, never the stream's whole index.
+        self.outbox_rows(
+            "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
+             FROM events WHERE +stream = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            params![stream, after, limit as i64],
+            stream,
+        )
+    }
+
+    fn outbox_rows(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        stream: &str,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
-                 FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
-            )
+            .prepare_cached(sql)
             .map_err(|e| StoreError::sql(&self.path, e))?;
         let rows = stmt
-            .query_map(params![stream, limit as i64], |r| {
+            .query_map(args, |r| {
                 let id: i64 = r.get(0)?;
                 let seq: i64 = r.get(1)?;
                 let pts_ns: Option<i64> = r.get(2)?;
@@ -854,6 +975,7 @@ impl EventStore {
                         .as_deref()
                         .and_then(|c| serde_json::from_str::<ClockMark>(c).ok())
                         .map(|c| c.period_ns),
+                    no_detections: detections.trim() == "[]",
                     json,
                 })
             })
@@ -864,6 +986,18 @@ impl EventStore {
 
     /// Outbox: marks events acknowledged.
     pub fn mark_forwarded(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        self.execute_each(
+            "UPDATE events SET forwarded = 1 WHERE id = ?1",
+            ids.iter().map(|id| (*id,)),
+        )
+    }
+
+    /// Runs `sql` once per parameter set, in one transaction.
+    fn execute_each<P: rusqlite::Params>(
+        &mut self,
+        sql: &str,
+        each: impl IntoIterator<Item = P>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -871,11 +1005,10 @@ impl EventStore {
             .map_err(|e| StoreError::sql(&path, e))?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE events SET forwarded = 1 WHERE id = ?1")
+                .prepare_cached(sql)
                 .map_err(|e| StoreError::sql(&path, e))?;
-            for id in ids {
-                stmt.execute(params![id])
-                    .map_err(|e| StoreError::sql(&path, e))?;
+            for p in each {
+                stmt.execute(p).map_err(|e| StoreError::sql(&path, e))?;
             }
         }
         tx.commit().map_err(|e| StoreError::sql(&path, e))
@@ -911,6 +1044,26 @@ impl EventStore {
         tx.commit().map_err(|e| StoreError::sql(&path, e))
     }
 
+    /// Deliveries: records that `target` refused the event `json` of (`stream`, `seq`) for good
+    /// (the event stays in the log).
+    pub fn park_delivery(
+        &mut self,
+        target: &str,
+        stream: &str,
+        seq: i64,
+        reason: &str,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO dead_letters (stream, seq, reason, event, parked_ns, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![stream, seq, reason, json, now_ns(), target],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::sql(&self.path, e))
+    }
+
     /// Every row `sql` (without parameters) selects, as `row` makes them.
     fn all_rows<T>(
         &self,
@@ -925,14 +1078,18 @@ impl EventStore {
 
     /// Outbox: the dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let target = if self.version >= 5 { "target" } else { "NULL" };
         self.all_rows(
-            "SELECT stream, seq, reason, parked_ns FROM dead_letters ORDER BY id",
+            &format!(
+                "SELECT stream, seq, reason, parked_ns, {target} FROM dead_letters ORDER BY id"
+            ),
             |r| {
                 Ok(DeadLetter {
                     stream: r.get(0)?,
                     seq: r.get(1)?,
                     reason: r.get(2)?,
                     parked_ns: r.get(3)?,
+                    target: r.get(4)?,
                 })
             },
         )
@@ -974,15 +1131,10 @@ impl EventStore {
 
     /// Number of events stored for `stream` (all streams when `None`).
     pub fn count(&self, stream: Option<&str>) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE (?1 IS NULL OR stream = ?1)",
-                params![stream],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|n| n.unwrap_or(0))
-            .map_err(|e| StoreError::sql(&self.path, e))
+        self.integer(
+            "SELECT COUNT(*) FROM events WHERE (?1 IS NULL OR stream = ?1)",
+            params![stream],
+        )
     }
 
     /// The highest seq stored for `stream`.

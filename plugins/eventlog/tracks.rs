@@ -75,7 +75,7 @@ impl Tracks {
 }
 
 /// Line crossings and zone entries and exits.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Counts {
     lines: BTreeMap<(String, String, String), u64>,
     zones: BTreeMap<(String, String), (u64, u64)>,
@@ -101,6 +101,18 @@ impl Counts {
                 }
             }
         }
+    }
+
+    /// One line's counts: `{"stream", "line", "counts": {direction: count}}` (what raftsink
+    /// publishes, retained, on the line's MQTT counts topic).
+    pub fn line(&self, stream: &str, line: &str) -> Value {
+        let counts: serde_json::Map<String, Value> = self
+            .lines
+            .iter()
+            .filter(|((s, l, _), _)| s == stream && l == line)
+            .map(|((_, _, d), n)| (d.clone(), (*n).into()))
+            .collect();
+        json!({"stream": stream, "line": line, "counts": counts})
     }
 
     /// One JSON object per (stream, line, direction), then one per (stream, zone).

@@ -29,7 +29,9 @@ use super::CAT;
 use super::forwarder::{self, Forwarder};
 use super::keys::camera::Rtp;
 use super::keys::{self, ClockState, Keyed, Policy, StreamKeys};
+use super::mqtt::{self, Delivery};
 use super::settings::Settings;
+use super::webhook::{self, Webhook};
 use super::writer::{self, WriteError, Writer};
 use crate::eventlog::store::{EncodedEvent, EventStore, LastKey};
 use crate::eventlog::{event, nats};
@@ -47,6 +49,8 @@ const LAST_KEY_WAIT: Duration = Duration::from_secs(2);
 struct Io {
     writer: Arc<Writer>,
     forwarder: Option<Arc<Forwarder>>,
+    mqtt: Option<Arc<Delivery>>,
+    webhook: Option<Arc<Webhook>>,
     /// The SQLite file: the log itself, or the outbox in front of NATS.
     database: PathBuf,
 }
@@ -71,6 +75,9 @@ struct State {
     batch: bool,
     /// NATS: told which streams this element writes (EOS waits for those).
     forwarder: Option<Arc<Forwarder>>,
+    /// MQTT and webhook: the same.
+    mqtt: Option<Arc<Delivery>>,
+    webhook: Option<Arc<Webhook>>,
     /// `capture-time-wait`, from the settings at start.
     capture_wait: Duration,
     /// NATS: the last key of the `stream-id` stream, asked at start.
@@ -125,6 +132,49 @@ impl ObjectSubclass for RaftSink {
     const NAME: &'static str = "GstRaftSink";
     type Type = super::RaftSink;
     type ParentType = gst_base::BaseSink;
+}
+
+/// How long `start` waits for the MQTT broker's answer to a first connection.
+const MQTT_PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// The MQTT target of the settings, or why it is wrong (named after the property).
+fn mqtt_target(
+    settings: &Settings,
+    location: &str,
+) -> Result<mqtt::config::Target, gst::ErrorMessage> {
+    let bad = |what: String| gst::error_msg!(gst::ResourceError::Settings, ("{what}"));
+    let (tls, host, port) =
+        mqtt::config::parse_location(location).map_err(|e| bad(format!("mqtt-location: {e}")))?;
+    let protocol = mqtt::config::Protocol::parse(&settings.mqtt_protocol).ok_or_else(|| {
+        bad(format!(
+            "mqtt-protocol is '{}': expected 5 or 3.1.1",
+            settings.mqtt_protocol
+        ))
+    })?;
+    let credentials = mqtt::config::credentials(settings.mqtt_credentials_file.as_deref(), |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(bad)?;
+    if tls {
+        mqtt::config::tls_config(settings.mqtt_ca_file.as_deref()).map_err(bad)?;
+    }
+    if settings.mqtt_topic.contains(['+', '#']) {
+        return Err(bad(format!(
+            "mqtt-topic '{}' has a wildcard (+ or #): a published topic cannot",
+            settings.mqtt_topic
+        )));
+    }
+    Ok(mqtt::config::Target {
+        tls,
+        host,
+        port,
+        protocol,
+        qos: settings.mqtt_qos.clamp(1, 2) as u8,
+        topic: settings.mqtt_topic.clone(),
+        credentials,
+        ca_file: settings.mqtt_ca_file.clone(),
+        publish_empty: settings.deliver_empty,
+    })
 }
 
 /// The default outbox of a NATS location: a file in the working directory named after it.
@@ -210,6 +260,51 @@ impl RaftSink {
                 "commit-latency-p99-ms",
                 ms(w.commit_latency.percentile(0.99)),
             );
+        // Delivery targets: their fields only when they are set (so are their Prometheus series).
+        let (m, wh) = self
+            .io
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|io| {
+                (
+                    io.mqtt.as_ref().map(|m| m.stats()),
+                    io.webhook.as_ref().map(|w| w.stats()),
+                )
+            })
+            .unwrap_or_default();
+        if let Some(m) = m {
+            b = b
+                .field("mqtt-delivered", m.delivered)
+                .field("mqtt-messages", m.messages)
+                .field("mqtt-left-out", m.left_out)
+                .field("mqtt-pending", m.pending.max(0) as u64)
+                .field("mqtt-retries", m.retries)
+                .field("mqtt-connected", m.connected)
+                .field("mqtt-last-error", m.last_error.unwrap_or_default())
+                .field("mqtt-ack-latency-p50-ms", ms(m.ack_latency.percentile(0.5)))
+                .field(
+                    "mqtt-ack-latency-p99-ms",
+                    ms(m.ack_latency.percentile(0.99)),
+                );
+        }
+        if let Some(wh) = wh {
+            b = b
+                .field("webhook-delivered", wh.delivered)
+                .field("webhook-left-out", wh.left_out)
+                .field("webhook-pending", wh.pending.max(0) as u64)
+                .field("webhook-retries", wh.retries)
+                .field("webhook-dead-letters", wh.dead_letters)
+                .field("webhook-last-error", wh.last_error.unwrap_or_default())
+                .field(
+                    "webhook-ack-latency-p50-ms",
+                    ms(wh.ack_latency.percentile(0.5)),
+                )
+                .field(
+                    "webhook-ack-latency-p99-ms",
+                    ms(wh.ack_latency.percentile(0.99)),
+                );
+        }
         let f = f.unwrap_or_default();
         b.field("forwarded", f.forwarded)
             .field("already-in-nats", f.skipped)
@@ -244,6 +339,48 @@ impl RaftSink {
             Err(e @ WriteError::Failed { .. }) => {
                 gst::element_imp_error!(self, gst::ResourceError::Write, ("{e}"));
                 return false;
+            }
+        }
+        let (mqtt, hook) = self
+            .io
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|io| (io.mqtt.clone(), io.webhook.clone()))
+            .unwrap_or_default();
+        if let Some(w) = hook {
+            let unlocked = self.unlocked.clone();
+            if !w.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+                let s = w.stats();
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "events not delivered to the webhook {} within eos-timeout ({timeout:?}); they stay in the log and are posted when raftsink next runs with it{}",
+                        w.name(),
+                        s.last_error
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    )
+                );
+            }
+        }
+        if let Some(m) = mqtt {
+            let unlocked = self.unlocked.clone();
+            if !m.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+                let s = m.stats();
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "{} events not acknowledged by the MQTT broker {} within eos-timeout ({timeout:?}); they stay in the log and are published when raftsink next runs with it{}",
+                        s.pending.max(0),
+                        m.name(),
+                        s.last_error
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    )
+                );
             }
         }
         if let Some(f) = forwarder {
@@ -402,6 +539,17 @@ impl ObjectImpl for RaftSink {
             "skip-empty" => s.skip_empty = value.get().expect("type checked upstream"),
             "post-durable" => s.post_durable = value.get().expect("type checked upstream"),
             "stream-id" => s.stream_id = string(value),
+            "mqtt-location" => s.mqtt_location = string(value),
+            "mqtt-topic" => {
+                s.mqtt_topic = string(value).unwrap_or_else(|| mqtt::config::DEFAULT_TOPIC.into())
+            }
+            "mqtt-qos" => s.mqtt_qos = value.get().expect("type checked upstream"),
+            "mqtt-protocol" => s.mqtt_protocol = string(value).unwrap_or_else(|| "5".into()),
+            "mqtt-credentials-file" => s.mqtt_credentials_file = string(value).map(PathBuf::from),
+            "mqtt-ca-file" => s.mqtt_ca_file = string(value).map(PathBuf::from),
+            "deliver-empty" => s.deliver_empty = value.get().expect("type checked upstream"),
+            "webhook-url" => s.webhook_url = string(value),
+            "webhook-timeout" => s.webhook_timeout = nanos(value),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -427,6 +575,23 @@ impl ObjectImpl for RaftSink {
             "skip-empty" => s.skip_empty.to_value(),
             "post-durable" => s.post_durable.to_value(),
             "stream-id" => s.stream_id.to_value(),
+            "mqtt-location" => s.mqtt_location.to_value(),
+            "mqtt-topic" => s.mqtt_topic.to_value(),
+            "mqtt-qos" => s.mqtt_qos.to_value(),
+            "mqtt-protocol" => s.mqtt_protocol.to_value(),
+            "mqtt-credentials-file" => s
+                .mqtt_credentials_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "mqtt-ca-file" => s
+                .mqtt_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "deliver-empty" => s.deliver_empty.to_value(),
+            "webhook-url" => s.webhook_url.to_value(),
+            "webhook-timeout" => (s.webhook_timeout.as_nanos() as u64).to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -494,6 +659,25 @@ impl BaseSinkImpl for RaftSink {
                 .unwrap_or_else(|| default_outbox(&location, &settings.nats_stream)),
             None => PathBuf::from(&location),
         };
+        let mqtt_target = match &settings.mqtt_location {
+            None => None,
+            Some(loc) => Some(mqtt_target(&settings, loc)?),
+        };
+        if let Some(t) = &mqtt_target {
+            // A refused login is a clear error now; a broker that does not answer is not
+            // (events wait in the log until it does).
+            mqtt::probe(t, MQTT_PROBE_WAIT).map_err(|why| {
+                gst::error_msg!(
+                    gst::ResourceError::OpenWrite,
+                    ("MQTT {}: {why}", t.address()),
+                    ["check mqtt-credentials-file (or VIDEOAI_MQTT_USERNAME and VIDEOAI_MQTT_PASSWORD) and the broker's access rules"]
+                )
+            })?;
+        }
+        if let Some(url) = &settings.webhook_url {
+            webhook::check_url(url)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        }
         let mut store = EventStore::open_for_writing(&database)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{e}")))?;
         if nats.is_some() {
@@ -558,7 +742,54 @@ impl BaseSinkImpl for RaftSink {
         if let (Some(f), Some(id)) = (&forwarder, &settings.stream_id) {
             f.claim(id);
         }
+        let mqtt = mqtt_target.map(|target| {
+            let weak = self.obj().downgrade();
+            Arc::new(mqtt::start(
+                mqtt::Config {
+                    target,
+                    log: database.clone(),
+                },
+                mqtt::Reports {
+                    on_error: Box::new(move |msg| {
+                        if let Some(el) = weak.upgrade() {
+                            gst::element_error!(el, gst::ResourceError::Write, ("{msg}"));
+                        }
+                    }),
+                },
+            ))
+        });
+        if let (Some(m), Some(id)) = (&mqtt, &settings.stream_id) {
+            m.claim(id);
+        }
+        let webhook = settings.webhook_url.clone().map(|url| {
+            let (weak, weak_err) = (self.obj().downgrade(), self.obj().downgrade());
+            Arc::new(webhook::start(
+                webhook::Config {
+                    url,
+                    timeout: settings.webhook_timeout,
+                    deliver_empty: settings.deliver_empty,
+                    log: database.clone(),
+                },
+                webhook::Reports {
+                    on_dead_letter: Box::new(move |msg| {
+                        if let Some(el) = weak.upgrade() {
+                            gst::element_warning!(el, gst::ResourceError::Write, ("{msg}"));
+                        }
+                    }),
+                    on_error: Box::new(move |msg| {
+                        if let Some(el) = weak_err.upgrade() {
+                            gst::element_error!(el, gst::ResourceError::Write, ("{msg}"));
+                        }
+                    }),
+                },
+            ))
+        });
+        if let (Some(w), Some(id)) = (&webhook, &settings.stream_id) {
+            w.claim(id);
+        }
         let nudge = forwarder.clone();
+        let nudge_mqtt = mqtt.clone();
+        let nudge_webhook = webhook.clone();
         let writer = Writer::start(
             store,
             writer::Config {
@@ -584,6 +815,12 @@ impl BaseSinkImpl for RaftSink {
                     }
                     if let Some(f) = &nudge {
                         f.nudge();
+                    }
+                    if let Some(m) = &nudge_mqtt {
+                        m.nudge();
+                    }
+                    if let Some(w) = &nudge_webhook {
+                        w.nudge();
                     }
                     if post && let Some(el) = weak.upgrade() {
                         let s = gst::Structure::builder("raftsink-durable")
@@ -646,6 +883,8 @@ impl BaseSinkImpl for RaftSink {
             stream_override: settings.stream_id.clone(),
             writer: Some(writer.clone()),
             forwarder: forwarder.clone(),
+            mqtt: mqtt.clone(),
+            webhook: webhook.clone(),
             last_in_nats,
             ..Default::default()
         };
@@ -653,6 +892,8 @@ impl BaseSinkImpl for RaftSink {
         *self.io.lock().unwrap() = Some(Io {
             writer,
             forwarder,
+            mqtt,
+            webhook,
             database,
         });
         Ok(())
@@ -678,9 +919,23 @@ impl BaseSinkImpl for RaftSink {
             let mut st = self.state.lock().unwrap();
             st.writer = None;
             st.forwarder = None;
+            st.mqtt = None;
+            st.webhook = None;
         }
         let io = self.io.lock().unwrap().take();
         if let Some(io) = io {
+            if let Some(m) = io.mqtt {
+                match Arc::try_unwrap(m) {
+                    Ok(m) => m.stop(),
+                    Err(m) => drop(m),
+                }
+            }
+            if let Some(w) = io.webhook {
+                match Arc::try_unwrap(w) {
+                    Ok(w) => w.stop(),
+                    Err(w) => drop(w),
+                }
+            }
             if let Some(f) = io.forwarder {
                 match Arc::try_unwrap(f) {
                     Ok(f) => f.stop(),
@@ -828,9 +1083,18 @@ impl RaftSink {
         let Some(writer) = writer else {
             return Err(gst::FlowError::Flushing);
         };
-        let forwarder = self.state.lock().unwrap().forwarder.clone();
+        let (forwarder, mqtt, webhook) = {
+            let st = self.state.lock().unwrap();
+            (st.forwarder.clone(), st.mqtt.clone(), st.webhook.clone())
+        };
+        if let Some(w) = webhook {
+            w.claim(&ev.stream);
+        }
         if let Some(f) = forwarder {
             f.claim(&ev.stream);
+        }
+        if let Some(m) = mqtt {
+            m.claim(&ev.stream);
         }
         let (stream, seq) = (ev.stream.clone(), ev.seq);
         match writer.submit(ev) {

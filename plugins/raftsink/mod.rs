@@ -19,7 +19,10 @@ use gst::prelude::*;
 mod forwarder;
 mod imp;
 pub mod keys;
+pub mod mqtt;
+mod progress;
 mod settings;
+mod webhook;
 mod writer;
 
 /// The element's debug category, also used by the modules beside `imp.rs`.

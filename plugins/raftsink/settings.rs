@@ -7,6 +7,7 @@ use gst::prelude::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::mqtt;
 use crate::eventlog::nats;
 
 pub(super) const DEFAULT_COMMIT_INTERVAL_NS: u64 = 20_000_000;
@@ -14,6 +15,8 @@ pub(super) const DEFAULT_COMMIT_INTERVAL_NS: u64 = 20_000_000;
 pub(super) const DEFAULT_COMMIT_MAX_EVENTS: u32 = 1000;
 
 pub(super) const DEFAULT_EOS_TIMEOUT_NS: u64 = 30_000_000_000;
+
+pub(super) const DEFAULT_WEBHOOK_TIMEOUT_NS: u64 = 10_000_000_000;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -28,6 +31,15 @@ pub(super) struct Settings {
     pub(super) skip_empty: bool,
     pub(super) post_durable: bool,
     pub(super) stream_id: Option<String>,
+    pub(super) mqtt_location: Option<String>,
+    pub(super) mqtt_topic: String,
+    pub(super) mqtt_qos: u32,
+    pub(super) mqtt_protocol: String,
+    pub(super) mqtt_credentials_file: Option<PathBuf>,
+    pub(super) mqtt_ca_file: Option<PathBuf>,
+    pub(super) deliver_empty: bool,
+    pub(super) webhook_url: Option<String>,
+    pub(super) webhook_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +56,15 @@ impl Default for Settings {
             skip_empty: false,
             post_durable: false,
             stream_id: None,
+            mqtt_location: None,
+            mqtt_topic: mqtt::config::DEFAULT_TOPIC.to_string(),
+            mqtt_qos: 1,
+            mqtt_protocol: "5".to_string(),
+            mqtt_credentials_file: None,
+            mqtt_ca_file: None,
+            deliver_empty: false,
+            webhook_url: None,
+            webhook_timeout: Duration::from_nanos(DEFAULT_WEBHOOK_TIMEOUT_NS),
         }
     }
 }
@@ -163,6 +184,102 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .blurb("Store events under this stream id instead of the STREAM-START stream-id. Default: none")
             .mutable_ready()
             .build(),
+        glib::ParamSpecString::builder("mqtt-location")
+            .nick("MQTT location")
+            .blurb(
+                "Also deliver every stored event to this MQTT broker: mqtt://host[:port] \
+                 (1883) or mqtts://host[:port] (8883, TLS). Events are read back from the \
+                 log (or the NATS outbox) once durable; the log keeps how far the broker \
+                 acknowledged, so a broker outage loses nothing and a restart publishes \
+                 again only what was never acknowledged. Topics under mqtt-topic: events, \
+                 crossings/<line>, zones/<zone>, counts/<line> (retained), status (retained \
+                 online/offline, offline also by last will). Credentials never go here: \
+                 mqtt-credentials-file, or the environment variables VIDEOAI_MQTT_USERNAME and \
+                 VIDEOAI_MQTT_PASSWORD. Default: none (no MQTT)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("mqtt-topic")
+            .nick("MQTT topic")
+            .blurb(
+                "MQTT: the topic every message goes under, {stream} standing for the stream \
+                 id ('/', '+' and '#' in it become '_'); /events, /crossings/<line>, \
+                 /zones/<zone>, /counts/<line> and /status are added. Default: videoai/{stream}",
+            )
+            .default_value(Some(mqtt::config::DEFAULT_TOPIC))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("mqtt-qos")
+            .nick("MQTT QoS")
+            .blurb(
+                "MQTT: 1 (at least once: a repeat after a lost acknowledgement carries the \
+                 same key, stream/seq) or 2 (exactly once between raftsink and the broker). \
+                 Default: 1",
+            )
+            .minimum(1)
+            .maximum(2)
+            .default_value(1)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("mqtt-protocol")
+            .nick("MQTT protocol")
+            .blurb(
+                "MQTT: 5 (the key also in the user property idempotency-key) or 3.1.1. \
+                 Default: 5",
+            )
+            .default_value(Some("5"))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("mqtt-credentials-file")
+            .nick("MQTT credentials file")
+            .blurb(
+                "MQTT: a file with the lines username=… and password=… (keep it readable by \
+                 the pipeline's user only). Without it, VIDEOAI_MQTT_USERNAME and \
+                 VIDEOAI_MQTT_PASSWORD are read; with neither, no credentials. A refused login \
+                 is an error at start. Default: none",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("mqtt-ca-file")
+            .nick("MQTT CA file")
+            .blurb(
+                "mqtts: the PEM certificates the broker's certificate must chain to. \
+                 Default: none (the system's store, /etc/ssl/certs)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("webhook-url")
+            .nick("Webhook URL")
+            .blurb(
+                "Also POST every stored event, as JSON (what videoai-events dump prints), to \
+                 this http:// or https:// URL, with the header Idempotency-Key: <stream>/<seq>; \
+                 read back from the log once durable, in order per stream. 2xx delivers; 5xx, \
+                 408, 429, timeouts and refused connections are retried with backoff (0.2 s \
+                 doubling to 30 s) with the same key; any other answer puts the event in the \
+                 log's dead letters (videoai-events stats). Default: none",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("webhook-timeout")
+            .nick("Webhook timeout")
+            .blurb(
+                "How long (ns) one webhook request may take, connecting included, before it is \
+                 tried again. Default: 10000000000 (10 s)",
+            )
+            .minimum(1_000_000)
+            .maximum(600_000_000_000)
+            .default_value(DEFAULT_WEBHOOK_TIMEOUT_NS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("deliver-empty")
+            .nick("Deliver empty")
+            .blurb(
+                "MQTT and webhook: also deliver the events of frames without detections (they \
+                 are always stored in the log). Default: false",
+            )
+            .default_value(false)
+            .mutable_ready()
+            .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
             .blurb(
@@ -178,7 +295,13 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  forwarded, already-in-nats, nats-collisions (the key in NATS held another \
                  frame: kept in the outbox), pending (this element's events in the outbox \
                  not yet acknowledged), dead-letters (parked: refused by NATS for good), \
-                 retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms",
+                 retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms; \
+                 MQTT: mqtt-delivered (events the broker acknowledged, left-out ones \
+                 included), mqtt-messages, mqtt-left-out (no detections), mqtt-pending, \
+                 mqtt-retries, mqtt-connected, mqtt-last-error, mqtt-ack-latency-p50-ms and \
+                 -p99-ms; with webhook-url: webhook-delivered, webhook-left-out, webhook-pending, \
+                 webhook-retries, webhook-dead-letters, webhook-last-error, \
+                 webhook-ack-latency-p50-ms and -p99-ms",
             )
             .read_only()
             .build(),

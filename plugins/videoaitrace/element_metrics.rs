@@ -72,6 +72,15 @@ impl Field {
 const AQ_DROPPED: &str = "Buffers the queue dropped, by reason";
 const FS_FRAMES: &str = "Batch entries per stream, by status: fresh (a new frame), repeated (the last frame again), missing (none yet), dropped (frames not batched)";
 const STAGE_MEAN: &str = "Time per frame in a stage (mean since start)";
+// raftsink's delivery targets (label target: nats, mqtt, webhook), each only when set.
+const DELIVERED: &str = "Events a delivery target acknowledged";
+const WAITING: &str = "Events in the log a delivery target has not acknowledged yet";
+const RETRIES: &str = "Delivery attempts tried again (a lost connection, a 5xx answer)";
+const DEAD: &str = "Events a delivery target refused for good (dead letters)";
+const CONNECTED: &str = "1 while connected to the delivery target";
+const ACK_P50: &str =
+    "Time from publishing an event to its acknowledgement by the target (median since start)";
+const ACK_P99: &str = "Time from publishing an event to its acknowledgement by the target (99th percentile since start)";
 const STAGE_P99: &str = "Time per frame in a stage (99th percentile since start)";
 const MODEL_STAGE_MEAN: &str = "Time per frame in a stage for a model (mean since start)";
 
@@ -254,6 +263,31 @@ const SPECS: &[Spec] = &[
                 .scaled(MS),
             gauge("ack-latency-p99-ms", "videoai_raftsink_ack_latency_p99_seconds", "Time from publishing an event to its acknowledgement by NATS (99th percentile since start)")
                 .scaled(MS),
+            counter("forwarded", "videoai_raftsink_delivered_total", DELIVERED).labelled("target", "nats"),
+            gauge("pending", "videoai_raftsink_delivery_waiting", WAITING).labelled("target", "nats"),
+            counter("retries", "videoai_raftsink_delivery_retries_total", RETRIES).labelled("target", "nats"),
+            counter("dead-letters", "videoai_raftsink_delivery_dead_letters_total", DEAD).labelled("target", "nats"),
+            gauge("nats-connected", "videoai_raftsink_delivery_connected", CONNECTED).labelled("target", "nats"),
+            gauge("ack-latency-p50-ms", "videoai_raftsink_delivery_ack_latency_p50_seconds", ACK_P50)
+                .scaled(MS).labelled("target", "nats"),
+            gauge("ack-latency-p99-ms", "videoai_raftsink_delivery_ack_latency_p99_seconds", ACK_P99)
+                .scaled(MS).labelled("target", "nats"),
+            counter("mqtt-delivered", "videoai_raftsink_delivered_total", DELIVERED).labelled("target", "mqtt"),
+            gauge("mqtt-pending", "videoai_raftsink_delivery_waiting", WAITING).labelled("target", "mqtt"),
+            counter("mqtt-retries", "videoai_raftsink_delivery_retries_total", RETRIES).labelled("target", "mqtt"),
+            gauge("mqtt-connected", "videoai_raftsink_delivery_connected", CONNECTED).labelled("target", "mqtt"),
+            gauge("mqtt-ack-latency-p50-ms", "videoai_raftsink_delivery_ack_latency_p50_seconds", ACK_P50)
+                .scaled(MS).labelled("target", "mqtt"),
+            gauge("mqtt-ack-latency-p99-ms", "videoai_raftsink_delivery_ack_latency_p99_seconds", ACK_P99)
+                .scaled(MS).labelled("target", "mqtt"),
+            counter("webhook-delivered", "videoai_raftsink_delivered_total", DELIVERED).labelled("target", "webhook"),
+            gauge("webhook-pending", "videoai_raftsink_delivery_waiting", WAITING).labelled("target", "webhook"),
+            counter("webhook-retries", "videoai_raftsink_delivery_retries_total", RETRIES).labelled("target", "webhook"),
+            counter("webhook-dead-letters", "videoai_raftsink_delivery_dead_letters_total", DEAD).labelled("target", "webhook"),
+            gauge("webhook-ack-latency-p50-ms", "videoai_raftsink_delivery_ack_latency_p50_seconds", ACK_P50)
+                .scaled(MS).labelled("target", "webhook"),
+            gauge("webhook-ack-latency-p99-ms", "videoai_raftsink_delivery_ack_latency_p99_seconds", ACK_P99)
+                .scaled(MS).labelled("target", "webhook"),
         ],
         entries: &[],
         states: &[],

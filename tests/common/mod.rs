@@ -7,10 +7,12 @@ pub mod chaos;
 pub mod fleet;
 pub mod http;
 pub mod mot;
+pub mod mqtt;
 pub mod nats;
 pub mod onnx_model;
 pub mod prometheus;
 pub mod rtsp;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -304,20 +306,29 @@ pub fn covered(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> f64 {
     if area <= 0.0 { 0.0 } else { iw * ih / area }
 }
 
-/// A raw GRAY8 Matroska file of `frames` frames at a variable rate (gaps of 20, 45, 30 ms in
-/// turn; caps framerate 0/1); returns the frames' positions in ns.
-pub fn vfr_clip(path: &Path, frames: usize) -> Vec<u64> {
+/// `appsrc format=time caps=<caps> ! <rest>`, and its appsrc (named `src`).
+pub fn from_appsrc(caps: &str, rest: &str) -> (gst::Pipeline, gst_app::AppSrc) {
     init();
-    let p = parse(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=16,height=16,framerate=0/1 \
-         ! matroskamux ! filesink location=\"{}\"",
-        path.display()
-    ));
+    let p = parse(&format!("appsrc name=src format=time caps={caps} ! {rest}"));
     let src = p
         .by_name("src")
         .unwrap()
         .downcast::<gst_app::AppSrc>()
         .unwrap();
+    (p, src)
+}
+
+/// The caps of the tracker tests' synthetic frames (boxes only, no pixels used).
+pub const TRACKER_CAPS: &str = "video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1";
+
+/// A raw GRAY8 Matroska file of `frames` frames at a variable rate (gaps of 20, 45, 30 ms in
+/// turn; caps framerate 0/1); returns the frames' positions in ns.
+pub fn vfr_clip(path: &Path, frames: usize) -> Vec<u64> {
+    init();
+    let (p, src) = from_appsrc(
+        "video/x-raw,format=GRAY8,width=16,height=16,framerate=0/1",
+        &format!("matroskamux ! filesink location=\"{}\"", path.display()),
+    );
     p.set_state(gst::State::Playing).unwrap();
     let mut positions = Vec::new();
     let mut t = 0u64;

@@ -237,17 +237,13 @@ fn four_batched_streams_are_tracked_apart() {
 
 /// `appsrc ! objecttracker <props> ! raftsink` into `db` (stream `cam`), and its appsrc.
 fn into_log(props: &str, db: &std::path::Path) -> (gst::Pipeline, gst_app::AppSrc) {
-    let p = common::parse(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=640,height=480,framerate=25/1 \
-         ! objecttracker {props} ! raftsink location=\"{}\" stream-id=cam",
-        db.display()
-    ));
-    let src = p
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    (p, src)
+    common::from_appsrc(
+        common::TRACKER_CAPS,
+        &format!(
+            "objecttracker {props} ! raftsink location=\"{}\" stream-id=cam",
+            db.display()
+        ),
+    )
 }
 
 #[test]

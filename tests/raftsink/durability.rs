@@ -288,7 +288,7 @@ fn version_1_logs_are_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4, "migrated to the current schema");
+    assert_eq!(version, 5, "migrated to the current schema");
 }
 
 #[test]

@@ -8,7 +8,9 @@ mod common;
 mod durability;
 mod keys;
 mod log;
+mod mqtt;
 mod nats;
+mod webhook;
 
 /// Runs `videoai-events` with `args`; its output.
 fn events_tool(args: &[&str]) -> std::process::Output {

@@ -484,3 +484,64 @@ fn head_requests_are_answered_like_get() {
     conn.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[test]
+fn raftsink_delivery_targets_have_their_series_and_unset_ones_none() {
+    let (_tracer, addr) = tracer_serving();
+    let broker = common::mqtt::Mosquitto::start(None);
+    let hook = common::webhook::WebhookServer::start(Vec::new());
+    let dir = common::TempDir::new("prom-raftsink-targets");
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=32,height=24,framerate=30/1 ! tee name=t \
+         t. ! queue ! raftsink name=out location=\"{}\" stream-id=cam mqtt-location={} webhook-url={} deliver-empty=true \
+         t. ! queue ! raftsink name=plain location=\"{}\" stream-id=cam",
+        dir.join("out.db").display(),
+        broker.url(),
+        hook.url(),
+        dir.join("plain.db").display(),
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    let out = p.by_name("out").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = out.property::<gst::Structure>("stats");
+        if s.get::<u64>("mqtt-delivered").unwrap() > 0
+            && s.get::<u64>("webhook-delivered").unwrap() > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing delivered: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = prom::scrape(&addr);
+    let s = prom::samples(&text);
+    p.set_state(gst::State::Null).unwrap();
+    for target in ["mqtt", "webhook"] {
+        let at = |element| [("element", element), ("target", target)];
+        assert!(
+            prom::value(&s, "videoai_raftsink_delivered_total", &at("out"))
+                .is_some_and(|v| v > 0.0),
+            "{target}: {text}"
+        );
+        assert!(prom::value(&s, "videoai_raftsink_delivery_waiting", &at("out")).is_some());
+        assert!(
+            prom::value(
+                &s,
+                "videoai_raftsink_delivery_ack_latency_p99_seconds",
+                &at("out")
+            )
+            .is_some()
+        );
+        assert!(
+            prom::value(&s, "videoai_raftsink_delivered_total", &at("plain")).is_none(),
+            "{target} series for a raftsink without it: {text}"
+        );
+    }
+    assert!(
+        prom::value(
+            &s,
+            "videoai_raftsink_delivery_connected",
+            &[("element", "out"), ("target", "mqtt")]
+        ) == Some(1.0)
+    );
+}

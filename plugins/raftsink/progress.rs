@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A delivery target's thread (MQTT, webhook) and what it shares with the element
+//! ([`TargetThread`]): its statistics, and its [`Progress`]: the streams the element writes, the
+//! marks written to the log (every event of a stream up to its mark acknowledged), and the stop
+//! flag. EOS waits here until the marks reach the events the log holds. The thread is woken by
+//! [`Progress::nudge`] (a condvar for blocking threads, a `Notify` for async ones).
+//!
+//! Locks: `Progress::state` and `Shared::stats`, never nested, never held across I/O.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::eventlog::store::EventStore;
+
+#[derive(Default)]
+struct Inner {
+    shutdown: bool,
+    own: Vec<String>,
+    marks: HashMap<String, i64>,
+    nudges: u64,
+}
+
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<Inner>,
+    changed: Condvar,
+    /// Woken with the condvar, for a thread that awaits.
+    pub wake: tokio::sync::Notify,
+}
+
+impl Progress {
+    /// The element writes `stream`; true when it is new.
+    pub fn claim(&self, stream: &str) -> bool {
+        let mut st = self.state.lock().unwrap();
+        if st.own.iter().any(|s| s == stream) {
+            return false;
+        }
+        st.own.push(stream.to_string());
+        drop(st);
+        self.changed.notify_all();
+        self.wake.notify_one();
+        true
+    }
+
+    pub fn own(&self) -> Vec<String> {
+        self.state.lock().unwrap().own.clone()
+    }
+
+    pub fn stop(&self) {
+        self.state.lock().unwrap().shutdown = true;
+        self.changed.notify_all();
+        self.wake.notify_one();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.state.lock().unwrap().shutdown
+    }
+
+    /// New events were committed.
+    pub fn nudge(&self) {
+        self.state.lock().unwrap().nudges += 1;
+        self.changed.notify_all();
+        self.wake.notify_one();
+    }
+
+    /// Waits at most `timeout` for a nudge (or a stop, or a new stream) after `seen`; returns
+    /// the nudges so far.
+    pub fn wait_nudge(&self, seen: u64, timeout: Duration) -> u64 {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |s| s.nudges == seen && !s.shutdown)
+            .unwrap();
+        st.nudges
+    }
+
+    /// Where a stream stood in the log when the target started on it.
+    pub fn start_at(&self, stream: &str, mark: i64) {
+        self.state
+            .lock()
+            .unwrap()
+            .marks
+            .entry(stream.to_string())
+            .or_insert(mark);
+    }
+
+    /// Marks written to the log: they only go up.
+    pub fn marked(&self, marks: &[(String, i64)]) {
+        let mut st = self.state.lock().unwrap();
+        for (s, id) in marks {
+            let m = st.marks.entry(s.clone()).or_insert(0);
+            *m = (*m).max(*id);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the marks reach every event of the element's streams that `log` holds now,
+    /// at most `timeout`; `cancel` returning true (or a stop) ends the wait early. Whether they
+    /// did.
+    pub fn wait_delivered(&self, log: &Path, timeout: Duration, cancel: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let own = self.own();
+        let Ok(store) = EventStore::open_for_reading(log) else {
+            return own.is_empty();
+        };
+        let last: Vec<(String, i64)> = own
+            .into_iter()
+            .map(|s| {
+                let id = store.last_id_of(&s).unwrap_or(0);
+                (s, id)
+            })
+            .collect();
+        drop(store);
+        self.nudge();
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if last
+                .iter()
+                .all(|(s, id)| *id == 0 || st.marks.get(s).is_some_and(|m| m >= id))
+            {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || cancel() || st.shutdown {
+                return false;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left.min(Duration::from_millis(50)))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+/// What a target's thread shares with the element.
+#[derive(Default)]
+pub struct Shared<St> {
+    pub stats: Mutex<St>,
+    pub progress: Progress,
+}
+
+/// A delivery target's thread: started by `spawn`, stopped (and joined) by `stop` or drop.
+pub struct TargetThread<St> {
+    shared: Arc<Shared<St>>,
+    /// The log the target delivers from.
+    log: PathBuf,
+    /// What to call the target in messages (a broker's address, a URL; never credentials).
+    name: String,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<St: Default + Clone + Send + 'static> TargetThread<St> {
+    /// Runs `body` on a thread named `thread`; when it returns, the target counts as stopped.
+    pub fn spawn(
+        thread: &str,
+        name: String,
+        log: PathBuf,
+        body: impl FnOnce(&Shared<St>) + Send + 'static,
+    ) -> Self {
+        let shared: Arc<Shared<St>> = Arc::new(Shared {
+            stats: Mutex::new(St::default()),
+            progress: Progress::default(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || {
+                body(&s);
+                s.progress.stop();
+            })
+            .ok();
+        TargetThread {
+            shared,
+            log,
+            name,
+            thread,
+        }
+    }
+
+    /// The element writes events of `stream`: they are delivered, and EOS waits for them.
+    pub fn claim(&self, stream: &str) {
+        self.shared.progress.claim(stream);
+    }
+
+    /// New events were committed to the log.
+    pub fn nudge(&self) {
+        self.shared.progress.nudge();
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> St {
+        self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// Waits until the target acknowledged every event of the element's streams that the log
+    /// holds now (marks written), at most `timeout`; `cancel` returning true stops the wait
+    /// early. Whether everything was delivered.
+    pub fn wait_delivered(&self, timeout: Duration, cancel: impl Fn() -> bool) -> bool {
+        self.shared
+            .progress
+            .wait_delivered(&self.log, timeout, cancel)
+    }
+
+    /// Stops the thread (it says goodbye to the target as it can) and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.progress.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<St> Drop for TargetThread<St> {
+    fn drop(&mut self) {
+        self.shared.progress.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
