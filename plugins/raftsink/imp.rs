@@ -267,9 +267,18 @@ impl RaftSink {
             .unwrap()
             .as_ref()
             .map(|io| {
+                // What waits is counted in the log itself: the threads' own counts lag.
                 (
-                    io.mqtt.as_ref().map(|m| m.stats()),
-                    io.webhook.as_ref().map(|w| w.stats()),
+                    io.mqtt.as_ref().map(|m| {
+                        let mut s = m.stats();
+                        s.pending = m.waiting().unwrap_or(s.pending);
+                        s
+                    }),
+                    io.webhook.as_ref().map(|w| {
+                        let mut s = w.stats();
+                        s.pending = w.waiting().unwrap_or(s.pending);
+                        s
+                    }),
                 )
             })
             .unwrap_or_default();
@@ -280,6 +289,7 @@ impl RaftSink {
                 .field("mqtt-left-out", m.left_out)
                 .field("mqtt-pending", m.pending.max(0) as u64)
                 .field("mqtt-retries", m.retries)
+                .field("mqtt-dead-letters", m.dead_letters)
                 .field("mqtt-connected", m.connected)
                 .field("mqtt-last-error", m.last_error.unwrap_or_default())
                 .field("mqtt-ack-latency-p50-ms", ms(m.ack_latency.percentile(0.5)))
@@ -356,7 +366,8 @@ impl RaftSink {
                     self,
                     gst::ResourceError::Write,
                     (
-                        "events not delivered to the webhook {} within eos-timeout ({timeout:?}); they stay in the log and are posted when raftsink next runs with it{}",
+                        "{} events not delivered to the webhook {} within eos-timeout ({timeout:?}); they stay in the log and are posted when raftsink next runs with it{}",
+                        w.waiting().unwrap_or(s.pending).max(0),
                         w.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -374,7 +385,7 @@ impl RaftSink {
                     gst::ResourceError::Write,
                     (
                         "{} events not acknowledged by the MQTT broker {} within eos-timeout ({timeout:?}); they stay in the log and are published when raftsink next runs with it{}",
-                        s.pending.max(0),
+                        m.waiting().unwrap_or(s.pending).max(0),
                         m.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -755,6 +766,14 @@ impl BaseSinkImpl for RaftSink {
                             gst::element_error!(el, gst::ResourceError::Write, ("{msg}"));
                         }
                     }),
+                    on_dead_letter: {
+                        let weak = self.obj().downgrade();
+                        Box::new(move |msg| {
+                            if let Some(el) = weak.upgrade() {
+                                gst::element_warning!(el, gst::ResourceError::Write, ("{msg}"));
+                            }
+                        })
+                    },
                 },
             ))
         });
@@ -913,6 +932,21 @@ impl BaseSinkImpl for RaftSink {
             && let Some(n) = self.outbox_pending(&f)
         {
             last.set("pending", n.max(0) as u64);
+        }
+        // The targets' own counts of what waits, from the log.
+        let targets = self
+            .io
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|io| (io.mqtt.clone(), io.webhook.clone()));
+        if let Some((m, w)) = targets {
+            if let Some(n) = m.and_then(|m| m.waiting()) {
+                last.set("mqtt-pending", n.max(0) as u64);
+            }
+            if let Some(n) = w.and_then(|w| w.waiting()) {
+                last.set("webhook-pending", n.max(0) as u64);
+            }
         }
         *self.final_stats.lock().unwrap() = Some(last);
         {

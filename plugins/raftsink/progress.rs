@@ -146,8 +146,9 @@ pub struct Shared<St> {
 /// A delivery target's thread: started by `spawn`, stopped (and joined) by `stop` or drop.
 pub struct TargetThread<St> {
     shared: Arc<Shared<St>>,
-    /// The log the target delivers from.
+    /// The log the target delivers from, and the target's key in its deliveries table.
     log: PathBuf,
+    key: String,
     /// What to call the target in messages (a broker's address, a URL; never credentials).
     name: String,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -158,7 +159,7 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
     pub fn spawn(
         thread: &str,
         name: String,
-        log: PathBuf,
+        (log, key): (PathBuf, String),
         body: impl FnOnce(&Shared<St>) + Send + 'static,
     ) -> Self {
         let shared: Arc<Shared<St>> = Arc::new(Shared {
@@ -176,6 +177,7 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
         TargetThread {
             shared,
             log,
+            key,
             name,
             thread,
         }
@@ -193,6 +195,15 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The element's events in the log the target has not acknowledged, counted in the log
+    /// itself (right also while the target cannot be reached).
+    pub fn waiting(&self) -> Option<i64> {
+        let store = EventStore::open_for_reading(&self.log).ok()?;
+        store
+            .undelivered(&self.key, &self.shared.progress.own())
+            .ok()
     }
 
     pub fn stats(&self) -> St {

@@ -298,7 +298,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms; \
                  MQTT: mqtt-delivered (events the broker acknowledged, left-out ones \
                  included), mqtt-messages, mqtt-left-out (no detections), mqtt-pending, \
-                 mqtt-retries, mqtt-connected, mqtt-last-error, mqtt-ack-latency-p50-ms and \
+                 mqtt-retries, mqtt-dead-letters (refused by the broker, or too large: kept \
+                 in the log's dead letters), mqtt-connected, mqtt-last-error, mqtt-ack-latency-p50-ms and \
                  -p99-ms; with webhook-url: webhook-delivered, webhook-left-out, webhook-pending, \
                  webhook-retries, webhook-dead-letters, webhook-last-error, \
                  webhook-ack-latency-p50-ms and -p99-ms",

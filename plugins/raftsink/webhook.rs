@@ -62,7 +62,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    /// Events answered 2xx (frames left out included).
+    /// Events answered 2xx (frames left out included; dead letters and unreadable rows not).
     pub delivered: u64,
     pub left_out: u64,
     pub pending: i64,
@@ -90,7 +90,8 @@ pub type Webhook = TargetThread<Stats>;
 /// Starts posting to `config.url` from `config.log`, on a thread of its own.
 pub fn start(config: Config, reports: Reports) -> Webhook {
     let (name, log) = (config.url.clone(), config.log.clone());
-    TargetThread::spawn("videoai-webhook", name, log, move |s: &Shared| {
+    let key = config.target();
+    TargetThread::spawn("videoai-webhook", name, (log, key), move |s: &Shared| {
         run(s, &config, &reports)
     })
 }
@@ -165,11 +166,21 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
         let own = shared.progress.own();
         let mut worked = false;
         for s in &own {
-            let mark = *marks.entry(s.clone()).or_insert_with(|| {
-                let m = store.delivered_to(&target, s).unwrap_or(0);
-                shared.progress.start_at(s, m);
-                m
-            });
+            let mark = match marks.get(s) {
+                Some(m) => *m,
+                None => match store.delivered_to(&target, s) {
+                    Ok(m) => {
+                        marks.insert(s.clone(), m);
+                        shared.progress.start_at(s, m);
+                        m
+                    }
+                    Err(e) => {
+                        // Not from 0 (the whole history again): tried next round.
+                        shared.stats.lock().unwrap().last_error = Some(e.to_string());
+                        continue;
+                    }
+                },
+            };
             let rows = match store.rows_after(s, mark, CHUNK) {
                 Ok(r) => r,
                 Err(e) => {
@@ -181,7 +192,9 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
                 worked = true;
                 let id = row.id;
                 if row.no_detections && !config.deliver_empty {
-                    shared.stats.lock().unwrap().left_out += 1;
+                    let mut st = shared.stats.lock().unwrap();
+                    st.left_out += 1;
+                    st.delivered += 1;
                 } else if let Err(why) = &row.json {
                     // Counted and passed over: a row no reader can use.
                     gst::warning!(super::CAT, "webhook: row {id} of {s}: {why}");
@@ -196,11 +209,23 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
                                 let mut st = shared.stats.lock().unwrap();
                                 st.ack_latency.record(first.elapsed());
                                 st.last_error = None;
+                                st.delivered += 1;
                                 break;
                             }
                             Answer::Refused(why) => {
-                                let _ =
-                                    store.park_delivery(&target, &row.stream, row.seq, &why, body);
+                                // Recorded before the mark moves past it (the log busy: again).
+                                let mut tries = 0;
+                                while let Err(e) =
+                                    store.park_delivery(&target, &row.stream, row.seq, &why, body)
+                                {
+                                    tries += 1;
+                                    shared.stats.lock().unwrap().last_error =
+                                        Some(format!("recording a dead letter: {e}"));
+                                    if pause(shared, BACKOFF.delay(tries, backoff::random_unit())) {
+                                        persist(shared, &mut store, &target, &mut dirty);
+                                        return;
+                                    }
+                                }
                                 shared.stats.lock().unwrap().dead_letters += 1;
                                 if !said_dead {
                                     said_dead = true;
@@ -212,10 +237,14 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
                             }
                             Answer::Again(why) => {
                                 attempt += 1;
+                                let waiting = store.undelivered(&target, &own).ok();
                                 {
                                     let mut st = shared.stats.lock().unwrap();
                                     st.retries += 1;
                                     st.last_error = Some(why);
+                                    if let Some(n) = waiting {
+                                        st.pending = n;
+                                    }
                                 }
                                 // Marks so far first: a long outage keeps them.
                                 if !dirty.is_empty() && store.set_delivered(&target, &dirty).is_ok()
@@ -225,15 +254,13 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
                                 }
                                 if pause(shared, BACKOFF.delay(attempt, backoff::random_unit())) {
                                     // Stopping: this event stays undelivered (its mark not moved).
-                                    let _ = store.set_delivered(&target, &dirty);
-                                    shared.progress.marked(&dirty);
+                                    persist(shared, &mut store, &target, &mut dirty);
                                     return;
                                 }
                             }
                         }
                     }
                 }
-                shared.stats.lock().unwrap().delivered += 1;
                 marks.insert(s.clone(), id);
                 dirty.retain(|(d, _)| d != s);
                 dirty.push((s.clone(), id));

@@ -275,6 +275,7 @@ const SPECS: &[Spec] = &[
             counter("mqtt-delivered", "videoai_raftsink_delivered_total", DELIVERED).labelled("target", "mqtt"),
             gauge("mqtt-pending", "videoai_raftsink_delivery_waiting", WAITING).labelled("target", "mqtt"),
             counter("mqtt-retries", "videoai_raftsink_delivery_retries_total", RETRIES).labelled("target", "mqtt"),
+            counter("mqtt-dead-letters", "videoai_raftsink_delivery_dead_letters_total", DEAD).labelled("target", "mqtt"),
             gauge("mqtt-connected", "videoai_raftsink_delivery_connected", CONNECTED).labelled("target", "mqtt"),
             gauge("mqtt-ack-latency-p50-ms", "videoai_raftsink_delivery_ack_latency_p50_seconds", ACK_P50)
                 .scaled(MS).labelled("target", "mqtt"),

@@ -98,6 +98,13 @@ impl Mosquitto {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "mosquitto did not listen");
+            // Exited (the port taken meanwhile): say so, never talk to another test's broker.
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "mosquitto exited ({status}): see {}",
+                    self.dir.join("mosquitto.log").display()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -243,6 +250,8 @@ impl Subscriber {
             .set_keep_alive(Duration::from_secs(5));
         let mut props = v5::mqttbytes::v5::ConnectProperties::new();
         props.session_expiry_interval = Some(3600);
+        // Events with hundreds of detections (rumqttc takes 10 KiB by default).
+        props.max_packet_size = Some(1 << 20);
         o.set_connect_properties(props);
         if let Some((u, p)) = login {
             o.set_credentials(u, p);
@@ -259,7 +268,9 @@ impl Subscriber {
                 match ev {
                     Ok(v5::Event::Incoming(Packet::ConnAck(a))) => {
                         if !a.session_present {
-                            let _ = c.subscribe(f.clone(), v5::mqttbytes::QoS::ExactlyOnce);
+                            // QoS 1: rumqttc forgets a QoS 2 receipt half-way when its connection drops
+                            // (a broker restart), and then refuses the broker's PUBREL for good.
+                            let _ = c.subscribe(f.clone(), v5::mqttbytes::QoS::AtLeastOnce);
                         }
                     }
                     Ok(v5::Event::Incoming(Packet::SubAck(_))) => {

@@ -52,7 +52,8 @@ pub(crate) fn pipeline(db: &Path, props: &str) -> (gst::Pipeline, gst_app::AppSr
     )
 }
 
-fn run_walkers(db: &Path, props: &str) -> gst::Structure {
+/// Runs the walkers into `db` with `props` to EOS (no error); raftsink's stats and the warnings.
+pub(crate) fn walk(db: &Path, props: &str) -> (gst::Structure, Vec<String>) {
     let (p, src) = pipeline(db, props);
     for i in 0..FRAMES {
         src.push_buffer(walkers(i)).unwrap();
@@ -61,8 +62,13 @@ fn run_walkers(db: &Path, props: &str) -> gst::Structure {
     let sink = p.by_name("sink").unwrap();
     let out = common::run(&p, WAIT);
     assert!(out.eos && out.errors.is_empty(), "{out:?}");
-    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-    sink.property::<gst::Structure>("stats")
+    (sink.property::<gst::Structure>("stats"), out.warnings)
+}
+
+fn run_walkers(db: &Path, props: &str) -> gst::Structure {
+    let (stats, warnings) = walk(db, props);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    stats
 }
 
 /// Event messages by key: how many times each arrived.
@@ -165,6 +171,50 @@ fn every_event_reaches_a_subscriber_once_with_its_key_and_the_counts_are_retaine
         again.iter().all(|m| m.topic == "videoai/cam/status"),
         "a replay publishes only the status: {again:?}"
     );
+}
+
+#[test]
+fn a_broker_down_at_eos_keeps_the_events_and_the_next_run_publishes_them() {
+    let mut broker = Mosquitto::start(None);
+    let sub = Subscriber::start(broker.port, "videoai/cam/events", None);
+    broker.stop();
+    let dir = common::TempDir::new("mqtt-down");
+    let db = dir.join("events.db");
+    let (stats, warnings) = walk(
+        &db,
+        &format!("mqtt-location={} eos-timeout=1000000000", broker.url()),
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!(
+            "{FRAMES} events not acknowledged by the MQTT broker"
+        )),
+        "{warnings:?}"
+    );
+    assert_eq!(stats.get::<u64>("mqtt-pending").unwrap(), FRAMES, "{stats}");
+    assert_eq!(stats.get::<u64>("mqtt-delivered").unwrap(), 0, "{stats}");
+    let text = String::from_utf8_lossy(&events_tool(&["stats", &db.display().to_string()]).stdout)
+        .to_string();
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(&format!("\t{FRAMES}")),
+        "{text}"
+    );
+    // The broker is back: the next run (the same frames, nothing new stored) publishes them.
+    broker.restart();
+    let stats = run_walkers(&db, &format!("mqtt-location={}", broker.url()));
+    assert_eq!(
+        stats.get::<u64>("mqtt-delivered").unwrap(),
+        FRAMES,
+        "{stats}"
+    );
+    assert_eq!(stats.get::<u64>("mqtt-pending").unwrap(), 0, "{stats}");
+    let got = sub.wait_for(WAIT, |g| events_by_key(g).len() as u64 >= FRAMES);
+    let mut keys: Vec<String> = events_by_key(&got).into_keys().collect();
+    keys.sort_by_key(|k| k[4..].parse::<i64>().unwrap());
+    assert_eq!(keys, stored_keys(&db));
 }
 
 #[test]
@@ -434,4 +484,77 @@ fn refused_credentials_and_malformed_locations_are_errors_at_start() {
         assert!(e.contains(expected), "{props}: {e}");
         assert!(!e.contains("wrong-secret-4711"), "{props}: {e}");
     }
+}
+
+#[test]
+fn a_broker_that_is_down_is_retried_with_backoff_not_at_every_commit() {
+    // Commits every 20 ms nudge the delivery; reconnecting at each would hammer the broker.
+    common::init();
+    let port = common::free_port();
+    let dir = common::TempDir::new("mqtt-backoff");
+    let p = common::parse(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=16,height=16,framerate=50/1 \
+         ! raftsink name=sink location=\"{}\" stream-id=cam mqtt-location=mqtt://127.0.0.1:{port} deliver-empty=true",
+        dir.join("events.db").display()
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let stats = p
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    p.set_state(gst::State::Null).unwrap();
+    let retries = stats.get::<u64>("mqtt-retries").unwrap();
+    // 0.1, 0.2, 0.4, 0.8, 1.6 s (±20 %): at most 6 attempts in 3 s.
+    assert!(
+        (2..=7).contains(&retries),
+        "{retries} attempts in 3 s: {stats}"
+    );
+    assert!(stats.get::<u64>("written").unwrap() > 50, "{stats}");
+    assert!(stats.get::<u64>("mqtt-pending").unwrap() > 50, "{stats}");
+}
+
+#[test]
+fn an_event_larger_than_10_kib_goes_over_mqtt_3_1_1_too() {
+    // rumqttc's own limit for 3.1.1 is 10 KiB: such an event once ended every session.
+    let broker = Mosquitto::start(None);
+    let sub = Subscriber::start(broker.port, "videoai/big/events", None);
+    let dir = common::TempDir::new("mqtt-big");
+    let (p, src) = common::from_appsrc(
+        common::TRACKER_CAPS,
+        &format!(
+            "raftsink name=sink location=\"{}\" stream-id=big mqtt-location={} mqtt-protocol=3.1.1",
+            dir.join("events.db").display(),
+            broker.url()
+        ),
+    );
+    for i in 0..3u64 {
+        let mut b = gst::Buffer::with_size(1).unwrap();
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(i * PERIOD_NS));
+            for k in 0..300u32 {
+                let d = Detection::new("person", 0, 0.9, (k, k, 10, 10));
+                detection::attach(b, &d, "synthetic@0");
+            }
+            detection::attach_inference(b, "synthetic@0", true, 300);
+        }
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let sink = p.by_name("sink").unwrap();
+    let out = common::run(&p, WAIT);
+    assert!(
+        out.eos && out.errors.is_empty() && out.warnings.is_empty(),
+        "{out:?}"
+    );
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("mqtt-delivered").unwrap(), 3, "{stats}");
+    let got = sub.wait_for(WAIT, |g| g.len() >= 3);
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter().all(|m| m.payload.len() > 10 * 1024),
+        "{}",
+        got[0].payload.len()
+    );
 }

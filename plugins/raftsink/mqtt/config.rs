@@ -109,39 +109,48 @@ pub fn topic_level(name: &str) -> String {
 /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (ports 1883 and 8883 by default).
 /// Credentials in it are refused: they would show in `gst-inspect`, `ps` and logs.
 pub fn parse_location(location: &str) -> Result<(bool, String, u16), String> {
+    // Whatever is wrong with it, a password in it is never repeated in a message.
+    let shown = redact(location);
     let url = url::Url::parse(location).map_err(|e| {
-        format!(
-            "'{location}' is not a URL ({e}): expected mqtt://host[:port] or mqtts://host[:port]"
-        )
+        format!("'{shown}' is not a URL ({e}): expected mqtt://host[:port] or mqtts://host[:port]")
     })?;
-    let tls = match url.scheme() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(format!(
-                "'{location}' has the scheme '{other}': expected mqtt://host[:port] or mqtts://host[:port]"
-            ));
-        }
-    };
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "the MQTT location has credentials in it: put them in a file (mqtt-credentials-file, lines username=… and password=…) or in {USERNAME_ENV} and {PASSWORD_ENV}, never in the location"
         ));
     }
+    let tls = match url.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            return Err(format!(
+                "'{shown}' has the scheme '{other}': expected mqtt://host[:port] or mqtts://host[:port]"
+            ));
+        }
+    };
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("'{location}' names no host: expected mqtt://host[:port]"))?
+        .ok_or_else(|| format!("'{shown}' names no host: expected mqtt://host[:port]"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
     if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
         return Err(format!(
-            "'{location}' has a path or query: expected mqtt://host[:port] (topics come from mqtt-topic)"
+            "'{shown}' has a path or query: expected mqtt://host[:port] (topics come from mqtt-topic)"
         ));
     }
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
     Ok((tls, host, port))
+}
+
+/// `location` with whatever stands between `//` and the last `@` (credentials) as `***`.
+fn redact(location: &str) -> String {
+    let start = location.find("//").map_or(0, |i| i + 2);
+    match location[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &location[..start], &location[start + at..]),
+        None => location.to_string(),
+    }
 }
 
 /// Reads the credentials from `file` (lines `username=…` and `password=…`; `#` comments), else
@@ -229,7 +238,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, S
             }
             if roots.is_empty() {
                 return Err(
-                    "no CA certificates in the system's store (Debian: ca-certificates); give mqtt-ca-file"
+                    "TLS: no CA certificates in the system's store (Debian: ca-certificates); give mqtt-ca-file"
                         .into(),
                 );
             }
@@ -265,9 +274,12 @@ mod tests {
             "mqtt://user:pw@x",
             "mqtt://x/topic",
             "mqtt://x:99999",
+            "mqtt://cam:pw@x:99999",
+            "http://cam:pw@x",
+            "mqtt://cam:p@w@x/topic",
         ] {
             let e = parse_location(bad).unwrap_err();
-            assert!(!e.contains("pw"), "{e}");
+            assert!(!e.contains("pw") && !e.contains("p@w"), "{e}");
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Stats {
     pub pending: i64,
     /// Sessions started again after a lost connection (or a failed connect).
     pub retries: u64,
+    /// Events the broker refused for good (kept in the log's dead letters).
+    pub dead_letters: u64,
     /// Rows that could not be read as events (counted, passed over).
     pub unreadable: u64,
     pub connected: bool,
@@ -92,8 +94,11 @@ pub struct Stats {
 
 /// What the task tells the element.
 pub struct Reports {
-    /// The broker refused the client (credentials), or the log cannot be read: delivery stops.
+    /// The broker refused the client (credentials, an untrusted certificate), or the log cannot
+    /// be read.
     pub on_error: Box<dyn Fn(String) + Send + Sync>,
+    /// The first event of the run the broker did not take (later ones are counted).
+    pub on_dead_letter: Box<dyn Fn(String) + Send + Sync>,
 }
 
 type Shared = super::progress::Shared<Stats>;
@@ -138,7 +143,8 @@ pub fn probe(target: &Target, timeout: Duration) -> Result<(), String> {
 /// Starts delivering to `config.target` from `config.log`, on a thread of its own.
 pub fn start(config: Config, reports: Reports) -> Delivery {
     let (name, log) = (config.target.address(), config.log.clone());
-    TargetThread::spawn("videoai-mqtt", name, log, move |s: &Shared| {
+    let key = config.target.name();
+    TargetThread::spawn("videoai-mqtt", name, (log, key), move |s: &Shared| {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -155,6 +161,14 @@ fn note_error(shared: &Shared, msg: &str) {
     let mut st = shared.stats.lock().unwrap();
     st.last_error = Some(msg.to_string());
     st.connected = false;
+}
+
+/// Counts what waits for the target in the log (while it cannot be reached, too).
+fn note_waiting(shared: &Shared, store: &EventStore, name: &str) {
+    let own = shared.progress.own();
+    if let Ok(n) = store.undelivered(name, &own) {
+        shared.stats.lock().unwrap().pending = n;
+    }
 }
 
 /// One message of an event.
@@ -268,12 +282,40 @@ fn counts_upto(store: &EventStore, stream: &str, upto: i64) -> Counts {
     counts
 }
 
-async fn pause(shared: &Shared, d: Duration) {
-    let _ = tokio::time::timeout(d, shared.progress.wake.notified()).await;
-}
-
 fn shutting_down(shared: &Shared) -> bool {
     shared.progress.stopping()
+}
+
+/// Waits `d` unless the element stops first (new events do not cut it short: a backoff stays
+/// a backoff); whether it stops.
+async fn sleep_unless_stopped(shared: &Shared, d: Duration) -> bool {
+    let end = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < end {
+        if shutting_down(shared) {
+            return true;
+        }
+        tokio::time::sleep_until(end.min(tokio::time::Instant::now() + Duration::from_millis(50)))
+            .await;
+    }
+    shutting_down(shared)
+}
+
+/// What outlives a session: per stream, the highest row the broker acknowledged (written to
+/// the log or not yet) and the line counts over the acknowledged events.
+#[derive(Default)]
+struct Acked {
+    marks: HashMap<String, i64>,
+    counts: HashMap<String, Counts>,
+}
+
+/// How a session ended.
+enum Ended {
+    Stopped,
+    /// The connection was lost; whether anything was acknowledged on it (else the next
+    /// session waits longer).
+    Lost {
+        progressed: bool,
+    },
 }
 
 async fn run(shared: &Shared, config: &Config, reports: &Reports) {
@@ -292,26 +334,39 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
         }
     };
     let mut attempt = 0u32;
+    let mut sessions = 0u64;
     let mut refused_said = false;
-    // Per stream: the counts over what the broker acknowledged.
-    let mut counts_acked: HashMap<String, Counts> = HashMap::new();
+    let mut acked = Acked::default();
+    let mut dead = DeadLetters::default();
+    let mut registered: HashSet<String> = HashSet::new();
     loop {
         if shutting_down(shared) {
             return;
         }
         let own = shared.progress.own();
         if own.is_empty() {
-            pause(shared, Duration::from_millis(200)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), shared.progress.wake.notified())
+                    .await;
             continue;
         }
-        if attempt > 0 {
-            shared.stats.lock().unwrap().retries += 1;
-            pause(shared, BACKOFF.delay(attempt, backoff::random_unit())).await;
-            if shutting_down(shared) {
-                return;
+        // Each stream has its row in the deliveries table from the start, so that what waits
+        // for this target shows (videoai-events stats) also before anything was delivered.
+        for st in &own {
+            if !registered.contains(st) && store.set_delivered(&name, &[(st.clone(), 0)]).is_ok() {
+                registered.insert(st.clone());
             }
         }
+        if attempt > 0
+            && sleep_unless_stopped(shared, BACKOFF.delay(attempt, backoff::random_unit())).await
+        {
+            return;
+        }
         attempt = attempt.saturating_add(1);
+        sessions += 1;
+        if sessions > 1 {
+            shared.stats.lock().unwrap().retries += 1;
+        }
         let will = Some((target.topic(&own[0], "status"), "offline"));
         let mut session = match Session::open(target, &client_id(), will, WINDOW as u16) {
             Ok(s) => s,
@@ -324,10 +379,11 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
             Ok(Some(Heard::Connected)) => {}
             Ok(Some(Heard::Lost { why, refused })) => {
                 note_error(shared, &why);
+                note_waiting(shared, &store, &name);
                 if refused && !refused_said {
                     refused_said = true;
                     (reports.on_error)(format!(
-                        "MQTT {}: {why}; check mqtt-credentials-file (or {} and {})",
+                        "MQTT {}: {why}; check mqtt-credentials-file (or {} and {}) and mqtt-ca-file",
                         target.address(),
                         config::USERNAME_ENV,
                         config::PASSWORD_ENV
@@ -340,6 +396,7 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
                     shared,
                     &format!("{}: no answer within {CONNECT_TIMEOUT:?}", target.address()),
                 );
+                note_waiting(shared, &store, &name);
                 continue;
             }
         }
@@ -349,43 +406,100 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
             st.connected = true;
             st.last_error = None;
         }
-        attempt = 0;
-        if deliver(
+        let mut ctx = Ctx {
             shared,
             config,
-            &name,
-            &mut store,
-            &mut session,
-            &mut counts_acked,
-        )
-        .await
-        {
-            // Shutting down: offline on every status topic, then DISCONNECT (no last will).
-            for s in &shared.progress.own() {
-                let _ = session.publish(
-                    target.topic(s, "status"),
-                    1,
-                    true,
-                    b"offline".to_vec(),
-                    None,
-                );
+            name: &name,
+            store: &mut store,
+            acked: &mut acked,
+            dead: &mut dead,
+            reports,
+        };
+        match deliver(&mut ctx, &mut session).await {
+            Ended::Stopped => {
+                // Offline on every status topic, then DISCONNECT (no last will).
+                for s in &shared.progress.own() {
+                    let _ = session.publish(
+                        target.topic(s, "status"),
+                        1,
+                        true,
+                        b"offline".to_vec(),
+                        None,
+                    );
+                }
+                session.close(Duration::from_secs(1)).await;
+                return;
             }
-            session.close(Duration::from_secs(1)).await;
-            return;
+            Ended::Lost { progressed } => {
+                if progressed {
+                    attempt = 0;
+                }
+            }
         }
     }
 }
 
-/// Delivers on a connected session until it is lost (false) or the element stops (true).
-async fn deliver(
-    shared: &Shared,
-    config: &Config,
-    name: &str,
-    store: &mut EventStore,
-    session: &mut Session,
-    counts_acked: &mut HashMap<String, Counts>,
-) -> bool {
-    let target = &config.target;
+/// Events the broker refused for good (a publish refused with a reason code, an event larger
+/// than [`session::MAX_PAYLOAD`]): kept in the log's dead letters with this target.
+#[derive(Default)]
+struct DeadLetters {
+    said: bool,
+}
+
+/// What a session works with.
+struct Ctx<'a> {
+    shared: &'a Shared,
+    config: &'a Config,
+    name: &'a str,
+    store: &'a mut EventStore,
+    acked: &'a mut Acked,
+    dead: &'a mut DeadLetters,
+    reports: &'a Reports,
+}
+
+impl Ctx<'_> {
+    /// Records that the broker will not take row `id` of `stream`, and why.
+    fn dead_letter(&mut self, stream: &str, id: i64, why: &str) {
+        let row = self
+            .store
+            .rows_after(stream, id - 1, 1)
+            .ok()
+            .and_then(|r| r.into_iter().next());
+        let (seq, json) = match row {
+            Some(r) if r.id == id => (r.seq, r.json.unwrap_or_default()),
+            _ => (0, String::new()),
+        };
+        let _ = self.store.park_delivery(self.name, stream, seq, why, &json);
+        self.shared.stats.lock().unwrap().dead_letters += 1;
+        if !self.dead.said {
+            self.dead.said = true;
+            (self.reports.on_dead_letter)(format!(
+                "the MQTT broker {} did not take the event {stream}/{seq}: {why}. It is kept in the log's dead letters (videoai-events stats lists them) and the next events go on. Later ones are only counted (stats mqtt-dead-letters)",
+                self.config.target.address()
+            ));
+        }
+    }
+
+    /// Writes the marks of what was acknowledged; kept for the next try if the log is busy.
+    fn persist(&mut self, dirty: &mut HashMap<std::sync::Arc<str>, i64>) {
+        if dirty.is_empty() {
+            return;
+        }
+        let marks: Vec<(String, i64)> = dirty.drain().map(|(s, id)| (s.to_string(), id)).collect();
+        match self.store.set_delivered(self.name, &marks) {
+            Ok(()) => self.shared.progress.marked(&marks),
+            Err(e) => {
+                self.shared.stats.lock().unwrap().last_error =
+                    Some(format!("writing the delivery marks: {e}"));
+                dirty.extend(marks.into_iter().map(|(s, id)| (s.into(), id)));
+            }
+        }
+    }
+}
+
+/// Delivers on a connected session until it is lost or the element stops.
+async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
+    let (shared, target) = (ctx.shared, &ctx.config.target);
     let mut w = Window::default();
     let mut sent_to: HashMap<String, i64> = HashMap::new();
     let mut counts_sent: HashMap<String, Counts> = HashMap::new();
@@ -394,24 +508,45 @@ async fn deliver(
     let mut last_persist = Instant::now();
     let mut last_pending = Instant::now() - Duration::from_secs(1);
     let mut exhausted: HashSet<String> = HashSet::new();
-    // Events on their way with crossings or zone events: added to `counts_acked` when done.
+    let mut progressed = false;
+    // Events on their way with crossings or zone events: added to the acknowledged counts when
+    // done.
     let mut counted: HashMap<i64, FrameEvent> = HashMap::new();
     let mut stop_by: Option<Instant> = None;
-    // Looks at the log again (and writes marks) at least this often.
+    // Writes marks at least this often.
     let tick = tokio::time::sleep(PERSIST_EVERY);
     tokio::pin!(tick);
+    // Every way out writes the marks of what was acknowledged first.
+    macro_rules! end {
+        ($how:expr) => {{
+            ctx.persist(&mut dirty);
+            return $how;
+        }};
+    }
     loop {
         let (own, shutdown) = (shared.progress.own(), shared.progress.stopping());
-        // New streams: their mark, counts and status.
+        // New streams: their mark (the log's, or higher if acknowledged and not written yet),
+        // counts and status.
         for s in &own {
             if !sent_to.contains_key(s) {
-                let mark = store.delivered_to(name, s).unwrap_or(0);
+                let stored = match ctx.store.delivered_to(ctx.name, s) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Not from 0 (the whole history again): tried next round.
+                        note_error(shared, &format!("reading the delivery mark of {s}: {e}"));
+                        continue;
+                    }
+                };
+                let mark = stored.max(ctx.acked.marks.get(s).copied().unwrap_or(0));
                 sent_to.insert(s.clone(), mark);
-                shared.progress.start_at(s, mark);
-                let acked = counts_acked
+                shared.progress.start_at(s, stored);
+                let store = &*ctx.store;
+                let counts = ctx
+                    .acked
+                    .counts
                     .entry(s.clone())
-                    .or_insert_with(|| counts_upto(store, s, mark));
-                counts_sent.insert(s.clone(), acked.clone());
+                    .or_insert_with(|| counts_upto(store, s, stored));
+                counts_sent.insert(s.clone(), counts.clone());
             }
             if !online.contains(s) {
                 online.insert(s.clone());
@@ -419,7 +554,7 @@ async fn deliver(
                     session.publish(target.topic(s, "status"), 1, true, b"online".to_vec(), None)
                 {
                     note_error(shared, &e);
-                    return false;
+                    end!(Ended::Lost { progressed });
                 }
                 w.ask(Owner::Status);
             }
@@ -435,11 +570,15 @@ async fn deliver(
         }
         // Refill once half the window is free: reads of the log in chunks, not per event.
         let refill = w.len() <= WINDOW / 2;
-        for s in own.iter().filter(|_| !shutdown && refill) {
+        let ready: Vec<&String> = own
+            .iter()
+            .filter(|s| !shutdown && refill && sent_to.contains_key(*s))
+            .collect();
+        for s in ready {
             while w.len() < WINDOW && !exhausted.contains(s) {
                 let from = sent_to[s];
                 let want = CHUNK.min(WINDOW - w.len());
-                let rows = match store.rows_after(s, from, want) {
+                let rows = match ctx.store.rows_after(s, from, want) {
                     Ok(r) => r,
                     Err(e) => {
                         note_error(shared, &format!("reading the log: {e}"));
@@ -455,7 +594,7 @@ async fn deliver(
                 let name: std::sync::Arc<str> = s.as_str().into();
                 for row in rows {
                     let id = row.id;
-                    let msgs = match messages(target, &events_topic, &row, counts) {
+                    let mut msgs = match messages(target, &events_topic, &row, counts) {
                         Ok(Some((msgs, ev))) => {
                             if let Some(ev) = ev {
                                 counted.insert(id, ev);
@@ -473,6 +612,18 @@ async fn deliver(
                             Vec::new()
                         }
                     };
+                    let before = msgs.len();
+                    msgs.retain(|m| m.payload.len() <= session::MAX_PAYLOAD);
+                    if msgs.len() < before {
+                        ctx.dead_letter(
+                            s,
+                            id,
+                            &format!(
+                                "larger than {} bytes, the most one MQTT message carries here",
+                                session::MAX_PAYLOAD
+                            ),
+                        );
+                    }
                     dones.extend(w.add_row(&name, id, msgs.len() as u32, Instant::now()));
                     let key = format!("{}/{}", row.stream, row.seq);
                     for m in msgs {
@@ -480,7 +631,7 @@ async fn deliver(
                             session.publish(m.topic, target.qos, m.retain, m.payload, Some(&key))
                         {
                             note_error(shared, &e);
-                            return false;
+                            end!(Ended::Lost { progressed });
                         }
                         w.ask(Owner::Row {
                             stream: name.clone(),
@@ -496,29 +647,33 @@ async fn deliver(
             }
         }
         let mut lost = None;
+        let mut heard = Vec::new();
         if !shutdown || !w.is_empty() {
             tokio::select! {
                 h = session.heard.recv() => match h {
-                    Some(Heard::Sent(p)) => dones.extend(w.sent(p)),
-                    Some(Heard::Acked(p)) => dones.extend(w.acked(p)),
-                    Some(Heard::Connected) => {}
-                    Some(Heard::Lost { why, .. }) => lost = Some(why),
-                    None => lost = Some("the connection ended".into()),
+                    Some(h) => heard.push(h),
+                    None => lost = Some("the connection ended".to_string()),
                 },
                 _ = shared.progress.wake.notified() => exhausted.clear(),
-                _ = &mut tick => {
-                    exhausted.clear();
-                    tick.as_mut().reset(tokio::time::Instant::now() + PERSIST_EVERY);
-                }
+                _ = &mut tick => tick.as_mut().reset(tokio::time::Instant::now() + PERSIST_EVERY),
             }
             // Take everything already heard before deciding again.
             while let Ok(h) = session.heard.try_recv() {
-                match h {
-                    Heard::Sent(p) => dones.extend(w.sent(p)),
-                    Heard::Acked(p) => dones.extend(w.acked(p)),
-                    Heard::Connected => {}
-                    Heard::Lost { why, .. } => lost = Some(why),
+                heard.push(h);
+            }
+        }
+        for h in heard {
+            match h {
+                Heard::Sent(p) => dones.extend(w.sent(p)),
+                Heard::Acked(p) => dones.extend(w.acked(p)),
+                Heard::Refused(p, why) => {
+                    if let Some(Owner::Row { stream, id }) = w.owner(p) {
+                        ctx.dead_letter(&stream, id, &format!("the broker refused it ({why})"));
+                    }
+                    dones.extend(w.acked(p));
                 }
+                Heard::Connected => {}
+                Heard::Lost { why, .. } => lost = Some(why),
             }
         }
         let now = Instant::now();
@@ -532,42 +687,31 @@ async fn deliver(
                 st.ack_latency.record(now.duration_since(d.asked));
             }
         }
+        progressed |= !dones.is_empty();
         for d in dones {
             if !counted.is_empty()
                 && let Some(ev) = counted.remove(&d.id)
-                && let Some(c) = counts_acked.get_mut(&*d.stream)
+                && let Some(c) = ctx.acked.counts.get_mut(&*d.stream)
             {
                 c.add(&ev);
             }
+            ctx.acked.marks.insert(d.stream.to_string(), d.id);
             dirty.insert(d.stream, d.id);
         }
-        let persist_now = !dirty.is_empty()
-            && (last_persist.elapsed() >= PERSIST_EVERY || shutdown || lost.is_some());
-        if persist_now {
-            let marks: Vec<(String, i64)> =
-                dirty.drain().map(|(s, id)| (s.to_string(), id)).collect();
-            match store.set_delivered(name, &marks) {
-                Ok(()) => shared.progress.marked(&marks),
-                Err(e) => {
-                    // Kept for the next try (the log busy: the writer holds it).
-                    shared.stats.lock().unwrap().last_error =
-                        Some(format!("writing the delivery marks: {e}"));
-                    dirty.extend(marks.into_iter().map(|(s, id)| (s.into(), id)));
-                }
-            }
+        if !dirty.is_empty() && (last_persist.elapsed() >= PERSIST_EVERY || shutdown) {
+            ctx.persist(&mut dirty);
             last_persist = Instant::now();
         }
-        if persist_now || last_pending.elapsed() >= Duration::from_millis(500) || shutdown {
-            let pending = store.undelivered(name, &own).unwrap_or(-1);
-            shared.stats.lock().unwrap().pending = pending;
+        if last_pending.elapsed() >= Duration::from_secs(1) || shutdown {
+            note_waiting(shared, ctx.store, ctx.name);
             last_pending = Instant::now();
         }
         if let Some(why) = lost {
             note_error(shared, &why);
-            return false;
+            end!(Ended::Lost { progressed });
         }
         if shutdown && (w.is_empty() || stop_by.is_some_and(|t| now >= t)) {
-            return true;
+            end!(Ended::Stopped);
         }
     }
 }

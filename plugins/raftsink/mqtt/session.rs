@@ -22,6 +22,9 @@ pub enum Heard {
     Sent(u16),
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2).
     Acked(u16),
+    /// The broker refused this publish (MQTT 5 reason code in PUBACK or PUBREC: not authorized
+    /// for the topic, a quota, …): not delivered, and it will not be by trying again.
+    Refused(u16, String),
     /// The connection ended: why, and whether retrying will not help (the broker refused the
     /// client's credentials, or TLS failed: an untrusted certificate).
     Lost {
@@ -46,6 +49,12 @@ pub struct Session {
 /// it let QoS 2 messages of a 3.1.1 client go (acknowledged, never delivered: seen here with
 /// 30 in flight, 20 delivered).
 pub const V311_INFLIGHT: u16 = 20;
+
+/// The largest packet sent or taken (rumqttc's own default for 3.1.1 is 10 KiB: a frame with
+/// a hundred detections). Larger events are dead letters ([`MAX_PAYLOAD`]).
+pub const MAX_PACKET: usize = 1 << 20;
+/// The largest payload published: the packet's limit less room for the topic and properties.
+pub const MAX_PAYLOAD: usize = MAX_PACKET - 16 * 1024;
 
 /// Requests the client may hold before its event loop takes them: more than the window.
 pub const REQUEST_CAPACITY: usize = 4096;
@@ -84,8 +93,13 @@ fn describe(e: Ended) -> Heard {
             "the broker refused the client: not authorized (a wrong user name or password, or not allowed to connect)".into(),
             true,
         ),
-        Ended::Refused(code) => (format!("the broker refused the connection ({code})"), true),
-        Ended::Tls(e) => (format!("TLS: {e} (check mqtt-ca-file)"), true),
+        Ended::Refused(code) => (format!("the broker refused the connection ({code})"), false),
+        // A certificate nobody trusts stays untrusted; a handshake cut short (a broker
+        // restarting) is tried again.
+        Ended::Tls(e) => {
+            let fatal = e.contains("certificate");
+            (format!("TLS: {e} (check mqtt-ca-file)"), fatal)
+        }
         Ended::Other(e) => (e, false),
     };
     Heard::Lost { why, refused }
@@ -95,6 +109,43 @@ fn describe(e: Ended) -> Heard {
 trait EventLoop: Send + 'static {
     /// The next thing worth reporting; a [`Heard::Lost`] ends the loop.
     fn next(&mut self) -> impl std::future::Future<Output = Heard> + Send;
+}
+
+/// The reason an MQTT 5 PUBACK or PUBREC refuses its publish with (≥ 0x80), if it does.
+trait Reason {
+    fn refusal(&self) -> Option<String>;
+}
+
+impl Reason for rumqttc::PubAck {
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Reason for rumqttc::PubRec {
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Reason for v5::mqttbytes::v5::PubAck {
+    fn refusal(&self) -> Option<String> {
+        use v5::mqttbytes::v5::PubAckReason as R;
+        match self.reason {
+            R::Success | R::NoMatchingSubscribers => None,
+            r => Some(format!("{r:?}")),
+        }
+    }
+}
+
+impl Reason for v5::mqttbytes::v5::PubRec {
+    fn refusal(&self) -> Option<String> {
+        use v5::mqttbytes::v5::PubRecReason as R;
+        match self.reason {
+            R::Success | R::NoMatchingSubscribers => None,
+            r => Some(format!("{r:?}")),
+        }
+    }
 }
 
 /// The same reduction for both versions: their types differ, not their shape.
@@ -108,7 +159,14 @@ macro_rules! event_loop {
                 loop {
                     return match self.poll().await {
                         Ok(Event::Incoming(Incoming::ConnAck(_))) => Heard::Connected,
-                        Ok(Event::Incoming(Incoming::PubAck(a))) => Heard::Acked(a.pkid),
+                        Ok(Event::Incoming(Incoming::PubAck(a))) => match Reason::refusal(&a) {
+                            Some(why) => Heard::Refused(a.pkid, why),
+                            None => Heard::Acked(a.pkid),
+                        },
+                        Ok(Event::Incoming(Incoming::PubRec(r))) => match Reason::refusal(&r) {
+                            Some(why) => Heard::Refused(r.pkid, why),
+                            None => continue,
+                        },
                         Ok(Event::Incoming(Incoming::PubComp(a))) => Heard::Acked(a.pkid),
                         Ok(Event::Outgoing(Outgoing::Publish(p))) => Heard::Sent(p),
                         Ok(_) => continue,
@@ -167,6 +225,7 @@ impl Session {
                 let mut o = rumqttc::MqttOptions::new(client_id, &target.host, target.port);
                 o.set_transport(transport)
                     .set_keep_alive(keep_alive)
+                    .set_max_packet_size(MAX_PACKET, MAX_PACKET)
                     .set_clean_session(true)
                     .set_inflight(inflight.min(V311_INFLIGHT));
                 if let Some(c) = &target.credentials {
@@ -187,6 +246,7 @@ impl Session {
                 let mut o = v5::MqttOptions::new(client_id, &target.host, target.port);
                 o.set_transport(transport)
                     .set_keep_alive(keep_alive)
+                    .set_max_packet_size(Some(MAX_PACKET as u32))
                     .set_clean_start(true)
                     .set_outgoing_inflight_upper_limit(inflight);
                 if let Some(c) = &target.credentials {

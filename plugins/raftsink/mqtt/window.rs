@@ -98,6 +98,11 @@ impl Window {
         Vec::new()
     }
 
+    /// What packet `pkid` (sent, not yet acknowledged) belongs to.
+    pub fn owner(&self, pkid: u16) -> Option<Owner> {
+        self.inflight.get(&pkid).cloned()
+    }
+
     /// The broker acknowledged packet `pkid` (PUBACK for QoS 1, PUBCOMP for QoS 2).
     pub fn acked(&mut self, pkid: u16) -> Vec<Done> {
         match self.inflight.remove(&pkid) {
