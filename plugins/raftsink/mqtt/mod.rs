@@ -15,7 +15,7 @@
 //!
 //! **Topics** (`{stream}` in `mqtt-topic` is the stream id as one topic level):
 //! `…/events` (the event as `videoai-events dump` prints it; frames without detections only
-//! with `mqtt-publish-empty`), `…/crossings/<line>` and `…/zones/<zone>` (one message per
+//! with `deliver-empty`), `…/crossings/<line>` and `…/zones/<zone>` (one message per
 //! crossing, entry or exit), `…/counts/<line>` (retained: the line's counts over the whole log,
 //! as `videoai-events counts` sums them), `…/status` (retained `online`; `offline` at stop, and
 //! through the last will when the process dies).
@@ -76,7 +76,7 @@ pub struct Stats {
     pub delivered: u64,
     /// Messages published (an event, its crossings, zone events and counts).
     pub messages: u64,
-    /// Frames without detections left off the broker (`mqtt-publish-empty=false`).
+    /// Frames without detections left off the broker (`deliver-empty=false`).
     pub left_out: u64,
     /// This element's events in the log the broker has not acknowledged.
     pub pending: i64,
