@@ -39,6 +39,24 @@ pub struct EncodedEvent {
     pub same_frame_ns: i64,
 }
 
+#[cfg(test)]
+impl EncodedEvent {
+    /// An event of `stream` without detections whose times are `seq` (unit tests).
+    pub(crate) fn for_test(stream: &str, seq: i64) -> Self {
+        EncodedEvent {
+            stream: stream.into(),
+            seq,
+            pts_ns: Some(seq),
+            capture_ns: seq,
+            model: String::new(),
+            detections: "[]".into(),
+            key_basis: None,
+            clock: None,
+            same_frame_ns: 0,
+        }
+    }
+}
+
 impl EncodedEvent {
     pub fn new(ev: &FrameEvent) -> Self {
         EncodedEvent {
@@ -1173,17 +1191,7 @@ mod tests {
     use super::*;
 
     fn event(stream: &str, seq: i64) -> EncodedEvent {
-        EncodedEvent {
-            stream: stream.into(),
-            seq,
-            pts_ns: Some(seq),
-            capture_ns: seq,
-            model: String::new(),
-            detections: "[]".into(),
-            key_basis: None,
-            clock: None,
-            same_frame_ns: 0,
-        }
+        EncodedEvent::for_test(stream, seq)
     }
 
     fn temp(name: &str) -> PathBuf {

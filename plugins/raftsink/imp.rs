@@ -360,14 +360,17 @@ impl RaftSink {
             .unwrap_or_default();
         if let Some(w) = hook {
             let unlocked = self.unlocked.clone();
-            if !w.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+            if w.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+                // Counted again now: `stats` read after EOS says 0, not a count from before.
+                let _ = w.waiting_now();
+            } else {
                 let s = w.stats();
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
                         "{} events not delivered to the webhook {} within eos-timeout ({timeout:?}); they stay in the log and are posted when raftsink next runs with it{}",
-                        w.waiting().unwrap_or(s.pending).max(0),
+                        w.waiting_now().unwrap_or(s.pending).max(0),
                         w.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -378,14 +381,17 @@ impl RaftSink {
         }
         if let Some(m) = mqtt {
             let unlocked = self.unlocked.clone();
-            if !m.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+            if m.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
+                // Counted again now: `stats` read after EOS says 0, not a count from before.
+                let _ = m.waiting_now();
+            } else {
                 let s = m.stats();
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
                         "{} events not acknowledged by the MQTT broker {} within eos-timeout ({timeout:?}); they stay in the log and are published when raftsink next runs with it{}",
-                        m.waiting().unwrap_or(s.pending).max(0),
+                        m.waiting_now().unwrap_or(s.pending).max(0),
                         m.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -941,10 +947,10 @@ impl BaseSinkImpl for RaftSink {
             .as_ref()
             .map(|io| (io.mqtt.clone(), io.webhook.clone()));
         if let Some((m, w)) = targets {
-            if let Some(n) = m.and_then(|m| m.waiting()) {
+            if let Some(n) = m.and_then(|m| m.waiting_now()) {
                 last.set("mqtt-pending", n.max(0) as u64);
             }
-            if let Some(n) = w.and_then(|w| w.waiting()) {
+            if let Some(n) = w.and_then(|w| w.waiting_now()) {
                 last.set("webhook-pending", n.max(0) as u64);
             }
         }

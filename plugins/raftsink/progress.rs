@@ -20,6 +20,8 @@ struct Inner {
     own: Vec<String>,
     marks: HashMap<String, i64>,
     nudges: u64,
+    /// Bumped by every claim, nudge and mark: what waits can only have changed when it moved.
+    changes: u64,
 }
 
 #[derive(Default)]
@@ -38,6 +40,7 @@ impl Progress {
             return false;
         }
         st.own.push(stream.to_string());
+        st.changes += 1;
         drop(st);
         self.changed.notify_all();
         self.wake.notify_one();
@@ -60,9 +63,18 @@ impl Progress {
 
     /// New events were committed.
     pub fn nudge(&self) {
-        self.state.lock().unwrap().nudges += 1;
+        let mut st = self.state.lock().unwrap();
+        st.nudges += 1;
+        st.changes += 1;
+        drop(st);
         self.changed.notify_all();
         self.wake.notify_one();
+    }
+
+    /// The streams, and a count that moves whenever what waits for the target may have changed.
+    fn own_and_changes(&self) -> (Vec<String>, u64) {
+        let st = self.state.lock().unwrap();
+        (st.own.clone(), st.changes)
     }
 
     /// Waits at most `timeout` for a nudge (or a stop, or a new stream) after `seen`; returns
@@ -93,6 +105,7 @@ impl Progress {
             let m = st.marks.entry(s.clone()).or_insert(0);
             *m = (*m).max(*id);
         }
+        st.changes += 1;
         drop(st);
         self.changed.notify_all();
     }
@@ -143,6 +156,18 @@ pub struct Shared<St> {
     pub progress: Progress,
 }
 
+/// How long a count of what waits is reused while events move (stats and Prometheus read it:
+/// an application polling `stats` must not make the log count its rows at every read).
+const WAITING_FRESH: Duration = Duration::from_millis(250);
+
+/// The last count of what waits, and a reader of the log kept open for it.
+#[derive(Default)]
+struct Waiting {
+    reader: Option<EventStore>,
+    /// When it was counted, `Progress::changes` then, and the count.
+    last: Option<(Instant, u64, i64)>,
+}
+
 /// A delivery target's thread: started by `spawn`, stopped (and joined) by `stop` or drop.
 pub struct TargetThread<St> {
     shared: Arc<Shared<St>>,
@@ -152,6 +177,7 @@ pub struct TargetThread<St> {
     /// What to call the target in messages (a broker's address, a URL; never credentials).
     name: String,
     thread: Option<std::thread::JoinHandle<()>>,
+    waiting: Mutex<Waiting>,
 }
 
 impl<St: Default + Clone + Send + 'static> TargetThread<St> {
@@ -180,6 +206,7 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
             key,
             name,
             thread,
+            waiting: Mutex::new(Waiting::default()),
         }
     }
 
@@ -198,12 +225,42 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
     }
 
     /// The element's events in the log the target has not acknowledged, counted in the log
-    /// itself (right also while the target cannot be reached).
+    /// itself (right also while the target cannot be reached). The count is taken again when
+    /// anything moved since (an event committed, a mark written), at most every
+    /// [`WAITING_FRESH`] while events flow; the last count when the log cannot be read.
     pub fn waiting(&self) -> Option<i64> {
-        let store = EventStore::open_for_reading(&self.log).ok()?;
-        store
-            .undelivered(&self.key, &self.shared.progress.own())
-            .ok()
+        self.count_waiting(false)
+    }
+
+    /// [`Self::waiting`], counted now (EOS, the final statistics).
+    pub fn waiting_now(&self) -> Option<i64> {
+        self.count_waiting(true)
+    }
+
+    fn count_waiting(&self, now: bool) -> Option<i64> {
+        let (own, changes) = self.shared.progress.own_and_changes();
+        let mut w = self.waiting.lock().unwrap();
+        if let Some((at, seen, n)) = w.last
+            && !now
+            && (seen == changes || at.elapsed() < WAITING_FRESH)
+        {
+            return Some(n);
+        }
+        if w.reader.is_none() {
+            w.reader = EventStore::open_for_reading(&self.log).ok();
+        }
+        let counted = w.reader.as_ref().map(|r| r.undelivered(&self.key, &own));
+        match counted {
+            Some(Ok(n)) => {
+                w.last = Some((Instant::now(), changes, n));
+                Some(n)
+            }
+            // A reader that failed is opened again next time.
+            Some(Err(_)) | None => {
+                w.reader = None;
+                w.last.map(|(_, _, n)| n)
+            }
+        }
     }
 
     pub fn stats(&self) -> St {

@@ -297,7 +297,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  not yet acknowledged), dead-letters (parked: refused by NATS for good), \
                  retries, nats-connected, last-error, ack-latency-p50-ms and -p99-ms; \
                  MQTT: mqtt-delivered (events the broker acknowledged, left-out ones \
-                 included), mqtt-messages, mqtt-left-out (no detections), mqtt-pending, \
+                 included), mqtt-messages, mqtt-left-out (no detections), mqtt-pending \
+                 (counted in the log; while events flow at most 250 ms old, exact after EOS), \
                  mqtt-retries, mqtt-dead-letters (refused by the broker, or too large: kept \
                  in the log's dead letters), mqtt-connected, mqtt-last-error, mqtt-ack-latency-p50-ms and \
                  -p99-ms; with webhook-url: webhook-delivered, webhook-left-out, webhook-pending, \

@@ -65,6 +65,8 @@ pub struct Stats {
     /// Events answered 2xx (frames left out included; dead letters and unreadable rows not).
     pub delivered: u64,
     pub left_out: u64,
+    /// This element's events in the log not yet delivered: filled in by the element from
+    /// [`TargetThread::waiting`](super::progress::TargetThread::waiting) (the thread does not count them).
     pub pending: i64,
     /// Requests tried again.
     pub retries: u64,
@@ -237,14 +239,10 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
                             }
                             Answer::Again(why) => {
                                 attempt += 1;
-                                let waiting = store.undelivered(&target, &own).ok();
                                 {
                                     let mut st = shared.stats.lock().unwrap();
                                     st.retries += 1;
                                     st.last_error = Some(why);
-                                    if let Some(n) = waiting {
-                                        st.pending = n;
-                                    }
                                 }
                                 // Marks so far first: a long outage keeps them.
                                 if !dirty.is_empty() && store.set_delivered(&target, &dirty).is_ok()
@@ -278,7 +276,6 @@ fn run(shared: &Shared, config: &Config, reports: &Reports) {
             last_persist = Instant::now();
         }
         if !worked {
-            shared.stats.lock().unwrap().pending = store.undelivered(&target, &own).unwrap_or(-1);
             nudges = shared
                 .progress
                 .wait_nudge(nudges, Duration::from_millis(200));

@@ -415,17 +415,7 @@ mod tests {
     use super::*;
 
     fn event(seq: i64) -> EncodedEvent {
-        EncodedEvent {
-            stream: "cam".into(),
-            seq,
-            pts_ns: Some(seq),
-            capture_ns: seq,
-            model: String::new(),
-            detections: "[]".into(),
-            key_basis: None,
-            clock: None,
-            same_frame_ns: 0,
-        }
+        EncodedEvent::for_test("cam", seq)
     }
 
     #[test]

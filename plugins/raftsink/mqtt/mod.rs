@@ -21,10 +21,13 @@
 //! through the last will when the process dies).
 //!
 //! Threads: one per element with MQTT, running a current-thread tokio runtime: the delivery
-//! loop ([`run`]) and rumqttc's event loop ([`session`]). Locks: `Shared::stats` and [`Progress`]'s, never nested,
-//! never held across an await or a store call.
+//! loop ([`run`]) and rumqttc's event loop ([`session`]), which take turns (the delivery loop
+//! publishes at most [`REFILL`] events a turn); reads of the log ahead ([`prefetch`]) on that
+//! runtime's blocking pool, with a reader of their own. Locks: `Shared::stats` and
+//! [`Progress`]'s, never nested, never held across an await or a store call.
 
 pub mod config;
+mod prefetch;
 mod session;
 pub mod window;
 
@@ -51,11 +54,12 @@ use window::{Done, Owner, Window};
 /// Messages published and not yet acknowledged, at most (rumqttc also keeps to the broker's
 /// receive maximum).
 pub const WINDOW: usize = 512;
+/// Rows published in one turn of the delivery task at most, and the room the window needs
+/// before it takes more.
+const REFILL: usize = 32;
 /// How often the marks are written to the log while events are acknowledged.
 pub const PERSIST_EVERY: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Rows read from the log at a time.
-const CHUNK: usize = 256;
 const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(5),
@@ -78,7 +82,8 @@ pub struct Stats {
     pub messages: u64,
     /// Frames without detections left off the broker (`deliver-empty=false`).
     pub left_out: u64,
-    /// This element's events in the log the broker has not acknowledged.
+    /// This element's events in the log the broker has not acknowledged: filled in by the
+    /// element from [`TargetThread::waiting`] (the thread does not count them).
     pub pending: i64,
     /// Sessions started again after a lost connection (or a failed connect).
     pub retries: u64,
@@ -163,14 +168,6 @@ fn note_error(shared: &Shared, msg: &str) {
     st.connected = false;
 }
 
-/// Counts what waits for the target in the log (while it cannot be reached, too).
-fn note_waiting(shared: &Shared, store: &EventStore, name: &str) {
-    let own = shared.progress.own();
-    if let Ok(n) = store.undelivered(name, &own) {
-        shared.stats.lock().unwrap().pending = n;
-    }
-}
-
 /// One message of an event.
 struct Message {
     topic: String,
@@ -184,27 +181,35 @@ type EventMessages = (Vec<Message>, Option<FrameEvent>);
 /// The messages of one stored event: the event (its JSON as stored), its crossings and zone
 /// events, and the counts of the lines it crossed (with `counts` brought up to it); the event
 /// decoded when it has crossings or zone events (they are counted once it is acknowledged).
-/// None when it is left out (no detections); an error when the row is not an event.
+/// None when it is left out (no detections); an error when the row is not an event. The row's
+/// JSON is moved into the event's message (no copy on the hot path).
 fn messages(
     target: &Target,
     events_topic: &str,
-    row: &OutboxRow,
+    row: &mut OutboxRow,
     counts: &mut Counts,
 ) -> Result<Option<EventMessages>, String> {
     if row.no_detections && !target.publish_empty {
         return Ok(None);
     }
-    let json = row.json.as_ref().map_err(Clone::clone)?;
+    let json = std::mem::replace(&mut row.json, Ok(String::new()))?;
+    if !json.contains("\"crossings\"") && !json.contains("\"zone_events\"") {
+        return Ok(Some((
+            vec![Message {
+                topic: events_topic.to_string(),
+                retain: false,
+                payload: json.into_bytes(),
+            }],
+            None,
+        )));
+    }
+    let ev: FrameEvent = serde_json::from_str(&json)
+        .map_err(|e| format!("the stored event is not readable: {e}"))?;
     let mut out = vec![Message {
         topic: events_topic.to_string(),
         retain: false,
-        payload: json.clone().into_bytes(),
+        payload: json.into_bytes(),
     }];
-    if !json.contains("\"crossings\"") && !json.contains("\"zone_events\"") {
-        return Ok(Some((out, None)));
-    }
-    let ev: FrameEvent =
-        serde_json::from_str(json).map_err(|e| format!("the stored event is not readable: {e}"))?;
     let key = format!("{}/{}", ev.stream, ev.seq);
     // A message on `<kind>/<name>`: `fields` added to what every one carries.
     let message = |kind: &str, name: &str, retain: bool, mut fields: serde_json::Value| {
@@ -379,7 +384,6 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
             Ok(Some(Heard::Connected)) => {}
             Ok(Some(Heard::Lost { why, refused })) => {
                 note_error(shared, &why);
-                note_waiting(shared, &store, &name);
                 if refused && !refused_said {
                     refused_said = true;
                     (reports.on_error)(format!(
@@ -396,7 +400,6 @@ async fn run(shared: &Shared, config: &Config, reports: &Reports) {
                     shared,
                     &format!("{}: no answer within {CONNECT_TIMEOUT:?}", target.address()),
                 );
-                note_waiting(shared, &store, &name);
                 continue;
             }
         }
@@ -506,8 +509,9 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
     let mut online: HashSet<String> = HashSet::new();
     let mut dirty: HashMap<std::sync::Arc<str>, i64> = HashMap::new();
     let mut last_persist = Instant::now();
-    let mut last_pending = Instant::now() - Duration::from_secs(1);
-    let mut exhausted: HashSet<String> = HashSet::new();
+    // The log is read ahead, off this thread.
+    let mut ahead = prefetch::Prefetch::new(ctx.config.log.clone());
+    let mut turn = 0usize;
     let mut progressed = false;
     // Events on their way with crossings or zone events: added to the acknowledged counts when
     // done.
@@ -539,6 +543,7 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
                 };
                 let mark = stored.max(ctx.acked.marks.get(s).copied().unwrap_or(0));
                 sent_to.insert(s.clone(), mark);
+                ahead.add(s, mark);
                 shared.progress.start_at(s, stored);
                 let store = &*ctx.store;
                 let counts = ctx
@@ -568,33 +573,35 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
             // Stopping: what is on its way may still be acknowledged, briefly; nothing new goes.
             stop_by = Some(Instant::now() + Duration::from_secs(1));
         }
-        // Refill once half the window is free: reads of the log in chunks, not per event.
-        let refill = w.len() <= WINDOW / 2;
-        let ready: Vec<&String> = own
+        // Refill a little at a time: the connection's task runs on this thread too, and a
+        // long turn here leaves the broker with nothing in flight.
+        let refill = w.len() + REFILL <= WINDOW;
+        let mut budget = REFILL;
+        // Streams take turns at going first.
+        turn = turn.wrapping_add(1);
+        let first = turn % own.len().max(1);
+        let ready: Vec<&String> = own[first..]
             .iter()
+            .chain(&own[..first])
             .filter(|s| !shutdown && refill && sent_to.contains_key(*s))
             .collect();
         for s in ready {
-            while w.len() < WINDOW && !exhausted.contains(s) {
-                let from = sent_to[s];
-                let want = CHUNK.min(WINDOW - w.len());
-                let rows = match ctx.store.rows_after(s, from, want) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        note_error(shared, &format!("reading the log: {e}"));
-                        break;
-                    }
-                };
+            while w.len() < WINDOW {
+                let rows = ahead.take(s, (WINDOW - w.len()).min(budget));
+                budget -= rows.len();
                 if rows.is_empty() {
-                    exhausted.insert(s.clone());
                     break;
                 }
                 let counts = counts_sent.get_mut(s).unwrap();
                 let events_topic = target.topic(s, "events");
                 let name: std::sync::Arc<str> = s.as_str().into();
-                for row in rows {
+                // One clock reading per chunk: they are asked for together.
+                let asked = Instant::now();
+                let mut last = sent_to[s];
+                let mut rows = rows.into_iter();
+                while let Some(mut row) = rows.next() {
                     let id = row.id;
-                    let mut msgs = match messages(target, &events_topic, &row, counts) {
+                    let mut msgs = match messages(target, &events_topic, &mut row, counts) {
                         Ok(Some((msgs, ev))) => {
                             if let Some(ev) = ev {
                                 counted.insert(id, ev);
@@ -624,7 +631,7 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
                             ),
                         );
                     }
-                    dones.extend(w.add_row(&name, id, msgs.len() as u32, Instant::now()));
+                    dones.extend(w.add_row(&name, id, msgs.len() as u32, asked));
                     let key = format!("{}/{}", row.stream, row.seq);
                     for m in msgs {
                         if let Err(e) =
@@ -639,23 +646,41 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
                         });
                         published += 1;
                     }
-                    sent_to.insert(s.clone(), id);
+                    last = id;
                     if w.len() >= WINDOW {
+                        // The rest waits for room, read already.
+                        ahead.unread(s, rows);
                         break;
                     }
                 }
+                if let Some(m) = sent_to.get_mut(s) {
+                    *m = last;
+                }
             }
+        }
+        if !shutdown {
+            ahead.fill();
         }
         let mut lost = None;
         let mut heard = Vec::new();
         if !shutdown || !w.is_empty() {
+            // In this order (no random pick): new events first, so streams read to their end
+            // are read again while acknowledgements keep coming.
             tokio::select! {
+                biased;
+                _ = shared.progress.wake.notified() => ahead.wake(),
+                read = ahead.done() => if let Err(e) = read {
+                    note_error(shared, &format!("reading the log: {e}"));
+                },
                 h = session.heard.recv() => match h {
                     Some(h) => heard.push(h),
                     None => lost = Some("the connection ended".to_string()),
                 },
-                _ = shared.progress.wake.notified() => exhausted.clear(),
-                _ = &mut tick => tick.as_mut().reset(tokio::time::Instant::now() + PERSIST_EVERY),
+                _ = &mut tick => {
+                    tick.as_mut().reset(tokio::time::Instant::now() + PERSIST_EVERY);
+                    // A read that failed is tried again.
+                    ahead.wake();
+                }
             }
             // Take everything already heard before deciding again.
             while let Ok(h) = session.heard.try_recv() {
@@ -698,13 +723,12 @@ async fn deliver(ctx: &mut Ctx<'_>, session: &mut Session) -> Ended {
             ctx.acked.marks.insert(d.stream.to_string(), d.id);
             dirty.insert(d.stream, d.id);
         }
-        if !dirty.is_empty() && (last_persist.elapsed() >= PERSIST_EVERY || shutdown) {
+        // Also as soon as nothing is on its way: EOS waits for the marks, not for the next tick.
+        if !dirty.is_empty()
+            && (last_persist.elapsed() >= PERSIST_EVERY || shutdown || w.is_empty())
+        {
             ctx.persist(&mut dirty);
             last_persist = Instant::now();
-        }
-        if last_pending.elapsed() >= Duration::from_secs(1) || shutdown {
-            note_waiting(shared, ctx.store, ctx.name);
-            last_pending = Instant::now();
         }
         if let Some(why) = lost {
             note_error(shared, &why);

@@ -42,7 +42,9 @@ pub struct Window {
     rows: HashMap<Arc<str>, VecDeque<Row>>,
     /// Messages asked for whose packet id the client has not reported yet, in order.
     asked: VecDeque<Owner>,
-    inflight: HashMap<u16, Owner>,
+    /// Sent and not yet acknowledged, by packet id (the client numbers them from 1 up to its
+    /// in-flight limit: a short vector, no hashing on the hot path).
+    inflight: Vec<Option<Owner>>,
     messages: usize,
 }
 
@@ -90,22 +92,26 @@ impl Window {
         if pkid == 0 {
             return self.finish(owner);
         }
-        if let Some(old) = self.inflight.insert(pkid, owner) {
-            // The client reuses an id only after its acknowledgement: not expected. Keep count
-            // right (the old message stays unacknowledged, so its row's mark holds).
-            self.inflight.insert(pkid, old);
+        let i = pkid as usize;
+        if self.inflight.len() <= i {
+            self.inflight.resize(i + 1, None);
+        }
+        // The client reuses an id only after its acknowledgement: not expected. Keep count
+        // right (the old message stays unacknowledged, so its row's mark holds).
+        if self.inflight[i].is_none() {
+            self.inflight[i] = Some(owner);
         }
         Vec::new()
     }
 
     /// What packet `pkid` (sent, not yet acknowledged) belongs to.
     pub fn owner(&self, pkid: u16) -> Option<Owner> {
-        self.inflight.get(&pkid).cloned()
+        self.inflight.get(pkid as usize).cloned().flatten()
     }
 
     /// The broker acknowledged packet `pkid` (PUBACK for QoS 1, PUBCOMP for QoS 2).
     pub fn acked(&mut self, pkid: u16) -> Vec<Done> {
-        match self.inflight.remove(&pkid) {
+        match self.inflight.get_mut(pkid as usize).and_then(Option::take) {
             Some(owner) => self.finish(owner),
             None => Vec::new(),
         }
