@@ -1041,7 +1041,10 @@ impl EventStore {
             .map_err(|e| StoreError::sql(&self.path, e))
     }
 
-    /// Outbox: moves an event NATS refused for good to the dead letters.
+    /// Outbox: records an event NATS refused for good in the dead letters, and counts it done
+    /// for NATS. The row stays (as forwarded ones do): deleting it let SQLite reuse its row id
+    /// for the next event when it was the newest, which a delivery target's mark already at that
+    /// id would pass over.
     pub fn park(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self
@@ -1057,7 +1060,7 @@ impl EventStore {
             params![id, reason, now_ns()],
         )
         .map_err(|e| StoreError::sql(&path, e))?;
-        tx.execute("DELETE FROM events WHERE id = ?1", params![id])
+        tx.execute("UPDATE events SET forwarded = 1 WHERE id = ?1", params![id])
             .map_err(|e| StoreError::sql(&path, e))?;
         tx.commit().map_err(|e| StoreError::sql(&path, e))
     }
@@ -1248,6 +1251,39 @@ mod tests {
         assert_eq!(s.pending().unwrap(), 1);
         let dead = s.dead_letters().unwrap();
         assert_eq!((dead[0].stream.as_str(), dead[0].seq), ("a", 1));
+    }
+
+    /// An event NATS refused for good stays in the outbox (done for NATS, listed as a dead
+    /// letter): deleting it let SQLite give its row id to the next event when it was the
+    /// newest, and an MQTT or webhook mark already at that id then passed over the new event.
+    #[test]
+    fn a_parked_event_keeps_its_row_id_from_the_next_event() {
+        let path = temp("park-rowid");
+        let mut s = EventStore::open_for_writing(&path).unwrap();
+        s.insert_batch(&[event("a", 0), event("a", 1)]).unwrap();
+        let parked = s.unforwarded("a", 10).unwrap()[1].id;
+        // Another target delivered up to the newest row before NATS refused it.
+        s.set_delivered("mqtt://broker", &[("a".into(), parked)])
+            .unwrap();
+        s.park(parked, "message too large").unwrap();
+        s.insert_batch(&[event("a", 2)]).unwrap();
+        let after: Vec<i64> = s
+            .rows_after("a", s.delivered_to("mqtt://broker", "a").unwrap(), 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(
+            after,
+            vec![2],
+            "the event after the parked one is still delivered"
+        );
+        assert_eq!(
+            s.pending_of(Some(&["a".into()])).unwrap(),
+            2,
+            "seq 0 and 2 wait for NATS, the parked one does not"
+        );
+        assert_eq!(s.dead_letters().unwrap().len(), 1);
     }
 
     #[test]
