@@ -459,7 +459,15 @@ fn events_tool_waits_for_a_new_leader() {
     let dir = common::TempDir::new("natsdumpleader");
     let p = writer(&nats.url(), &dir, "cam", 40, 50);
     play_all(&[p], || {});
-    let leader = nats.leader_of("VIDEOAI_EVENTS").expect("a leader");
+    // One question to the cluster can go unanswered on a loaded machine: asked until it is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        match nats.leader_of("VIDEOAI_EVENTS") {
+            Some(l) => break l,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => panic!("no leader of VIDEOAI_EVENTS within 30 s"),
+        }
+    };
     nats.kill(leader);
     let out = events_tool(&["dump", &nats.url()]);
     assert!(
