@@ -267,27 +267,23 @@ impl RaftSink {
             .unwrap()
             .as_ref()
             .map(|io| {
-                // What waits is counted in the log itself: the threads' own counts lag.
+                // What waits is counted in the log itself (the threads do not count it).
                 (
-                    io.mqtt.as_ref().map(|m| {
-                        let mut s = m.stats();
-                        s.pending = m.waiting().unwrap_or(s.pending);
-                        s
-                    }),
-                    io.webhook.as_ref().map(|w| {
-                        let mut s = w.stats();
-                        s.pending = w.waiting().unwrap_or(s.pending);
-                        s
-                    }),
+                    io.mqtt
+                        .as_ref()
+                        .map(|m| (m.stats(), m.waiting().unwrap_or(0))),
+                    io.webhook
+                        .as_ref()
+                        .map(|w| (w.stats(), w.waiting().unwrap_or(0))),
                 )
             })
             .unwrap_or_default();
-        if let Some(m) = m {
+        if let Some((m, pending)) = m {
             b = b
                 .field("mqtt-delivered", m.delivered)
                 .field("mqtt-messages", m.messages)
                 .field("mqtt-left-out", m.left_out)
-                .field("mqtt-pending", m.pending.max(0) as u64)
+                .field("mqtt-pending", pending.max(0) as u64)
                 .field("mqtt-retries", m.retries)
                 .field("mqtt-dead-letters", m.dead_letters)
                 .field("mqtt-connected", m.connected)
@@ -298,11 +294,11 @@ impl RaftSink {
                     ms(m.ack_latency.percentile(0.99)),
                 );
         }
-        if let Some(wh) = wh {
+        if let Some((wh, pending)) = wh {
             b = b
                 .field("webhook-delivered", wh.delivered)
                 .field("webhook-left-out", wh.left_out)
-                .field("webhook-pending", wh.pending.max(0) as u64)
+                .field("webhook-pending", pending.max(0) as u64)
                 .field("webhook-retries", wh.retries)
                 .field("webhook-dead-letters", wh.dead_letters)
                 .field("webhook-last-error", wh.last_error.unwrap_or_default())
@@ -360,17 +356,14 @@ impl RaftSink {
             .unwrap_or_default();
         if let Some(w) = hook {
             let unlocked = self.unlocked.clone();
-            if w.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
-                // Counted again now: `stats` read after EOS says 0, not a count from before.
-                let _ = w.waiting_now();
-            } else {
+            if !w.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
                 let s = w.stats();
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
                         "{} events not delivered to the webhook {} within eos-timeout ({timeout:?}); they stay in the log and are posted when raftsink next runs with it{}",
-                        w.waiting_now().unwrap_or(s.pending).max(0),
+                        w.waiting().unwrap_or(0).max(0),
                         w.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))
@@ -381,17 +374,14 @@ impl RaftSink {
         }
         if let Some(m) = mqtt {
             let unlocked = self.unlocked.clone();
-            if m.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
-                // Counted again now: `stats` read after EOS says 0, not a count from before.
-                let _ = m.waiting_now();
-            } else {
+            if !m.wait_delivered(timeout, || unlocked.load(Ordering::SeqCst)) {
                 let s = m.stats();
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
                         "{} events not acknowledged by the MQTT broker {} within eos-timeout ({timeout:?}); they stay in the log and are published when raftsink next runs with it{}",
-                        m.waiting_now().unwrap_or(s.pending).max(0),
+                        m.waiting().unwrap_or(0).max(0),
                         m.name(),
                         s.last_error
                             .map(|e| format!(" (last error: {e})"))

@@ -270,10 +270,15 @@ impl<St: Default + Clone + Send + 'static> TargetThread<St> {
     /// Waits until the target acknowledged every event of the element's streams that the log
     /// holds now (marks written), at most `timeout`; `cancel` returning true stops the wait
     /// early. Whether everything was delivered.
+    /// Counts what waits again either way: `stats` read after EOS, and its warning, say what
+    /// the log holds then, not a count from before.
     pub fn wait_delivered(&self, timeout: Duration, cancel: impl Fn() -> bool) -> bool {
-        self.shared
+        let done = self
+            .shared
             .progress
-            .wait_delivered(&self.log, timeout, cancel)
+            .wait_delivered(&self.log, timeout, cancel);
+        let _ = self.waiting_now();
+        done
     }
 
     /// Stops the thread (it says goodbye to the target as it can) and waits for it.

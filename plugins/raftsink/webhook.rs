@@ -65,9 +65,6 @@ pub struct Stats {
     /// Events answered 2xx (frames left out included; dead letters and unreadable rows not).
     pub delivered: u64,
     pub left_out: u64,
-    /// This element's events in the log not yet delivered: filled in by the element from
-    /// [`TargetThread::waiting`](super::progress::TargetThread::waiting) (the thread does not count them).
-    pub pending: i64,
     /// Requests tried again.
     pub retries: u64,
     pub dead_letters: u64,

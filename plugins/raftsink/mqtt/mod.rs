@@ -82,9 +82,6 @@ pub struct Stats {
     pub messages: u64,
     /// Frames without detections left off the broker (`deliver-empty=false`).
     pub left_out: u64,
-    /// This element's events in the log the broker has not acknowledged: filled in by the
-    /// element from [`TargetThread::waiting`] (the thread does not count them).
-    pub pending: i64,
     /// Sessions started again after a lost connection (or a failed connect).
     pub retries: u64,
     /// Events the broker refused for good (kept in the log's dead letters).

@@ -106,19 +106,16 @@ impl Prefetch {
             return;
         }
         let n = self.order.len();
-        let Some(stream) = (0..n)
-            .map(|k| &self.order[(self.next + k) % n])
-            .find(|s| {
-                let b = &self.streams[*s];
-                !b.exhausted && b.rows.len() < AHEAD
-            })
-            .cloned()
-        else {
+        let Some(i) = (0..n).map(|k| (self.next + k) % n).find(|&i| {
+            let b = &self.streams[&self.order[i]];
+            !b.exhausted && b.rows.len() < AHEAD
+        }) else {
             return;
         };
-        self.next = (self.order.iter().position(|s| *s == stream).unwrap_or(0) + 1) % n;
-        let after = self.streams[&stream].to;
-        let want = AHEAD - self.streams[&stream].rows.len();
+        self.next = (i + 1) % n;
+        let stream = self.order[i].clone();
+        let b = &self.streams[&stream];
+        let (after, want) = (b.to, AHEAD - b.rows.len());
         let (store, log) = (self.store.take(), self.log.clone());
         self.running = Some(tokio::task::spawn_blocking(move || {
             let store = match store {
