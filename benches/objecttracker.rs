@@ -6,7 +6,8 @@
 //! confidence 0.3–0.6) through videoai's ByteTrack (`objecttracker`'s tracker, in process)
 //! and through the reference, the Python `supervision` package's `sv.ByteTrack` (installed by
 //! `scripts/setup-bench.sh` into `.deps/bench-track`), with the same settings (high threshold
-//! 0.5, match IoU 0.2, lost for 1 s = 25 frames, a track reported on its 3rd detection: supervision's
+//! 0.5, a new track from 0.6 (supervision's `det_thresh`, our default `new-track-margin`),
+//! match IoU 0.2, lost for 1 s = 25 frames, a track reported on its 3rd detection: supervision's
 //! `minimum_consecutive_frames=2`, our `min-hits=3`).
 //! Prints per-frame time at 10, 100 and 1000 objects (the tracker's update alone, each side
 //! timing its own call, and ours through the whole element: region metas read, `track-id`s
@@ -15,7 +16,8 @@
 //! (`tests/common/mot.rs`, CLEAR MOT).
 //!
 //! Environment: `BENCH_FRAMES` (frames per scene, default 300; 1000 objects: a third),
-//! `BENCH_SIZES` (object counts, default `10,100,1000`).
+//! `BENCH_SIZES` (object counts, default `10,100,1000`), `BENCH_SEED` (another random scene of
+//! the same kind; default 0, the scenes the README's table was measured on).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -63,6 +65,7 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
         algorithm: Algorithm::ByteTrack,
         high: 0.5,
         low: 0.1,
+        start: 0.6,
         match_iou: 0.2,
         max_lost_ns: 1_000_000_000,
         min_hits: MIN_HITS,
@@ -232,6 +235,7 @@ fn reference(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64, String) {
 
 fn main() {
     let frames = env("BENCH_FRAMES", 300) as usize;
+    let seed = env("BENCH_SEED", 0);
     println!("\n### objecttracker vs supervision's ByteTrack (same detections, same scorer)\n");
     println!(
         "| objects | frames | videoai ms/frame: update / through the element | supervision ms/frame | speed-up through the element | videoai MOTA / IDF1 / IDsw | supervision MOTA / IDF1 / IDsw |"
@@ -249,7 +253,7 @@ fn main() {
         .collect();
     for n in sizes {
         let frames = if n >= 1000 { frames / 3 } else { frames };
-        let mut rng = Rng(0x5eed ^ n as u64);
+        let mut rng = Rng(0x5eed ^ n as u64 ^ (seed << 20));
         let objs = objects(n, frames, &mut rng);
         let fps = n as f64 * 0.05;
         let s = scene(&objs, frames, &mut rng, 2.0, 0.05, 0.0, |_, _| false);

@@ -50,6 +50,11 @@ impl Kalman {
         }
     }
 
+    /// Stops the box's height from changing (for a track whose object is out of sight).
+    pub fn hold_height(&mut self) {
+        self.mean[7] = 0.0;
+    }
+
     /// One frame on.
     pub fn predict(&mut self) {
         let h = self.mean[3];

@@ -12,6 +12,8 @@ use super::{Algorithm, Anchor};
 pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::ByteTrack;
 pub const DEFAULT_HIGH: f64 = 0.5;
 pub const DEFAULT_LOW: f64 = 0.1;
+/// ByteTrack's `det_thresh` is its track threshold + 0.1.
+pub const DEFAULT_NEW_TRACK_MARGIN: f64 = 0.1;
 pub const DEFAULT_MATCH: f64 = 0.2;
 /// One second.
 pub const DEFAULT_MAX_LOST: u64 = 1_000_000_000;
@@ -25,6 +27,7 @@ pub struct Settings {
     pub algorithm: Algorithm,
     pub high: f64,
     pub low: f64,
+    pub new_track_margin: f64,
     pub match_iou: f64,
     pub max_lost: u64,
     pub min_hits: u32,
@@ -41,6 +44,7 @@ impl Default for Settings {
             algorithm: DEFAULT_ALGORITHM,
             high: DEFAULT_HIGH,
             low: DEFAULT_LOW,
+            new_track_margin: DEFAULT_NEW_TRACK_MARGIN,
             match_iou: DEFAULT_MATCH,
             max_lost: DEFAULT_MAX_LOST,
             min_hits: DEFAULT_MIN_HITS,
@@ -62,6 +66,7 @@ impl Settings {
             },
             high: self.high,
             low: self.low,
+            start: self.high + self.new_track_margin,
             match_iou: self.match_iou,
             max_lost_ns: self.max_lost,
             min_hits: self.min_hits.max(1),
@@ -75,6 +80,12 @@ impl Settings {
             return Err(format!(
                 "low-threshold {} is above high-threshold {}: low-confidence detections are those between the two; set low-threshold at or below high-threshold",
                 self.low, self.high
+            ));
+        }
+        if self.high + self.new_track_margin > 1.0 {
+            return Err(format!(
+                "high-threshold {} + new-track-margin {} is above 1: no detection could start a track; lower one of them",
+                self.high, self.new_track_margin
             ));
         }
         let lines = lines::parse_lines(self.lines.as_deref().unwrap_or(""))
@@ -95,6 +106,9 @@ impl Settings {
             "algorithm" => self.algorithm = value.get().expect("type checked upstream"),
             "high-threshold" => self.high = value.get().expect("type checked upstream"),
             "low-threshold" => self.low = value.get().expect("type checked upstream"),
+            "new-track-margin" => {
+                self.new_track_margin = value.get().expect("type checked upstream")
+            }
             "match-threshold" => self.match_iou = value.get().expect("type checked upstream"),
             "max-lost" => self.max_lost = value.get().expect("type checked upstream"),
             "min-hits" => self.min_hits = value.get().expect("type checked upstream"),
@@ -112,6 +126,7 @@ impl Settings {
             "algorithm" => self.algorithm.to_value(),
             "high-threshold" => self.high.to_value(),
             "low-threshold" => self.low.to_value(),
+            "new-track-margin" => self.new_track_margin.to_value(),
             "match-threshold" => self.match_iou.to_value(),
             "max-lost" => self.max_lost.to_value(),
             "min-hits" => self.min_hits.to_value(),
@@ -139,8 +154,8 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecDouble::builder("high-threshold")
             .nick("High threshold")
             .blurb(
-                "Confidence at or above which a detection is matched first and may start a \
-                 track (0-1). Default: 0.5",
+                "Confidence at or above which a detection is matched first (0-1); it starts a \
+                 track only at high-threshold + new-track-margin or above. Default: 0.5",
             )
             .minimum(0.0)
             .maximum(1.0)
@@ -157,6 +172,21 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .minimum(0.0)
             .maximum(1.0)
             .default_value(DEFAULT_LOW)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecDouble::builder("new-track-margin")
+            .nick("New track margin")
+            .blurb(
+                "How much more than high-threshold a detection that matches no track needs to \
+                 start a new one (0-1; ByteTrack's det_thresh = track threshold + 0.1): a \
+                 detection just above high-threshold keeps a track going but starts none, so \
+                 false positives in a crowd start fewer tracks that then take a missed \
+                 object's place. 0: every detection at high-threshold may start a track. \
+                 Default: 0.1",
+            )
+            .minimum(0.0)
+            .maximum(1.0)
+            .default_value(DEFAULT_NEW_TRACK_MARGIN)
             .mutable_ready()
             .build(),
         glib::ParamSpecDouble::builder("match-threshold")

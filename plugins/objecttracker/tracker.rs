@@ -3,18 +3,21 @@
 //! tracker.
 //!
 //! ByteTrack, per frame with detections:
-//! 1. every track's Kalman filter predicts where its object is now;
-//! 2. high-confidence detections (≥ `high`) are matched to confirmed and lost tracks
-//!    (optimal assignment on IoU, at least `match_iou`, maximising the overlap above the
+//! 1. every track's Kalman filter predicts where its object is now (a lost track's box keeps
+//!    its height: its height velocity is zeroed, as ByteTrack does);
+//! 2. high-confidence detections (≥ `high`) are matched to confirmed, lost and tentative
+//!    tracks (optimal assignment on IoU, at least `match_iou`, maximising the overlap above the
 //!    threshold as ByteTrack's `lapjv` does, see [`assign::optimal_above`]; a lost track's
-//!    overlap weighs 0.9, see [`LOST_WEIGHT`]);
+//!    overlap weighs 0.9, see [`LOST_WEIGHT`]; tentative tracks take part, see
+//!    [`Tracker::update`]);
 //! 3. low-confidence detections (≥ `low`) are matched to the confirmed tracks still unmatched
 //!    (IoU ≥ 0.5): an object half hidden keeps its track instead of being dropped;
 //! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
 //!    remaining high detections (IoU ≥ 0.3) or dropped;
-//! 5. remaining high detections start tentative tracks, which are matched in step 2 from their
-//!    second matched frame on (tracks started on the stream's first frame at once, as in
-//!    ByteTrack) and are reported confirmed after `min_hits` ([`Track::shown`]);
+//! 5. remaining high detections of at least `start` (ByteTrack's `det_thresh`, `high` + 0.1 by
+//!    default) start tentative tracks, confirmed from their second matched frame on (tracks
+//!    started on the stream's first frame at once, as in ByteTrack) and reported confirmed
+//!    after `min_hits` ([`Track::shown`]);
 //! 6. tracks lost longer than `max_lost_ns` end.
 //!
 //! `iou` mode matches greedily on the last seen box, one stage, no motion model.
@@ -59,6 +62,8 @@ pub struct Config {
     pub algorithm: Algorithm,
     pub high: f64,
     pub low: f64,
+    /// Least confidence for a high detection left unmatched to start a track (≥ `high`).
+    pub start: f64,
     pub match_iou: f64,
     pub max_lost_ns: u64,
     pub min_hits: u32,
@@ -205,6 +210,10 @@ impl Tracker {
         let cfg = self.config;
         if cfg.algorithm == Algorithm::ByteTrack {
             for t in &mut self.tracks {
+                if t.state == TrackState::Lost {
+                    // ByteTrack: an object out of sight does not keep growing or shrinking.
+                    t.kalman.hold_height();
+                }
                 t.kalman.predict();
             }
         }
@@ -232,11 +241,28 @@ impl Tracker {
             }
         };
 
-        // Stage 1: high detections against confirmed and lost tracks (a lost track's overlap
-        // weighs LOST_WEIGHT); the IoU tracker: every track, one stage.
+        // Stage 1: high detections against confirmed, lost and tentative tracks (a lost track's
+        // overlap weighs LOST_WEIGHT); the IoU tracker: every track, one stage.
+        //
+        // Tentative tracks (started on the last frame) take part, unlike ByteTrack, which
+        // matches them only to the detections stage 1 left: an object that comes out from
+        // behind another, or is first seen beside an object that is missed for a frame, was
+        // followed for one frame by its new track and then lost its detection to the lost
+        // track whose prediction passed over it (which then followed the wrong object). In the
+        // pool, the new track keeps the detection it overlaps best. Measured on the scenes of
+        // tests/objecttracker (parting pairs: 11 -> 5 identity switches over 40 pairs; a mix
+        // of 16 objects with gaps: 10 -> 7 over 8 scenes) and at 1000 objects in
+        // `make bench-objecttracker`.
         match cfg.algorithm {
             Algorithm::ByteTrack => {
-                let pool = of_state(&self.tracks, &[TrackState::Confirmed, TrackState::Lost]);
+                let pool = of_state(
+                    &self.tracks,
+                    &[
+                        TrackState::Confirmed,
+                        TrackState::Lost,
+                        TrackState::Tentative,
+                    ],
+                );
                 let pairs = self.stage(&pool, &high, dets, cfg.match_iou);
                 take(self, pairs, &mut matches, &mut matched_tracks);
             }
@@ -288,13 +314,13 @@ impl Tracker {
             }
         }
 
-        // New tracks from the high detections left.
+        // New tracks from the high detections left that are sure enough (`start`).
         for &d in &high {
             if matches[d].is_some() {
                 continue;
             }
             let det = &dets[d];
-            if det.rect[2] <= 0.0 || det.rect[3] <= 0.0 {
+            if det.rect[2] <= 0.0 || det.rect[3] <= 0.0 || det.confidence < cfg.start {
                 continue;
             }
             let id = self.next_id;

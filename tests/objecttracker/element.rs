@@ -385,6 +385,11 @@ fn hostile_lines_zones_and_thresholds_are_an_error_at_start() {
             "low-threshold=0.7 high-threshold=0.5",
             "low-threshold 0.7 is above high-threshold 0.5",
         ),
+        // No detection could ever start a track.
+        (
+            "high-threshold=0.95 new-track-margin=0.1",
+            "high-threshold 0.95 + new-track-margin 0.1 is above 1",
+        ),
     ] {
         let p = common::parse(&format!(
             "videotestsrc num-buffers=2 ! objecttracker {props} ! fakesink"
@@ -475,4 +480,40 @@ fn a_line_or_zone_outside_the_frame_is_warned_also_after_a_resolution_change() {
             .any(|m| m.contains("line 'door'") && m.contains("320x200")),
         "{w:?}"
     );
+}
+
+#[test]
+fn a_detection_just_above_high_threshold_keeps_a_track_but_starts_none() {
+    // Confidence 0.55: above high-threshold (0.5), below high-threshold + new-track-margin
+    // (0.6, ByteTrack's det_thresh).
+    common::init();
+    let at = |x: f64, confidence: f64| Boxed {
+        confidence,
+        ..person(x, 100.0)
+    };
+    let mut frames: Vec<gst::Buffer> = (0..4u64)
+        .map(|i| frame(i, &[at(10.0 + 4.0 * i as f64, 0.9)], true))
+        .collect();
+    // The followed object seen at 0.55 now, and a new one at 0.55 far from it.
+    for i in 4..8u64 {
+        frames.push(frame(
+            i,
+            &[at(10.0 + 4.0 * i as f64, 0.55), at(400.0, 0.55)],
+            true,
+        ));
+    }
+    let mut h = harness("");
+    let out = run(&mut h, frames);
+    for (i, regions) in out.iter().enumerate().skip(4) {
+        assert_eq!(regions[0].id, Some(1), "frame {i}: {regions:?}");
+        assert_eq!(regions[1].id, None, "frame {i}: {regions:?}");
+    }
+    assert_eq!(stats(&h).get::<u64>("tracks-created").unwrap(), 1);
+    // With no margin, the new one starts a track.
+    let mut h = harness("new-track-margin=0");
+    let frames = (0..3u64)
+        .map(|i| frame(i, &[at(400.0, 0.55)], true))
+        .collect();
+    let out = run(&mut h, frames);
+    assert_eq!(out[2][0].id, Some(1), "{out:?}");
 }
