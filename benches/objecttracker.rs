@@ -12,7 +12,7 @@
 //! Prints per-frame time at 10, 100 and 1000 objects (the tracker's update alone, each side
 //! timing its own call, and ours through the whole element: region metas read, `track-id`s
 //! written, a line and a zone counted, the analytics meta attached; the speed-up is the
-//! element's) and MOTA, IDF1 and ID switches against the truth, scored by the same code
+//! element's) and MOTA, IDF1, ID switches and tracks per object against the truth, scored by the same code
 //! (`tests/common/mot.rs`, CLEAR MOT).
 //!
 //! Environment: `BENCH_FRAMES` (frames per scene, default 300; 1000 objects: a third),
@@ -65,6 +65,7 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
         algorithm: Algorithm::ByteTrack,
         high: 0.5,
         low: 0.1,
+        // Our default `new-track-margin` (0.1): supervision's `det_thresh`.
         start: 0.6,
         match_iou: 0.2,
         max_lost_ns: 1_000_000_000,
@@ -238,7 +239,7 @@ fn main() {
     let seed = env("BENCH_SEED", 0);
     println!("\n### objecttracker vs supervision's ByteTrack (same detections, same scorer)\n");
     println!(
-        "| objects | frames | videoai ms/frame: update / through the element | supervision ms/frame | speed-up through the element | videoai MOTA / IDF1 / IDsw | supervision MOTA / IDF1 / IDsw |"
+        "| objects | frames | videoai ms/frame: update / through the element | supervision ms/frame | speed-up through the element | videoai MOTA / IDF1 / IDsw / tracks per object | supervision MOTA / IDF1 / IDsw / tracks per object |"
     );
     println!("|---:|---:|---:|---:|---:|---|---|");
     let mut version = String::new();
@@ -273,7 +274,12 @@ fn main() {
         let element_ms = through_element(&detections);
         let (ref_out, ref_ms, v) = reference(&detections);
         version = v;
-        let fmt = |s: &Scores| format!("{:.3} / {:.3} / {}", s.mota, s.idf1, s.id_switches);
+        let fmt = |s: &Scores| {
+            format!(
+                "{:.3} / {:.3} / {} / {:.3}",
+                s.mota, s.idf1, s.id_switches, s.tracks_per_object
+            )
+        };
         let (a, b) = (score(&s.truth, &our_out), score(&s.truth, &ref_out));
         println!(
             "| {n} | {frames} | {our_ms:.3} / {element_ms:.3} | {ref_ms:.3} | {:.0}× | {} | {} |",

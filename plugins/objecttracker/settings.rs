@@ -178,11 +178,11 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("New track margin")
             .blurb(
                 "How much more than high-threshold a detection that matches no track needs to \
-                 start a new one (0-1; ByteTrack's det_thresh = track threshold + 0.1): a \
-                 detection just above high-threshold keeps a track going but starts none, so \
-                 false positives in a crowd start fewer tracks that then take a missed \
-                 object's place. 0: every detection at high-threshold may start a track. \
-                 Default: 0.1",
+                 start a new one (0-1; 0.1 is ByteTrack's det_thresh): in a crowd, false \
+                 positives just above high-threshold start fewer tracks that then take a \
+                 missed object's place. Set 0 where objects are often seen only just above \
+                 high-threshold (partly hidden behind another all along): with the margin they \
+                 get no track of their own. Default: 0.1",
             )
             .minimum(0.0)
             .maximum(1.0)

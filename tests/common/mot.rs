@@ -110,6 +110,9 @@ pub struct Scores {
     pub mota: f64,
     pub idf1: f64,
     pub id_switches: u64,
+    /// Tracks per truth object (distinct track ids matched to it, averaged over the objects
+    /// matched at all): 1 when no object's track was ever broken or swapped.
+    pub tracks_per_object: f64,
 }
 
 /// CLEAR-MOT and identity scores of the confirmed tracks `out` against `truth` (a match needs
@@ -207,5 +210,6 @@ pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
         mota: 1.0 - (fn_ + fp + idsw) as f64 / gt_total as f64,
         idf1: 2.0 * idtp as f64 / (gt_total + out_total) as f64,
         id_switches: idsw,
+        tracks_per_object: together.len() as f64 / gts.len().max(1) as f64,
     }
 }
