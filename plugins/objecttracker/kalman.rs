@@ -21,8 +21,25 @@ fn measurement(r: &Rect) -> Meas {
     Meas::new(r[0] + r[2] / 2.0, r[1] + r[3] / 2.0, r[2] / h, h)
 }
 
-/// A track's expected box centre and the inverse of its covariance, taken once a frame after
-/// the prediction. The centre only: a real detector's boxes change shape from frame to frame
+/// The gate (ByteTrack): a detection whose centre the track's motion model finds less likely
+/// than this is not matched to the track, however much their boxes overlap. It is the squared
+/// Mahalanobis distance of the centre from where the Kalman filter expects it (about
+/// chi-square with 2 degrees of freedom; 20 is exceeded with probability 5e-5). Its radius
+/// grows with the box: about 0.4 × its height for an object followed steadily (31 px for an
+/// 80 px tall box), about 0.5 × after one missed frame. Without it, a track whose object is
+/// missed for a frame takes a neighbour's detection that overlaps its prediction by the match
+/// threshold (IoU 0.2) though it lies a box's half height across the track's path, and then
+/// follows the neighbour. Measured in `make bench-objecttracker` (identity switches at 1000
+/// objects, supervision 66; `BENCH_SEED=1,2,3`: 110, 87, 102): no gate 61, 82, 94, 93; this
+/// gate 54, 78, 82, 68; 13.82 (0.999) 44, 77, 75, 65 but 2 switches instead of 1 at 10
+/// objects (IDF1 0.919 against 0.930). A gate over the box's aspect ratio and height as well
+/// did better still on these boxes, which keep their size (30, 67, 78, 65), but split the
+/// COCO demo's cup in two: a real detector's boxes change shape far more than the model
+/// allows.
+pub const GATE: f64 = 20.0;
+
+/// A track's expected box centre and the inverse of its innovation covariance (the
+/// prediction's plus the measurement's), taken once a frame after the prediction. The centre only: a real detector's boxes change shape from frame to frame
 /// far more than the model's aspect-ratio noise allows (yolov3-tiny on the COCO demo clip: a
 /// gate over centre, aspect ratio and height split a cup's track in two).
 #[derive(Debug, Clone)]
@@ -37,6 +54,12 @@ impl Gate {
     pub fn distance(&self, r: &Rect) -> f64 {
         let d = SVector::<f64, 2>::new(r[0] + r[2] / 2.0, r[1] + r[3] / 2.0) - self.centre;
         (d.transpose() * self.inverse * d)[(0, 0)]
+    }
+
+    /// Whether the box `r` is within the [`GATE`] (never for a box or state that is not a
+    /// number).
+    pub fn admits(&self, r: &Rect) -> bool {
+        self.distance(r) <= GATE
     }
 }
 
@@ -106,11 +129,12 @@ impl Kalman {
     /// Where the model expects the next measured box's centre, and how sure it is (None:
     /// degenerate).
     pub fn gate(&self) -> Option<Gate> {
-        let hm = SMatrix::<f64, 4, 8>::identity();
-        let s = hm * self.cov * hm.transpose() + self.measurement_noise();
+        let noise = (STD_POSITION * self.mean[3]).powi(2);
+        let s =
+            self.cov.fixed_view::<2, 2>(0, 0) + SMatrix::<f64, 2, 2>::from_diagonal_element(noise);
         Some(Gate {
             centre: self.mean.fixed_rows::<2>(0).into_owned(),
-            inverse: s.fixed_view::<2, 2>(0, 0).into_owned().try_inverse()?,
+            inverse: s.try_inverse()?,
         })
     }
 
@@ -157,15 +181,14 @@ mod tests {
         k.predict();
         let gate = k.gate().unwrap();
         // The object where expected, with a few pixels of jitter: well inside.
-        assert!(gate.distance(&[133.0, 101.0, 40.0, 80.0]) < 9.0);
-        // A neighbour 20 px off in x and y (IoU 0.23, above the match threshold): outside.
-        let neighbour = [152.0, 120.0, 40.0, 80.0];
-        assert!(super::super::assign::iou(&[132.0, 100.0, 40.0, 80.0], &neighbour) > 0.2);
-        assert!(
-            gate.distance(&neighbour) > 13.82,
-            "{}",
-            gate.distance(&neighbour)
-        );
+        assert!(gate.admits(&[133.0, 101.0, 40.0, 80.0]));
+        assert!(gate.distance(&[133.0, 101.0, 40.0, 80.0]) < 1.0);
+        // A neighbour 35 px across its path (IoU 0.39, above the match threshold): outside.
+        let neighbour = [132.0, 135.0, 40.0, 80.0];
+        assert!(super::super::assign::iou(&[132.0, 100.0, 40.0, 80.0], &neighbour) > 0.35);
+        assert!(!gate.admits(&neighbour), "{}", gate.distance(&neighbour));
+        // Nor anything that is not a number.
+        assert!(!gate.admits(&[f64::NAN, 100.0, 40.0, 80.0]));
     }
 
     #[test]

@@ -178,11 +178,12 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("New track margin")
             .blurb(
                 "How much more than high-threshold a detection that matches no track needs to \
-                 start a new one (0-1; 0.1 is ByteTrack's det_thresh): in a crowd, false \
-                 positives just above high-threshold start fewer tracks that then take a \
-                 missed object's place. Set 0 where objects are often seen only just above \
-                 high-threshold (partly hidden behind another all along): with the margin they \
-                 get no track of their own. Default: 0.1",
+                 start a new one (0-1; ByteTrack's det_thresh is its track threshold + 0.1; \
+                 both algorithms): in a crowd, false positives just above high-threshold start \
+                 fewer tracks that then take a missed object's place. Set 0 where objects are \
+                 often seen only just above high-threshold (partly hidden behind another all \
+                 along): with the margin they get no track of their own. high-threshold + \
+                 new-track-margin above 1 is an error at start. Default: 0.1",
             )
             .minimum(0.0)
             .maximum(1.0)

@@ -3,22 +3,22 @@
 //! tracker.
 //!
 //! ByteTrack, per frame with detections:
-//! 1. every track's Kalman filter predicts where its object is now (a lost track's box keeps
-//!    its height: its height velocity is zeroed, as ByteTrack does);
+//! 1. every track's Kalman filter predicts where its object is now;
 //! 2. high-confidence detections (≥ `high`) are matched to confirmed, lost and tentative
 //!    tracks (optimal assignment on IoU, at least `match_iou`, within the motion model's gate,
-//!    see [`GATE`], maximising the overlap above the threshold as ByteTrack's `lapjv` does,
-//!    see [`assign::optimal_above`]; a lost track's overlap weighs 0.9, see [`LOST_WEIGHT`];
-//!    tentative tracks take part, see [`Tracker::update`]);
+//!    see [`GATE`](super::kalman::GATE), maximising the overlap above the threshold as
+//!    ByteTrack's `lapjv` does, see [`assign::optimal_above`]; a lost track's overlap weighs
+//!    0.9, see [`LOST_WEIGHT`]; tentative tracks take part, see [`Tracker::update`]);
 //! 3. low-confidence detections (≥ `low`) are matched to the confirmed tracks still unmatched
 //!    (IoU ≥ 0.5, within the gate): an object half hidden keeps its track instead of being
 //!    dropped;
-//! 4. confirmed tracks still unmatched become lost; tentative tracks are matched to the
-//!    remaining high detections (IoU ≥ 0.3) or dropped;
-//! 5. remaining high detections of at least `start` (ByteTrack's `det_thresh`, `high` +
-//!    `new-track-margin`, 0.1 by default) start tentative tracks, confirmed from their second matched frame on (tracks
-//!    started on the stream's first frame at once, as in ByteTrack) and reported confirmed
-//!    after `min_hits` ([`Track::shown`]);
+//! 4. confirmed tracks still unmatched become lost (their box keeps its height from then on,
+//!    as in ByteTrack), tentative ones end (ByteTrack matches them in a stage of their own
+//!    after the first; here they are in the first);
+//! 5. remaining high detections of at least `start` (ByteTrack's `det_thresh`: `high` +
+//!    `new-track-margin`, 0.6 by default) start tentative tracks, confirmed from their second
+//!    matched frame on (tracks started on the stream's first frame at once, as in ByteTrack)
+//!    and reported confirmed after `min_hits` ([`Track::shown`]);
 //! 6. tracks lost longer than `max_lost_ns` end.
 //!
 //! `iou` mode matches greedily on the last seen box, one stage, no motion model.
@@ -34,20 +34,6 @@ use super::kalman::{Gate, Kalman, Rect};
 /// crossing scene of tests/objecttracker; at 100 objects in `make bench-objecttracker`): plain
 /// IoU as ByteTrack, 2 and 1; followed tracks matched first, 0 and 48; this weight, 0 and 1.
 const LOST_WEIGHT: f64 = 0.9;
-
-/// The gate (ByteTrack only): a detection whose centre the track's motion model finds less
-/// likely than this is not matched to the track, however much their boxes overlap. It is the
-/// squared Mahalanobis distance of the centre from where the Kalman filter expects it (about
-/// chi-square with 2 degrees of freedom; 20 is exceeded with probability 5e-5). Without it, a
-/// track whose object is missed for a frame takes a neighbour's detection that overlaps its
-/// prediction by the match threshold (IoU 0.2) even 20 px across the track's path, and then
-/// follows the neighbour. Measured in `make bench-objecttracker` (identity switches at 1000
-/// objects, supervision 66; `BENCH_SEED=1,2,3`: 110, 87, 102): no gate 61, 82, 94, 93; this
-/// gate 54, 78, 82, 68; 13.82 (0.999) 44, 77, 75, 65 but 2 switches instead of 1 at 10
-/// objects (IDF1 0.919 against 0.930). A gate over the box's aspect ratio and height as well
-/// did better still on these boxes, which keep their size (30, 67, 78, 65), but split the COCO
-/// demo's cup in two: a real detector's boxes change shape far more than the model allows.
-const GATE: f64 = 20.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -186,8 +172,7 @@ impl Tracker {
                             return 0.0;
                         }
                         let overlap = assign::iou(&r, &dets[d].rect);
-                        if overlap <= 0.0 || gate.is_some_and(|g| g.distance(&dets[d].rect) > GATE)
-                        {
+                        if overlap <= 0.0 || gate.is_some_and(|g| !g.admits(&dets[d].rect)) {
                             0.0
                         } else if track.state == TrackState::Lost {
                             overlap * LOST_WEIGHT
@@ -234,10 +219,6 @@ impl Tracker {
         let cfg = self.config;
         if cfg.algorithm == Algorithm::ByteTrack {
             for t in &mut self.tracks {
-                if t.state == TrackState::Lost {
-                    // ByteTrack: an object out of sight does not keep growing or shrinking.
-                    t.kalman.hold_height();
-                }
                 t.kalman.predict();
             }
             self.gates.clear();
@@ -308,18 +289,6 @@ impl Tracker {
                 .collect();
             let pairs = self.stage(&confirmed, &low, dets, 0.5);
             take(self, pairs, &mut matches, &mut matched_tracks);
-            // Stage 3: tentative tracks against the high detections left.
-            let tentative: Vec<usize> = of_state(&self.tracks, &[TrackState::Tentative])
-                .into_iter()
-                .filter(|&t| !matched_tracks[t])
-                .collect();
-            let left: Vec<usize> = high
-                .iter()
-                .copied()
-                .filter(|&d| matches[d].is_none())
-                .collect();
-            let pairs = self.stage(&tentative, &left, dets, 0.3);
-            take(self, pairs, &mut matches, &mut matched_tracks);
         }
 
         // Unmatched tracks: confirmed ones are lost, tentative ones dropped (ByteTrack; the IoU
@@ -331,7 +300,12 @@ impl Tracker {
             }
             match track.state {
                 TrackState::Tentative if cfg.algorithm == Algorithm::ByteTrack => keep[t] = false,
-                TrackState::Tentative | TrackState::Confirmed => track.state = TrackState::Lost,
+                TrackState::Tentative | TrackState::Confirmed => {
+                    track.state = TrackState::Lost;
+                    // ByteTrack: an object out of sight does not keep growing or shrinking
+                    // (also on the frames `carry` moves on).
+                    track.kalman.hold_height();
+                }
                 TrackState::Lost => {}
             }
             if track.state == TrackState::Lost
@@ -347,7 +321,8 @@ impl Tracker {
                 continue;
             }
             let det = &dets[d];
-            if det.rect[2] <= 0.0 || det.rect[3] <= 0.0 || det.confidence < cfg.start {
+            // Written to refuse NaN too.
+            if !(det.rect[2] > 0.0 && det.rect[3] > 0.0 && det.confidence >= cfg.start) {
                 continue;
             }
             let id = self.next_id;
@@ -440,5 +415,47 @@ impl Tracker {
                 && t.hits >= min_hits
                 && now_ns.saturating_sub(t.seen_ns) <= within_ns
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f64, y: f64) -> Det {
+        Det {
+            rect: [x, y, 40.0, 80.0],
+            class_id: 0,
+            label: "person".into(),
+            confidence: 0.9,
+        }
+    }
+
+    #[test]
+    fn a_missed_object_s_track_does_not_take_a_neighbour_across_its_path() {
+        let mut t = Tracker::new(Config {
+            algorithm: Algorithm::ByteTrack,
+            high: 0.5,
+            low: 0.1,
+            start: 0.6,
+            match_iou: 0.2,
+            max_lost_ns: 1_000_000_000,
+            min_hits: 2,
+            class_aware: true,
+        });
+        // Walking right at 2 px a frame.
+        for i in 0..16u64 {
+            let m = t.update(&[det(100.0 + 2.0 * i as f64, 100.0)], i * 40_000_000);
+            assert_eq!(m[0].map(|k| t.tracks[k].id), Some(1));
+        }
+        // Missed; a neighbour 35 px across its path overlaps its prediction (IoU 0.39, above
+        // the match threshold) but is outside its gate: it starts a track of its own.
+        let m = t.update(&[det(132.0, 135.0)], 16 * 40_000_000);
+        let id = m[0].map(|k| t.tracks[k].id);
+        assert_eq!(id, Some(2), "{:?}", t.tracks);
+        // The walker, seen again on its path, is still track 1.
+        let m = t.update(&[det(134.0, 100.0), det(132.0, 135.0)], 17 * 40_000_000);
+        assert_eq!(m[0].map(|k| t.tracks[k].id), Some(1));
+        assert_eq!(m[1].map(|k| t.tracks[k].id), Some(2));
     }
 }

@@ -471,8 +471,8 @@ fn crossings_unseen_for_up_to_17_frames_at_the_meeting_point_keep_their_ids() {
 
 #[test]
 fn random_pairs_side_by_side_that_part_keep_their_ids() {
-    // 40 pairs walking side by side (8-28 px apart, boxes overlapping) at 2-6 px a frame for
-    // 40 frames, then parting at 0.3-3.3 px a frame, with detector noise. While one of the
+    // 40 pairs walking side by side (16-56 px apart, boxes overlapping) at 1.6-4.8 px a frame
+    // for 40 frames, then parting, each sideways at 0.3-3.3 px a frame, with detector noise. While one of the
     // pair was missed, its track took the other's detection, which it still overlapped
     // though it lay across its path (now outside the motion model's gate), or the track
     // started again for the missed one lost its first detections to a lost track (now
@@ -514,7 +514,8 @@ fn random_pairs_side_by_side_that_part_keep_their_ids() {
 #[test]
 fn objects_first_seen_beside_a_hidden_one_keep_their_ids() {
     // 8 scenes of 16 objects in 640×480, each appearing at a random place and time (as from
-    // behind something) and unseen for one gap of 3-10 frames, with detector noise and false
+    // behind something), with one random gap of 3-10 frames (for some outside their time in
+    // the picture), with detector noise and false
     // positives. An object first seen where another one is hidden lost its detection to the
     // hidden one's track. Before tentative tracks took part in the first stage: 10 switches;
     // after: 7 (the rest: an object appears where another is missed that very frame).
