@@ -38,6 +38,12 @@ pub fn optimal_above(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> 
     assignment(overlap, min_iou, true)
 }
 
+/// Whether an overlap `v` may be matched at threshold `min_iou`: a pair that does not overlap
+/// at all (or that the caller refused: 0) never is, even with a threshold of 0.
+fn candidate(v: f64, min_iou: f64) -> bool {
+    v >= min_iou && v > 0.0
+}
+
 fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
     let rows = overlap.len();
     let cols = overlap.first().map_or(0, Vec::len);
@@ -55,9 +61,7 @@ fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, us
     }
     for (r, row) in overlap.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {
-            // A pair that does not overlap at all (or that the caller refused: 0) is never a
-            // candidate, even with a threshold of 0.
-            if *v >= min_iou && *v > 0.0 {
+            if candidate(*v, min_iou) {
                 let (a, b) = (find(&mut parent, r), find(&mut parent, rows + c));
                 parent[a] = b;
             }
@@ -92,7 +96,7 @@ fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, us
                 .map(|(i, j)| (rs[i], cs[j])),
         );
     }
-    out.retain(|&(r, c)| overlap[r][c] >= min_iou && overlap[r][c] > 0.0);
+    out.retain(|&(r, c)| candidate(overlap[r][c], min_iou));
     out.sort_unstable();
     out
 }
@@ -104,7 +108,7 @@ fn solve(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)>
     // Integer weights (micro-IoU); pairs below the threshold weigh nothing.
     let weight = |r: usize, c: usize| {
         let v = overlap[r][c];
-        if v >= min_iou && v > 0.0 {
+        if candidate(v, min_iou) {
             let floor = if above { min_iou } else { 0.0 };
             ((v - floor) * 1e6).round() as i64
         } else {
@@ -139,7 +143,7 @@ pub fn greedy(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
         .iter()
         .enumerate()
         .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, v)| (*v, r, c)))
-        .filter(|(v, _, _)| *v >= min_iou && *v > 0.0)
+        .filter(|(v, _, _)| candidate(*v, min_iou))
         .collect();
     pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let rows = overlap.len();

@@ -39,9 +39,9 @@ fn measurement(r: &Rect) -> Meas {
 pub const GATE: f64 = 20.0;
 
 /// A track's expected box centre and the inverse of its innovation covariance (the
-/// prediction's plus the measurement's), taken once a frame after the prediction. The centre only: a real detector's boxes change shape from frame to frame
-/// far more than the model's aspect-ratio noise allows (yolov3-tiny on the COCO demo clip: a
-/// gate over centre, aspect ratio and height split a cup's track in two).
+/// prediction's plus the measurement's), taken once a frame after the prediction. The centre
+/// only: a real detector's boxes change shape from frame to frame far more than the model's
+/// aspect-ratio noise allows (see [`GATE`]).
 #[derive(Debug, Clone)]
 pub struct Gate {
     centre: SVector<f64, 2>,
@@ -52,7 +52,7 @@ impl Gate {
     /// The squared Mahalanobis distance of the centre of box `r` from the expected centre:
     /// about chi-square with 2 degrees of freedom for boxes of the object the model follows.
     pub fn distance(&self, r: &Rect) -> f64 {
-        let d = SVector::<f64, 2>::new(r[0] + r[2] / 2.0, r[1] + r[3] / 2.0) - self.centre;
+        let d = measurement(r).fixed_rows::<2>(0) - self.centre;
         (d.transpose() * self.inverse * d)[(0, 0)]
     }
 
@@ -129,9 +129,8 @@ impl Kalman {
     /// Where the model expects the next measured box's centre, and how sure it is (None:
     /// degenerate).
     pub fn gate(&self) -> Option<Gate> {
-        let noise = (STD_POSITION * self.mean[3]).powi(2);
         let s =
-            self.cov.fixed_view::<2, 2>(0, 0) + SMatrix::<f64, 2, 2>::from_diagonal_element(noise);
+            self.cov.fixed_view::<2, 2>(0, 0) + self.measurement_noise().fixed_view::<2, 2>(0, 0);
         Some(Gate {
             centre: self.mean.fixed_rows::<2>(0).into_owned(),
             inverse: s.try_inverse()?,

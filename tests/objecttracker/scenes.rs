@@ -241,6 +241,28 @@ fn x_shaped_crossings_at_any_angle_and_speed_keep_their_ids() {
     assert_eq!(switches, 0, "identity switches over 8 crossings");
 }
 
+/// Two objects walking side by side at `speed` × 0.8 px a frame, `gap` px either side of
+/// y=150 (boxes overlapping), for 40 frames; then each moves away sideways at `spread` px a
+/// frame.
+fn parting_pair(frames: usize, speed: f64, gap: f64, spread: f64) -> Vec<Object> {
+    let path = |side: f64| Object {
+        class_id: 0,
+        path: (0..frames)
+            .map(|f| {
+                let t = f as f64;
+                let apart = if t < 40.0 { 0.0 } else { spread * (t - 40.0) };
+                Some((
+                    100.0 + speed * t * 0.8,
+                    150.0 + side * (gap + apart),
+                    40.0,
+                    80.0,
+                ))
+            })
+            .collect(),
+    };
+    vec![path(-1.0), path(1.0)]
+}
+
 #[test]
 fn a_pair_side_by_side_that_parts_keeps_its_ids() {
     // Two people walk side by side (boxes overlapping by half) for 40 frames, then part at an
@@ -248,22 +270,7 @@ fn a_pair_side_by_side_that_parts_keeps_its_ids() {
     let frames = 80;
     let mut switches = 0;
     for (k, spread) in [0.5f64, 1.0, 2.0, 3.0].into_iter().enumerate() {
-        let path = |side: f64| Object {
-            class_id: 0,
-            path: (0..frames)
-                .map(|f| {
-                    let t = f as f64;
-                    let apart = if t < 40.0 { 0.0 } else { spread * (t - 40.0) };
-                    Some((
-                        100.0 + 5.0 * t * 0.8,
-                        150.0 + side * (14.0 + apart),
-                        40.0,
-                        80.0,
-                    ))
-                })
-                .collect(),
-        };
-        let objects = vec![path(-1.0), path(1.0)];
+        let objects = parting_pair(frames, 5.0, 14.0, spread);
         let s = detect(&objects, frames, 100 + k as u64, |_, _, c| Some(c));
         switches += bytetrack(&format!("side by side {k}"), &s).id_switches;
     }
@@ -483,22 +490,7 @@ fn random_pairs_side_by_side_that_part_keep_their_ids() {
         let spread = 0.3 + 3.0 * r.next();
         let gap = 8.0 + 20.0 * r.next();
         let speed = 2.0 + 4.0 * r.next();
-        let path = |side: f64| Object {
-            class_id: 0,
-            path: (0..frames)
-                .map(|f| {
-                    let t = f as f64;
-                    let apart = if t < 40.0 { 0.0 } else { spread * (t - 40.0) };
-                    Some((
-                        100.0 + speed * t * 0.8,
-                        150.0 + side * (gap + apart),
-                        40.0,
-                        80.0,
-                    ))
-                })
-                .collect(),
-        };
-        let objects = vec![path(-1.0), path(1.0)];
+        let objects = parting_pair(frames, speed, gap, spread);
         let rng = std::cell::RefCell::new(Rng(2100 + k));
         let s = detect(&objects, frames, 2200 + k, |_, _, c| {
             noisy(&mut rng.borrow_mut(), c)
