@@ -7,8 +7,12 @@ use pathfinding::prelude::{Matrix, kuhn_munkres};
 
 use super::kalman::Rect;
 
-/// Intersection over union of two boxes (0 when either is empty).
+/// Intersection over union of two boxes (0 when either is empty or has a coordinate that is
+/// not a number: `f64::max` would pass over it, making such a box overlap everything).
 pub fn iou(a: &Rect, b: &Rect) -> f64 {
+    if a.iter().chain(b).any(|v| v.is_nan()) {
+        return 0.0;
+    }
     let x1 = a[0].max(b[0]);
     let y1 = a[1].max(b[1]);
     let x2 = (a[0] + a[2]).min(b[0] + b[2]);
@@ -18,14 +22,80 @@ pub fn iou(a: &Rect, b: &Rect) -> f64 {
     if union <= 0.0 { 0.0 } else { inter / union }
 }
 
+/// A row's box, a column's box (a track's and a detection's) and their overlap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    pub row: usize,
+    pub col: usize,
+    pub overlap: f64,
+}
+
+/// The pairs of a `rows` box and a `cols` box that overlap at all (IoU above 0), by row then
+/// column. The columns are swept in order of their left edge, so each row looks only at the
+/// columns that start within its reach: about (rows + cols) × log(cols) steps plus one per
+/// overlapping pair, instead of rows × cols (1000 tracks and 1000 detections: a few thousand
+/// IoUs, not a million).
+pub fn overlapping(rows: &[Rect], cols: &[Rect]) -> Vec<Pair> {
+    let mut order: Vec<usize> = (0..cols.len()).collect();
+    order.sort_unstable_by(|&a, &b| cols[a][0].total_cmp(&cols[b][0]));
+    let lefts: Vec<f64> = order.iter().map(|&c| cols[c][0]).collect();
+    // No column is wider, so one that starts further left than a row's left edge minus this
+    // ends before the row starts. (A box that is not a number overlaps nothing, see `iou`;
+    // a row's reach that is not a number makes the row look at every column.)
+    let widest = cols.iter().map(|c| c[2]).fold(0.0, f64::max);
+    let mut out = Vec::new();
+    let mut row_pairs = Vec::new();
+    for (row, r) in rows.iter().enumerate() {
+        let (left, right) = (r[0] - widest, r[0] + r[2]);
+        let from = lefts.partition_point(|&x| x <= left);
+        row_pairs.clear();
+        for (k, &c) in order.iter().enumerate().skip(from) {
+            if lefts[k] >= right {
+                break;
+            }
+            let overlap = iou(r, &cols[c]);
+            if overlap > 0.0 {
+                row_pairs.push(Pair {
+                    row,
+                    col: c,
+                    overlap,
+                });
+            }
+        }
+        row_pairs.sort_unstable_by_key(|p| p.col);
+        out.extend_from_slice(&row_pairs);
+    }
+    out
+}
+
+/// The candidate pairs of a dense overlap matrix (`overlap[row][column]`).
+fn pairs_of(overlap: &[Vec<f64>], min_iou: f64) -> Vec<Pair> {
+    overlap
+        .iter()
+        .enumerate()
+        .flat_map(|(row, r)| {
+            r.iter().enumerate().filter_map(move |(col, &v)| {
+                candidate(v, min_iou).then_some(Pair {
+                    row,
+                    col,
+                    overlap: v,
+                })
+            })
+        })
+        .collect()
+}
+
+/// [`assignment`] on a dense overlap matrix.
+fn dense(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
+    let cols = overlap.first().map_or(0, Vec::len);
+    let pairs = pairs_of(overlap, min_iou);
+    assignment(overlap.len(), cols, &pairs, min_iou, above)
+}
+
 /// The pairs (row, column) of the assignment maximising the total overlap, among pairs of at
 /// least `min_iou` (`overlap[row][column]`); how the benchmark's scorer pairs truth and output.
-///
-/// The rows and columns are first split into groups that share no candidate pair (objects
-/// far apart never compete), and each group is solved on its own: a frame of a thousand
-/// objects is a thousand tiny problems, not one of a billion steps.
 pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    assignment(overlap, min_iou, false)
+    dense(overlap, min_iou, false)
 }
 
 /// Like [`optimal`], but maximising the total overlap *above* `min_iou`: what ByteTrack's
@@ -35,19 +105,44 @@ pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
 /// Measured in `make bench-objecttracker` at 1000 objects: 103 identity switches, 120
 /// maximising the total overlap (100 and 10 objects: 1 and 1 either way).
 pub fn optimal_above(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    assignment(overlap, min_iou, true)
+    dense(overlap, min_iou, true)
+}
+
+/// [`optimal_above`] on the candidate pairs alone (`rows` x `cols`, every other pair not
+/// matchable): what the tracker uses, since it finds the pairs that overlap without looking at
+/// every track against every detection.
+pub fn optimal_above_pairs(
+    rows: usize,
+    cols: usize,
+    pairs: &[Pair],
+    min_iou: f64,
+) -> Vec<(usize, usize)> {
+    assignment(rows, cols, pairs, min_iou, true)
 }
 
 /// Whether an overlap `v` may be matched at threshold `min_iou`: a pair that does not overlap
 /// at all (or that the caller refused: 0) never is, even with a threshold of 0.
-fn candidate(v: f64, min_iou: f64) -> bool {
+pub fn candidate(v: f64, min_iou: f64) -> bool {
     v >= min_iou && v > 0.0
 }
 
-fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
-    let rows = overlap.len();
-    let cols = overlap.first().map_or(0, Vec::len);
-    if rows == 0 || cols == 0 {
+/// The optimal assignment over the candidate `pairs`. The rows and columns are first split
+/// into groups that share no candidate pair (objects far apart never compete), and each group
+/// is solved on its own: a frame of a thousand objects is a thousand tiny problems, not one of
+/// a billion steps.
+fn assignment(
+    rows: usize,
+    cols: usize,
+    pairs: &[Pair],
+    min_iou: f64,
+    above: bool,
+) -> Vec<(usize, usize)> {
+    let pairs: Vec<Pair> = pairs
+        .iter()
+        .copied()
+        .filter(|p| p.row < rows && p.col < cols && candidate(p.overlap, min_iou))
+        .collect();
+    if pairs.is_empty() {
         return Vec::new();
     }
     // Union-find over rows (0..rows) and columns (rows..rows+cols), joined by candidate pairs.
@@ -59,44 +154,47 @@ fn assignment(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, us
         }
         i
     }
-    for (r, row) in overlap.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            if candidate(*v, min_iou) {
-                let (a, b) = (find(&mut parent, r), find(&mut parent, rows + c));
-                parent[a] = b;
-            }
-        }
+    for p in &pairs {
+        let (a, b) = (find(&mut parent, p.row), find(&mut parent, rows + p.col));
+        parent[a] = b;
     }
-    let mut groups: std::collections::BTreeMap<usize, (Vec<usize>, Vec<usize>)> =
-        Default::default();
-    for r in 0..rows {
-        let g = find(&mut parent, r);
-        groups.entry(g).or_default().0.push(r);
-    }
-    for c in 0..cols {
-        let g = find(&mut parent, rows + c);
-        groups.entry(g).or_default().1.push(c);
-    }
+    // Pairs by group (its root), then each group's rows and columns numbered from 0.
+    let mut by_group: Vec<(usize, Pair)> = pairs
+        .iter()
+        .map(|p| (find(&mut parent, p.row), *p))
+        .collect();
+    by_group.sort_unstable_by_key(|(g, p)| (*g, p.row, p.col));
     let mut out = Vec::new();
-    for (rs, cs) in groups.values() {
-        if rs.is_empty() || cs.is_empty() {
+    let mut local = vec![0; rows + cols];
+    for group in by_group.chunk_by(|a, b| a.0 == b.0) {
+        if group.len() == 1 {
+            out.push((group[0].1.row, group[0].1.col));
             continue;
         }
-        if rs.len() == 1 && cs.len() == 1 {
-            out.push((rs[0], cs[0]));
-            continue;
+        // In ascending order, as a dense matrix has them (Kuhn–Munkres breaks ties by order).
+        let mut rs: Vec<usize> = group.iter().map(|(_, p)| p.row).collect();
+        let mut cs: Vec<usize> = group.iter().map(|(_, p)| p.col).collect();
+        for v in [&mut rs, &mut cs] {
+            v.sort_unstable();
+            v.dedup();
         }
-        let sub: Vec<Vec<f64>> = rs
-            .iter()
-            .map(|&r| cs.iter().map(|&c| overlap[r][c]).collect())
-            .collect();
+        for (i, &r) in rs.iter().enumerate() {
+            local[r] = i;
+        }
+        for (j, &c) in cs.iter().enumerate() {
+            local[rows + c] = j;
+        }
+        let mut sub = vec![vec![0.0; cs.len()]; rs.len()];
+        for (_, p) in group {
+            sub[local[p.row]][local[rows + p.col]] = p.overlap;
+        }
         out.extend(
             solve(&sub, min_iou, above)
                 .into_iter()
+                .filter(|&(i, j)| candidate(sub[i][j], min_iou))
                 .map(|(i, j)| (rs[i], cs[j])),
         );
     }
-    out.retain(|&(r, c)| candidate(overlap[r][c], min_iou));
     out.sort_unstable();
     out
 }
@@ -139,22 +237,30 @@ fn solve(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)>
 
 /// Greedy matching: the best overlapping pair first, then the best of the rest, and so on.
 pub fn greedy(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    let mut pairs: Vec<(f64, usize, usize)> = overlap
-        .iter()
-        .enumerate()
-        .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, v)| (*v, r, c)))
-        .filter(|(v, _, _)| candidate(*v, min_iou))
-        .collect();
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let rows = overlap.len();
     let cols = overlap.first().map_or(0, Vec::len);
+    greedy_pairs(overlap.len(), cols, pairs_of(overlap, min_iou), min_iou)
+}
+
+/// [`greedy`] on the candidate pairs alone.
+pub fn greedy_pairs(
+    rows: usize,
+    cols: usize,
+    mut pairs: Vec<Pair>,
+    min_iou: f64,
+) -> Vec<(usize, usize)> {
+    pairs.retain(|p| p.row < rows && p.col < cols && candidate(p.overlap, min_iou));
+    pairs.sort_by(|a, b| {
+        (b.overlap.total_cmp(&a.overlap))
+            .then(a.row.cmp(&b.row))
+            .then(a.col.cmp(&b.col))
+    });
     let (mut row_used, mut col_used) = (vec![false; rows], vec![false; cols]);
     let mut out = Vec::new();
-    for (_, r, c) in pairs {
-        if !row_used[r] && !col_used[c] {
-            row_used[r] = true;
-            col_used[c] = true;
-            out.push((r, c));
+    for p in pairs {
+        if !row_used[p.row] && !col_used[p.col] {
+            row_used[p.row] = true;
+            col_used[p.col] = true;
+            out.push((p.row, p.col));
         }
     }
     out
@@ -179,6 +285,10 @@ mod tests {
         assert!((iou(&[0.0, 0.0, 10.0, 10.0], &[5.0, 0.0, 10.0, 10.0]) - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(iou(&[0.0, 0.0, 10.0, 10.0], &[20.0, 0.0, 10.0, 10.0]), 0.0);
         assert_eq!(iou(&[0.0, 0.0, 0.0, 0.0], &[0.0, 0.0, 0.0, 0.0]), 0.0);
+        assert_eq!(
+            iou(&[f64::NAN, 0.0, 10.0, 10.0], &[0.0, 0.0, 10.0, 10.0]),
+            0.0
+        );
     }
 
     #[test]
@@ -193,6 +303,61 @@ mod tests {
         assert_eq!(optimal(&tall, 0.3), vec![(1, 0)]);
         assert!(optimal(&[vec![0.1, 0.2]], 0.3).is_empty());
         assert!(optimal(&[], 0.3).is_empty());
+    }
+
+    #[test]
+    fn the_sweep_finds_every_overlapping_pair_and_no_other() {
+        // Boxes of very different widths (a wide one reaches far to the right), some touching
+        // edge to edge (no overlap), compared with every row against every column.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |scale: f64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 11) as f64 / (1u64 << 53) as f64 * scale).round()
+        };
+        for _ in 0..20 {
+            let mut boxes = |n: usize| -> Vec<Rect> {
+                (0..n)
+                    .map(|_| {
+                        [
+                            next(600.0),
+                            next(400.0),
+                            1.0 + next(150.0),
+                            1.0 + next(90.0),
+                        ]
+                    })
+                    .collect()
+            };
+            let (rows, mut cols) = (boxes(60), boxes(70));
+            cols.push([rows[0][0] + rows[0][2], rows[0][1], 10.0, 10.0]);
+            let brute: Vec<Pair> = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(row, a)| {
+                    cols.iter().enumerate().map(move |(col, b)| Pair {
+                        row,
+                        col,
+                        overlap: iou(a, b),
+                    })
+                })
+                .filter(|p| p.overlap > 0.0)
+                .collect();
+            assert!(!brute.is_empty());
+            assert_eq!(overlapping(&rows, &cols), brute);
+        }
+        // A box that is not a number overlaps nothing, and hides nothing from the others.
+        let rows = [[f64::NAN, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]];
+        let cols = [
+            [-f64::NAN, 0.0, 10.0, 10.0],
+            [5.0, 0.0, f64::NAN, 10.0],
+            [2.0, 0.0, 10.0, 10.0],
+        ];
+        let found: Vec<(usize, usize)> = overlapping(&rows, &cols)
+            .iter()
+            .map(|p| (p.row, p.col))
+            .collect();
+        assert_eq!(found, vec![(1, 2)]);
     }
 
     #[test]

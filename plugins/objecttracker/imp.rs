@@ -122,20 +122,6 @@ impl ObjectTracker {
         state.frames += 1;
         state.detections += all.len() as u64;
         let mut skipped = all.len().saturating_sub(MAX_DETECTIONS) as u64;
-        let dets: Vec<Det> = all
-            .iter()
-            .take(MAX_DETECTIONS)
-            .map(|d| Det {
-                rect: [d.x as f64, d.y as f64, d.w as f64, d.h as f64],
-                class_id: d.class_id,
-                label: d.label.clone(),
-                confidence: if d.confidence.is_finite() {
-                    d.confidence
-                } else {
-                    0.0
-                },
-            })
-            .collect();
         // Not tracked (confidence 0 here) and counted: a confidence that is not a number (a
         // broken model or post-processing), or a zero-size box.
         let mut not_a_number = 0;
@@ -146,6 +132,20 @@ impl ObjectTracker {
                 skipped += 1;
             }
         }
+        let dets: Vec<Det> = all
+            .into_iter()
+            .take(MAX_DETECTIONS)
+            .map(|d| Det {
+                rect: [d.x as f64, d.y as f64, d.w as f64, d.h as f64],
+                class_id: d.class_id,
+                confidence: if d.confidence.is_finite() {
+                    d.confidence
+                } else {
+                    0.0
+                },
+                label: d.label,
+            })
+            .collect();
         skipped += not_a_number;
         // A frame whose detections were carried over (onnxinfer interval, a batch entry
         // repeated) only moves the motion model on.

@@ -110,13 +110,27 @@ impl Kalman {
             1e-5,
             STD_VELOCITY * h,
         ];
-        let q = Cov::from_diagonal(&State::from_iterator(std.iter().map(|s| s * s)));
-        let mut f = Cov::identity();
+        // x ← F x and P ← F P Fᵀ + Q with F = [[I, I], [0, I]] (each quantity moves by its
+        // velocity), written out: F P adds the velocity rows to the position rows, (F P) Fᵀ
+        // the velocity columns to the position columns. A tenth of the work of two 8×8
+        // products, for the same result; every track, every frame.
         for i in 0..4 {
-            f[(i, i + 4)] = 1.0;
+            self.mean[i] += self.mean[i + 4];
         }
-        self.mean = f * self.mean;
-        self.cov = f * self.cov * f.transpose() + q;
+        let p = &mut self.cov;
+        for j in 0..8 {
+            for i in 0..4 {
+                p[(i, j)] += p[(i + 4, j)];
+            }
+        }
+        for i in 0..8 {
+            for j in 0..4 {
+                p[(i, j)] += p[(i, j + 4)];
+            }
+        }
+        for (i, s) in std.iter().enumerate() {
+            p[(i, i)] += s * s;
+        }
     }
 
     /// The measurement's noise at the current box height.
@@ -140,16 +154,19 @@ impl Kalman {
     /// Corrects the state with the box measured now.
     pub fn update(&mut self, r: &Rect) {
         let z = measurement(r);
-        let hm = SMatrix::<f64, 4, 8>::identity();
-        let s = hm * self.cov * hm.transpose() + self.measurement_noise();
+        // The measurement is the state's first four values (H = [I, 0]), so H P Hᵀ is P's
+        // top-left block and P Hᵀ its first four columns: the gain K = P Hᵀ S⁻¹, and
+        // K S Kᵀ = P Hᵀ Kᵀ.
+        let ph: SMatrix<f64, 8, 4> = self.cov.fixed_columns::<4>(0).into_owned();
+        let s = ph.fixed_rows::<4>(0) + self.measurement_noise();
         let Some(s_inv) = s.try_inverse() else {
             // Degenerate (a zero-size box): take the measurement as it is.
             self.mean.fixed_rows_mut::<4>(0).copy_from(&z);
             return;
         };
-        let gain = self.cov * hm.transpose() * s_inv;
-        self.mean += gain * (z - hm * self.mean);
-        self.cov -= gain * s * gain.transpose();
+        let gain = ph * s_inv;
+        self.mean += gain * (z - self.mean.fixed_rows::<4>(0));
+        self.cov -= ph * gain.transpose();
     }
 
     /// The box the state stands for.
@@ -168,6 +185,63 @@ impl Kalman {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The textbook filter: x ← F x, P ← F P Fᵀ + Q; K = P Hᵀ S⁻¹, x ← x + K (z − H x),
+    /// P ← P − K S Kᵀ, with full matrix products.
+    fn textbook(k: &mut Kalman, z: Option<&Rect>) {
+        let q = {
+            let mut c = k.clone();
+            c.cov = Cov::zeros();
+            c.mean = State::zeros();
+            c.mean[3] = k.mean[3];
+            c.predict();
+            c.cov
+        };
+        let mut f = Cov::identity();
+        for i in 0..4 {
+            f[(i, i + 4)] = 1.0;
+        }
+        k.mean = f * k.mean;
+        k.cov = f * k.cov * f.transpose() + q;
+        if let Some(r) = z {
+            let hm = SMatrix::<f64, 4, 8>::identity();
+            let s = hm * k.cov * hm.transpose() + k.measurement_noise();
+            let gain = k.cov * hm.transpose() * s.try_inverse().unwrap();
+            k.mean += gain * (measurement(r) - hm * k.mean);
+            k.cov -= gain * s * gain.transpose();
+        }
+    }
+
+    #[test]
+    fn the_written_out_filter_equals_the_textbook_one() {
+        let mut ours = Kalman::new(&[100.0, 100.0, 40.0, 80.0]);
+        let mut book = ours.clone();
+        for i in 0..30 {
+            let t = i as f64;
+            let r = [
+                100.0 + 3.0 * t + (t * 1.7).sin(),
+                100.0 + t,
+                40.0 + t * 0.2,
+                80.0 + t * 0.3,
+            ];
+            // Every fourth frame missed.
+            let z = (i % 4 != 3).then_some(&r);
+            ours.predict();
+            if let Some(r) = z {
+                ours.update(r);
+            }
+            textbook(&mut book, z);
+            let scale = 1.0 + book.cov.abs().max();
+            assert!(
+                (ours.mean - book.mean).abs().max() < 1e-9 * (1.0 + book.mean.abs().max()),
+                "frame {i}"
+            );
+            assert!(
+                (ours.cov - book.cov).abs().max() < 1e-9 * scale,
+                "frame {i}"
+            );
+        }
+    }
 
     #[test]
     fn the_gate_takes_the_object_and_refuses_a_neighbour_it_still_overlaps() {

@@ -24,7 +24,7 @@
 //! `iou` mode matches greedily on the last seen box, one stage, no motion model.
 //! A frame without new detections (`onnxinfer interval`) only moves the motion model on.
 
-use super::assign;
+use super::assign::{self, Pair};
 use super::kalman::{Gate, Kalman, Rect};
 
 /// A lost track's overlap counts this much against a followed track's: where a lost track's
@@ -158,29 +158,33 @@ impl Tracker {
         self.next_id = self.next_id.max(next);
     }
 
-    /// Overlaps of the tracks `ts` with the detections `ds` (0 across classes when
-    /// class-aware).
-    fn overlaps(&self, ts: &[usize], ds: &[usize], dets: &[Det]) -> Vec<Vec<f64>> {
-        ts.iter()
-            .map(|&t| {
+    /// The pairs of the tracks `ts` and the detections `ds` that may be matched at `min_iou`
+    /// (as indices into `ts` and `ds`): boxes that overlap, of one class when class-aware,
+    /// within the track's gate; a lost track's overlap weighs [`LOST_WEIGHT`].
+    fn candidates(&self, ts: &[usize], ds: &[usize], dets: &[Det], min_iou: f64) -> Vec<Pair> {
+        let rows: Vec<Rect> = ts
+            .iter()
+            .map(|&t| self.tracks[t].rect(self.config.algorithm))
+            .collect();
+        let cols: Vec<Rect> = ds.iter().map(|&d| dets[d].rect).collect();
+        assign::overlapping(&rows, &cols)
+            .into_iter()
+            .filter_map(|Pair { row, col, overlap }| {
+                let (t, d) = (ts[row], &dets[ds[col]]);
                 let track = &self.tracks[t];
-                let r = track.rect(self.config.algorithm);
+                if self.config.class_aware && d.class_id != track.class_id {
+                    return None;
+                }
                 let gate = self.gates.get(t).and_then(Option::as_ref);
-                ds.iter()
-                    .map(|&d| {
-                        if self.config.class_aware && dets[d].class_id != track.class_id {
-                            return 0.0;
-                        }
-                        let overlap = assign::iou(&r, &dets[d].rect);
-                        if overlap <= 0.0 || gate.is_some_and(|g| !g.admits(&dets[d].rect)) {
-                            0.0
-                        } else if track.state == TrackState::Lost {
-                            overlap * LOST_WEIGHT
-                        } else {
-                            overlap
-                        }
-                    })
-                    .collect()
+                if gate.is_some_and(|g| !g.admits(&d.rect)) {
+                    return None;
+                }
+                let overlap = if track.state == TrackState::Lost {
+                    overlap * LOST_WEIGHT
+                } else {
+                    overlap
+                };
+                assign::candidate(overlap, min_iou).then_some(Pair { row, col, overlap })
             })
             .collect()
     }
@@ -188,10 +192,11 @@ impl Tracker {
     /// Matches the tracks `ts` to the detections `ds`; the pairs (track, detection) as indices
     /// into `tracks` and `dets`.
     fn stage(&self, ts: &[usize], ds: &[usize], dets: &[Det], min_iou: f64) -> Vec<(usize, usize)> {
-        let overlap = self.overlaps(ts, ds, dets);
+        let pairs = self.candidates(ts, ds, dets, min_iou);
+        let (rows, cols) = (ts.len(), ds.len());
         let pairs = match self.config.algorithm {
-            Algorithm::ByteTrack => assign::optimal_above(&overlap, min_iou),
-            Algorithm::Iou => assign::greedy(&overlap, min_iou),
+            Algorithm::ByteTrack => assign::optimal_above_pairs(rows, cols, &pairs, min_iou),
+            Algorithm::Iou => assign::greedy_pairs(rows, cols, pairs, min_iou),
         };
         pairs.into_iter().map(|(r, c)| (ts[r], ds[c])).collect()
     }
@@ -391,16 +396,11 @@ impl Tracker {
         let active: Vec<usize> = (0..self.tracks.len())
             .filter(|&t| self.tracks[t].state != TrackState::Lost)
             .collect();
-        let overlap: Vec<Vec<f64>> = active
-            .iter()
-            .map(|&t| {
-                dets.iter()
-                    .map(|d| assign::iou(&self.tracks[t].last, &d.rect))
-                    .collect()
-            })
-            .collect();
+        let lasts: Vec<Rect> = active.iter().map(|&t| self.tracks[t].last).collect();
+        let rects: Vec<Rect> = dets.iter().map(|d| d.rect).collect();
+        let pairs = assign::overlapping(&lasts, &rects);
         let mut matches = vec![None; dets.len()];
-        for (r, c) in assign::greedy(&overlap, 0.5) {
+        for (r, c) in assign::greedy_pairs(active.len(), dets.len(), pairs, 0.5) {
             matches[c] = Some(active[r]);
         }
         matches
