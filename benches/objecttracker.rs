@@ -94,17 +94,12 @@ fn ours(detections: &[Vec<Boxed>]) -> (Vec<Vec<Tracked>>, f64) {
                 .filter_map(|(m, b)| {
                     let track = &t.tracks[(*m)?];
                     let c = |v: f64| v.max(0.0).round() as u32;
+                    // As the element reports it: an id once the track is confirmed.
+                    let confirmed = track.shown(MIN_HITS) == TrackState::Confirmed;
                     Some(Tracked {
                         rect: (c(b.rect.0), c(b.rect.1), c(b.rect.2), c(b.rect.3)),
-                        id: Some(track.id),
-                        state: Some(
-                            if track.shown(MIN_HITS) == TrackState::Confirmed {
-                                "confirmed"
-                            } else {
-                                "tentative"
-                            }
-                            .to_string(),
-                        ),
+                        id: confirmed.then_some(track.id),
+                        state: Some(if confirmed { "confirmed" } else { "tentative" }.to_string()),
                     })
                 })
                 .collect(),

@@ -113,7 +113,8 @@ enum Command {
         stream: Option<String>,
     },
     /// One JSON line per objecttracker track: stream, track_id, label, first_capture_ns,
-    /// last_capture_ns, frames, first_box, last_box ([x, y, w, h]) and mean_confidence.
+    /// last_capture_ns, frames, first_box, last_box ([x, y, w, h]) and mean_confidence; from
+    /// the frame it was confirmed on (objecttracker min-hits), the first with its id.
     Tracks {
         #[command(flatten)]
         log: Log,

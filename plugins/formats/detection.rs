@@ -5,11 +5,11 @@
 //!   frame's pixels, and a param structure named `detection` with `label` (string), `class-id`
 //!   (int), `confidence` (double) and `model` (string: `name@version`).
 //!   Detections carried over from an earlier frame (`onnxinfer interval=N`) have `fresh` false.
-//!   `objecttracker` adds `track-id` (u64, unique in the stream) and `track-state`
-//!   (`tentative`, `confirmed`, `lost`; a lost track's predicted box also has `predicted`
-//!   true), and on the frame a track crosses a line or enters or leaves a zone, `crossings`
-//!   (array of `crossing`: `line`, `direction`) and `zone-events` (array of `zone-event`:
-//!   `zone`, `event`).
+//!   `objecttracker` adds `track-state` (`tentative`, `confirmed`, `lost`; a lost track's
+//!   predicted box also has `predicted` true) and, once the track is confirmed, `track-id`
+//!   (u64, unique in the stream), and on the frame a track crosses a line or enters or leaves
+//!   a zone, `crossings` (array of `crossing`: `line`, `direction`) and `zone-events` (array
+//!   of `zone-event`: `zone`, `event`).
 //! * One `videoai-analytics` custom meta per frame `objecttracker` counted lines or zones on:
 //!   `stream-id`, `crossings` (array of `crossing`: `line`, `direction` in/out, `track-id`,
 //!   `label`), `zone-events` (array of `zone-event`: `zone`, `event` entry/exit, `track-id`,
@@ -217,7 +217,9 @@ pub fn inference_fresh(buffer: &gst::BufferRef) -> Option<bool> {
 /// What `objecttracker` says of one region.
 #[derive(Debug, Clone, Default)]
 pub struct TrackInfo {
-    pub id: u64,
+    /// None for a tentative track: a track carries its id only once it is confirmed, so a
+    /// reader of the ids never sees one that ends after a frame or two.
+    pub id: Option<u64>,
     pub state: &'static str,
     /// (line, direction) crossed on this frame.
     pub crossings: Vec<(String, &'static str)>,
@@ -226,7 +228,10 @@ pub struct TrackInfo {
 }
 
 fn set_track_fields(s: &mut gst::StructureRef, t: &TrackInfo) {
-    s.set("track-id", t.id);
+    match t.id {
+        Some(id) => s.set("track-id", id),
+        None => s.remove_field("track-id"),
+    }
     s.set("track-state", t.state);
     if !t.crossings.is_empty() {
         s.set(
@@ -254,7 +259,8 @@ fn set_track_fields(s: &mut gst::StructureRef, t: &TrackInfo) {
     }
 }
 
-/// Sets `track-id`, `track-state` (and the `crossings` and `zone-events` of this frame) in
+/// Sets `track-state`, `track-id` (removed for a tentative track: [`TrackInfo::id`]) (and the
+/// `crossings` and `zone-events` of this frame) in
 /// each ROI's `detection` param, `tracks[i]` for the i-th ROI meta (in meta order; `None`
 /// leaves it as it is). An ROI without a `detection` param gets one (label = its roi type,
 /// class-id -1, confidence 1).

@@ -32,22 +32,27 @@ pub struct Pair {
 
 /// The pairs of a `rows` box and a `cols` box that overlap at all (IoU above 0), by row then
 /// column. The columns are swept in order of their left edge, so each row looks only at the
-/// columns that start within its reach: about (rows + cols) × log(cols) steps plus one per
-/// overlapping pair, instead of rows × cols (1000 tracks and 1000 detections: a few thousand
-/// IoUs, not a million).
+/// columns whose x-range can reach its own (starting at most the widest column's width left of
+/// it): (rows + cols) × log(cols) steps plus one per such column, instead of rows × cols. In
+/// `make bench-objecttracker` at 1000 objects (a 1920 px wide picture, boxes 30–60 px wide),
+/// a few dozen columns a row instead of 1000; a single very wide column makes every row look at
+/// every column again (same pairs, no faster).
 pub fn overlapping(rows: &[Rect], cols: &[Rect]) -> Vec<Pair> {
     let mut order: Vec<usize> = (0..cols.len()).collect();
     order.sort_unstable_by(|&a, &b| cols[a][0].total_cmp(&cols[b][0]));
     let lefts: Vec<f64> = order.iter().map(|&c| cols[c][0]).collect();
-    // No column is wider, so one that starts further left than a row's left edge minus this
-    // ends before the row starts. (A box that is not a number overlaps nothing, see `iou`;
-    // a row's reach that is not a number makes the row look at every column.)
+    // No column is wider, so one that starts this far left of a row's left edge ends before
+    // the row starts. (A box that is not a number overlaps nothing, see `iou`; a row's edge
+    // that is not a number makes the row look at every column.)
     let widest = cols.iter().map(|c| c[2]).fold(0.0, f64::max);
     let mut out = Vec::new();
     let mut row_pairs = Vec::new();
     for (row, r) in rows.iter().enumerate() {
-        let (left, right) = (r[0] - widest, r[0] + r[2]);
-        let from = lefts.partition_point(|&x| x <= left);
+        // Columns ending at or before the row's left edge cannot overlap it: written as
+        // x + widest <= left edge, not x <= left edge - widest, which rounds and could pass
+        // over a column ending a hair past the edge.
+        let right = r[0] + r[2];
+        let from = lefts.partition_point(|&x| x + widest <= r[0]);
         row_pairs.clear();
         for (k, &c) in order.iter().enumerate().skip(from) {
             if lefts[k] >= right {

@@ -167,9 +167,11 @@ impl ObjectTracker {
             .map(|m| {
                 m.map(|t| {
                     let track = &stream.tracker.tracks[t];
+                    let shown = track.shown(min_hits);
                     TrackInfo {
-                        id: track.id,
-                        state: track.shown(min_hits).name(),
+                        // A tentative track's regions carry no id (see TrackInfo::id).
+                        id: (shown == TrackState::Confirmed).then_some(track.id),
+                        state: shown.name(),
                         ..Default::default()
                     }
                 })

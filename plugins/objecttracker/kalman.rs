@@ -189,14 +189,18 @@ mod tests {
     /// The textbook filter: x ← F x, P ← F P Fᵀ + Q; K = P Hᵀ S⁻¹, x ← x + K (z − H x),
     /// P ← P − K S Kᵀ, with full matrix products.
     fn textbook(k: &mut Kalman, z: Option<&Rect>) {
-        let q = {
-            let mut c = k.clone();
-            c.cov = Cov::zeros();
-            c.mean = State::zeros();
-            c.mean[3] = k.mean[3];
-            c.predict();
-            c.cov
-        };
+        let h = k.mean[3];
+        let (p, v) = (STD_POSITION * h, STD_VELOCITY * h);
+        let q = Cov::from_diagonal(&State::from_row_slice(&[
+            p * p,
+            p * p,
+            1e-4,
+            p * p,
+            v * v,
+            v * v,
+            1e-10,
+            v * v,
+        ]));
         let mut f = Cov::identity();
         for i in 0..4 {
             f[(i, i + 4)] = 1.0;

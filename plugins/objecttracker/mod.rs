@@ -4,10 +4,11 @@
 //!
 //! Reads the `GstVideoRegionOfInterestMeta`s on each frame (from `onnxinfer`, or any element:
 //! an ROI without a `detection` structure counts as class -1, confidence 1), or the entries of
-//! a `framesync` batch (one tracker per stream). Writes `track-id` (u64, unique in its
-//! stream, never reused) and `track-state` (`tentative`, `confirmed`, `lost`) into each
-//! tracked ROI's `detection` structure; crossings, zone entries and exits go into a
-//! `videoai-analytics` custom meta on the frame, element messages, and `stats`.
+//! a `framesync` batch (one tracker per stream). Writes `track-state` (`tentative`,
+//! `confirmed`, `lost`) and, once the track is confirmed (`min-hits`), `track-id` (u64, unique
+//! in its stream, never reused) into each tracked ROI's `detection` structure; crossings, zone
+//! entries and exits go into a `videoai-analytics` custom meta on the frame, element
+//! messages, and `stats`.
 //!
 //! ```text
 //! gst-launch-1.0 filesrc location=street.mp4 ! decodebin ! videoconvert \

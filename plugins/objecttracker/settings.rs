@@ -215,9 +215,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("Min hits")
             .blurb(
                 "Matched frames before a track is confirmed (track-state=confirmed); until then \
-                 its regions say tentative, and lines and zones do not count it (it is matched \
-                 like a confirmed track from its 2nd frame, or at once on the stream's first \
-                 frame). 3 reports tracks as supervision's ByteTrack with \
+                 its regions say tentative and carry no track-id, and lines and zones do not \
+                 count it (it is matched like a confirmed track from its 2nd frame, or at once \
+                 on the stream's first frame). 1 gives every region its id at once. 3 reports tracks as supervision's ByteTrack with \
                  minimum_consecutive_frames=2 does. Default: 2",
             )
             .minimum(1)

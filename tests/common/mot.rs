@@ -115,21 +115,19 @@ pub struct Scores {
     pub tracks_per_object: f64,
 }
 
-/// CLEAR-MOT and identity scores of the confirmed tracks `out` against `truth` (a match needs
-/// IoU ≥ 0.5). As CLEAR MOT (Bernardin and Stiefelhagen, 2008) and motmetrics do, a truth
-/// object first keeps the track it was matched to last while that track still overlaps it
-/// (≥ 0.5); only the others are assigned anew (optimal on IoU). Without that step, two objects
-/// whose boxes coincide where they cross were handed each other's tracks at random, and
-/// counted as switches however well the tracker did.
+/// CLEAR-MOT and identity scores of the tracks `out` against `truth` (a match needs IoU ≥
+/// 0.5): every region that carries a track id, as a reader of the ids (an overlay, the event
+/// log) sees them, whatever its `track-state` says. As CLEAR MOT (Bernardin and
+/// Stiefelhagen, 2008) and motmetrics do, a truth object first keeps the track it was matched
+/// to last while that track still overlaps it (≥ 0.5); only the others are assigned anew
+/// (optimal on IoU). Without that step, two objects whose boxes coincide where they cross were
+/// handed each other's tracks at random, and counted as switches however well the tracker did.
 pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
     let (mut fn_, mut fp, mut idsw, mut gt_total, mut out_total) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last_id: HashMap<usize, u64> = HashMap::new();
     let mut together: HashMap<(usize, u64), u64> = HashMap::new();
     for (frame_no, (t, o)) in truth.iter().zip(out).enumerate() {
-        let o: Vec<&Tracked> = o
-            .iter()
-            .filter(|r| r.state.as_deref() == Some("confirmed"))
-            .collect();
+        let o: Vec<&Tracked> = o.iter().filter(|r| r.id.is_some()).collect();
         gt_total += t.len() as u64;
         out_total += o.len() as u64;
         let m: Vec<Vec<f64>> = t
@@ -163,7 +161,7 @@ pub fn score(truth: &Truth, out: &[Vec<Tracked>]) -> Scores {
         fn_ += (t.len() - pairs.len()) as u64;
         fp += (o.len() - pairs.len()) as u64;
         for (g, k) in pairs {
-            let (gt, id) = (t[g].0, o[k].id.expect("confirmed regions have an id"));
+            let (gt, id) = (t[g].0, o[k].id.expect("only regions with an id are scored"));
             if let Some(prev) = last_id.insert(gt, id)
                 && prev != id
             {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::{Boxed, common, frame, harness, run, stats};
+use super::{Boxed, Tracked, common, frame, harness, run, stats};
 
 fn person(x: f64, y: f64) -> Boxed {
     Boxed {
@@ -268,9 +268,15 @@ fn stored_events_carry_the_track_ids() {
         .events(None)
         .unwrap();
     assert_eq!(events.len(), 10);
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         let ids: Vec<Option<u64>> = e.detections.iter().map(|d| d.track_id).collect();
-        assert_eq!(ids, vec![Some(1), Some(2)], "{e:?}");
+        // No id on a track's first frame: tentative until min-hits (2) frames.
+        let expected = if i == 0 {
+            [None, None]
+        } else {
+            [Some(1), Some(2)]
+        };
+        assert_eq!(ids, expected, "{e:?}");
     }
     let raw = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
         .args(["dump", &db.display().to_string()])
@@ -349,7 +355,8 @@ fn crossings_are_stored_once_and_counted_by_videoai_events() {
     let tracks = super::events_tool(&["tracks", &location, "--stream", "cam"]);
     assert_eq!(tracks.len(), 6, "{tracks:?}");
     for t in &tracks {
-        assert_eq!(t["frames"], 90, "{t}");
+        // 90 frames in the picture, the first one tentative (no id).
+        assert_eq!(t["frames"], 89, "{t}");
         assert_eq!(t["label"], "class-0", "{t}");
     }
     // A time window before anyone reached the line counts nothing.
@@ -506,7 +513,12 @@ fn a_detection_just_above_high_threshold_keeps_a_track_but_starts_none() {
     let out = run(&mut h, frames);
     for (i, regions) in out.iter().enumerate().skip(4) {
         assert_eq!(regions[0].id, Some(1), "frame {i}: {regions:?}");
-        assert_eq!(regions[1].id, None, "frame {i}: {regions:?}");
+        // Not even a tentative track.
+        assert_eq!(
+            (regions[1].id, regions[1].state.as_deref()),
+            (None, None),
+            "frame {i}: {regions:?}"
+        );
     }
     assert_eq!(stats(&h).get::<u64>("tracks-created").unwrap(), 1);
     // With no margin, the new one starts a track.
@@ -516,4 +528,39 @@ fn a_detection_just_above_high_threshold_keeps_a_track_but_starts_none() {
         .collect();
     let out = run(&mut h, frames);
     assert_eq!(out[2][0].id, Some(1), "{out:?}");
+}
+
+#[test]
+fn a_track_carries_its_id_only_once_it_is_confirmed() {
+    // A walker from the stream's first frame and an object first seen on its 3rd frame: each
+    // is tentative on its first frame, with no track-id (a reader of the ids would otherwise
+    // see an id that may end a frame later, or that another track takes over), and confirmed
+    // and numbered from its min-hits-th frame.
+    let frames = || -> Vec<gst::Buffer> {
+        (0..5u64)
+            .map(|i| {
+                let walker = person(10.0 + 4.0 * i as f64, 100.0);
+                if i < 2 {
+                    frame(i, &[walker], true)
+                } else {
+                    frame(i, &[walker, person(400.0, 100.0)], true)
+                }
+            })
+            .collect()
+    };
+    let shown = |r: &Tracked| (r.id, r.state.clone().unwrap_or_default());
+    let tentative = || (None, "tentative".to_string());
+    let confirmed = |id: u64| (Some(id), "confirmed".to_string());
+    let out = run(&mut harness(""), frames());
+    assert_eq!(shown(&out[0][0]), tentative(), "{out:?}");
+    assert_eq!(shown(&out[1][0]), confirmed(1), "{out:?}");
+    assert_eq!(shown(&out[2][1]), tentative(), "{out:?}");
+    assert_eq!(shown(&out[3][1]), confirmed(2), "{out:?}");
+    // min-hits=3: two frames without an id; min-hits=1: an id at once.
+    let out = run(&mut harness("min-hits=3"), frames());
+    assert_eq!(shown(&out[3][1]), tentative(), "{out:?}");
+    assert_eq!(shown(&out[4][1]), confirmed(2), "{out:?}");
+    let out = run(&mut harness("min-hits=1"), frames());
+    assert_eq!(shown(&out[0][0]), confirmed(1), "{out:?}");
+    assert_eq!(shown(&out[2][1]), confirmed(2), "{out:?}");
 }
