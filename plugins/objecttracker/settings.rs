@@ -194,7 +194,11 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("Match threshold")
             .blurb(
                 "Least overlap (IoU, 0-1) between a track's predicted box and a detection for \
-                 them to be matched in the first stage. Default: 0.2",
+                 them to be matched in the first stage (a lost track's overlap counts 0.9 of \
+                 itself). With bytetrack the detection's centre must also lie where the track's \
+                 motion model expects it (a gate of about 0.4 x the box height), however much \
+                 they overlap; boxes that do not overlap at all are never matched, even at 0. \
+                 Default: 0.2",
             )
             .minimum(0.0)
             .maximum(1.0)

@@ -422,8 +422,8 @@ fn random_crossings_and_lanes_with_detector_noise_keep_their_ids() {
     // 40 X crossings at random speeds and angles; 40 same-class pairs meeting in one lane,
     // overlapping for 15-25 frames while the farther one is hidden or seen at low
     // confidence; all with misses, confidence dips and false positives. Ids as a reader sees
-    // them: 6 and 12 switches while tentative tracks carried ids (447c337), 9 and 18 at issue
-    // 26's filing (abb2e6f's tracker module, outside the element).
+    // them: 6 and 12 switches while tentative tracks carried ids (447c337); at issue 26's
+    // filing (abb2e6f) 9, and 11 with the farther one hidden, 7 with it at low confidence.
     let crossings = switches("random crossing", 40, |k| {
         let (objects, _) = random_crossing(1000 + k);
         let rng = std::cell::RefCell::new(Rng(1100 + k));
@@ -432,7 +432,8 @@ fn random_crossings_and_lanes_with_detector_noise_keep_their_ids() {
         });
         with_false_positives(s, 1300 + k, 0.2)
     });
-    let lanes = switches("lane", 40, |k| {
+    // The lanes, and whether the farther one is hidden (else seen at low confidence).
+    let lane = |k: u64| -> (Scene, bool) {
         let mut r = Rng(4000 + k);
         let frames = 120;
         // Boxes 40 px wide overlap while 80 px of relative travel lasts.
@@ -454,12 +455,23 @@ fn random_crossings_and_lanes_with_detector_noise_keep_their_ids() {
                 noisy(&mut r, c)
             }
         });
-        with_false_positives(s, 4300 + k, 0.2)
-    });
+        (with_false_positives(s, 4300 + k, 0.2), hide)
+    };
+    let (mut hidden, mut low) = (0, 0);
+    for k in 0..40 {
+        let (s, hide) = lane(k);
+        let n = bytetrack(&format!("lane {k}"), &s).id_switches;
+        if hide {
+            hidden += n;
+        } else {
+            low += n;
+        }
+    }
     assert_eq!(
-        (crossings, lanes),
-        (0, 0),
-        "identity switches (crossings, lanes)"
+        (crossings, hidden, low),
+        (0, 0, 0),
+        "identity switches (crossings, lanes with the farther one hidden, lanes with it at low \
+         confidence)"
     );
 }
 
@@ -467,7 +479,7 @@ fn random_crossings_and_lanes_with_detector_noise_keep_their_ids() {
 fn crossings_unseen_for_up_to_17_frames_at_the_meeting_point_keep_their_ids() {
     // 40 random X crossings where neither object is detected for 4-17 frames around the
     // point where they meet, with detector noise. Ids as a reader sees them: 12 switches while
-    // tentative tracks carried ids (447c337), 17 at issue 26's filing.
+    // tentative tracks carried ids (447c337), 17 at issue 26's filing (abb2e6f).
     let n = switches("unseen at the crossing", 40, |k| {
         let (objects, mut r) = random_crossing(3000 + k);
         let unseen = 4 + (r.next() * 14.0) as usize;
