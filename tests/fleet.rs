@@ -175,11 +175,19 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let settled_ns = now_ns();
-    // The node leading the event stream (a 3-node cluster survives one loss).
-    let i = site
-        .cluster
-        .leader_of(gstvideoai::eventlog::nats::DEFAULT_STREAM)
-        .expect("a leader");
+    // The node leading the event stream (a 3-node cluster survives one loss), asked until
+    // one answers (a loaded machine may not answer the first time).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let i = loop {
+        match site
+            .cluster
+            .leader_of(gstvideoai::eventlog::nats::DEFAULT_STREAM)
+        {
+            Some(i) => break i,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => panic!("no leader of the event stream within 20 s"),
+        }
+    };
     let leases = site.cluster.leader_of("KV_videoai-leases");
     let killed_ns = now_ns();
     site.cluster.kill(i);
@@ -402,6 +410,28 @@ fn worker_lists(nats: &str) -> BTreeMap<String, Vec<String>> {
             }
         }
         out
+    })
+}
+
+/// When `worker` last wrote its heartbeat (ms since the epoch), if NATS answers.
+fn heartbeat_ms(nats: &str, worker: &str) -> Option<u64> {
+    let urls = gstvideoai::eventlog::nats::parse_location(nats)
+        .unwrap()
+        .unwrap();
+    gstvideoai::eventlog::nats::block_on(async {
+        let client =
+            gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(2), false)
+                .await
+                .ok()?;
+        let js = async_nats::jetstream::new(client);
+        let store = js
+            .get_key_value(gstvideoai::fleet::kv::WORKERS)
+            .await
+            .ok()?;
+        let v = store.get(worker).await.ok()??;
+        serde_json::from_slice::<gstvideoai::fleet::registry::WorkerInfo>(&v)
+            .ok()
+            .map(|w| w.at_ms)
     })
 }
 
@@ -937,6 +967,66 @@ fn two_minutes_of_chaos_store_every_frame_once() {
         "stored twice, off the grid, missing outside declared gaps\n{table}\n{}",
         report.logs
     );
+}
+
+#[test]
+fn after_a_nats_outage_the_first_worker_to_hear_from_nats_takes_no_other_s_camera() {
+    // NATS away for longer than the TTL: every lease aged out of the bucket meanwhile, though
+    // its holder still runs the camera. The worker that hears from NATS first must not take a
+    // camera whose holder has not had its turn to renew: a lease lapses only once NATS has
+    // answered for a TTL without its renewal. (In CI, 7 s after start, a killed leader of a
+    // 3-node cluster let every lease age out; the worker whose tick came first took the others'
+    // cameras.) Here the holder hears from NATS a tick after the other worker (it is stopped
+    // with SIGSTOP meanwhile).
+    common::init();
+    let dir = common::TempDir::new("fleet-outage");
+    let mut cluster = NatsCluster::start(1);
+    let nats = cluster.url();
+    let pipeline = cheap_pipeline(dir.path());
+    add(&nats, "cam", "test://", &["SINK=fakesink"]);
+    let mut w0 = Worker::start(dir.path(), "w0", &nats, &pipeline, 2);
+    let (before, _) = wait_for(&nats, Duration::from_secs(20), "cam running", |s| {
+        s.get("cam").is_some_and(running_with_frames)
+    });
+    let mut w1 = Worker::start(dir.path(), "w1", &nats, &pipeline, 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heartbeat_ms(&nats, "w1").is_none() {
+        assert!(Instant::now() < deadline, "w1 never wrote a heartbeat");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // w1 has had a tick with w0's lease in view.
+    std::thread::sleep(Duration::from_secs(2));
+    w0.signal(libc::SIGSTOP);
+    cluster.stop_all();
+    std::thread::sleep(Duration::from_secs(4));
+    let restarted_ms = gstvideoai::fleet::registry::now_ms();
+    cluster.restart_stopped();
+    cluster.wait_ready(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heartbeat_ms(&nats, "w1").is_none_or(|at| at < restarted_ms) {
+        assert!(
+            Instant::now() < deadline,
+            "w1 did not hear from NATS again\n{}",
+            w1.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // w1 has had a tick with NATS answering (its heartbeat comes last in a tick, after the
+    // claims), w0 none yet.
+    std::thread::sleep(Duration::from_millis(200));
+    w0.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(5));
+    let after = status(&nats);
+    let logs = format!("{}\n{}", w0.log(), w1.log());
+    eprintln!("{logs}");
+    assert_eq!(after["cam"].worker, "w0", "{after:#?}\n{logs}");
+    assert_eq!(
+        after["cam"].since_ms, before["cam"].since_ms,
+        "the camera was stopped and claimed again\n{logs}"
+    );
+    assert!(!w1.log().contains("cam: claimed"), "{logs}");
+    w1.stop();
+    w0.stop();
 }
 
 #[test]

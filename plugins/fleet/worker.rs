@@ -17,6 +17,14 @@
 //! lost, and then the pipeline is still stopped with EOS (its events durable: the other holder
 //! stores the same frames under the same keys).
 //!
+//! **Lapsed leases.** A lease seen elsewhere counts as lapsed only once the leases bucket has
+//! answered this worker for a whole TTL without a renewal of it: while the bucket does not
+//! answer (a leader election, NATS restarted) and for a TTL after it answers again, every lease
+//! seen is still held. After an outage longer than the TTL every lease has aged out of the
+//! bucket, though its holder still runs the camera; the holder re-creates it at its first
+//! renewal, and the worker that heard from NATS first does not take it meanwhile. A worker
+//! with nothing to renew asks the bucket for its state each tick to know whether it answers.
+//!
 //! **Make-before-break.** A camera given away (a fair share, or this worker leaving) is
 //! *offered* in its lease; a worker with room takes the lease over by compare-and-set (naming
 //! this one as `from`) and starts its own pipeline; this worker stops its pipeline only once
@@ -120,10 +128,15 @@ pub struct Worker {
     /// Cameras seen held by another worker: a claim of one is a takeover.
     seen_elsewhere: BTreeSet<String>,
     last_release: Instant,
-    /// Since when NATS has answered without a break (the start, or the end of an outage):
-    /// for a TTL after it, leases seen before are still taken as held, so their holders can
-    /// renew them before anyone takes their cameras.
-    nats_ok_since: Instant,
+    /// The leases bucket did not answer this worker's last request to it (renewal, claim,
+    /// state): every lease seen is taken as held.
+    leases_down: bool,
+    /// Since when the leases bucket answers without a break (the start, or the end of an
+    /// outage): for a TTL after it, leases seen before are still taken as held, so that their
+    /// holders can renew them before anyone takes their cameras.
+    leases_ok_since: Instant,
+    /// A request to NATS went unanswered since the last heartbeat that was (the
+    /// `nats_reachable` gauge).
     nats_down: bool,
     /// SIGTERM came: hands its cameras over, takes none.
     leaving: bool,
@@ -208,7 +221,8 @@ impl Worker {
             reported: BTreeMap::new(),
             seen_elsewhere: BTreeSet::new(),
             last_release: Instant::now(),
-            nats_ok_since: Instant::now(),
+            leases_down: false,
+            leases_ok_since: Instant::now(),
             nats_down: false,
             leaving: false,
             metrics: Arc::new(WorkerMetrics::new(&name, capacity)),
@@ -273,6 +287,9 @@ impl Worker {
     async fn tick_once(&mut self) {
         self.watch_pipelines().await;
         self.renew().await;
+        if self.runs.is_empty() {
+            self.probe_leases().await;
+        }
         self.follow_handovers();
         let registry = self.registry().await;
         let view = self.view(&registry);
@@ -338,8 +355,9 @@ impl Worker {
             let Ok(lease) = serde_json::from_slice::<Lease>(&seen.value) else {
                 continue;
             };
-            let fresh =
-                now.duration_since(seen.at) < ttl || now.duration_since(self.nats_ok_since) < ttl;
+            let fresh = now.duration_since(seen.at) < ttl
+                || self.leases_down
+                || now.duration_since(self.leases_ok_since) < ttl;
             if lease.worker != self.cfg.name && fresh {
                 if lease.offered && lease.from.is_none() {
                     offered.insert(id.clone());
@@ -461,9 +479,17 @@ impl Worker {
             // take this worker's own over from the revision it has now.
             _ => {
                 self.metrics.kv("create");
-                match tokio::time::timeout(limit, self.buckets.leases.create(id, value.clone()))
-                    .await
+                let created =
+                    tokio::time::timeout(limit, self.buckets.leases.create(id, value.clone()))
+                        .await;
+                // Only a failure counts here: `create` reads the key when its write fails for any
+                // reason (no leader included), and any replica may answer that read.
+                if !matches!(&created, Ok(Ok(_)))
+                    && !matches!(&created, Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists)
                 {
+                    self.leases_answered(false);
+                }
+                match created {
                     Ok(Ok(rev)) => Ok(rev),
                     Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists && own => {
                         self.metrics.kv("get");
@@ -484,14 +510,12 @@ impl Worker {
                         }
                     }
                     Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Err(e.to_string()),
-                    other => {
-                        // The leases do not answer: wait a TTL after they do before taking any.
-                        self.nats_down = true;
-                        Err(match other {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => format!("no answer within {limit:?}"),
-                        })
-                    }
+                    // The leases bucket does not answer (counted above: no lease seen is taken
+                    // until it has answered for a TTL).
+                    other => Err(match other {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {limit:?}"),
+                    }),
                 }
             }
         };
@@ -649,6 +673,7 @@ impl Worker {
         for (id, result, stored) in results {
             match result {
                 Ok(Ok(rev)) => {
+                    self.leases_answered(true);
                     let run = self.runs.get_mut(&id).expect("renewed");
                     run.revision = rev;
                     run.renewed = Instant::now();
@@ -659,6 +684,7 @@ impl Worker {
                     }
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    self.leases_answered(true);
                     self.resolve(&id).await;
                 }
                 // NATS does not answer (a leader election, a partition): no one can take the
@@ -666,7 +692,7 @@ impl Worker {
                 // outbox); if the lease aged out meanwhile, a later renewal finds out. Two
                 // readers at once store each frame once (raftsink capture-time-wait).
                 _ => {
-                    self.nats_down = true;
+                    self.leases_answered(false);
                     let run = &self.runs[&id];
                     if run.renewed.elapsed() > ttl {
                         say(
@@ -691,7 +717,7 @@ impl Worker {
                 Ok(Ok(e)) => e,
                 // No answer: decide at the next renewal.
                 _ => {
-                    self.nats_down = true;
+                    self.leases_answered(false);
                     return;
                 }
             };
@@ -766,10 +792,36 @@ impl Worker {
                     Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
                         // Taken meanwhile: the next renewal reads whose.
                     }
-                    _ => self.nats_down = true,
+                    _ => self.leases_answered(false),
                 }
             }
         }
+    }
+
+    /// Whether the leases bucket answered a request (an error it sent counts as an answer; no
+    /// answer within the limit does not). See the module's doc on lapsed leases.
+    fn leases_answered(&mut self, answered: bool) {
+        if !answered {
+            self.leases_down = true;
+            self.nats_down = true;
+        } else if self.leases_down {
+            self.leases_down = false;
+            self.leases_ok_since = Instant::now();
+        }
+    }
+
+    /// With no lease to renew, whether the leases bucket answers is asked: its state, from a
+    /// server that names a leader (`Store::status` only reads a copy kept by the client, and a
+    /// replica of a stream without a leader answers with its own copy, naming none).
+    async fn probe_leases(&mut self) {
+        self.metrics.kv("status");
+        let mut stream = self.buckets.leases.stream.clone();
+        let answer = tokio::time::timeout(self.tick_period(), stream.info()).await;
+        let led = match answer {
+            Ok(Ok(info)) => info.cluster.as_ref().is_none_or(|c| c.leader.is_some()),
+            _ => false,
+        };
+        self.leases_answered(led);
     }
 
     /// Handed-over cameras: stopped (EOS) once their taker's lease says it stored, or it is no
@@ -894,11 +946,7 @@ impl Worker {
         )
         .await;
         match put {
-            Ok(Ok(_)) if self.nats_down => {
-                self.nats_down = false;
-                self.nats_ok_since = Instant::now();
-            }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => self.nats_down = false,
             _ => self.nats_down = true,
         }
         self.metrics.nats_reachable.set(!self.nats_down as i64);
