@@ -90,33 +90,23 @@ fn pairs_of(overlap: &[Vec<f64>], min_iou: f64) -> Vec<Pair> {
         .collect()
 }
 
-/// [`assignment`] on a dense overlap matrix.
-fn dense(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)> {
-    let cols = overlap.first().map_or(0, Vec::len);
-    let pairs = pairs_of(overlap, min_iou);
-    assignment(overlap.len(), cols, &pairs, min_iou, above)
-}
-
 /// The pairs (row, column) of the assignment maximising the total overlap, among pairs of at
 /// least `min_iou` (`overlap[row][column]`); how the benchmark's scorer pairs truth and output.
 pub fn optimal(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    dense(overlap, min_iou, false)
+    let cols = overlap.first().map_or(0, Vec::len);
+    let pairs = pairs_of(overlap, min_iou);
+    assignment(overlap.len(), cols, &pairs, min_iou, false)
 }
 
-/// Like [`optimal`], but maximising the total overlap *above* `min_iou`: what ByteTrack's
-/// `lapjv` with a cost limit does (every pair left unmatched costs half the limit). Two weak
-/// pairs no longer outweigh one strong pair: in a crowd, a track keeps the detection it
-/// overlaps well rather than it and a neighbour each taking a detection they barely overlap.
-/// Measured in `make bench-objecttracker` at 1000 objects: 103 identity switches, 120
-/// maximising the total overlap (100 and 10 objects: 1 and 1 either way).
-pub fn optimal_above(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    dense(overlap, min_iou, true)
-}
-
-/// [`optimal_above`] on the candidate pairs alone (`rows` x `cols`, every other pair not
-/// matchable): what the tracker uses, since it finds the pairs that overlap without looking at
-/// every track against every detection.
-pub fn optimal_above_pairs(
+/// Like [`optimal`], on the candidate `pairs` of `rows` x `cols` (every other pair not
+/// matchable: the tracker finds the pairs that overlap without looking at every track against
+/// every detection), maximising the total overlap *above* `min_iou`: what ByteTrack's `lapjv`
+/// with a cost limit does (every pair left unmatched costs half the limit). Two weak pairs no
+/// longer outweigh one strong pair: in a crowd, a track keeps the detection it overlaps well
+/// rather than it and a neighbour each taking a detection they barely overlap. Measured in
+/// `make bench-objecttracker` at 1000 objects: 103 identity switches, 120 maximising the total
+/// overlap (100 and 10 objects: 1 and 1 either way).
+pub fn optimal_above(
     rows: usize,
     cols: usize,
     pairs: &[Pair],
@@ -240,19 +230,9 @@ fn solve(overlap: &[Vec<f64>], min_iou: f64, above: bool) -> Vec<(usize, usize)>
         .collect()
 }
 
-/// Greedy matching: the best overlapping pair first, then the best of the rest, and so on.
-pub fn greedy(overlap: &[Vec<f64>], min_iou: f64) -> Vec<(usize, usize)> {
-    let cols = overlap.first().map_or(0, Vec::len);
-    greedy_pairs(overlap.len(), cols, pairs_of(overlap, min_iou), min_iou)
-}
-
-/// [`greedy`] on the candidate pairs alone.
-pub fn greedy_pairs(
-    rows: usize,
-    cols: usize,
-    mut pairs: Vec<Pair>,
-    min_iou: f64,
-) -> Vec<(usize, usize)> {
+/// Greedy matching on the candidate `pairs` of `rows` x `cols`: the best overlapping pair
+/// first, then the best of the rest, and so on.
+pub fn greedy(rows: usize, cols: usize, mut pairs: Vec<Pair>, min_iou: f64) -> Vec<(usize, usize)> {
     pairs.retain(|p| p.row < rows && p.col < cols && candidate(p.overlap, min_iou));
     pairs.sort_by(|a, b| {
         (b.overlap.total_cmp(&a.overlap))
@@ -275,13 +255,19 @@ pub fn greedy_pairs(
 mod tests {
     use super::*;
 
+    /// A dense matrix's size and candidate pairs.
+    fn sparse(m: &[Vec<f64>], min_iou: f64) -> (usize, usize, Vec<Pair>) {
+        (m.len(), m.first().map_or(0, Vec::len), pairs_of(m, min_iou))
+    }
+
     #[test]
     fn above_the_threshold_one_strong_pair_beats_two_weak_ones() {
         let overlap = vec![vec![0.6, 0.35], vec![0.35, 0.0]];
         // The total: 0.35 + 0.35 > 0.6, so both tracks take a neighbour's detection.
         assert_eq!(optimal(&overlap, 0.2), vec![(0, 1), (1, 0)]);
         // Above 0.2: 0.4 > 0.15 + 0.15.
-        assert_eq!(optimal_above(&overlap, 0.2), vec![(0, 0)]);
+        let (rows, cols, pairs) = sparse(&overlap, 0.2);
+        assert_eq!(optimal_above(rows, cols, &pairs, 0.2), vec![(0, 0)]);
     }
 
     #[test]
@@ -302,7 +288,8 @@ mod tests {
         // optimum pairs (0,1) and (1,0): 0.8 + 0.8.
         let m = vec![vec![0.9, 0.8], vec![0.8, 0.1]];
         assert_eq!(optimal(&m, 0.3), vec![(0, 1), (1, 0)]);
-        assert_eq!(greedy(&m, 0.3), vec![(0, 0)]);
+        let (rows, cols, pairs) = sparse(&m, 0.3);
+        assert_eq!(greedy(rows, cols, pairs, 0.3), vec![(0, 0)]);
         // More rows than columns, and pairs below the threshold never matched.
         let tall = vec![vec![0.2], vec![0.7], vec![0.5]];
         assert_eq!(optimal(&tall, 0.3), vec![(1, 0)]);

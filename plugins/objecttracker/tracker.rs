@@ -195,8 +195,8 @@ impl Tracker {
         let pairs = self.candidates(ts, ds, dets, min_iou);
         let (rows, cols) = (ts.len(), ds.len());
         let pairs = match self.config.algorithm {
-            Algorithm::ByteTrack => assign::optimal_above_pairs(rows, cols, &pairs, min_iou),
-            Algorithm::Iou => assign::greedy_pairs(rows, cols, pairs, min_iou),
+            Algorithm::ByteTrack => assign::optimal_above(rows, cols, &pairs, min_iou),
+            Algorithm::Iou => assign::greedy(rows, cols, pairs, min_iou),
         };
         pairs.into_iter().map(|(r, c)| (ts[r], ds[c])).collect()
     }
@@ -400,7 +400,7 @@ impl Tracker {
         let rects: Vec<Rect> = dets.iter().map(|d| d.rect).collect();
         let pairs = assign::overlapping(&lasts, &rects);
         let mut matches = vec![None; dets.len()];
-        for (r, c) in assign::greedy_pairs(active.len(), dets.len(), pairs, 0.5) {
+        for (r, c) in assign::greedy(active.len(), dets.len(), pairs, 0.5) {
             matches[c] = Some(active[r]);
         }
         matches
