@@ -156,6 +156,19 @@ fn a_killed_worker_s_cameras_run_elsewhere_and_no_frame_is_stored_twice() {
     }
 }
 
+/// The node leading `stream`, asked until one answers (a loaded machine may not answer the
+/// first time).
+fn leader_within(cluster: &NatsCluster, stream: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster.leader_of(stream) {
+            Some(i) => return i,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => panic!("no leader of {stream} within 20 s"),
+        }
+    }
+}
+
 #[test]
 fn cameras_keep_running_while_the_nats_leaders_are_killed() {
     // As the kill test: 3 workers (capacity 3), 6 RTSP cameras.
@@ -175,31 +188,46 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let settled_ns = now_ns();
-    // The node leading the event stream (a 3-node cluster survives one loss), asked until
-    // one answers (a loaded machine may not answer the first time).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let i = loop {
-        match site
-            .cluster
-            .leader_of(gstvideoai::eventlog::nats::DEFAULT_STREAM)
-        {
-            Some(i) => break i,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            None => panic!("no leader of the event stream within 20 s"),
-        }
-    };
-    let leases = site.cluster.leader_of("KV_videoai-leases");
+    // The node leading the event stream is killed (a 3-node cluster survives one loss), then,
+    // once it runs again, the one leading the leases: each may leave a bucket without answers
+    // for longer than the TTL, and every lease aged out meanwhile must go back to its holder.
+    let i = leader_within(&site.cluster, gstvideoai::eventlog::nats::DEFAULT_STREAM);
     let killed_ns = now_ns();
     site.cluster.kill(i);
-    eprintln!("killed node {i}, leader of the events (leases led by {leases:?})");
+    eprintln!("killed node {i}, leader of the events");
+    let (_, took) = wait_for(
+        &nats,
+        Duration::from_secs(90),
+        "running after the first kill",
+        |s| s.len() == 6 && s.values().all(running_with_frames),
+    );
+    eprintln!("status answered again after {took:?}");
+    site.cluster.restart_stopped();
+    site.cluster.wait_ready(Duration::from_secs(60));
+    for stream in [
+        gstvideoai::eventlog::nats::DEFAULT_STREAM,
+        "KV_videoai-leases",
+    ] {
+        site.cluster.wait_replicas_current(stream);
+    }
+    let j = leader_within(&site.cluster, "KV_videoai-leases");
+    site.cluster.kill(j);
+    eprintln!("killed node {j}, leader of the leases");
     // Afterwards every camera runs where it ran, frames flowing.
     let (after, took) = wait_for(
         &nats,
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         "running after the kills",
         |s| s.len() == 6 && s.values().all(running_with_frames),
     );
     eprintln!("status answered again after {took:?}");
+    // Seen here: the workers renewed again 5 s after the second kill, while `videoai-fleet
+    // status` took up to 65 s to answer with every camera running (not explained yet).
+    if took > Duration::from_secs(30) {
+        for w in &site.workers {
+            eprintln!("{}", w.log());
+        }
+    }
     for (cam, st) in &before {
         assert_eq!(
             after[cam].worker,

@@ -264,6 +264,30 @@ impl NatsCluster {
         })
     }
 
+    /// Waits (retried as [`Self::read_all`], up to 60 s) until `stream` has a leader and every
+    /// other replica is current: a node started again has caught up with it.
+    pub fn wait_replicas_current(&self, stream: &str) {
+        let replicas = self.nodes.len() - 1;
+        self.retried(&format!("replicas of {stream}"), |js| async move {
+            let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let info = s.info().await.map_err(|e| e.to_string())?;
+            let cluster = info.cluster.as_ref().ok_or("no cluster information")?;
+            let current = cluster
+                .replicas
+                .iter()
+                .filter(|p| p.current && !p.offline)
+                .count();
+            if cluster.leader.is_some() && current == replicas {
+                Ok(())
+            } else {
+                Err(format!(
+                    "leader {:?}, {current} of {replicas} other replicas current",
+                    cluster.leader
+                ))
+            }
+        })
+    }
+
     /// `request` on a fresh JetStream client, retried every 500 ms for up to 60 s; panics with
     /// `what` and the last error after that.
     fn retried<T, F, Fut>(&self, what: &str, request: F) -> T
