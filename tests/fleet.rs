@@ -195,11 +195,13 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
     let killed_ns = now_ns();
     site.cluster.kill(i);
     eprintln!("killed node {i}, leader of the events");
+    let all_running =
+        |s: &BTreeMap<String, Status>| s.len() == 6 && s.values().all(running_with_frames);
     let (_, took) = wait_for(
         &nats,
         Duration::from_secs(90),
         "running after the first kill",
-        |s| s.len() == 6 && s.values().all(running_with_frames),
+        all_running,
     );
     eprintln!("status answered again after {took:?}");
     site.cluster.restart_stopped();
@@ -218,7 +220,7 @@ fn cameras_keep_running_while_the_nats_leaders_are_killed() {
         &nats,
         Duration::from_secs(180),
         "running after the kills",
-        |s| s.len() == 6 && s.values().all(running_with_frames),
+        all_running,
     );
     eprintln!("status answered again after {took:?}");
     // Seen here: the workers renewed again 5 s after the second kill, while `videoai-fleet
@@ -412,55 +414,46 @@ fn cameras_come_and_go_while_running_and_a_new_worker_gets_its_share() {
     assert!(s.values().all(|st| st.worker.is_empty()), "{s:#?}");
 }
 
-/// Per worker: the cameras it says it runs (its `videoai-workers` entry).
-fn worker_lists(nats: &str) -> BTreeMap<String, Vec<String>> {
+/// Every worker's `videoai-workers` entry, or the error when NATS does not answer.
+fn worker_infos(
+    nats: &str,
+) -> Result<BTreeMap<String, gstvideoai::fleet::registry::WorkerInfo>, String> {
     let urls = gstvideoai::eventlog::nats::parse_location(nats)
         .unwrap()
         .unwrap();
     gstvideoai::eventlog::nats::block_on(async {
         let client =
             gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(5), false)
-                .await
-                .unwrap();
+                .await?;
         let js = async_nats::jetstream::new(client);
         let store = js
             .get_key_value(gstvideoai::fleet::kv::WORKERS)
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let mut out = BTreeMap::new();
         use futures_util::StreamExt;
-        let mut keys = store.keys().await.unwrap();
+        let mut keys = store.keys().await.map_err(|e| e.to_string())?;
         while let Some(Ok(k)) = keys.next().await {
             if let Ok(Some(v)) = store.get(&k).await {
-                let w: gstvideoai::fleet::registry::WorkerInfo =
-                    serde_json::from_slice(&v).unwrap();
-                out.insert(k, w.cameras);
+                out.insert(k, serde_json::from_slice(&v).map_err(|e| e.to_string())?);
             }
         }
-        out
+        Ok(out)
     })
+}
+
+/// Per worker: the cameras it says it runs (its `videoai-workers` entry).
+fn worker_lists(nats: &str) -> BTreeMap<String, Vec<String>> {
+    worker_infos(nats)
+        .unwrap()
+        .into_iter()
+        .map(|(name, w)| (name, w.cameras))
+        .collect()
 }
 
 /// When `worker` last wrote its heartbeat (ms since the epoch), if NATS answers.
 fn heartbeat_ms(nats: &str, worker: &str) -> Option<u64> {
-    let urls = gstvideoai::eventlog::nats::parse_location(nats)
-        .unwrap()
-        .unwrap();
-    gstvideoai::eventlog::nats::block_on(async {
-        let client =
-            gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(2), false)
-                .await
-                .ok()?;
-        let js = async_nats::jetstream::new(client);
-        let store = js
-            .get_key_value(gstvideoai::fleet::kv::WORKERS)
-            .await
-            .ok()?;
-        let v = store.get(worker).await.ok()??;
-        serde_json::from_slice::<gstvideoai::fleet::registry::WorkerInfo>(&v)
-            .ok()
-            .map(|w| w.at_ms)
-    })
+    worker_infos(nats).ok()?.get(worker).map(|w| w.at_ms)
 }
 
 fn worker_runs(nats: &str, worker: &str, camera: &str) -> bool {

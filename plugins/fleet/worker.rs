@@ -128,13 +128,11 @@ pub struct Worker {
     /// Cameras seen held by another worker: a claim of one is a takeover.
     seen_elsewhere: BTreeSet<String>,
     last_release: Instant,
-    /// The leases bucket did not answer this worker's last request to it (renewal, claim,
-    /// state): every lease seen is taken as held.
-    leases_down: bool,
     /// Since when the leases bucket answers without a break (the start, or the end of an
-    /// outage): for a TTL after it, leases seen before are still taken as held, so that their
-    /// holders can renew them before anyone takes their cameras.
-    leases_ok_since: Instant,
+    /// outage); `None` while it did not answer this worker's last request to it (renewal,
+    /// claim, state). Until a TTL after it, every lease seen is still taken as held, so that
+    /// their holders can renew them before anyone takes their cameras.
+    leases_ok_since: Option<Instant>,
     /// A request to NATS went unanswered since the last heartbeat that was (the
     /// `nats_reachable` gauge).
     nats_down: bool,
@@ -221,8 +219,7 @@ impl Worker {
             reported: BTreeMap::new(),
             seen_elsewhere: BTreeSet::new(),
             last_release: Instant::now(),
-            leases_down: false,
-            leases_ok_since: Instant::now(),
+            leases_ok_since: Some(Instant::now()),
             nats_down: false,
             leaving: false,
             metrics: Arc::new(WorkerMetrics::new(&name, capacity)),
@@ -356,8 +353,9 @@ impl Worker {
                 continue;
             };
             let fresh = now.duration_since(seen.at) < ttl
-                || self.leases_down
-                || now.duration_since(self.leases_ok_since) < ttl;
+                || self
+                    .leases_ok_since
+                    .is_none_or(|since| now.duration_since(since) < ttl);
             if lease.worker != self.cfg.name && fresh {
                 if lease.offered && lease.from.is_none() {
                     offered.insert(id.clone());
@@ -484,10 +482,10 @@ impl Worker {
                         .await;
                 // Only a failure counts here: `create` reads the key when its write fails for any
                 // reason (no leader included), and any replica may answer that read.
-                if !matches!(&created, Ok(Ok(_)))
-                    && !matches!(&created, Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists)
-                {
-                    self.leases_answered(false);
+                match &created {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                    _ => self.leases_answered(false),
                 }
                 match created {
                     Ok(Ok(rev)) => Ok(rev),
@@ -802,11 +800,10 @@ impl Worker {
     /// answer within the limit does not). See the module's doc on lapsed leases.
     fn leases_answered(&mut self, answered: bool) {
         if !answered {
-            self.leases_down = true;
+            self.leases_ok_since = None;
             self.nats_down = true;
-        } else if self.leases_down {
-            self.leases_down = false;
-            self.leases_ok_since = Instant::now();
+        } else if self.leases_ok_since.is_none() {
+            self.leases_ok_since = Some(Instant::now());
         }
     }
 
