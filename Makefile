@@ -23,7 +23,7 @@ DEMO_STREAM ?= objects-demo
 PREFIX ?=
 DESTDIR ?=
 
-.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-fleet chaos clean
+.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-motiondetect bench-fleet chaos clean
 
 all: build
 
@@ -111,6 +111,9 @@ bench-raftsink: deps
 bench-objecttracker: deps
 	@scripts/setup-bench.sh
 	$(CARGO) bench --bench objecttracker
+
+bench-motiondetect: deps
+	$(CARGO) bench --bench motiondetect
 
 bench-videoaitrace: deps
 	$(CARGO) bench --bench videoaitrace

@@ -17,6 +17,8 @@
 //!   call for all of them) and back into one stream per source.
 //! * `objecttracker`: each detected object followed from frame to frame (ByteTrack), lines
 //!   and zones counted on the tracks.
+//! * `motiondetect`: where the picture of a fixed camera moves (luma plane, running background),
+//!   so that `onnxinfer motion-gate=true` infers only when something moves.
 //! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
 //!   picks the best decoder available.
 //!
@@ -43,6 +45,8 @@ pub mod detectionoverlay;
 pub mod framesplit;
 #[cfg(feature = "framesync")]
 pub mod framesync;
+#[cfg(feature = "motiondetect")]
+pub mod motiondetect;
 #[cfg(feature = "objecttracker")]
 pub mod objecttracker;
 #[cfg(feature = "onnxinfer")]
@@ -69,6 +73,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     framesplit::register(plugin)?;
     #[cfg(feature = "framesync")]
     framesync::register(plugin)?;
+    #[cfg(feature = "motiondetect")]
+    motiondetect::register(plugin)?;
     #[cfg(feature = "objecttracker")]
     objecttracker::register(plugin)?;
     #[cfg(feature = "onnxinfer")]

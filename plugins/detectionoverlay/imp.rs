@@ -313,10 +313,8 @@ impl BaseTransformImpl for DetectionOverlay {
     fn before_transform(&self, inbuf: &gst::BufferRef) {
         // Nothing to draw: pass the buffer on as it is (no writable map, no copy).
         let draw_analytics = self.settings.lock().unwrap().draw_analytics;
-        let none = inbuf
-            .meta::<gst_video::VideoRegionOfInterestMeta>()
-            .is_none()
-            && !(draw_analytics && detection::has_analytics(inbuf));
+        let none = !(detection::has_detections(inbuf)
+            || (draw_analytics && detection::has_analytics(inbuf)));
         let obj = self.obj();
         if obj.is_passthrough() != none {
             obj.set_passthrough(none);

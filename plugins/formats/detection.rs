@@ -19,6 +19,8 @@
 //!   frame pixels), `in`, `out` (uint64)) and `zones` (array of `zone`: `zone`, `points` (array
 //!   of int: x1, y1, x2, y2, …), `count` (tracks inside now), `entries`, `exits` (uint64)).
 //!   See [`LineCount`], [`ZoneCount`] and [`read_places`].
+//! * Motion regions (`motiondetect`, [`super::motion`]) are ROI metas too, but not
+//!   detections: every reader here leaves them out.
 //! * Classifications: a `classification` param (`label`, `class-id`, `confidence`, `model`,
 //!   `labels` and `confidences`: the top-k, best first) on the ROI that was classified, or on a
 //!   full-frame ROI that also has a `detection` param for the best class.
@@ -32,6 +34,7 @@
 
 use gst::prelude::*;
 
+use super::motion::is_motion_region;
 use crate::eventlog::event::{Classification, Crossing, Detection, ZoneEvent};
 
 /// Name of the param structure attached to each ROI meta.
@@ -50,7 +53,12 @@ pub const ANALYTICS_META: &str = "videoai-analytics";
 pub fn register_inference_meta() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
-        for name in [INFERENCE_META, TENSORS_META, ANALYTICS_META] {
+        for name in [
+            INFERENCE_META,
+            TENSORS_META,
+            ANALYTICS_META,
+            super::motion::MOTION_META,
+        ] {
             if !gst::meta::CustomMeta::is_registered(name) {
                 gst::meta::CustomMeta::register(name, &[]);
             }
@@ -121,6 +129,7 @@ pub fn attach_frame_classification(
 pub fn roi_rects(buffer: &gst::BufferRef) -> Vec<(u32, u32, u32, u32)> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .map(|m| m.rect())
         .collect()
 }
@@ -134,6 +143,7 @@ pub fn classify_rois(
 ) {
     for (mut meta, top) in buffer
         .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .zip(results.iter())
     {
         if let Some(top) = top
@@ -207,6 +217,13 @@ pub fn attach_inference(buffer: &mut gst::BufferRef, model: &str, fresh: bool, d
     s.set("detections", detections);
 }
 
+/// Whether the frame carries detections (ROI metas other than motion regions).
+pub fn has_detections(buffer: &gst::BufferRef) -> bool {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .any(|m| !is_motion_region(&m))
+}
+
 /// Whether the frame's detections are new (`None` without a `videoai-inference` meta: not
 /// from onnxinfer, so new as far as anyone can tell).
 pub fn inference_fresh(buffer: &gst::BufferRef) -> Option<bool> {
@@ -267,6 +284,7 @@ fn set_track_fields(s: &mut gst::StructureRef, t: &TrackInfo) {
 pub fn set_tracks(buffer: &mut gst::BufferRef, tracks: &[Option<TrackInfo>]) {
     for (mut meta, track) in buffer
         .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .zip(tracks)
     {
         let Some(track) = track else {
@@ -444,6 +462,7 @@ pub fn inference_model(buffer: &gst::BufferRef) -> Option<String> {
 pub fn read(buffer: &gst::BufferRef) -> Vec<(Detection, Option<String>)> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .map(|meta| {
             let model = meta
                 .param(DETECTION_PARAM)
@@ -457,6 +476,7 @@ pub fn read(buffer: &gst::BufferRef) -> Vec<(Detection, Option<String>)> {
 pub fn read_detections(buffer: &gst::BufferRef) -> Vec<Detection> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .map(|meta| read_one(&meta))
         .collect()
 }
@@ -465,6 +485,7 @@ pub fn read_detections(buffer: &gst::BufferRef) -> Vec<Detection> {
 pub fn first_detection_model(buffer: &gst::BufferRef) -> Option<String> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| !is_motion_region(m))
         .find_map(|m| {
             m.param(DETECTION_PARAM)
                 .and_then(|p| p.get::<String>("model").ok())

@@ -6,3 +6,5 @@
 pub mod batch;
 pub mod capture_time;
 pub mod detection;
+pub mod motion;
+pub mod places;

@@ -16,12 +16,12 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::Anchor;
-use super::lines::{Event, Line, Places, Point, Zone};
 use super::settings::{self, Settings};
 use super::tracker::{Config, Det, TrackState, Tracker};
 use crate::eventlog::event::Detection;
 use crate::formats::batch::{self, Status};
 use crate::formats::detection::{self, TrackInfo};
+use crate::formats::places::{Event, Line, Places, Point, Zone};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

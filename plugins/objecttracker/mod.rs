@@ -22,7 +22,6 @@ use gst::prelude::*;
 pub mod assign;
 mod imp;
 pub mod kalman;
-pub mod lines;
 mod settings;
 pub mod tracker;
 

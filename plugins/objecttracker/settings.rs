@@ -5,9 +5,9 @@
 use gst::glib;
 use gst::prelude::*;
 
-use super::lines::{self, Line, Zone};
 use super::tracker::{self, Config};
 use super::{Algorithm, Anchor};
+use crate::formats::places::{self as lines, Line, Zone};
 
 pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::ByteTrack;
 pub const DEFAULT_HIGH: f64 = 0.5;

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The per-stream rules of `onnxinfer`, with one cursor per stream (a single stream is a batch
 //! of one): which frames are inferred (`interval`), which model infers them (the canary's share,
-//! by stream or by frame), and the last result, carried to the frames in between and to
-//! repeated batch entries.
+//! by stream or by frame), the motion gate (`motion-gate`: which of those frames are worth
+//! inferring), and the last result, carried to the frames in between and to repeated batch
+//! entries.
 
 use std::collections::HashMap;
 
 use super::CanaryBy;
-use super::engine::FrameResult;
+use super::engine::{FrameBox, FrameResult};
+use crate::formats::motion::FrameMotion;
 
 /// A result kept for the frames that follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +17,41 @@ pub struct Carried {
     /// `name@version` of the model that produced it.
     pub model: String,
     pub result: FrameResult,
+}
+
+/// Boxes of two results are the same object when they have one class and overlap this much
+/// (IoU): a detector's boxes on a still object jitter by a few pixels, far less than this.
+pub const STILL_IOU: f64 = 0.7;
+
+/// The motion gate's settings (`motion-gate=true`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gate {
+    /// A frame is inferred at least this often (ns of stream time), motion or not.
+    pub still_interval: u64,
+}
+
+/// What the gate knows of a frame: its timestamp and what `motiondetect` saw.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Seen {
+    pub pts: Option<u64>,
+    pub motion: Option<FrameMotion>,
+}
+
+/// Why the gate let a frame be inferred, or that it held it back (counted in `stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gated {
+    /// `motiondetect` saw motion.
+    Motion,
+    /// ... so much that the camera is shaking.
+    Shaking,
+    /// The last two results differ: the objects are still moving.
+    TracksMoving,
+    /// `still-interval` passed since the last inferred frame (or the time is unknown).
+    StillInterval,
+    /// No `motiondetect` looked at the frame: inferred, as without the gate.
+    NoMotionMeta,
+    /// Held back: nothing moves.
+    Skipped,
 }
 
 /// What to do with a frame.
@@ -43,6 +80,8 @@ pub struct Rules {
     /// Results can be carried (whole-frame results; not `roi-only` classifications, whose
     /// regions change from frame to frame: there every frame is inferred).
     pub carries: bool,
+    /// The motion gate (`None`: off).
+    pub gate: Option<Gate>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +91,10 @@ struct Cursor {
     /// the frames after it leave.
     inferred: bool,
     last: Option<Carried>,
+    /// The timestamp of the last frame inferred.
+    inferred_pts: Option<u64>,
+    /// The last two results differ (the objects moved between them).
+    changing: bool,
 }
 
 /// The cursors of every stream seen since the last reset.
@@ -89,15 +132,26 @@ impl Cursors {
         }
     }
 
-    /// Decides for the next frame of `stream`.
-    pub fn pick(&mut self, stream: &str, rules: &Rules) -> Pick {
+    /// Decides for the next frame of `stream`, and what the gate said (`None`: not asked).
+    pub fn pick(&mut self, stream: &str, rules: &Rules, seen: Seen) -> (Pick, Option<Gated>) {
         let cursor = self.streams.entry(stream.to_string()).or_default();
         let n = cursor.seen;
         cursor.seen += 1;
         if rules.interval > 1 && !n.is_multiple_of(rules.interval as u64) && cursor.inferred {
-            return Pick::Carry;
+            return (Pick::Carry, None);
         }
+        let gated = match rules.gate {
+            Some(gate) if rules.carries && cursor.inferred => {
+                let why = gate_says(cursor, gate, seen);
+                if why == Gated::Skipped {
+                    return (Pick::Carry, Some(why));
+                }
+                Some(why)
+            }
+            _ => None,
+        };
         cursor.inferred |= rules.carries;
+        cursor.inferred_pts = seen.pts.or(cursor.inferred_pts);
         let canary = match rules.canary {
             Some(c) if c.fraction > 0.0 => match c.by {
                 CanaryBy::Stream => stream_fraction(stream) < c.fraction,
@@ -113,17 +167,73 @@ impl Cursors {
             },
             _ => false,
         };
-        Pick::Infer { canary }
+        (Pick::Infer { canary }, gated)
     }
 
-    /// Keeps `result` as the stream's last.
+    /// Keeps `result` as the stream's last (and notes whether it differs from the one before).
     pub fn remember(&mut self, stream: &str, result: Carried) {
-        self.streams.entry(stream.to_string()).or_default().last = Some(result);
+        let cursor = self.streams.entry(stream.to_string()).or_default();
+        cursor.changing = cursor
+            .last
+            .as_ref()
+            .is_none_or(|last| !same_objects(&last.result, &result.result));
+        cursor.last = Some(result);
     }
 
     /// The stream's last result.
     pub fn last(&self, stream: &str) -> Option<&Carried> {
         self.streams.get(stream)?.last.as_ref()
+    }
+}
+
+/// The gate on a frame of a stream that has a result.
+fn gate_says(cursor: &Cursor, gate: Gate, seen: Seen) -> Gated {
+    let Some(motion) = seen.motion else {
+        return Gated::NoMotionMeta;
+    };
+    if motion.shaking {
+        return Gated::Shaking;
+    }
+    if motion.moving {
+        return Gated::Motion;
+    }
+    if cursor.changing {
+        return Gated::TracksMoving;
+    }
+    match (seen.pts, cursor.inferred_pts) {
+        // A timestamp that went back (a seek, a loop) counts as time passed.
+        (Some(now), Some(then)) if now >= then && now - then < gate.still_interval => {
+            Gated::Skipped
+        }
+        _ => Gated::StillInterval,
+    }
+}
+
+fn box_iou(a: &FrameBox, b: &FrameBox) -> f64 {
+    let iw = (a.x2.min(b.x2) - a.x1.max(b.x1)).max(0.0);
+    let ih = (a.y2.min(b.y2) - a.y1.max(b.y1)).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &FrameBox| (r.x2 - r.x1).max(0.0) * (r.y2 - r.y1).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// Whether two results show the same objects where they were: as many boxes, each with one of
+/// the same class in the other overlapping it by [`STILL_IOU`] or more (classifications: the
+/// same best class).
+fn same_objects(a: &FrameResult, b: &FrameResult) -> bool {
+    match (a, b) {
+        (FrameResult::Boxes(a), FrameResult::Boxes(b)) => {
+            a.len() == b.len()
+                && a.iter().all(|x| {
+                    b.iter()
+                        .any(|y| y.class_id == x.class_id && box_iou(x, y) >= STILL_IOU)
+                })
+        }
+        (FrameResult::Classes(a), FrameResult::Classes(b)) => {
+            a.first().map(|c| c.0) == b.first().map(|c| c.0)
+        }
+        _ => false,
     }
 }
 
@@ -145,17 +255,27 @@ mod tests {
             interval: 3,
             canary: None,
             carries: true,
+            gate: None,
         };
-        assert_eq!(c.pick("a", &rules), Pick::Infer { canary: false });
+        assert_eq!(
+            c.pick("a", &rules, Seen::default()).0,
+            Pick::Infer { canary: false }
+        );
         // Carried although the result is not there yet (pipelining): it is when the frame
         // leaves.
-        assert_eq!(c.pick("a", &rules), Pick::Carry);
+        assert_eq!(c.pick("a", &rules, Seen::default()).0, Pick::Carry);
         c.remember("a", carried("m@1"));
-        assert_eq!(c.pick("a", &rules), Pick::Carry);
+        assert_eq!(c.pick("a", &rules, Seen::default()).0, Pick::Carry);
         assert_eq!(c.last("a"), Some(&carried("m@1")));
-        assert_eq!(c.pick("a", &rules), Pick::Infer { canary: false });
+        assert_eq!(
+            c.pick("a", &rules, Seen::default()).0,
+            Pick::Infer { canary: false }
+        );
         // Another stream counts on its own.
-        assert_eq!(c.pick("b", &rules), Pick::Infer { canary: false });
+        assert_eq!(
+            c.pick("b", &rules, Seen::default()).0,
+            Pick::Infer { canary: false }
+        );
         c.restart("a");
         assert_eq!(c.last("a"), None);
         // roi-only: nothing is carried, every frame is inferred.
@@ -163,7 +283,118 @@ mod tests {
             carries: false,
             ..rules
         };
-        assert!((0..4).all(|_| c.pick("r", &roi) == Pick::Infer { canary: false }));
+        assert!(
+            (0..4).all(|_| c.pick("r", &roi, Seen::default()).0 == Pick::Infer { canary: false })
+        );
+    }
+
+    fn boxes(x: f64) -> Carried {
+        Carried {
+            model: "m@1".into(),
+            result: FrameResult::Boxes(vec![FrameBox {
+                x1: x,
+                y1: 10.0,
+                x2: x + 50.0,
+                y2: 110.0,
+                score: 0.9,
+                class_id: 0,
+            }]),
+        }
+    }
+
+    #[test]
+    fn the_gate_infers_on_motion_on_moving_results_and_every_still_interval() {
+        let mut c = Cursors::default();
+        let rules = Rules {
+            interval: 1,
+            canary: None,
+            carries: true,
+            gate: Some(Gate {
+                still_interval: 1_000,
+            }),
+        };
+        let still = |pts| Seen {
+            pts: Some(pts),
+            motion: Some(FrameMotion::default()),
+        };
+        let moving = |pts| Seen {
+            pts: Some(pts),
+            motion: Some(FrameMotion {
+                moving: true,
+                fraction: 0.01,
+                regions: 1,
+                shaking: false,
+            }),
+        };
+        let infer = Pick::Infer { canary: false };
+        // The first frame has no result to carry: inferred, the gate not asked.
+        assert_eq!(c.pick("a", &rules, still(0)), (infer, None));
+        c.remember("a", boxes(0.0));
+        // A first result differs from none: inferred once more.
+        assert_eq!(
+            c.pick("a", &rules, still(100)),
+            (infer, Some(Gated::TracksMoving))
+        );
+        c.remember("a", boxes(2.0));
+        // Same objects (IoU > 0.7), no motion: held back until still-interval passed.
+        assert_eq!(
+            c.pick("a", &rules, still(200)),
+            (Pick::Carry, Some(Gated::Skipped))
+        );
+        assert_eq!(
+            c.pick("a", &rules, still(1_099)),
+            (Pick::Carry, Some(Gated::Skipped))
+        );
+        assert_eq!(
+            c.pick("a", &rules, still(1_100)),
+            (infer, Some(Gated::StillInterval))
+        );
+        c.remember("a", boxes(1.0));
+        assert_eq!(
+            c.pick("a", &rules, moving(1_200)),
+            (infer, Some(Gated::Motion))
+        );
+        // The object moved between the last two results: inferred without motion too.
+        c.remember("a", boxes(40.0));
+        assert_eq!(
+            c.pick("a", &rules, still(1_300)),
+            (infer, Some(Gated::TracksMoving))
+        );
+        c.remember("a", boxes(40.0));
+        assert_eq!(
+            c.pick("a", &rules, still(1_400)),
+            (Pick::Carry, Some(Gated::Skipped))
+        );
+        // A shaking camera, a frame no motiondetect saw, a timestamp that went back.
+        let shaking = Seen {
+            pts: Some(1_500),
+            motion: Some(FrameMotion {
+                moving: true,
+                fraction: 0.9,
+                regions: 20,
+                shaking: true,
+            }),
+        };
+        assert_eq!(c.pick("a", &rules, shaking), (infer, Some(Gated::Shaking)));
+        let unseen = Seen {
+            pts: Some(1_600),
+            motion: None,
+        };
+        assert_eq!(
+            c.pick("a", &rules, unseen),
+            (infer, Some(Gated::NoMotionMeta))
+        );
+        assert_eq!(
+            c.pick("a", &rules, still(10)),
+            (infer, Some(Gated::StillInterval))
+        );
+        // interval still applies first.
+        let both = Rules {
+            interval: 2,
+            ..rules
+        };
+        assert_eq!(c.pick("b", &both, moving(0)), (infer, None));
+        assert_eq!(c.pick("b", &both, moving(1)), (Pick::Carry, None));
     }
 
     #[test]
@@ -176,9 +407,10 @@ mod tests {
                 by: CanaryBy::Frame,
             }),
             carries: true,
+            gate: None,
         };
         let picks: Vec<bool> = (0..8)
-            .map(|_| c.pick("x", &by_frame) == Pick::Infer { canary: true })
+            .map(|_| c.pick("x", &by_frame, Seen::default()).0 == Pick::Infer { canary: true })
             .collect();
         assert_eq!(
             picks,
@@ -191,11 +423,15 @@ mod tests {
                 by: CanaryBy::Stream,
             }),
             carries: true,
+            gate: None,
         };
         for s in ["cam-1", "cam-2", "cam-3"] {
             let want = stream_fraction(s) < 0.5;
             for _ in 0..3 {
-                assert_eq!(c.pick(s, &by_stream), Pick::Infer { canary: want });
+                assert_eq!(
+                    c.pick(s, &by_stream, Seen::default()).0,
+                    Pick::Infer { canary: want }
+                );
             }
         }
     }

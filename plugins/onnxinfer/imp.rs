@@ -32,18 +32,19 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::CAT;
-use super::cursor::{Cursors, Pick};
+use super::cursor::{Cursors, Pick, Seen};
 use super::engine::{Job, Ran, Timings};
 use super::formats::{self, EntryFrame, WarnedOnce};
 use super::models::{Models, Role};
 use super::preprocess::SUPPORTED_FORMATS;
 use super::settings::Settings;
-use super::stats::Stats;
+use super::stats::{GateCounts, Stats};
 use super::swap::Swaps;
 use super::work::{self, FrameWork, InFlight, Work, frame_buffer, roi_regions};
 use super::worker::Worker;
 use super::{attach, labels};
 use crate::formats::batch::{self, Status};
+use crate::formats::motion;
 
 /// Created in `start`, dropped in `stop`.
 struct State {
@@ -73,6 +74,8 @@ pub struct OnnxInfer {
     /// about once each per run).
     warned_formats: WarnedOnce,
     warned_invalid: AtomicBool,
+    /// `motion-gate=true` on frames without a motion meta (warned about once per run).
+    warned_no_motion: AtomicBool,
 }
 
 impl Default for OnnxInfer {
@@ -88,6 +91,7 @@ impl Default for OnnxInfer {
             frame_period: AtomicU64::new(0),
             warned_formats: WarnedOnce::default(),
             warned_invalid: AtomicBool::new(false),
+            warned_no_motion: AtomicBool::new(false),
         }
     }
 }
@@ -160,11 +164,30 @@ impl OnnxInfer {
             None
         };
         let rules = settings.rules(state.models.canary.is_some());
+        let mut gate = GateCounts::default();
         for f in &mut frames {
-            f.pick = state.cursors.pick(&f.stream, &rules);
+            let b = frame_buffer(buf, entries.as_deref(), f.entry).unwrap_or(buf);
+            let seen = Seen {
+                pts: b.pts().map(|t| t.nseconds()),
+                motion: rules.gate.and_then(|_| motion::read(b)),
+            };
+            let (pick, why) = state.cursors.pick(&f.stream, &rules, seen);
+            f.pick = pick;
+            if let Some(why) = why {
+                gate.count(why);
+            }
             if settings.roi_only && matches!(f.pick, Pick::Infer { .. }) {
-                let b = frame_buffer(buf, entries.as_deref(), f.entry).unwrap_or(buf);
                 f.regions = roi_regions(b);
+            }
+        }
+        if rules.gate.is_some() {
+            self.stats.lock().unwrap().gate.merge(&gate);
+            if gate.no_motion_meta > 0 && !self.warned_no_motion.swap(true, Ordering::SeqCst) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("motion-gate=true, but no motiondetect looked at the frames (no videoai-motion meta): every frame is inferred as without the gate; put motiondetect upstream (before framesync when batching)")
+                );
             }
         }
         Ok((entries, frames))
@@ -354,7 +377,7 @@ impl OnnxInfer {
         }
 
         // Attach.
-        let keep_last = settings.interval > 1 || state.batch;
+        let keep_last = settings.interval > 1 || settings.motion_gate || state.batch;
         let mut entries = work.entries.take();
         let models = &state.models;
         let attached = attach::frames(
@@ -587,6 +610,7 @@ impl BaseTransformImpl for OnnxInfer {
         }
         self.stats.lock().unwrap().reset();
         self.warned_invalid.store(false, Ordering::SeqCst);
+        self.warned_no_motion.store(false, Ordering::SeqCst);
         let (primary, canary) = self
             .swaps
             .start(&settings, &path)

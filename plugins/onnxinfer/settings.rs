@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use gst::glib;
 use gst::prelude::*;
 
-use super::cursor::{CanaryShare, Rules};
+use super::cursor::{CanaryShare, Gate, Rules};
 use super::decode::ssd;
 use super::engine::{DecodeParams, Overrides};
 use super::model::LoadOptions;
@@ -27,6 +27,8 @@ pub(super) const DEFAULT_RESIZE: ResizeMode = ResizeMode::Auto;
 pub(super) const DEFAULT_MAX_DETECTIONS: u32 = 300;
 pub(super) const DEFAULT_TOP_K: u32 = 1;
 pub(super) const DEFAULT_INTERVAL: u32 = 1;
+/// Two seconds.
+pub(super) const DEFAULT_STILL_INTERVAL: u64 = 2_000_000_000;
 pub(super) const DEFAULT_CANARY_FRACTION: f64 = 0.0;
 pub(super) const DEFAULT_THREADS: u32 = 0;
 pub(super) const DEFAULT_PREPROCESS_THREADS: u32 = 0;
@@ -55,6 +57,8 @@ pub(super) struct Settings {
     pub(super) box_order: BoxOrder,
     pub(super) background_class: i32,
     pub(super) interval: u32,
+    pub(super) motion_gate: bool,
+    pub(super) still_interval: u64,
     pub(super) roi_only: bool,
     pub(super) canary_model_location: Option<PathBuf>,
     pub(super) canary_model_type: CanaryModelType,
@@ -92,6 +96,8 @@ impl Default for Settings {
             box_order: BoxOrder::Yxyx,
             background_class: DEFAULT_BACKGROUND_CLASS,
             interval: DEFAULT_INTERVAL,
+            motion_gate: false,
+            still_interval: DEFAULT_STILL_INTERVAL,
             roi_only: false,
             canary_model_location: None,
             canary_model_type: CanaryModelType::Same,
@@ -217,6 +223,9 @@ impl Settings {
         Rules {
             interval: self.interval,
             carries: !self.roi_only,
+            gate: self.motion_gate.then_some(Gate {
+                still_interval: self.still_interval,
+            }),
             canary: has_canary.then_some(CanaryShare {
                 fraction: self.canary_fraction,
                 by: self.canary_by,
@@ -405,6 +414,31 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_INTERVAL)
             .mutable_playing()
             .build(),
+        glib::ParamSpecBoolean::builder("motion-gate")
+            .nick("Motion gate")
+            .blurb(
+                "Infer only frames worth it, after a motiondetect element upstream: frames \
+                 with motion (or a shaking camera), frames after a result whose objects moved \
+                 since the one before, and at least every still-interval. The frames held \
+                 back carry the last result, marked fresh=false (as interval's do), and \
+                 objecttracker keeps their tracks. Frames no motiondetect looked at are \
+                 inferred. Counted in stats (gate-*). Not for moving cameras or where every \
+                 frame's own result matters. Default: false",
+            )
+            .default_value(false)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt64::builder("still-interval")
+            .nick("Still interval")
+            .blurb(
+                "motion-gate=true: a frame is inferred at least this often (ns of stream \
+                 time) even when nothing moves, so an object that appeared unseen by the \
+                 motion detector is found within this time. Default: 2000000000 (2 s)",
+            )
+            .minimum(1)
+            .default_value(DEFAULT_STILL_INTERVAL)
+            .mutable_playing()
+            .build(),
         glib::ParamSpecBoolean::builder("roi-only")
             .nick("ROI only")
             .blurb(
@@ -514,7 +548,10 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .nick("Statistics")
             .blurb(
                 "Read-only 'onnxinfer-stats' structure: frames (seen), inferred, skipped \
-                 (carried by interval, or unreadable batch entries), model and \
+                 (carried by interval or the motion gate, or unreadable batch entries), \
+                 gate-motion, gate-shaking, gate-tracks-moving, gate-still-interval, \
+                 gate-no-motion-meta (frames the motion gate let through, by reason) and \
+                 gate-skipped (held back), model and \
                  canary-model (name@version), canary-disabled (why a failing canary was \
                  switched off, empty otherwise), swaps, swaps-refused, batches and \
                  batch-runs (framesync batches and the model runs made for them), \
@@ -576,6 +613,8 @@ impl Settings {
             "input-width" => self.input_width = value.get().expect("type checked upstream"),
             "input-height" => self.input_height = value.get().expect("type checked upstream"),
             "interval" => self.interval = value.get().expect("type checked upstream"),
+            "motion-gate" => self.motion_gate = value.get().expect("type checked upstream"),
+            "still-interval" => self.still_interval = value.get().expect("type checked upstream"),
             "roi-only" => self.roi_only = value.get().expect("type checked upstream"),
             "canary-fraction" => self.canary_fraction = value.get().expect("type checked upstream"),
             "canary-by" => self.canary_by = value.get().expect("type checked upstream"),
@@ -625,6 +664,8 @@ impl Settings {
             "input-width" => self.input_width.to_value(),
             "input-height" => self.input_height.to_value(),
             "interval" => self.interval.to_value(),
+            "motion-gate" => self.motion_gate.to_value(),
+            "still-interval" => self.still_interval.to_value(),
             "roi-only" => self.roi_only.to_value(),
             "canary-fraction" => self.canary_fraction.to_value(),
             "canary-by" => self.canary_by.to_value(),

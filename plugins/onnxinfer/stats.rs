@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::cursor::Gated;
 use super::engine::Timings;
 use crate::util::histogram::{Histogram, ms};
 
@@ -15,6 +16,40 @@ pub struct ModelStats {
     pub preprocess: Histogram,
     pub inference: Histogram,
     pub postprocess: Histogram,
+}
+
+/// What the motion gate decided, frame by frame.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GateCounts {
+    pub motion: u64,
+    pub shaking: u64,
+    pub tracks_moving: u64,
+    pub still_interval: u64,
+    pub no_motion_meta: u64,
+    pub skipped: u64,
+}
+
+impl GateCounts {
+    pub fn count(&mut self, why: Gated) {
+        let c = match why {
+            Gated::Motion => &mut self.motion,
+            Gated::Shaking => &mut self.shaking,
+            Gated::TracksMoving => &mut self.tracks_moving,
+            Gated::StillInterval => &mut self.still_interval,
+            Gated::NoMotionMeta => &mut self.no_motion_meta,
+            Gated::Skipped => &mut self.skipped,
+        };
+        *c += 1;
+    }
+
+    pub fn merge(&mut self, o: &GateCounts) {
+        self.motion += o.motion;
+        self.shaking += o.shaking;
+        self.tracks_moving += o.tracks_moving;
+        self.still_interval += o.still_interval;
+        self.no_motion_meta += o.no_motion_meta;
+        self.skipped += o.skipped;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +68,8 @@ pub struct Stats {
     pub canary_disabled: Option<String>,
     /// Candidates dropped for non-finite or out-of-range values.
     pub invalid_outputs: u64,
+    /// The motion gate: frames inferred for each reason, and held back.
+    pub gate: GateCounts,
     pub models: BTreeMap<String, ModelStats>,
 }
 
@@ -100,6 +137,12 @@ impl Stats {
                 self.canary_disabled.clone().unwrap_or_default(),
             )
             .field("invalid-outputs", self.invalid_outputs)
+            .field("gate-motion", self.gate.motion)
+            .field("gate-shaking", self.gate.shaking)
+            .field("gate-tracks-moving", self.gate.tracks_moving)
+            .field("gate-still-interval", self.gate.still_interval)
+            .field("gate-no-motion-meta", self.gate.no_motion_meta)
+            .field("gate-skipped", self.gate.skipped)
             .field("swaps", self.swaps)
             .field("swaps-refused", self.swaps_refused)
             .field("batches", self.batches)

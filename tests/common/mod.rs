@@ -12,6 +12,7 @@ pub mod nats;
 pub mod onnx_model;
 pub mod prometheus;
 pub mod rtsp;
+pub mod still_scene;
 pub mod webhook;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@ mod common;
 
 mod detect;
 mod errors;
+mod gate;
 mod models;
 mod swap;
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Lines and zones, without GStreamer: parsing `lines="door:100,400,600,400;…"` and
+//! Lines and zones, without GStreamer (`objecttracker` counts on them, `motiondetect` ignores its
+//! zones): parsing `lines="door:100,400,600,400;…"` and
 //! `zones="bay:x1,y1,x2,y2,x3,y3,…;…"`, and turning each track's anchor point, frame after
 //! frame, into line crossings (with a direction) and zone entries and exits.
 //!
@@ -120,6 +121,11 @@ impl Line {
 }
 
 impl Zone {
+    /// Whether `p` lies inside the polygon (even-odd rule).
+    pub fn contains(&self, p: Point) -> bool {
+        inside(self, p)
+    }
+
     /// Whether any of the zone lies in a `width`×`height` frame.
     pub fn meets_frame(&self, width: f64, height: f64) -> bool {
         let n = self.points.len();
