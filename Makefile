@@ -2,7 +2,7 @@
 #   make demo   set up what is missing, build, run the object demo (COCO detector, tracker, a
 #               counting line, event log) and print its tracks and counts next to the truth
 #   make test   set up what is missing, then fmt check, clippy -D warnings and every test
-# Other targets: deps (set-up only), build, install/uninstall (per user, or PREFIX=… DESTDIR=…),
+# Other targets: deps (set-up only), build, quantize (an INT8 model calibrated on your camera), install/uninstall (per user, or PREFIX=… DESTDIR=…),
 # deb (a Debian package), install-check,
 # demo-text (the text detector demo), sample, objects-clip, picture, verify-coco-model,
 # bench (all benchmarks; bench-<element> for one), chaos (the chaos run, CHAOS_MINUTES), clean.
@@ -19,11 +19,19 @@ EVENTS ?= events.db
 OBJECTS_CLIP ?= samples/objects.mp4
 COCO_MODEL ?= models/yolov3-tiny.onnx
 COCO_LABELS ?= models/coco.labels
+# The demo detector quantized to INT8 on the demo clip (make quantize-demo, run by make demo).
+COCO_INT8 ?= models/yolov3-tiny-int8.onnx
+# make quantize: the model, the source it will watch, calibration frames (as many held back).
+SOURCE ?=
+FRAMES ?= 32
+PROPS ?=
+MODEL_TYPE ?= yolov5
+QUANTIZE := PYTHONPATH=.deps/onnxruntime:.deps/quantize-py python3 scripts/quantize.py
 DEMO_STREAM ?= objects-demo
 PREFIX ?=
 DESTDIR ?=
 
-.PHONY: all deps deps-gpu build demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-motiondetect bench-fleet chaos clean
+.PHONY: all deps deps-gpu build quantize quantize-demo demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-motiondetect bench-fleet chaos clean
 
 all: build
 
@@ -50,13 +58,38 @@ picture: build sample objects-clip
 	@scripts/make-picture.sh --tracks $(OBJECTS_CLIP) docs/demo-tracks.png
 	@scripts/make-picture.sh $(SAMPLE) docs/demo-detections.png
 
+# An INT8 model calibrated on SOURCE, written only if it agrees with the FP32 one on held-back
+# frames (scripts/quantize.py): make quantize MODEL=models/yolov3-tiny.onnx SOURCE=cam.mp4 [FRAMES=32]
+# [OUT=…] [MODEL_TYPE=yolov5] [PROPS='iou-threshold=0.2 …' (onnxinfer properties it will run with)].
+# OUT defaults to MODEL with -int8 before .onnx.
+quantize: build
+	@[ -n "$(SOURCE)" ] || { echo "make quantize: set SOURCE=<a video file or URI of the camera the model will watch>" >&2; exit 2; }
+	$(QUANTIZE) --model $(MODEL) --source $(SOURCE) --frames $(FRAMES) --model-type $(MODEL_TYPE) \
+		--props "$(PROPS)" --out $(or $(OUT),$(MODEL:.onnx=-int8.onnx))
+
+# The demo's detector in INT8, calibrated on the demo clip: kept once it passed, and a refusal
+# kept with its figures ($(COCO_INT8).refused; delete it to try again).
+quantize-demo: build objects-clip
+	@if [ -f $(COCO_INT8) ]; then echo "[demo] INT8 model: present ($(COCO_INT8))"; \
+	elif [ -f $(COCO_INT8).refused ]; then echo "[demo] INT8 model: refused by its check at an earlier run ($(COCO_INT8).refused)"; \
+	else echo "[demo] quantizing $(COCO_MODEL) on $(OBJECTS_CLIP) (scripts/quantize.py)"; \
+		if $(QUANTIZE) --model $(COCO_MODEL) --source $(OBJECTS_CLIP) --frames $(FRAMES) --out $(COCO_INT8) \
+			--props "iou-threshold=0.2" > $(COCO_INT8).log 2>&1; then cat $(COCO_INT8).log; rm -f $(COCO_INT8).log; \
+		else cat $(COCO_INT8).log; mv $(COCO_INT8).log $(COCO_INT8).refused; fi; fi
+
 # Runs pipelines/demo-objects.pipeline. Its events go to $(EVENTS) under stream $(DEMO_STREAM):
 # run it again and nothing is stored twice (the counts stay).
-demo: build objects-clip
-	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer (yolov3-tiny, COCO) ! objecttracker lines=… ! raftsink (pipelines/demo-objects.pipeline)"
+demo: build objects-clip quantize-demo
+	@if [ -f $(COCO_INT8) ]; then \
+		echo "[demo] INT8 yolov3-tiny against FP32 (checked on held-back frames of the clip; ms per inference):"; \
+		cat $(COCO_INT8).json; \
+	elif [ -f $(COCO_INT8).refused ]; then \
+		echo "[demo] INT8 yolov3-tiny against FP32: refused by its check, the demo runs FP32:"; \
+		grep -E '^\{|refused' $(COCO_INT8).refused; fi
+	@echo "[demo] filesrc ! qtdemux ! h264parse ! avdec_h264 ! onnxinfer (yolov3-tiny, COCO$$([ -f $(COCO_INT8) ] && echo ', INT8')) ! objecttracker lines=… ! raftsink (pipelines/demo-objects.pipeline)"
 	@python3 scripts/objects-clip.py truth
 	@scripts/run-pipeline.sh pipelines/demo-objects.pipeline INPUT=$(OBJECTS_CLIP) \
-		MODEL=$(COCO_MODEL) LABELS=$(COCO_LABELS) EVENTS=$(EVENTS) STREAM=$(DEMO_STREAM) \
+		MODEL=$$([ -f $(COCO_INT8) ] && echo $(COCO_INT8) || echo $(COCO_MODEL)) LABELS=$(COCO_LABELS) EVENTS=$(EVENTS) STREAM=$(DEMO_STREAM) \
 		LINES="$$(python3 -c 'import json; print(json.load(open("pipelines/objects-clip.json"))["lines"])')" -- -q
 	@mkdir -p target/demo
 	@$(RELEASE_DIR)/videoai-events tracks $(EVENTS) --stream $(DEMO_STREAM) > target/demo/tracks.jsonl

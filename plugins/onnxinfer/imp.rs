@@ -58,6 +58,8 @@ struct State {
     cursors: Cursors,
     worker: Option<Worker>,
     in_flight: Option<InFlight>,
+    /// Input tensors written to `input-dump-location` so far.
+    dumped: u64,
 }
 
 pub struct OnnxInfer {
@@ -308,6 +310,22 @@ impl OnnxInfer {
             &mut frames,
             &all,
         )?;
+        if let Some(dir) = &settings.input_dump_location {
+            for (_, job) in &jobs {
+                state.dumped += job.dump_inputs(dir, state.dumped).map_err(|e| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Write,
+                        (
+                            "input-dump-location '{}': cannot write input tensor {}: {e} (is the disk full?)",
+                            dir.display(),
+                            state.dumped
+                        )
+                    );
+                    gst::FlowError::Error
+                })?;
+            }
+        }
         Ok(Work {
             entries,
             frames,
@@ -608,6 +626,17 @@ impl BaseTransformImpl for OnnxInfer {
                 )
             );
         }
+        if let Some(dir) = &settings.input_dump_location {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::OpenWrite,
+                    (
+                        "input-dump-location '{}': cannot create the directory: {e}",
+                        dir.display()
+                    )
+                )
+            })?;
+        }
         self.stats.lock().unwrap().reset();
         self.warned_invalid.store(false, Ordering::SeqCst);
         self.warned_no_motion.store(false, Ordering::SeqCst);
@@ -647,6 +676,7 @@ impl BaseTransformImpl for OnnxInfer {
             cursors: Cursors::default(),
             worker,
             in_flight: None,
+            dumped: 0,
         });
         self.running.store(true, Ordering::SeqCst);
         Ok(())

@@ -29,6 +29,7 @@ mod labels;
 pub mod model;
 mod models;
 pub mod nms;
+mod npy;
 pub mod preprocess;
 pub mod runtime;
 mod settings;

@@ -71,6 +71,7 @@ pub(super) struct Settings {
     pub(super) preprocess_threads: u32,
     pub(super) optimization_level: OptimizationLevel,
     pub(super) pipelining: bool,
+    pub(super) input_dump_location: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -110,6 +111,7 @@ impl Default for Settings {
             preprocess_threads: DEFAULT_PREPROCESS_THREADS,
             optimization_level: OptimizationLevel::All,
             pipelining: DEFAULT_PIPELINING,
+            input_dump_location: None,
         }
     }
 }
@@ -527,6 +529,18 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_PREPROCESS_THREADS)
             .mutable_ready()
             .build(),
+        glib::ParamSpecString::builder("input-dump-location")
+            .nick("Input dump location")
+            .blurb(
+                "A directory: every inferred frame's (or region's) input tensor, exactly as \
+                 the model gets it after preprocessing, is written there as NNNNNN.npy (NumPy, \
+                 a batch of one), numbered from 0 in the order inferred. For calibrating a \
+                 quantized model on the frames it will see (make quantize); each file is the \
+                 tensor's size (2 MB for 416x416 f32), so use with interval on long inputs. \
+                 Created if missing. Default: none (nothing written)",
+            )
+            .mutable_ready()
+            .build(),
         glib::ParamSpecBoolean::builder("pipelining")
             .nick("Pipelining")
             .blurb(
@@ -633,6 +647,13 @@ impl Settings {
                 self.optimization_level = value.get().expect("type checked upstream")
             }
             "pipelining" => self.pipelining = value.get().expect("type checked upstream"),
+            "input-dump-location" => {
+                self.input_dump_location = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -676,6 +697,11 @@ impl Settings {
             "preprocess-threads" => self.preprocess_threads.to_value(),
             "optimization-level" => self.optimization_level.to_value(),
             "pipelining" => self.pipelining.to_value(),
+            "input-dump-location" => self
+                .input_dump_location
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

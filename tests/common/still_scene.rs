@@ -220,3 +220,33 @@ pub fn in_ignore_zone(r: (u32, u32, u32, u32)) -> bool {
     let (cx, cy) = (r.0 + r.2 / 2, r.1 + r.3 / 2);
     cx < 560 && cy >= 400
 }
+
+/// The scene's first `frames` frames as an H.264 MP4 file at `path` (openh264enc, 4 Mb/s, a
+/// keyframe every 2 s), as a camera would record it.
+pub fn write_clip(path: &Path, frames: usize) {
+    let scene = Scene::new();
+    let (p, src) = super::from_appsrc(
+        &Scene::caps(),
+        &format!(
+            "openh264enc bitrate=4000000 gop-size={} ! h264parse ! mp4mux ! filesink location=\"{}\"",
+            2 * FPS,
+            path.display()
+        ),
+    );
+    src.set_max_bytes(16 * 1024 * 1024);
+    src.set_block(true);
+    p.set_state(gst::State::Playing).unwrap();
+    for i in 0..frames {
+        src.push_buffer(scene.buffer(i)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(300),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the clip is written");
+    p.set_state(gst::State::Null).unwrap();
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+}

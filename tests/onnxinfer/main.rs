@@ -9,6 +9,7 @@ mod detect;
 mod errors;
 mod gate;
 mod models;
+mod quantize;
 mod swap;
 
 /// Three test frames of `caps` through `onnxinfer {props}`: what the pipeline said.
