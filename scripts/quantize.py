@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """An INT8 model calibrated on the camera it will watch, written only if it agrees with FP32.
 
-    quantize.py --model MODEL.onnx --source FILE_OR_URI --out INT8.onnx [--frames N] ...
+    quantize.py --model MODEL.onnx --source CLIP --out INT8.onnx [--frames N] ...
 
-1. Frames of SOURCE go through the real pipeline (decodebin ! videoconvert ! onnxinfer), and
+1. Frames of SOURCE (a clip recorded from the camera) go through the real pipeline (decodebin ! videoconvert ! onnxinfer), and
    onnxinfer writes each inferred frame's input tensor (`input-dump-location`): calibration sees
    exactly the tensors inference will. 2*N frames are taken, spread over the source (onnxinfer
    `interval`): every other one calibrates, the rest are held back for the check.
@@ -28,6 +28,7 @@ import glob
 import json
 import logging
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -55,12 +56,18 @@ def gst_env():
 
 
 def source_uri(source):
-    if "://" in source:
-        return source
-    path = os.path.abspath(source)
+    """A file's URI. A camera is recorded first: the FP32 and INT8 runs must see the same
+    frames, and a live source never ends."""
+    if "://" in source and not source.startswith("file://"):
+        raise Refused(
+            f"source '{source}' is live: record a clip of the camera first (e.g. gst-launch-1.0 -e "
+            f"rtspsrc location={source} ! rtph264depay ! h264parse ! mp4mux ! filesink location=cam.mp4, "
+            "a minute or more) and quantize on the file"
+        )
+    path = os.path.abspath(source[len("file://"):] if source.startswith("file://") else source)
     if not os.path.isfile(path):
-        raise Refused(f"source '{source}' is not a file (or a URI such as rtsp://...)")
-    return "file://" + path
+        raise Refused(f"source '{source}' is not a file")
+    return pathlib.Path(path).as_uri()
 
 
 def check_model(path, args_every_op):
@@ -113,11 +120,13 @@ def desc_args(desc):
 
 
 def frame_count(uri, timeout):
-    """Frames in a file, counted by decoding it (fakesink's messages); None for a live source."""
-    if not uri.startswith("file://"):
-        return None
-    cmd = ["gst-launch-1.0", "-v", "uridecodebin", f"uri={uri}", "!", "fakesink", "silent=false", "sync=false"]
-    out = subprocess.run(cmd, env=gst_env(), capture_output=True, text=True, timeout=timeout)
+    """Video frames in a file, counted by decoding it (fakesink's messages)."""
+    cmd = ["gst-launch-1.0", "-v", "uridecodebin", f"uri={uri}", "!", "video/x-raw", "!", "fakesink",
+           "silent=false", "sync=false"]
+    try:
+        out = subprocess.run(cmd, env=gst_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Refused(f"decoding '{uri}' took more than {timeout} s (--timeout)")
     if out.returncode != 0:
         raise Refused(f"cannot decode '{uri}': {out.stderr.strip() or out.stdout[-500:]}")
     return sum(1 for line in out.stdout.splitlines() if "last-message = chain" in line)
@@ -234,15 +243,16 @@ def detections(args, uri, model, interval, work, tag):
         args.timeout,
     )
     tool = os.path.join(ROOT, "target", "release", "videoai-events")
-    out = subprocess.run([tool, "dump", db, "--stream", tag], capture_output=True, text=True, check=True)
-    frames = {}
-    for line in out.stdout.splitlines():
-        e = json.loads(line)
-        dets = e.get("detections", [])
-        if dets and any(d.get("fresh", True) is False for d in dets):
-            continue
-        frames[e["seq"]] = [(d["label"], (d["x"], d["y"], d["w"], d["h"])) for d in dets]
-    return frames
+    out = subprocess.run([tool, "dump", db, "--stream", tag], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise Refused(f"cannot read the {tag} run's events ({tool} dump {db}): {out.stderr.strip()}")
+    # By position in the stream (frames in timestamp order), as onnxinfer counted them for
+    # `interval` and for the tensors it wrote: whatever the keys (seq) are made of.
+    events = sorted((json.loads(line) for line in out.stdout.splitlines()), key=lambda e: e["pts_ns"])
+    return {
+        i: [(d["label"], (d["x"], d["y"], d["w"], d["h"])) for d in e.get("detections", [])]
+        for i, e in enumerate(events)
+    }
 
 
 def iou(a, b):
@@ -289,12 +299,12 @@ def speed(model, tensors, threads):
     opts.intra_op_num_threads = threads
     s = onnxruntime.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
-    x = np.load(tensors[0])
-    for _ in range(3):
+    xs = [np.load(t) for t in tensors[:8]]
+    for x in xs[:3]:
         s.run(None, {name: x})
     n, t0 = 0, time.perf_counter()
     while n < 10 or time.perf_counter() - t0 < 1.0:
-        s.run(None, {name: np.load(tensors[n % len(tensors)])})
+        s.run(None, {name: xs[n % len(xs)]})
         n += 1
     return (time.perf_counter() - t0) / n * 1000
 
@@ -302,7 +312,7 @@ def speed(model, tensors, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="the FP32 .onnx model")
-    ap.add_argument("--source", required=True, help="a video file or a URI (rtsp://, file://, ...)")
+    ap.add_argument("--source", required=True, help="a video file recorded from the camera (a live camera is recorded first)")
     ap.add_argument("--out", required=True, help="where to write the INT8 model if it passes")
     ap.add_argument("--frames", type=int, default=32, help="calibration frames (as many are held back for the check; default 32)")
     ap.add_argument("--model-type", default="yolov5", help="onnxinfer model-type of the model (default yolov5)")
@@ -319,6 +329,8 @@ def main():
     args = ap.parse_args()
     global PROPS
     PROPS = args.props
+    if "interval=" in PROPS or "input-dump-location=" in PROPS:
+        raise Refused("--props: interval and input-dump-location are the quantizer's own (it picks the frames)")
 
     min_frames = 8
     if args.frames < min_frames:
@@ -327,15 +339,15 @@ def main():
     uri = source_uri(args.source)
     total = frame_count(uri, args.timeout)
     wanted = 2 * args.frames
-    if total is not None and total < wanted:
+    if total < wanted:
         raise Refused(
             f"source '{args.source}' has {total} frames: too few calibration frames for --frames {args.frames} "
             f"({wanted} needed: {args.frames} to calibrate, {args.frames} held back for the check)"
         )
-    interval = max(1, (total or wanted) // wanted)
+    interval = max(1, total // wanted)
     work = tempfile.mkdtemp(prefix="videoai-quantize-")
     try:
-        say(f"model {args.model} (input {shape}); source {args.source}: {total if total is not None else 'unknown'} frames, one in {interval} taken")
+        say(f"model {args.model} (input {shape}); source {args.source}: {total} frames, one in {interval} taken")
         tensors = dump_tensors(args, uri, interval, work)
         if len(tensors) < wanted:
             raise Refused(
@@ -345,6 +357,7 @@ def main():
         tensors = tensors[:wanted]
         calibration = tensors[0::2]
         held = [int(os.path.basename(t)[:-4]) for t in tensors[1::2]]
+        # The k-th tensor is the k-th inferred frame: frame k * interval of the stream.
         held_seqs = [k * interval for k in held]
         say(f"{len(calibration)} calibration tensors, {len(held_seqs)} frames held back; quantizing "
             + ("every op (head included)" if args.every_op else

@@ -127,6 +127,14 @@ impl Detector {
         })
     }
 
+    /// New thresholds (the cell size stays): the background is kept.
+    pub fn set_config(&mut self, config: Config) {
+        let cell = self.config.cell;
+        self.config = Config { cell, ..config };
+        let n = self.cols * self.rows;
+        self.min_cells = ((config.min_area * n as f64).ceil() as usize).max(1);
+    }
+
     /// Share of the cells that are watched (1.0 without ignore zones).
     pub fn watched_share(&self) -> f64 {
         self.watched_count as f64 / self.watched.len() as f64

@@ -186,10 +186,12 @@ impl ObjectImpl for MotionDetect {
                 glib::ParamSpecUInt64::builder("background-time")
                     .nick("Background time")
                     .blurb(
-                        "How long (ns) the running background takes to learn a change: \
-                         something that stopped (or a ghost of something that left) stops \
-                         being motion after about this long; moving regions are learnt 8 \
-                         times slower. Default: 1000000000 (1 s)",
+                        "How long (ns) the running background takes to learn a change. \
+                         Something that stopped (or the ghost of something that left) is not \
+                         motion from the next frame, as nothing changes there, and leaves the \
+                         foreground in a few times this (a running average: longer for a high \
+                         contrast); moving regions are learnt 8 times slower. Default: \
+                         1000000000 (1 s)",
                     )
                     .minimum(1_000_000)
                     .default_value(DEFAULT_BACKGROUND_TIME)
@@ -245,13 +247,16 @@ impl ObjectImpl for MotionDetect {
         }
         let config = s.config();
         drop(s);
-        // Thresholds set while playing: a new detector on the next frame.
-        if let Some(st) = self.state.lock().unwrap().as_mut()
-            && pspec.name() != "ignore-zones"
-            && pspec.name() != "background-time"
+        // Thresholds set while playing apply from the next frame; the background stays.
+        if let Some(d) = self
+            .state
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|st| st.detector.as_mut())
         {
             gst::debug!(CAT, imp = self, "new settings while running: {config:?}");
-            st.detector = None;
+            d.set_config(config);
         }
     }
 
@@ -415,6 +420,10 @@ impl BaseTransformImpl for MotionDetect {
                     gst::FlowError::Error
                 })?;
             state.detector = Some(d);
+        }
+        // A gap or an empty buffer has no picture to look at: passed on as it is.
+        if buf.flags().contains(gst::BufferFlags::GAP) || buf.size() == 0 {
+            return Ok(gst::FlowSuccess::Ok);
         }
         let rate = (Self::frame_ns(state, buf) as f64 / settings.background_time as f64) as f32;
         state.last_pts = buf.pts().or(state.last_pts);

@@ -197,7 +197,9 @@ fn gate_says(cursor: &Cursor, gate: Gate, seen: Seen) -> Gated {
     if motion.moving {
         return Gated::Motion;
     }
-    if cursor.changing {
+    // No result to carry yet (the gate was switched on while playing, or the first result is
+    // still on its way), or the last two differ: the objects are (still) moving.
+    if cursor.changing || cursor.last.is_none() {
         return Gated::TracksMoving;
     }
     match (seen.pts, cursor.inferred_pts) {
@@ -233,6 +235,8 @@ fn same_objects(a: &FrameResult, b: &FrameResult) -> bool {
         (FrameResult::Classes(a), FrameResult::Classes(b)) => {
             a.first().map(|c| c.0) == b.first().map(|c| c.0)
         }
+        // Raw tensors name no objects: the gate goes by motion and still-interval alone.
+        (FrameResult::Tensors(_), FrameResult::Tensors(_)) => true,
         _ => false,
     }
 }
@@ -387,6 +391,17 @@ mod tests {
         assert_eq!(
             c.pick("a", &rules, still(10)),
             (infer, Some(Gated::StillInterval))
+        );
+        // Switched on while playing: frames were inferred but, the gate being off, no result
+        // was kept to carry. The gate infers until there is one.
+        let off = Rules {
+            gate: None,
+            ..rules
+        };
+        assert_eq!(c.pick("c", &off, still(0)), (infer, None));
+        assert_eq!(
+            c.pick("c", &rules, still(10)),
+            (infer, Some(Gated::TracksMoving))
         );
         // interval still applies first.
         let both = Rules {

@@ -424,8 +424,9 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  since the one before, and at least every still-interval. The frames held \
                  back carry the last result, marked fresh=false (as interval's do), and \
                  objecttracker keeps their tracks. Frames no motiondetect looked at are \
-                 inferred. Counted in stats (gate-*). Not for moving cameras or where every \
-                 frame's own result matters. Default: false",
+                 inferred. Counted in stats (gate-*). No effect with roi-only (every frame's \
+                 regions are classified). Not for moving cameras or where every frame's own \
+                 result matters. Default: false",
             )
             .default_value(false)
             .mutable_playing()
@@ -433,8 +434,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt64::builder("still-interval")
             .nick("Still interval")
             .blurb(
-                "motion-gate=true: a frame is inferred at least this often (ns of stream \
-                 time) even when nothing moves, so an object that appeared unseen by the \
+                "motion-gate=true: a frame is inferred at least this often (ns, by the \
+                 frames' timestamps) even when nothing moves, so an object that appeared unseen by the \
                  motion detector is found within this time. Default: 2000000000 (2 s)",
             )
             .minimum(1)
@@ -534,7 +535,8 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .blurb(
                 "A directory: every inferred frame's (or region's) input tensor, exactly as \
                  the model gets it after preprocessing, is written there as NNNNNN.npy (NumPy, \
-                 a batch of one), numbered from 0 in the order inferred. For calibrating a \
+                 a batch of one), numbered from 0 at each start in the order the model runs \
+                 (files of an earlier run are overwritten). For calibrating a \
                  quantized model on the frames it will see (make quantize); each file is the \
                  tensor's size (2 MB for 416x416 f32), so use with interval on long inputs. \
                  Created if missing. Default: none (nothing written)",

@@ -221,8 +221,8 @@ pub fn in_ignore_zone(r: (u32, u32, u32, u32)) -> bool {
     cx < 560 && cy >= 400
 }
 
-/// The scene's first `frames` frames as an H.264 MP4 file at `path` (openh264enc, 4 Mb/s, a
-/// keyframe every 2 s), as a camera would record it.
+/// The scene's first `frames` frames (past the scene's end it starts again) as an H.264 MP4
+/// file at `path` (openh264enc, 4 Mb/s, a keyframe every 2 s), as a camera would record it.
 pub fn write_clip(path: &Path, frames: usize) {
     let scene = Scene::new();
     let (p, src) = super::from_appsrc(
@@ -237,7 +237,12 @@ pub fn write_clip(path: &Path, frames: usize) {
     src.set_block(true);
     p.set_state(gst::State::Playing).unwrap();
     for i in 0..frames {
-        src.push_buffer(scene.buffer(i)).unwrap();
+        let mut b = scene.buffer(i % FRAMES);
+        let d = 1_000_000_000 / FPS;
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds(i as u64 * d));
+        src.push_buffer(b).unwrap();
     }
     src.end_of_stream().unwrap();
     let bus = p.bus().unwrap();
