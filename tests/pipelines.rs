@@ -22,7 +22,13 @@ fn placeholders(text: &str) -> Vec<String> {
     let mut rest = text;
     while let Some(i) = rest.find("${") {
         let Some(j) = rest[i..].find('}') else { break };
-        let name = rest[i + 2..i + j].to_string();
+        let inner = &rest[i + 2..i + j];
+        // ${NAME:-DEFAULT}: filled by its default (common::pipeline_file) unless given.
+        if inner.contains(":-") {
+            rest = &rest[i + j..];
+            continue;
+        }
+        let name = inner.to_string();
         if !out.contains(&name) {
             out.push(name);
         }

@@ -42,8 +42,44 @@ fn description(text: &str) -> String {
         .join(" ")
 }
 
+/// One `${NAME}` or `${NAME:-DEFAULT}` of a description: its byte range, name and default.
+struct Use<'a> {
+    range: std::ops::Range<usize>,
+    name: &'a str,
+    default: Option<&'a str>,
+}
+
+/// Every placeholder use in `desc`, in order; an error for an unclosed `${` or a bad name.
+fn uses(desc: &str) -> Result<Vec<Use<'_>>, String> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = desc[from..].find("${").map(|i| from + i) {
+        let Some(j) = desc[i..].find('}').map(|j| i + j) else {
+            return Err(format!("unclosed placeholder at '{}'", &desc[i..]));
+        };
+        let inner = &desc[i + 2..j];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "'${{{inner}}}' is not a placeholder (a name of letters, digits and '_', and \
+                 optionally :-DEFAULT)"
+            ));
+        }
+        out.push(Use {
+            range: i..j + 1,
+            name,
+            default,
+        });
+        from = j + 1;
+    }
+    Ok(out)
+}
+
 /// The placeholders `text` uses, in order of first use; an error for an unclosed `${` or an
-/// empty description.
+/// empty description. `${NAME:-DEFAULT}` gives NAME a default, used when nothing else does.
 pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
     let desc = description(text);
     if desc.trim().is_empty() {
@@ -52,32 +88,33 @@ pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
         );
     }
     let mut out: Vec<String> = Vec::new();
-    let mut rest = desc.as_str();
-    while let Some(i) = rest.find("${") {
-        let Some(j) = rest[i..].find('}') else {
-            return Err(format!("unclosed placeholder at '{}'", &rest[i..]));
-        };
-        let name = &rest[i + 2..i + j];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "'${{{name}}}' is not a placeholder name (letters, digits and '_')"
-            ));
+    for u in uses(&desc)? {
+        if !out.iter().any(|n| n == u.name) {
+            out.push(u.name.to_string());
         }
-        if !out.iter().any(|n| n == name) {
-            out.push(name.to_string());
-        }
-        rest = &rest[i + j + 1..];
     }
     Ok(out)
 }
 
-/// The description in `text` with every `${NAME}` filled from `vars` (see the module's doc);
-/// an error names the placeholders nothing fills.
+/// The description in `text` with every `${NAME}` filled from `vars`, or from its default in
+/// the file (`${NAME:-DEFAULT}`: the file is the administrator's, but the default is still a
+/// value, pasted or bound as the module's doc says); an error names the placeholders nothing
+/// fills.
 pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> Result<Filled, String> {
     let names = placeholders(text)?;
+    let desc = description(text);
+    let found = uses(&desc)?;
+    let value_of = |name: &str| -> Option<String> {
+        vars.get(name).cloned().or_else(|| {
+            found
+                .iter()
+                .find(|u| u.name == name && u.default.is_some())
+                .and_then(|u| u.default.map(str::to_string))
+        })
+    };
     let missing: Vec<String> = names
         .iter()
-        .filter(|n| !vars.contains_key(*n))
+        .filter(|n| value_of(n).is_none())
         .map(|n| format!("${{{n}}}"))
         .collect();
     if !missing.is_empty() {
@@ -86,23 +123,31 @@ pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> Result<Filled, Strin
             missing.join(", ")
         ));
     }
-    let mut desc = description(text);
     let mut bound = Vec::new();
     // A token no description or value contains: letters and digits only.
     let salt = crate::util::hash::fnv1a(desc.as_bytes()) as u32;
+    let mut text_of: BTreeMap<&str, String> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let value = &vars[name];
-        let placeholder = format!("${{{name}}}");
-        if pastable(value) {
-            desc = desc.replace(&placeholder, value);
+        let value = value_of(name).expect("checked above");
+        let text = if pastable(&value) {
+            value
         } else {
             let token = format!("videoaiparam{i}x{salt:08x}");
-            desc = desc.replace(&placeholder, &token);
-            bound.push((token, name.clone(), value.clone()));
-        }
+            bound.push((token.clone(), name.clone(), value));
+            token
+        };
+        text_of.insert(name.as_str(), text);
     }
+    let mut out = String::with_capacity(desc.len());
+    let mut at = 0;
+    for u in &found {
+        out.push_str(&desc[at..u.range.start]);
+        out.push_str(&text_of[u.name]);
+        at = u.range.end;
+    }
+    out.push_str(&desc[at..]);
     Ok(Filled {
-        description: desc,
+        description: out,
         bound,
     })
 }
@@ -184,6 +229,16 @@ mod tests {
         assert!(fill("x ${A", &v).is_err());
         assert!(placeholders("# only a comment\n\n").is_err());
         assert!(placeholders("x ${a b}").is_err());
+        // A default in the file, used only when nothing else gives a value.
+        let t = "x gate=${GATE:-false} y=${A} z=${GATE}";
+        assert_eq!(placeholders(t).unwrap(), ["GATE", "A"]);
+        assert_eq!(fill(t, &v).unwrap().description, "x gate=false y=1 z=false");
+        let on = vars(&[("A", "1"), ("GATE", "true")]);
+        assert_eq!(fill(t, &on).unwrap().description, "x gate=true y=1 z=true");
+        // A default is a value like any other: never pipeline text.
+        let f = fill("x a=\"${T:-a ! b}\"", &v).unwrap();
+        assert!(!f.description.contains('!') && f.bound.len() == 1, "{f:?}");
+        assert!(placeholders("x ${:-1}").is_err());
     }
 
     #[test]

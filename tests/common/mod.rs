@@ -202,7 +202,7 @@ pub fn parse(desc: &str) -> gst::Pipeline {
 }
 
 /// Reads a pipeline description file from pipelines/: comment lines dropped, `${NAME}`
-/// placeholders filled from `vars` (every placeholder must be given).
+/// placeholders filled from `vars` (every placeholder must be given, but `${NAME:-DEFAULT}`).
 pub fn pipeline_file(name: &str, vars: &HashMap<&str, String>) -> String {
     let path = root().join("pipelines").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -213,6 +213,19 @@ pub fn pipeline_file(name: &str, vars: &HashMap<&str, String>) -> String {
         .join(" ");
     for (k, v) in vars {
         desc = desc.replace(&format!("${{{k}}}"), v);
+    }
+    // ${NAME:-DEFAULT}: the value given, else the default.
+    while let Some(i) = desc.find("${") {
+        let j = i + desc[i..].find('}').expect("a closed placeholder");
+        let inner = desc[i + 2..j].to_string();
+        let Some((name, default)) = inner.split_once(":-") else {
+            break;
+        };
+        let value = vars
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_string());
+        desc.replace_range(i..=j, &value);
     }
     assert!(
         !desc.contains("${"),
