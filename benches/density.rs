@@ -244,21 +244,11 @@ fn int8_model(dir: &Path, clip: &Path) -> Result<PathBuf, String> {
     if out.is_file() {
         return Ok(out);
     }
-    let root = common::root();
-    let run = std::process::Command::new("python3")
-        .arg(root.join("scripts/quantize.py"))
+    let run = common::quantize_command()
         .args(["--model", common::coco_model().to_str().unwrap()])
         .args(["--source", clip.to_str().unwrap()])
         .args(["--out", out.to_str().unwrap()])
         .args(["--frames", "32", "--props", "iou-threshold=0.2"])
-        .env(
-            "PYTHONPATH",
-            format!(
-                "{}:{}",
-                root.join(".deps/onnxruntime").display(),
-                root.join(".deps/quantize-py").display()
-            ),
-        )
         .output()
         .map_err(|e| e.to_string())?;
     eprint!("{}", String::from_utf8_lossy(&run.stdout));

@@ -66,6 +66,23 @@ pub fn coco_labels() -> PathBuf {
     root().join("models/coco.labels")
 }
 
+/// `python3 scripts/quantize.py` (make quantize) with set-up's Python packages; add the
+/// arguments.
+#[allow(dead_code)]
+pub fn quantize_command() -> std::process::Command {
+    let root = root();
+    let mut c = std::process::Command::new("python3");
+    c.arg(root.join("scripts/quantize.py")).env(
+        "PYTHONPATH",
+        format!(
+            "{}:{}",
+            root.join(".deps/onnxruntime").display(),
+            root.join(".deps/quantize-py").display()
+        ),
+    );
+    c
+}
+
 /// A benchmark setting from the environment (`default` when unset or not a number).
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

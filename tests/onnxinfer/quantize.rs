@@ -4,7 +4,7 @@
 //! with the FP32 model on held-back frames; and the clear refusals.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use gst::prelude::*;
@@ -27,22 +27,26 @@ fn clip() -> &'static Path {
         .1
 }
 
-/// `python3 scripts/quantize.py ARGS…` with set-up's Python packages.
+/// `scripts/quantize.py ARGS…`.
 fn quantize(args: &[&str]) -> Output {
-    let root = common::root();
-    Command::new("python3")
-        .arg(root.join("scripts/quantize.py"))
-        .args(args)
-        .env(
-            "PYTHONPATH",
-            format!(
-                "{}:{}",
-                root.join(".deps/onnxruntime").display(),
-                root.join(".deps/quantize-py").display()
-            ),
-        )
-        .output()
-        .unwrap()
+    common::quantize_command().args(args).output().unwrap()
+}
+
+/// The demo detector quantized on the clip into `out`, with `frames` and `extra` arguments.
+fn quantize_coco(out: &Path, frames: &str, extra: &[&str]) -> Output {
+    let coco = common::coco_model();
+    let mut args = vec![
+        "--model",
+        coco.to_str().unwrap(),
+        "--source",
+        clip().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--frames",
+        frames,
+    ];
+    args.extend_from_slice(extra);
+    quantize(&args)
 }
 
 fn text(out: &Output) -> String {
@@ -68,17 +72,7 @@ fn figures(out: &Output) -> serde_json::Value {
 fn the_demo_model_quantized_on_a_camera_clip_passes_its_check_and_onnxinfer_runs_it() {
     let dir = common::TempDir::new("quantize-ok");
     let int8 = dir.join("int8.onnx");
-    let coco = common::coco_model();
-    let out = quantize(&[
-        "--model",
-        coco.to_str().unwrap(),
-        "--source",
-        clip().to_str().unwrap(),
-        "--out",
-        int8.to_str().unwrap(),
-        "--frames",
-        "16",
-    ]);
+    let out = quantize_coco(&int8, "16", &[]);
     assert!(out.status.success(), "{}", text(&out));
     let f = figures(&out);
     eprintln!("{f}");
@@ -110,20 +104,9 @@ fn the_demo_model_quantized_on_a_camera_clip_passes_its_check_and_onnxinfer_runs
 fn a_broken_quantization_is_refused_with_its_figures() {
     let dir = common::TempDir::new("quantize-broken");
     let int8 = dir.join("broken.onnx");
-    let coco = common::coco_model();
     // Every op quantized, the decoding head included: boxes in pixels and scores in [0, 1]
     // share one scale.
-    let out = quantize(&[
-        "--model",
-        coco.to_str().unwrap(),
-        "--source",
-        clip().to_str().unwrap(),
-        "--out",
-        int8.to_str().unwrap(),
-        "--frames",
-        "8",
-        "--every-op",
-    ]);
+    let out = quantize_coco(&int8, "8", &["--every-op"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let f = figures(&out);
     assert!(f["recall"].as_f64().unwrap() < 0.95, "{f}");
