@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def source_uri(source):
 
 
 def check_model(path, args_every_op):
-    """The model's input: refuses what the quantizer cannot calibrate."""
+    """The model, its input's shape and name; refuses what the quantizer cannot calibrate."""
     import onnx
 
     if not os.path.isfile(path):
@@ -96,40 +97,35 @@ def check_model(path, args_every_op):
             f"model '{path}' has no Conv layer: the INT8 path quantizes Conv layers only (the "
             "decoding head stays in float), so there is nothing to quantize"
         )
-    return model, shape
+    return model, shape, inputs[0].name
 
 
-def run_pipeline(uri, model, model_type, interval, extra, timeout):
-    desc = (
-        f'uridecodebin uri="{uri}" ! videoconvert ! onnxinfer model-location="{model}" '
-        f"model-type={model_type} interval={interval} {PROPS} {extra}"
-    )
-    cmd = ["gst-launch-1.0", "-q", "-e"] + desc_args(desc)
+def gst_launch(option, desc, timeout):
+    """`gst-launch-1.0 OPTION -e DESC` with the plugin built here: its standard output, or a
+    refusal saying what failed."""
+    cmd = ["gst-launch-1.0", option, "-e"] + shlex.split(desc)
     try:
         out = subprocess.run(cmd, env=gst_env(), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise Refused(f"the pipeline did not finish within {timeout} s: {desc}")
+        raise Refused(f"the pipeline did not finish within {timeout} s (--timeout): {desc}")
     if out.returncode != 0:
-        raise Refused(f"the pipeline failed: {desc}\n{out.stdout}{out.stderr}")
+        raise Refused(f"the pipeline failed: {desc}\n{out.stderr.strip() or out.stdout[-500:]}")
+    return out.stdout
 
 
-def desc_args(desc):
-    import shlex
-
-    return shlex.split(desc)
+def run_pipeline(uri, model, model_type, interval, extra, timeout):
+    gst_launch(
+        "-q",
+        f'uridecodebin uri="{uri}" ! videoconvert ! onnxinfer model-location="{model}" '
+        f"model-type={model_type} interval={interval} {PROPS} {extra}",
+        timeout,
+    )
 
 
 def frame_count(uri, timeout):
     """Video frames in a file, counted by decoding it (fakesink's messages)."""
-    cmd = ["gst-launch-1.0", "-v", "uridecodebin", f"uri={uri}", "!", "video/x-raw", "!", "fakesink",
-           "silent=false", "sync=false"]
-    try:
-        out = subprocess.run(cmd, env=gst_env(), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Refused(f"decoding '{uri}' took more than {timeout} s (--timeout)")
-    if out.returncode != 0:
-        raise Refused(f"cannot decode '{uri}': {out.stderr.strip() or out.stdout[-500:]}")
-    return sum(1 for line in out.stdout.splitlines() if "last-message = chain" in line)
+    out = gst_launch("-v", f'uridecodebin uri="{uri}" ! video/x-raw ! fakesink silent=false sync=false', timeout)
+    return sum(1 for line in out.splitlines() if "last-message = chain" in line)
 
 
 def dump_tensors(args, uri, interval, work):
@@ -138,12 +134,9 @@ def dump_tensors(args, uri, interval, work):
     return sorted(glob.glob(os.path.join(out, "*.npy")))
 
 
-def head_convs(model_path):
+def head_convs(graph):
     """The Conv layers the decoding head reads (no Conv after them on the way to an output):
     their outputs are the raw box and score values, kept in float."""
-    import onnx
-
-    graph = onnx.load(model_path).graph
     consumers = {}
     for n in graph.node:
         for i in n.input:
@@ -164,19 +157,17 @@ def head_convs(model_path):
     return [n.name for n in graph.node if n.op_type == "Conv" and not reaches_conv(n)]
 
 
-def input_convs(model_path):
+def input_convs(graph):
     """The Conv layers that read the image itself: quantizing the pixels' tensor costs the most
     precision for the least time (3 channels)."""
-    import onnx
-
-    graph = onnx.load(model_path).graph
     inputs = {i.name for i in graph.input}
     return [n.name for n in graph.node if n.op_type == "Conv" and n.input and n.input[0] in inputs]
 
 
-def quantize(args, model_path, calibration, out):
+def quantize(args, model, name, calibration, out):
+    """Quantizes `model` (loaded by check_model; its input is `name`) into `out`."""
     import numpy as np
-    import onnxruntime
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -184,8 +175,6 @@ def quantize(args, model_path, calibration, out):
         QuantType,
         quantize_static,
     )
-
-    name = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -196,16 +185,13 @@ def quantize(args, model_path, calibration, out):
             return None if f is None else {name: np.load(f)}
 
     # Nodes need names to be left out by name (darknet2onnx.py's have none).
-    import onnx
-
-    named = onnx.load(model_path)
-    for i, n in enumerate(named.graph.node):
+    for i, n in enumerate(model.graph.node):
         if not n.name:
             n.name = f"{n.op_type}_{i}"
     model_path = out + ".named.onnx"
-    onnx.save(named, model_path)
+    onnx.save(model, model_path)
     ops = None if args.every_op else ["Conv"]
-    exclude = [] if args.every_op else head_convs(model_path) + input_convs(model_path)
+    exclude = [] if args.every_op else head_convs(model.graph) + input_convs(model.graph)
     # Its advice to run shape pre-processing first concerns models without shape information;
     # the check below is what decides.
     logging.getLogger().setLevel(logging.ERROR)
@@ -237,9 +223,8 @@ def detections(args, uri, model, interval, work, tag):
         model,
         args.model_type,
         interval,
-        f'labels-location="{args.labels}" ! raftsink location="{db}" stream-id={tag}'
-        if args.labels
-        else f'! raftsink location="{db}" stream-id={tag}',
+        (f'labels-location="{args.labels}" ' if args.labels else "")
+        + f'! raftsink location="{db}" stream-id={tag}',
         args.timeout,
     )
     tool = os.path.join(ROOT, "target", "release", "videoai-events")
@@ -335,7 +320,7 @@ def main():
     min_frames = 8
     if args.frames < min_frames:
         raise Refused(f"--frames {args.frames}: too few calibration frames; at least {min_frames} (32 or more is better)")
-    _, shape = check_model(args.model, args.every_op)
+    model, shape, input_name = check_model(args.model, args.every_op)
     uri = source_uri(args.source)
     total = frame_count(uri, args.timeout)
     wanted = 2 * args.frames
@@ -363,7 +348,7 @@ def main():
             + ("every op (head included)" if args.every_op else
                "the Conv layers but those the head reads (QDQ, per-channel, MinMax)"))
         candidate = os.path.join(work, "int8.onnx")
-        quantize(args, args.model, calibration, candidate)
+        quantize(args, model, input_name, calibration, candidate)
 
         say("checking INT8 against FP32 through onnxinfer on the held-back frames")
         truth = detections(args, uri, args.model, interval, work, "fp32")
