@@ -68,14 +68,15 @@ quantize: build
 		--props "$(PROPS)" --out $(or $(OUT),$(MODEL:.onnx=-int8.onnx))
 
 # The demo's detector in INT8, calibrated on the demo clip: kept once it passed, and a refusal
-# kept with its figures ($(COCO_INT8).refused; delete it to try again).
+# kept with its figures ($(COCO_INT8).refused; tried again when scripts/quantize.py is newer,
+# or when you delete it).
 quantize-demo: build objects-clip
 	@if [ -f $(COCO_INT8) ]; then echo "[demo] INT8 model: present ($(COCO_INT8))"; \
-	elif [ -f $(COCO_INT8).refused ]; then echo "[demo] INT8 model: refused by its check at an earlier run ($(COCO_INT8).refused)"; \
+	elif [ -f $(COCO_INT8).refused ] && [ $(COCO_INT8).refused -nt scripts/quantize.py ]; then echo "[demo] INT8 model: refused by its check at an earlier run ($(COCO_INT8).refused)"; \
 	else echo "[demo] quantizing $(COCO_MODEL) on $(OBJECTS_CLIP) (scripts/quantize.py)"; \
 		rc=0; $(QUANTIZE) --model $(COCO_MODEL) --source $(OBJECTS_CLIP) --frames $(FRAMES) --out $(COCO_INT8) \
 			--props "iou-threshold=0.2" > $(COCO_INT8).log 2>&1 || rc=$$?; cat $(COCO_INT8).log; \
-		if [ $$rc = 0 ]; then rm -f $(COCO_INT8).log; \
+		if [ $$rc = 0 ]; then rm -f $(COCO_INT8).log $(COCO_INT8).refused; \
 		elif [ $$rc = 2 ] && grep -q "INT8 model refused" $(COCO_INT8).log; then mv $(COCO_INT8).log $(COCO_INT8).refused; \
 		else echo "[demo] make quantize-demo failed (exit $$rc, not a refusal by the check): see above" >&2; exit $$rc; fi; fi
 

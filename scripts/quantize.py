@@ -9,7 +9,8 @@
    `interval`): every other one calibrates, the rest are held back for the check.
 2. ONNX Runtime's quantizer (`onnxruntime.quantization.quantize_static`: QDQ, per-channel
    weights, MinMax calibration) quantizes the Conv layers only, and not the last ones (those
-   the decoding head reads, whose outputs are the raw box and score values): the head (sigmoid,
+   the decoding head reads, whose outputs are the raw box and score values), nor the one the
+   heads of a multi-scale model part from, nor the one reading the pixels: the head (sigmoid,
    grid, anchors, boxes in pixels next to scores in [0, 1]) stays in float (--every-op quantizes
    every op, head included: fast nonsense, for the test that the check refuses it).
 3. The check: FP32 and INT8 each run through onnxinfer (into raftsink's SQLite log, read back with
@@ -97,6 +98,21 @@ def check_model(path, args_every_op):
             f"model '{path}' has no Conv layer: the INT8 path quantizes Conv layers only (the "
             "decoding head stays in float), so there is nothing to quantize"
         )
+    import numpy as np
+    from onnx import numpy_helper
+
+    weights = {i.name: i for i in model.graph.initializer}
+    for k, n in enumerate(model.graph.node):
+        if n.op_type != "Conv":
+            continue
+        for w in n.input[1:]:
+            if w in weights and not np.isfinite(numpy_helper.to_array(weights[w])).all():
+                raise Refused(
+                    f"model '{path}': Conv layer '{n.name or f'Conv_{k}'}' has weights that are not finite "
+                    f"(infinity or NaN in '{w}'): no INT8 scale can hold them (ONNX Runtime's quantizer "
+                    "fails with 'scale issue') and the FP32 model's outputs are not numbers either; "
+                    "the model file is damaged: export it again"
+                )
     return model, shape, inputs[0].name
 
 
@@ -134,27 +150,40 @@ def dump_tensors(args, uri, interval, work):
     return sorted(glob.glob(os.path.join(out, "*.npy")))
 
 
-def head_convs(graph):
-    """The Conv layers the decoding head reads (no Conv after them on the way to an output):
-    their outputs are the raw box and score values, kept in float."""
+def downstream(graph):
+    """For each node, the names of the nodes its outputs reach (node order is topological)."""
     consumers = {}
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-
-    def reaches_conv(node):
-        seen, todo = set(), list(node.output)
-        while todo:
-            t = todo.pop()
+    reach = {}
+    for n in reversed(graph.node):
+        r = set()
+        for t in n.output:
             for c in consumers.get(t, []):
-                if c.op_type == "Conv":
-                    return True
-                if id(c) not in seen:
-                    seen.add(id(c))
-                    todo.extend(c.output)
-        return False
+                r.add(c.name)
+                r |= reach.get(c.name, set())
+        reach[n.name] = r
+    return reach
 
-    return [n.name for n in graph.node if n.op_type == "Conv" and not reaches_conv(n)]
+
+def head_convs(graph, reach):
+    """The Conv layers the decoding head reads (no Conv after them on the way to an output):
+    their outputs are the raw box and score values, kept in float."""
+    convs = {n.name for n in graph.node if n.op_type == "Conv"}
+    return [n.name for n in graph.node if n.op_type == "Conv" and not reach[n.name] & convs]
+
+
+def neck_convs(graph, reach, heads):
+    """The last Conv layer that every head reads through (where a multi-scale detector's
+    branches part): its one INT8 scale feeds every branch, and an error there moves objects from
+    one scale's anchors to another's (the demo clip's cup got the coarse scale's box, twice as
+    big, until this layer stayed in float). Kept in float; it is a cheap 1x1 layer in YOLO
+    necks. None for a model with one head."""
+    if len(heads) < 2:
+        return []
+    shared = [n.name for n in graph.node if n.op_type == "Conv" and all(h in reach[n.name] for h in heads)]
+    return shared[-1:]
 
 
 def input_convs(graph):
@@ -191,7 +220,9 @@ def quantize(args, model, name, calibration, out):
     model_path = out + ".named.onnx"
     onnx.save(model, model_path)
     ops = None if args.every_op else ["Conv"]
-    exclude = [] if args.every_op else head_convs(model.graph) + input_convs(model.graph)
+    reach = downstream(model.graph)
+    heads = head_convs(model.graph, reach)
+    exclude = [] if args.every_op else heads + neck_convs(model.graph, reach, heads) + input_convs(model.graph)
     # Its advice to run shape pre-processing first concerns models without shape information;
     # the check below is what decides.
     logging.getLogger().setLevel(logging.ERROR)
@@ -346,7 +377,7 @@ def main():
         held_seqs = [k * interval for k in held]
         say(f"{len(calibration)} calibration tensors, {len(held_seqs)} frames held back; quantizing "
             + ("every op (head included)" if args.every_op else
-               "the Conv layers but those the head reads (QDQ, per-channel, MinMax)"))
+               "the Conv layers but the input, neck and head ones (QDQ, per-channel, MinMax)"))
         candidate = os.path.join(work, "int8.onnx")
         quantize(args, model, input_name, calibration, candidate)
 

@@ -282,3 +282,78 @@ fn nats_output_runs() {
     assert_eq!(events.len(), 15);
     assert!(events.iter().all(|e| e.stream == "demo"));
 }
+
+/// `fleet-camera.pipeline` as a worker runs it for a camera with `MOTION_GATE=true` and
+/// `IGNORE_ZONES`: the still-camera scene (a real photo, a motorbike crossing frames 100–180)
+/// as a file, the demo's detector, events into NATS. The gate infers on part of the frames,
+/// every frame's event is stored, and the motorbike is among them.
+#[test]
+fn fleet_camera_pipeline_runs_with_the_motion_gate() {
+    use common::still_scene;
+    common::init();
+    let nats = common::nats::NatsCluster::start(1);
+    nats.wait_ready(Duration::from_secs(20));
+    let dir = common::TempDir::new("pl-fleet-gate");
+    let clip = dir.join("still.mp4");
+    let frames = 200;
+    still_scene::write_clip(&clip, frames);
+    let vars = HashMap::from([
+        ("CAMERA_ID", "cam7".to_string()),
+        (
+            "URI",
+            glib::filename_to_uri(&clip, None).unwrap().to_string(),
+        ),
+        ("NATS", nats.url()),
+        ("MODEL", common::coco_model().display().to_string()),
+        ("LABELS", common::coco_labels().display().to_string()),
+        ("MOTION_GATE", "true".to_string()),
+        ("IGNORE_ZONES", still_scene::IGNORE_ZONES.to_string()),
+    ]);
+    let desc = common::pipeline_file("fleet-camera.pipeline", &vars);
+    assert!(desc.contains("motion-gate=true"), "{desc}");
+    let p = common::parse(&desc);
+    // The pipeline runs in the worker's working directory (raftsink's default outbox).
+    let outbox = dir.join("outbox.db");
+    let log = p
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "raftsink"))
+        .unwrap();
+    log.set_property("outbox-location", outbox.display().to_string());
+    let o = common::run(&p, Duration::from_secs(180));
+    assert!(o.eos && o.errors.is_empty(), "{o:?}");
+    let by_factory = |name: &str| {
+        p.iterate_elements()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| f.name() == name))
+            .unwrap()
+            .property::<gst::Structure>("stats")
+    };
+    let infer = by_factory("onnxinfer");
+    let motion = by_factory("motiondetect");
+    eprintln!("{infer}\n{motion}");
+    let get = |s: &gst::Structure, f: &str| s.get::<u64>(f).unwrap();
+    let inferred = get(&infer, "inferred");
+    assert_eq!(get(&motion, "frames"), frames as u64, "{motion}");
+    assert!(get(&motion, "moving-frames") >= 60, "{motion}");
+    assert_eq!(get(&infer, "gate-no-motion-meta"), 0, "{infer}");
+    assert_eq!(
+        inferred + get(&infer, "gate-skipped"),
+        frames as u64,
+        "{infer}"
+    );
+    assert!(
+        inferred * 2 <= frames as u64,
+        "{inferred} of {frames} inferred: {infer}"
+    );
+    let events = nats.read_all("VIDEOAI_EVENTS");
+    assert_eq!(events.len(), frames, "every frame's event stored once");
+    assert!(events.iter().all(|e| e.stream == "cam7"));
+    let motorbikes = events
+        .iter()
+        .filter(|e| e.detections.iter().any(|d| d.label == "motorbike"))
+        .count();
+    assert!(motorbikes >= 40, "{motorbikes} events with the motorbike");
+}

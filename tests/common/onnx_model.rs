@@ -240,6 +240,17 @@ fn value_info(name: &str, elem_type: u64, dims: &[Dim]) -> Vec<u8> {
 /// `m` is the mean of the input. Each entry gets one box: `cx = 40 + 240·m`, `cy = 160`,
 /// `w = h = 40`, objectness 0.9, one class scoring 0.9 (confidence 0.81).
 pub fn brightness_box_model(path: &Path, size: i64, layers: usize) {
+    write_brightness_box(path, size, layers, false);
+}
+
+/// `brightness_box_model` with one convolution whose first weight is infinite, and a fixed
+/// batch of 1: ONNX Runtime runs it (its box is NaN), and its quantizer cannot give that layer
+/// an INT8 scale.
+pub fn damaged_conv_model(path: &Path, size: i64) {
+    write_brightness_box(path, size, 1, true);
+}
+
+fn write_brightness_box(path: &Path, size: i64, layers: usize, infinite_weight: bool) {
     let mut graph = Vec::new();
     let mut x = "images".to_string();
     let mut cin = 3i64;
@@ -250,7 +261,10 @@ pub fn brightness_box_model(path: &Path, size: i64, layers: usize) {
     };
     for l in 0..layers {
         let cout = 16i64 << l.min(3);
-        let w: Vec<f32> = (0..cout * cin * 9).map(|_| rand() * 0.5).collect();
+        let mut w: Vec<f32> = (0..cout * cin * 9).map(|_| rand() * 0.5).collect();
+        if infinite_weight {
+            w[0] = f32::INFINITY;
+        }
         let b: Vec<f32> = (0..cout).map(|_| rand() * 0.1).collect();
         let (wn, bn, cn, rn) = (
             format!("w{l}"),
@@ -319,28 +333,27 @@ pub fn brightness_box_model(path: &Path, size: i64, layers: usize) {
         &node("Add", &["scaled", "bias"], &["output"], &[]),
     );
     field_str(&mut graph, 2, "videoai-brightness-box");
+    // The damaged one has a fixed batch of 1, so that only its weight stands in the way.
+    let batch = || {
+        if infinite_weight {
+            Dim::Fixed(1)
+        } else {
+            Dim::Named("batch")
+        }
+    };
     field_bytes(
         &mut graph,
         11,
         &value_info(
             "images",
             1,
-            &[
-                Dim::Named("batch"),
-                Dim::Fixed(3),
-                Dim::Fixed(size),
-                Dim::Fixed(size),
-            ],
+            &[batch(), Dim::Fixed(3), Dim::Fixed(size), Dim::Fixed(size)],
         ),
     );
     field_bytes(
         &mut graph,
         12,
-        &value_info(
-            "output",
-            1,
-            &[Dim::Named("batch"), Dim::Fixed(1), Dim::Fixed(6)],
-        ),
+        &value_info("output", 1, &[batch(), Dim::Fixed(1), Dim::Fixed(6)]),
     );
     std::fs::write(path, model_proto(&graph)).unwrap();
 }

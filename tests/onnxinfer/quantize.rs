@@ -130,6 +130,8 @@ fn models_and_sources_it_cannot_use_are_refused_clearly() {
     common::onnx_model::Spec::image(64, 64)
         .output("out", &[1, 4], vec![0.0; 4])
         .write(&no_conv);
+    let damaged = dir.join("damaged.onnx");
+    common::onnx_model::damaged_conv_model(&damaged, 64);
     let not_a_model = dir.join("labels.onnx");
     std::fs::write(&not_a_model, "person\ncar\n").unwrap();
     let coco = common::coco_model();
@@ -140,6 +142,12 @@ fn models_and_sources_it_cannot_use_are_refused_clearly() {
     for (model, frames, want) in [
         (dynamic.to_str().unwrap(), "16", "dynamic input shape"),
         (no_conv.to_str().unwrap(), "16", "no Conv layer"),
+        // ONNX Runtime's quantizer fails on it with "AssertionError: scale issue".
+        (
+            damaged.to_str().unwrap(),
+            "16",
+            "Conv layer 'Conv_conv0' has weights that are not finite",
+        ),
         (not_a_model.to_str().unwrap(), "16", "is not an ONNX model"),
         (coco, "4", "too few calibration frames"),
         // 2 × 150 frames asked of a 200-frame clip.
