@@ -339,3 +339,56 @@ fn the_gate_works_per_camera_in_framesync_batches_and_warns_without_motiondetect
         "{out:?}"
     );
 }
+
+/// A camera that pans over a textured view (a photo filling the frame, moving 6 px more to the
+/// left on every frame): motiondetect marks the frames shaking, and the gated onnxinfer infers
+/// every one of them, counted as `gate-shaking`: the gate costs nothing but the motion
+/// detector, and misses nothing.
+#[test]
+fn a_shaking_camera_is_inferred_on_every_frame_and_counted() {
+    common::init();
+    let (w, h) = (still_scene::WIDTH, still_scene::HEIGHT);
+    let view = still_scene::photo("chelsea", None, w, h);
+    let frames = 40;
+    let (p, src) = common::from_appsrc(
+        &Scene::caps(),
+        &format!(
+            "motiondetect name=m ! onnxinfer name=i model-location=\"{}\" model-type=yolov5 \
+             motion-gate=true ! fakesink",
+            common::coco_model().display()
+        ),
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    for i in 0..frames {
+        let mut frame = view.data.clone();
+        let shift = (6 * i) % w;
+        for row in frame[..w * h].chunks_mut(w) {
+            row.rotate_left(shift);
+        }
+        let mut b = gst::Buffer::from_mut_slice(frame);
+        let d = 1_000_000_000 / still_scene::FPS;
+        let bm = b.get_mut().unwrap();
+        bm.set_pts(gst::ClockTime::from_nseconds(i as u64 * d));
+        bm.set_duration(gst::ClockTime::from_nseconds(d));
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let out = common::run(&p, std::time::Duration::from_secs(120));
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    let m = p.by_name("m").unwrap().property::<gst::Structure>("stats");
+    let s = p.by_name("i").unwrap().property::<gst::Structure>("stats");
+    let get = |st: &gst::Structure, f: &str| st.get::<u64>(f).unwrap();
+    // The first frame starts the background; the photo's plain parts do not change when they
+    // move, so a few frames fall under the shake fraction: those move, and are inferred for it.
+    let shaking = get(&m, "shaking-frames");
+    assert!(shaking >= frames as u64 * 3 / 4, "{m}");
+    assert_eq!(get(&m, "moving-frames"), frames as u64 - 1, "{m}");
+    assert_eq!(get(&s, "inferred"), frames as u64, "{s}");
+    assert_eq!(get(&s, "gate-skipped"), 0, "{s}");
+    assert!(get(&s, "gate-shaking") >= frames as u64 * 3 / 4, "{s}");
+    assert_eq!(
+        get(&s, "gate-shaking") + get(&s, "gate-motion"),
+        frames as u64 - 1,
+        "{s}"
+    );
+}
