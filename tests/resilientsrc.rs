@@ -1166,3 +1166,197 @@ fn framesync_aligns_rtsp_cameras_on_capture_time() {
         after.len()
     );
 }
+
+/// Buffers (with their caps) that leave one of the element's pads, collected by a probe.
+fn collect(pad: &gst::Pad) -> Arc<Mutex<Vec<(gst::Buffer, gst::Caps)>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let (Some(gst::PadProbeData::Buffer(b)), Some(caps)) = (&info.data, pad.current_caps()) {
+            g.lock().unwrap().push((b.clone(), caps));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    got
+}
+
+/// `resilientsrc encoded=true`: both outputs to appsinks; the decoded and encoded buffers.
+type Collected = Arc<Mutex<Vec<(gst::Buffer, gst::Caps)>>>;
+fn with_encoded_output(src_desc: &str) -> (Run, Collected, Collected) {
+    let run = Run::new(src_desc);
+    // (An appsink nobody pulls from would hold EOS back.)
+    let enc_sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
+    run.pipeline.add(&enc_sink).unwrap();
+    let encoded = run
+        .src
+        .static_pad("encoded")
+        .expect("encoded=true makes the 'encoded' pad");
+    encoded.link(&enc_sink.static_pad("sink").unwrap()).unwrap();
+    let decoded = collect(&run.src.static_pad("src").unwrap());
+    let access_units = collect(&encoded);
+    (run, decoded, access_units)
+}
+
+/// The frames of `access_units` decoded by a decoder of this test's own (`h264parse !
+/// avdec_h264`), by their RTP time.
+fn decode_apart(
+    access_units: &[(gst::Buffer, gst::Caps)],
+) -> std::collections::HashMap<(u32, i64), Vec<u8>> {
+    let (p, src) = common::from_appsrc(
+        "video/x-h264",
+        "h264parse ! avdec_h264 ! fakesink name=out sync=false",
+    );
+    let out = collect(&p.by_name("out").unwrap().static_pad("sink").unwrap());
+    src.set_property("block", true);
+    src.set_property("max-buffers", 8u64);
+    p.set_state(gst::State::Playing).unwrap();
+    for (b, caps) in access_units {
+        if src.caps().as_ref() != Some(caps) {
+            src.set_caps(Some(caps));
+        }
+        src.push_buffer(b.copy()).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let o = common::run(&p, Duration::from_secs(60));
+    assert!(o.eos && o.errors.is_empty(), "{o:?}");
+    let frames = out.lock().unwrap();
+    frames
+        .iter()
+        .filter_map(|(b, _)| {
+            let t = gstvideoai::formats::capture_time::rtp_timestamp(b)?;
+            Some(((t.ssrc, t.ns), b.map_readable().unwrap().to_vec()))
+        })
+        .collect()
+}
+
+#[test]
+fn encoded_output_is_the_cameras_own_stream_from_the_same_connection_across_a_reconnect() {
+    let mut cam = RtspCamera::start("rtsp_server_child");
+    let (mut run, decoded, access_units) = with_encoded_output(&format!(
+        "resilientsrc uri={} encoded=true protocols=tcp latency=100000000 \
+         stall-timeout=2000000000 backoff-initial=200000000 backoff-max=1000000000",
+        cam.uri()
+    ));
+    run.play();
+    let enough = |n: usize| {
+        let aus = access_units.clone();
+        move |_: &Run| aus.lock().unwrap().len() >= n
+    };
+    assert!(
+        run.pump_until(Duration::from_secs(30), enough(60)),
+        "no access units from {}: {:?} {:?}",
+        cam.uri(),
+        run.errors,
+        run.stats()
+    );
+    cam.kill();
+    assert!(
+        run.pump_until(Duration::from_secs(10), |r| r
+            .statuses()
+            .iter()
+            .any(|s| s.get::<&str>("status") == Ok("retrying"))),
+        "{:?}",
+        run.statuses()
+    );
+    let before = access_units.lock().unwrap().len();
+    cam.restart();
+    assert!(
+        run.pump_until(Duration::from_secs(20), enough(before + 60)),
+        "access units did not resume: {:?} {:?}",
+        run.errors,
+        run.stats()
+    );
+    let stats = run.stats();
+    run.stop();
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    // One connection to the camera at a time: the stream is counted once by the server…
+    assert_eq!(stats.get::<u64>("reconnects"), Ok(1), "{stats}");
+    let aus = access_units.lock().unwrap().clone();
+    let frames = decoded.lock().unwrap().clone();
+    eprintln!(
+        "{stats}\n{} access units, {} decoded frames",
+        aus.len(),
+        frames.len()
+    );
+    assert!(stats.get::<u64>("encoded-frames").unwrap() >= aus.len() as u64);
+
+    // Parsed, whole access units, with caps.
+    let s = aus[0].1.structure(0).unwrap();
+    assert_eq!(s.name(), "video/x-h264", "{}", aus[0].1);
+    assert_eq!(s.get::<&str>("alignment"), Ok("au"), "{}", aus[0].1);
+    // Each connection starts at a keyframe, with DISCONT; the decode time only increases.
+    let starts: Vec<usize> = (0..aus.len())
+        .filter(|i| aus[*i].0.flags().contains(gst::BufferFlags::DISCONT))
+        .collect();
+    assert_eq!(starts.len(), 2, "one DISCONT per connection: {starts:?}");
+    assert_eq!(starts[0], 0);
+    assert!(
+        starts[1] >= 60 && starts[1] <= before,
+        "{starts:?} ({before} before)"
+    );
+    for i in &starts {
+        assert!(
+            !aus[*i].0.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            "access unit {i} starts a connection but is not a keyframe"
+        );
+    }
+    for w in aus.windows(2) {
+        assert!(w[1].0.dts().unwrap() > w[0].0.dts().unwrap());
+    }
+
+    // What a decoder of the encoded output shows is, frame for frame, what the decoded output
+    // carried at the same RTP time: the same stream, not re-encoded.
+    let ours = decode_apart(&aus);
+    let mut same = 0;
+    for (b, _) in &frames {
+        let Some(t) = gstvideoai::formats::capture_time::rtp_timestamp(b) else {
+            continue;
+        };
+        if let Some(pixels) = ours.get(&(t.ssrc, t.ns)) {
+            assert!(
+                pixels.as_slice() == b.map_readable().unwrap().as_slice(),
+                "frame at RTP time {t:?} differs"
+            );
+            same += 1;
+        }
+    }
+    assert!(same >= 100, "{same} frames compared of {}", frames.len());
+}
+
+#[test]
+fn encoded_output_of_a_file_ends_with_it_and_an_unlinked_one_costs_nothing() {
+    common::init();
+    let dir = common::TempDir::new("encoded-file");
+    let clip = dir.join("clip");
+    write_clip(&clip, "mp4mux");
+    let (mut run, decoded, access_units) = with_encoded_output(&format!(
+        "resilientsrc uri=\"{}\" encoded=true",
+        clip.display()
+    ));
+    run.run_to_end(Duration::from_secs(60));
+    let stats = run.stats();
+    run.stop();
+    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+    let (aus, frames) = (access_units.lock().unwrap(), decoded.lock().unwrap());
+    assert_eq!(frames.len(), 60);
+    assert_eq!(aus.len(), 60, "{stats}");
+    assert!(!aus[0].0.flags().contains(gst::BufferFlags::DELTA_UNIT));
+    // A file keeps its own time: each access unit has its frame's PTS.
+    let pts = |v: &[(gst::Buffer, gst::Caps)]| v.iter().map(|(b, _)| b.pts()).collect::<Vec<_>>();
+    assert_eq!(pts(&aus), pts(&frames));
+
+    // The pad left unlinked: nothing is copied, nothing blocks, no error.
+    let mut run = Run::new(&format!(
+        "resilientsrc uri=\"{}\" encoded=true",
+        clip.display()
+    ));
+    run.run_to_end(Duration::from_secs(60));
+    let stats = run.stats();
+    run.stop();
+    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.frame_count(), 60);
+    assert_eq!(stats.get::<u64>("encoded-frames"), Ok(0), "{stats}");
+}

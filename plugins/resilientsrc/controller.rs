@@ -3,6 +3,9 @@
 //!
 //! Each attempt builds an inner pipeline `uridecodebin uri=… ! appsink` (plus an audio
 //! appsink with `audio=true`), with the decoder kinds allowed by `decoder` and not found broken.
+//! With `encoded=true` a probe on the video parser decodebin plugs (h264parse & co.) copies its
+//! access units to the encoded output: the stream as the camera sent it, from the same
+//! connection, starting at a keyframe on every connection.
 //! Frames are handed to the element's `appsrc`; the loop watches the inner bus and the time
 //! since the last frame:
 //!
@@ -14,7 +17,10 @@
 //!
 //! Timestamps: a live source's frames are stamped with the outer pipeline's running time at
 //! hand-over (so running time keeps increasing across reconnects), a non-live source keeps its
-//! own running time. The first frame after a gap carries `DISCONT`.
+//! own running time. The first frame after a gap carries `DISCONT`. The encoded output follows
+//! the same rules (its DTS is the hand-over time, its PTS keeps the stream's PTS − DTS offset);
+//! an access unit it cannot queue is dropped with the rest of its GOP (counted), never leaving
+//! a gap a decoder would have to conceal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -54,6 +60,12 @@ pub struct Info {
     pub decoder_kind: Option<Kind>,
     pub frames: u64,
     pub dropped: u64,
+    /// Access units out of the encoded output.
+    pub encoded_frames: u64,
+    /// Access units skipped at a connection's start until its first keyframe.
+    pub encoded_before_keyframe: u64,
+    /// Access units dropped while the encoded output's queue was full (to the next keyframe).
+    pub encoded_dropped: u64,
     pub last_error: Option<String>,
     pub retry_in: Option<Duration>,
 }
@@ -73,10 +85,39 @@ struct Control {
     stopping: bool,
 }
 
+/// The element's outputs the loop feeds.
+pub struct Outputs {
+    pub video: gst_app::AppSrc,
+    pub audio: Option<gst_app::AppSrc>,
+    /// The encoded output and the element's pad for it: fed only while that pad is linked.
+    pub encoded: Option<(gst_app::AppSrc, gst::Pad)>,
+}
+
+/// Which output a buffer goes to (its index in `last_pts`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Video = 0,
+    Audio = 1,
+    Encoded = 2,
+}
+
+/// The encoded output's state in this attempt.
+#[derive(Default)]
+struct EncodedState {
+    /// The parser's pad is probed (one video parser per attempt).
+    tapped: bool,
+    /// Access units are skipped until a keyframe (a connection's start, a drop).
+    waiting_keyframe: bool,
+    /// The next access unit pushed carries DISCONT.
+    discont: bool,
+}
+
 pub struct Shared {
     config: Config,
     video: gst_app::AppSrc,
     audio: Option<gst_app::AppSrc>,
+    encoded: Option<(gst_app::AppSrc, gst::Pad)>,
+    encoded_state: Mutex<EncodedState>,
     control: Mutex<Control>,
     wake: Condvar,
     pub info: Mutex<Info>,
@@ -84,8 +125,9 @@ pub struct Shared {
     last_frame: Mutex<Option<Instant>>,
     /// The next video frame gets DISCONT (first frame after a (re)connection).
     discont: Mutex<bool>,
-    /// Last live PTS pushed, per output (video, audio): PTS never go back.
-    last_pts: Mutex<[Option<gst::ClockTime>; 2]>,
+    /// Last live PTS (DTS for the encoded output) pushed, per output (video, audio, encoded):
+    /// they never go back.
+    last_pts: Mutex<[Option<gst::ClockTime>; 3]>,
     /// This attempt follows one that had frames (its first frame is a reconnection).
     reconnecting: AtomicBool,
     /// This attempt's decoded (video, audio) pads already linked to the outputs.
@@ -99,22 +141,19 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn start(
-        config: Config,
-        video: gst_app::AppSrc,
-        audio: Option<gst_app::AppSrc>,
-        host: Box<dyn Host>,
-    ) -> Controller {
+    pub fn start(config: Config, outputs: Outputs, host: Box<dyn Host>) -> Controller {
         let shared = Arc::new(Shared {
             config,
-            video,
-            audio,
+            video: outputs.video,
+            audio: outputs.audio,
+            encoded: outputs.encoded,
+            encoded_state: Mutex::new(EncodedState::default()),
             control: Mutex::new(Control::default()),
             wake: Condvar::new(),
             info: Mutex::new(Info::default()),
             last_frame: Mutex::new(None),
             discont: Mutex::new(true),
-            last_pts: Mutex::new([None; 2]),
+            last_pts: Mutex::new([None; 3]),
             linked: Mutex::new((false, false)),
             reconnecting: AtomicBool::new(false),
             host,
@@ -315,6 +354,9 @@ fn run(s: &Arc<Shared>) {
                 let _ = s.video.end_of_stream();
                 if let Some(a) = &s.audio {
                     let _ = a.end_of_stream();
+                }
+                if let Some((e, _)) = &s.encoded {
+                    let _ = e.end_of_stream();
                 }
                 return;
             }
@@ -543,6 +585,11 @@ fn stamp_rtp_times(pad: &gst::Pad) {
 fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
     let cfg = &s.config;
     *s.linked.lock().unwrap() = (false, false);
+    *s.encoded_state.lock().unwrap() = EncodedState {
+        tapped: false,
+        waiting_keyframe: true,
+        discont: true,
+    };
     let pipeline = gst::Pipeline::with_name("resilientsrc-inner");
     let (location, credentials) = uri::source_uri(&cfg.uri);
     let dec = gst::ElementFactory::make("uridecodebin")
@@ -596,6 +643,16 @@ fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
             element.set_property("single-stream", true);
         }
     });
+
+    // The encoded output: what the video parser hands the decoder.
+    if s.encoded.is_some() {
+        let weak = Arc::downgrade(s);
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            if let Some(s) = weak.upgrade() {
+                tap_parser(&s, element);
+            }
+        });
+    }
 
     // Decoder choice: only the allowed kinds, preferred first.
     let order: Vec<Kind> = kinds.to_vec();
@@ -702,7 +759,11 @@ fn build(s: &Arc<Shared>, kinds: &[Kind]) -> Result<gst::Pipeline, String> {
 /// An appsink handing samples to `appsrc` (the video or audio output of the element).
 fn appsink_for(s: &Arc<Shared>, appsrc: gst_app::AppSrc) -> gst_app::AppSink {
     let live = s.config.live;
-    let is_video = appsrc == s.video;
+    let out = if appsrc == s.video {
+        Output::Video
+    } else {
+        Output::Audio
+    };
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(if live { 4 } else { 2 })
@@ -715,7 +776,7 @@ fn appsink_for(s: &Arc<Shared>, appsrc: gst_app::AppSrc) -> gst_app::AppSink {
                 let Some(s) = weak.upgrade() else {
                     return Err(gst::FlowError::Flushing);
                 };
-                hand_over(&s, &appsrc, &sample, is_video, live)
+                hand_over(&s, &appsrc, &sample, out, live)
             })
             .build(),
     );
@@ -744,12 +805,14 @@ fn hand_over(
     s: &Shared,
     appsrc: &gst_app::AppSrc,
     sample: &gst::Sample,
-    is_video: bool,
+    out: Output,
     live: bool,
 ) -> Result<gst::FlowSuccess, gst::FlowError> {
     let Some(buffer) = sample.buffer_owned() else {
         return Ok(gst::FlowSuccess::Ok);
     };
+    let is_video = out == Output::Video;
+    let encoded = out == Output::Encoded;
     if let Some(caps) = sample.caps()
         && appsrc.caps().as_deref() != Some(caps)
     {
@@ -763,6 +826,11 @@ fn hand_over(
     let mut buffer = buffer;
     {
         let b = buffer.make_mut();
+        // An access unit shown later than it is decoded (B-frames) keeps that offset.
+        let shown_later = match (b.pts(), b.dts()) {
+            (Some(pts), Some(dts)) if encoded => pts.saturating_sub(dts),
+            _ => gst::ClockTime::ZERO,
+        };
         if live {
             // The outer pipeline's running time now: continuous across reconnects. Unless it
             // is playing (not yet, or paused) a live source's frames are not wanted, and the
@@ -775,6 +843,8 @@ fn hand_over(
                 if is_video {
                     s.info.lock().unwrap().dropped += 1;
                     *s.discont.lock().unwrap() = true;
+                } else if encoded {
+                    s.encoded_state.lock().unwrap().waiting_keyframe = true;
                 }
                 return Ok(gst::FlowSuccess::Ok);
             };
@@ -782,7 +852,7 @@ fn hand_over(
             // ahead of the first ones after resuming.
             let now = {
                 let mut last = s.last_pts.lock().unwrap();
-                let slot = &mut last[usize::from(!is_video)];
+                let slot = &mut last[out as usize];
                 let now = match *slot {
                     Some(l) if now <= l => l + gst::ClockTime::from_nseconds(1),
                     _ => now,
@@ -790,17 +860,29 @@ fn hand_over(
                 *slot = Some(now);
                 now
             };
-            b.set_pts(now);
-            b.set_dts(gst::ClockTime::NONE);
+            if encoded {
+                b.set_dts(now);
+                b.set_pts(now + shown_later);
+            } else {
+                b.set_pts(now);
+                b.set_dts(gst::ClockTime::NONE);
+            }
         } else {
-            let rt = sample
+            let segment = sample
                 .segment()
-                .and_then(|seg| seg.downcast_ref::<gst::ClockTime>())
-                .and_then(|seg| seg.to_running_time(b.pts()));
-            b.set_pts(rt);
-            b.set_dts(gst::ClockTime::NONE);
+                .and_then(|seg| seg.downcast_ref::<gst::ClockTime>());
+            let running =
+                |t: Option<gst::ClockTime>| segment.and_then(|seg| seg.to_running_time(t));
+            let (pts, dts) = (running(b.pts()), running(b.dts()));
+            b.set_pts(pts);
+            b.set_dts(if encoded { dts } else { gst::ClockTime::NONE });
         }
-        if is_video && std::mem::take(&mut *s.discont.lock().unwrap()) {
+        let discont = match out {
+            Output::Video => std::mem::take(&mut *s.discont.lock().unwrap()),
+            Output::Encoded => std::mem::take(&mut s.encoded_state.lock().unwrap().discont),
+            Output::Audio => false,
+        };
+        if discont {
             b.set_flags(gst::BufferFlags::DISCONT);
         }
     }
@@ -812,10 +894,87 @@ fn hand_over(
             info.dropped += 1;
         }
     }
+    if encoded {
+        s.info.lock().unwrap().encoded_frames += 1;
+    }
     match appsrc.push_buffer(buffer) {
         Ok(ok) => Ok(ok),
         // Downstream flushing or stopping: the inner pipeline goes on until torn down.
         Err(gst::FlowError::Flushing) => Ok(gst::FlowSuccess::Ok),
         Err(e) => Err(e),
     }
+}
+
+/// With `encoded=true`: probes the first video (or image) parser decodebin plugs in this
+/// attempt, whose output is what the decoder gets: parsed, whole access units with caps.
+fn tap_parser(s: &Arc<Shared>, element: &gst::Element) {
+    let Some(factory) = element.factory() else {
+        return;
+    };
+    let klass = factory.klass();
+    if !(klass.contains("Parser") && (klass.contains("Video") || klass.contains("Image"))) {
+        return;
+    }
+    let Some(src) = element.static_pad("src") else {
+        return;
+    };
+    {
+        let mut st = s.encoded_state.lock().unwrap();
+        if st.tapped {
+            return;
+        }
+        st.tapped = true;
+    }
+    gst::debug!(super::CAT, "encoded output from {}", element.name());
+    let weak = Arc::downgrade(s);
+    src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let (Some(s), Some(gst::PadProbeData::Buffer(b))) = (weak.upgrade(), &info.data) {
+            encoded_out(&s, pad, b);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// One access unit from the parser's pad `from` to the encoded output.
+fn encoded_out(s: &Shared, from: &gst::Pad, buffer: &gst::Buffer) {
+    let Some((appsrc, pad)) = &s.encoded else {
+        return;
+    };
+    // Nobody reads it: not even copied.
+    if !pad.is_linked() {
+        return;
+    }
+    let Some(caps) = from.current_caps() else {
+        return;
+    };
+    let live = s.config.live;
+    {
+        let mut st = s.encoded_state.lock().unwrap();
+        let full = live && appsrc.current_level_buffers() >= appsrc.max_buffers();
+        if full {
+            // Downstream lags: this access unit and the rest of its GOP go, so that what is
+            // queued stays decodable; the next keyframe resumes with DISCONT.
+            st.waiting_keyframe = true;
+            drop(st);
+            s.info.lock().unwrap().encoded_dropped += 1;
+            return;
+        }
+        if st.waiting_keyframe {
+            if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                drop(st);
+                s.info.lock().unwrap().encoded_before_keyframe += 1;
+                return;
+            }
+            st.waiting_keyframe = false;
+            st.discont = true;
+        }
+    }
+    let segment = from
+        .sticky_event::<gst::event::Segment>(0)
+        .map(|e| e.segment().clone());
+    let mut sample = gst::Sample::builder().buffer(buffer).caps(&caps);
+    if let Some(seg) = &segment {
+        sample = sample.segment(seg);
+    }
+    let _ = hand_over(s, appsrc, &sample.build(), Output::Encoded, live);
 }

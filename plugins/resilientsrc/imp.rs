@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `resilientsrc` implementation: a bin holding one `appsrc` per output (`src`, and `audio`
-//! with `audio=true`) behind ghost pads; the [`Controller`] thread runs the source and decoder
+//! `resilientsrc` implementation: a bin holding one `appsrc` per output (`src`, `audio` with
+//! `audio=true`, `encoded` with `encoded=true`) behind ghost pads; the [`Controller`] thread runs the source and decoder
 //! in an inner pipeline and feeds them.
 //!
 //! Lock order: `settings`, then `controller`. The controller thread never takes either; it
@@ -30,6 +30,7 @@ const DEFAULT_LATENCY: u64 = 200 * MS;
 struct Settings {
     uri: Option<String>,
     audio: bool,
+    encoded: bool,
     /// Durations in ns, as the properties.
     stall_timeout: u64,
     backoff_initial: u64,
@@ -48,6 +49,7 @@ impl Default for Settings {
         Settings {
             uri: None,
             audio: false,
+            encoded: false,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
@@ -66,6 +68,7 @@ pub struct ResilientSrc {
     settings: Mutex<Settings>,
     video: gst_app::AppSrc,
     audio: Mutex<Option<(gst_app::AppSrc, gst::GhostPad)>>,
+    encoded: Mutex<Option<(gst_app::AppSrc, gst::GhostPad)>>,
     controller: Mutex<Option<Controller>>,
     /// The last run's info, kept after stop.
     last: Mutex<Info>,
@@ -85,6 +88,7 @@ impl ObjectSubclass for ResilientSrc {
                 .format(gst::Format::Time)
                 .build(),
             audio: Mutex::new(None),
+            encoded: Mutex::new(None),
             controller: Mutex::new(None),
             last: Mutex::new(Info::default()),
         }
@@ -263,6 +267,22 @@ impl ResilientSrc {
             a.set_max_buffers(if live { 60 } else { 16 });
             a.set_property_from_str("leaky-type", if live { "downstream" } else { "none" });
         }
+        let encoded = self
+            .encoded
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(e, _)| e.clone());
+        if let Some(e) = &encoded {
+            // Access units are small: a live camera's 8 s at 15 fps queue before the
+            // controller drops (to the next keyframe, counted: never leaky, which would leave
+            // a hole in a GOP); a file's output blocks like the decoded one.
+            e.set_is_live(live);
+            e.set_block(!live);
+            e.set_max_bytes(0);
+            e.set_max_buffers(if live { 120 } else { 16 });
+            e.set_property_from_str("leaky-type", "none");
+        }
         let config = controller::Config {
             uri: uri.clone(),
             live,
@@ -292,9 +312,19 @@ impl ResilientSrc {
             config.live
         );
         let audio = self.audio.lock().unwrap().as_ref().map(|(a, _)| a.clone());
+        let encoded = self
+            .encoded
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(e, pad)| (e.clone(), pad.clone().upcast()));
         let host = Box::new(ElementHost(self.obj().downgrade()));
-        *self.controller.lock().unwrap() =
-            Some(Controller::start(config, self.video.clone(), audio, host));
+        let outputs = controller::Outputs {
+            video: self.video.clone(),
+            audio,
+            encoded,
+        };
+        *self.controller.lock().unwrap() = Some(Controller::start(config, outputs, host));
     }
 
     fn stop(&self) {
@@ -342,6 +372,22 @@ impl ObjectImpl for ResilientSrc {
                 glib::ParamSpecBoolean::builder("audio")
                     .nick("Audio")
                     .blurb("Also output the first audio stream, decoded, on an 'audio' pad (created when set). Default: false")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("encoded")
+                    .nick("Encoded output")
+                    .blurb(
+                        "Also output the video stream as it arrives, before decoding, on an \
+                         'encoded' pad (created when set): parsed, whole access units with their \
+                         caps (e.g. video/x-h264,stream-format=avc,alignment=au), from the same \
+                         connection as the decoded frames, so a recorder needs no second \
+                         connection to the camera and no re-encoding. Each connection's first \
+                         access unit is a keyframe (those before it are counted in stats as \
+                         encoded-before-keyframe); timestamps and DISCONT follow the decoded \
+                         output's rules, and the capture-time metas are the same on both. An \
+                         unlinked 'encoded' pad costs nothing. Default: false",
+                    )
                     .default_value(false)
                     .mutable_ready()
                     .build(),
@@ -446,7 +492,9 @@ impl ObjectImpl for ResilientSrc {
                     .blurb(
                         "Read-only 'resilientsrc-stats' structure: status, reconnects, attempt \
                          (failed attempts in a row), frames, dropped (live frames dropped while \
-                         downstream lagged), container, codec, decoder, decoder-kind, last-error",
+                         downstream lagged), encoded-frames, encoded-before-keyframe, \
+                         encoded-dropped (the encoded output's), container, codec, decoder, \
+                         decoder-kind, last-error",
                     )
                     .read_only()
                     .build(),
@@ -468,7 +516,13 @@ impl ObjectImpl for ResilientSrc {
                 s.audio = value.get().expect("type checked upstream");
                 let want = s.audio;
                 drop(s);
-                self.set_audio(want);
+                self.set_output(&self.audio, "audio", want);
+            }
+            "encoded" => {
+                s.encoded = value.get().expect("type checked upstream");
+                let want = s.encoded;
+                drop(s);
+                self.set_output(&self.encoded, "encoded", want);
             }
             "stall-timeout" => s.stall_timeout = value.get().expect("type checked upstream"),
             "backoff-initial" => s.backoff_initial = value.get().expect("type checked upstream"),
@@ -502,6 +556,9 @@ impl ObjectImpl for ResilientSrc {
                     .field("attempt", i.attempts)
                     .field("frames", i.frames)
                     .field("dropped", i.dropped)
+                    .field("encoded-frames", i.encoded_frames)
+                    .field("encoded-before-keyframe", i.encoded_before_keyframe)
+                    .field("encoded-dropped", i.encoded_dropped)
                     .field("container", i.container.unwrap_or_default())
                     .field("codec", i.codec.unwrap_or_default())
                     .field("decoder", i.decoder.unwrap_or_default())
@@ -519,6 +576,7 @@ impl ObjectImpl for ResilientSrc {
         match pspec.name() {
             "uri" => s.uri.to_value(),
             "audio" => s.audio.to_value(),
+            "encoded" => s.encoded.to_value(),
             "stall-timeout" => s.stall_timeout.to_value(),
             "backoff-initial" => s.backoff_initial.to_value(),
             "backoff-max" => s.backoff_max.to_value(),
@@ -535,26 +593,35 @@ impl ObjectImpl for ResilientSrc {
 }
 
 impl ResilientSrc {
-    /// Adds or removes the `audio` output.
-    fn set_audio(&self, want: bool) {
-        let mut audio = self.audio.lock().unwrap();
+    /// Adds or removes an optional output (`audio`, `encoded`): its appsrc and ghost pad.
+    fn set_output(
+        &self,
+        slot: &Mutex<Option<(gst_app::AppSrc, gst::GhostPad)>>,
+        name: &str,
+        want: bool,
+    ) {
+        let mut output = slot.lock().unwrap();
         let obj = self.obj();
-        match (want, audio.is_some()) {
+        match (want, output.is_some()) {
             (true, false) => {
                 let appsrc = gst_app::AppSrc::builder()
-                    .name("audio")
+                    .name(name)
                     .format(gst::Format::Time)
                     .build();
                 obj.add(&appsrc).unwrap();
-                let pad = gst::GhostPad::builder_with_target(&appsrc.static_pad("src").unwrap())
-                    .unwrap()
-                    .name("audio")
-                    .build();
+                let templ = obj.pad_template(name).expect("a template per output");
+                let pad = gst::GhostPad::builder_from_template_with_target(
+                    &templ,
+                    &appsrc.static_pad("src").unwrap(),
+                )
+                .unwrap()
+                .name(name)
+                .build();
                 obj.add_pad(&pad).unwrap();
-                *audio = Some((appsrc, pad));
+                *output = Some((appsrc, pad));
             }
             (false, true) => {
-                if let Some((appsrc, pad)) = audio.take() {
+                if let Some((appsrc, pad)) = output.take() {
                     let _ = obj.remove_pad(&pad);
                     let _ = obj.remove(&appsrc);
                 }
@@ -599,6 +666,14 @@ impl ElementImpl for ResilientSrc {
                     gst::PadDirection::Src,
                     gst::PadPresence::Sometimes,
                     &gst::Caps::builder("audio/x-raw").build(),
+                )
+                .unwrap(),
+                // Whatever the camera sends: video/x-h264, video/x-h265, image/jpeg, …
+                gst::PadTemplate::new(
+                    "encoded",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &gst::Caps::new_any(),
                 )
                 .unwrap(),
             ]
