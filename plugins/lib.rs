@@ -19,8 +19,10 @@
 //!   and zones counted on the tracks.
 //! * `motiondetect`: where the picture of a fixed camera moves (luma plane, running background),
 //!   so that `onnxinfer motion-gate=true` infers only when something moves.
-//! * `resilientsrc`: any camera or file in, decoded frames out; reconnects with backoff and
-//!   picks the best decoder available.
+//! * `resilientsrc`: any camera or file in, decoded frames out (and, with `encoded=true`, the
+//!   camera's own encoded stream); reconnects with backoff and picks the best decoder available.
+//! * `cliprecorder`: a ring of the camera's encoded stream, and a clip with pre-roll and
+//!   post-roll written on a line crossing, a zone entry, a label or a signal.
 //!
 //! The modules outside the element folders hold what several elements and the
 //! `videoai-events` tool share, grouped by what they are:
@@ -39,6 +41,8 @@ pub mod util;
 
 #[cfg(feature = "adaptivequeue")]
 pub mod adaptivequeue;
+#[cfg(feature = "cliprecorder")]
+pub mod cliprecorder;
 #[cfg(feature = "detectionoverlay")]
 pub mod detectionoverlay;
 #[cfg(feature = "framesplit")]
@@ -67,6 +71,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     }
     #[cfg(feature = "adaptivequeue")]
     adaptivequeue::register(plugin)?;
+    #[cfg(feature = "cliprecorder")]
+    cliprecorder::register(plugin)?;
     #[cfg(feature = "detectionoverlay")]
     detectionoverlay::register(plugin)?;
     #[cfg(feature = "framesplit")]

@@ -57,8 +57,8 @@ fn every_property_is_documented_with_its_default() {
         }
     }
     assert_eq!(
-        elements, 9,
-        "adaptivequeue, detectionoverlay, framesplit, framesync, motiondetect, objecttracker, onnxinfer, raftsink, resilientsrc"
+        elements, 10,
+        "adaptivequeue, cliprecorder, detectionoverlay, framesplit, framesync, motiondetect, objecttracker, onnxinfer, raftsink, resilientsrc"
     );
     assert!(undocumented.is_empty(), "{undocumented:#?}");
     assert!(plugin.description().contains("videoai"));
