@@ -31,7 +31,7 @@ DEMO_STREAM ?= objects-demo
 PREFIX ?=
 DESTDIR ?=
 
-.PHONY: all deps deps-gpu build quantize quantize-demo demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-motiondetect bench-density bench-fleet chaos clean
+.PHONY: all deps deps-gpu build quantize quantize-demo demo demo-text sample objects-clip picture verify-coco-model test meson-check install uninstall deb install-check bench bench-adaptivequeue bench-framesync bench-onnxinfer bench-raftsink bench-videoaitrace bench-objecttracker bench-motiondetect bench-cliprecorder bench-density bench-fleet chaos clean
 
 all: build
 
@@ -98,6 +98,8 @@ demo: build objects-clip quantize-demo
 	@$(RELEASE_DIR)/videoai-events tracks $(EVENTS) --stream $(DEMO_STREAM) > target/demo/tracks.jsonl
 	@$(RELEASE_DIR)/videoai-events counts $(EVENTS) --stream $(DEMO_STREAM) > target/demo/counts.jsonl
 	@python3 scripts/objects-clip.py compare target/demo/tracks.jsonl target/demo/counts.jsonl
+	@echo "[demo] a snapshot per track (cliprecorder), its path stored with the track:"
+	@python3 -c 'import json,sys; [print("  track %d %-10s %s" % (t["track_id"], t["label"], t.get("snapshot", "-"))) for t in map(json.loads, open(sys.argv[1]))]' target/demo/tracks.jsonl
 	@echo "[demo] events in $(EVENTS): target/release/videoai-events tracks|counts|summary $(EVENTS) --stream $(DEMO_STREAM)"
 
 # The text detector demo (ddddocr's common_det.onnx finds the characters textoverlay drew).
@@ -155,6 +157,10 @@ bench-density: deps build
 
 bench-motiondetect: deps
 	$(CARGO) bench --bench motiondetect
+
+# The recorder's CPU share per camera at 4 Mb/s and its ring against bitrate x pre-roll (BENCH_SECONDS):
+bench-cliprecorder: deps
+	$(CARGO) bench --bench cliprecorder
 
 bench-videoaitrace: deps
 	$(CARGO) bench --bench videoaitrace

@@ -183,6 +183,7 @@ fn encoded(stream: &str, i: u64) -> EncodedEvent {
         schema: 2,
         key_basis: None,
         clock: None,
+        clips: Vec::new(),
     })
 }
 
@@ -240,6 +241,7 @@ fn raw_nats(
                             schema: 2,
                             key_basis: None,
                             clock: None,
+                            clips: Vec::new(),
                         };
                         (
                             nats::subject(&id),
@@ -316,6 +318,7 @@ fn bare_mqtt(port: u16, stream: &str, n: u64, qos: u8, with_key: bool) -> Durati
                 schema: gstvideoai::eventlog::event::SCHEMA_VERSION,
                 key_basis: e.key_basis,
                 clock: None,
+                clips: Vec::new(),
             };
             serde_json::to_vec(&ev).unwrap()
         })

@@ -285,8 +285,9 @@ fn nats_output_runs() {
 
 /// `fleet-camera.pipeline` as a worker runs it for a camera with `MOTION_GATE=true` and
 /// `IGNORE_ZONES`: the still-camera scene (a real photo, a motorbike crossing frames 100–180)
-/// as a file, the demo's detector, events into NATS. The gate infers on part of the frames,
-/// every frame's event is stored, and the motorbike is among them.
+/// as a file, the demo's detector, events into NATS, recording on the motorbike. The gate infers
+/// on part of the frames, every frame's event is stored, the motorbike is among them, and its
+/// clip and the snapshots are written and stored in NATS with their events.
 #[test]
 fn fleet_camera_pipeline_runs_with_the_motion_gate() {
     use common::still_scene;
@@ -308,6 +309,9 @@ fn fleet_camera_pipeline_runs_with_the_motion_gate() {
         ("LABELS", common::coco_labels().display().to_string()),
         ("MOTION_GATE", "true".to_string()),
         ("IGNORE_ZONES", still_scene::IGNORE_ZONES.to_string()),
+        ("CLIPS", dir.join("clips").display().to_string()),
+        ("RECORD_LABELS", "motorbike".to_string()),
+        ("SNAPSHOTS", "true".to_string()),
     ]);
     let desc = common::pipeline_file("fleet-camera.pipeline", &vars);
     assert!(desc.contains("motion-gate=true"), "{desc}");
@@ -356,4 +360,20 @@ fn fleet_camera_pipeline_runs_with_the_motion_gate() {
         .filter(|e| e.detections.iter().any(|d| d.label == "motorbike"))
         .count();
     assert!(motorbikes >= 40, "{motorbikes} events with the motorbike");
+    // It recorded: the motorbike's clip and the tracks' snapshots, each stored with its event.
+    let written: Vec<_> = std::fs::read_dir(dir.join("clips"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let ext = |e: &str| {
+        written
+            .iter()
+            .filter(|p| p.extension().and_then(|x| x.to_str()) == Some(e))
+            .count()
+    };
+    assert!(ext("mp4") >= 1 && ext("jpg") >= 1, "{written:?}");
+    let records: Vec<_> = events.iter().flat_map(|e| e.clips.iter()).collect();
+    let kinds = |k: &str| records.iter().filter(|r| r.kind == k).count();
+    assert!(kinds("trigger") >= 1, "{records:?}");
+    assert_eq!(kinds("snapshot"), ext("jpg"), "{records:?}");
 }

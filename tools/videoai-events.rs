@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use gstvideoai::eventlog::clips::Clips;
 use gstvideoai::eventlog::event::{Detection, FrameEvent};
 use gstvideoai::eventlog::nats;
 use gstvideoai::eventlog::store::{BadRow, EventStore};
@@ -123,6 +124,19 @@ enum Command {
         #[command(flatten)]
         range: Range,
     },
+    /// One JSON line per cliprecorder clip: stream, path, first_capture_ns, last_capture_ns,
+    /// triggers (seq, capture_ns and reason of each trigger that started or extended it), file
+    /// (complete; incomplete: only NAME.partial is there, still being written or its writer was
+    /// killed, playable up to its last fragment; deleted: by retention; missing), and deleted
+    /// or failed with the reason. --from/--to keep the clips that overlap the range.
+    Clips {
+        #[command(flatten)]
+        log: Log,
+        #[arg(long, value_name = "ID")]
+        stream: Option<String>,
+        #[command(flatten)]
+        range: Range,
+    },
     /// JSON lines: one per (stream, line, direction) with its count, then one per (stream,
     /// zone) with entries and exits (objecttracker lines and zones).
     Counts {
@@ -144,7 +158,7 @@ enum Command {
     },
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Args {
     command: String,
     location: String,
@@ -223,6 +237,9 @@ impl Args {
             }
             Command::Counts { log, stream, range } => {
                 ("counts", log_args(log), stream, range, false, None)
+            }
+            Command::Clips { log, stream, range } => {
+                ("clips", log_args(log), stream, range, false, None)
             }
             Command::Collisions { log, stream } => (
                 "collisions",
@@ -701,6 +718,26 @@ fn run(args: Args) -> Result<(), String> {
                 counts.rows()
             };
             rows.iter()
+                .try_for_each(|r| writeln!(out, "{r}"))
+                .and_then(|()| out.flush())
+                .map_err(io)
+        }
+        "clips" => {
+            // Every event of the stream: a clip's deletion comes after its range.
+            let (from, to) = (args.from, args.to);
+            let all = Args {
+                from: None,
+                to: None,
+                ..args.clone()
+            };
+            let mut clips = Clips::default();
+            for_each(&all, |e| {
+                clips.add(&e);
+                true
+            })?;
+            clips
+                .rows(from, to)
+                .iter()
                 .try_for_each(|r| writeln!(out, "{r}"))
                 .and_then(|()| out.flush())
                 .map_err(io)

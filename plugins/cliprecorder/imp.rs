@@ -12,8 +12,12 @@
 //! thread per finishing clip that waits for its file to be closed. Each clip's writer runs a
 //! pipeline of its own.
 //!
+//! What the recorder did goes into the event log with the frames it happened on: a trigger's
+//! clip (path, first and last capture time, the trigger) on the triggering frame; a clip
+//! deleted by retention or failed to write on the next decoded frame (`State::records`).
+//!
 //! Lock order: `settings`, then `state`, then `counts`. None is held while pushing downstream
-//! or while a clip's file is finished.
+//! or while a clip's file is finished; retention's directory scan runs without them.
 
 use std::path::PathBuf;
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
@@ -23,8 +27,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::retention::{self, Kind, Limits};
 use super::ring::{Ring, Unit, Window};
+use super::snapshot::{self, Book, Live, Seen};
 use super::writer::Writer;
+use crate::eventlog::event::ClipRecord;
 use crate::formats::{capture_time, detection};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,6 +59,8 @@ const LEAD_WAIT: Duration = Duration::from_secs(5);
 /// The ring never spans more than pre-roll + this (decoded frames that stopped coming, a
 /// stream with one keyframe and intra refresh after it).
 const RING_SLACK_NS: i64 = 10 * SECOND as i64;
+/// How often retention looks at the clips' directory besides after each clip (for max-age).
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -64,6 +73,18 @@ struct Settings {
     trigger_zones: Vec<String>,
     trigger_labels: Vec<String>,
     trigger_confidence: f64,
+    max_size_bytes: u64,
+    max_age: u64,
+    snapshots: bool,
+}
+
+impl Settings {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_size_bytes,
+            max_age: Duration::from_nanos(self.max_age),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -78,6 +99,9 @@ impl Default for Settings {
             trigger_zones: Vec::new(),
             trigger_labels: Vec::new(),
             trigger_confidence: DEFAULT_CONFIDENCE,
+            max_size_bytes: 0,
+            max_age: 0,
+            snapshots: true,
         }
     }
 }
@@ -89,6 +113,9 @@ struct Counts {
     clips_existing: u64,
     clips_missed: u64,
     write_errors: u64,
+    deleted: u64,
+    snapshots: u64,
+    snapshot_errors: u64,
     units: u64,
     units_before_keyframe: u64,
     last_clip: String,
@@ -98,7 +125,7 @@ struct Counts {
 struct Clip {
     writer: Writer,
     window: Window,
-    name: String,
+    path: PathBuf,
     /// The arrival number of the last access unit written.
     last_written: u64,
 }
@@ -150,11 +177,27 @@ struct State {
     encoded_flushing: bool,
     /// The encoded stream ran ahead of keys the decoded frames never reached (warned once).
     lead_unbounded: bool,
-    /// A clip whose file existed already (a replay, a second reader): triggers until this key
-    /// make no other.
-    skip_until: Option<i64>,
+    /// A clip whose file existed already (a replay, a second reader of the camera): triggers
+    /// within its window make no other, and are recorded with it (the reader whose frame
+    /// event is stored first may be this one).
+    skipped: Option<(PathBuf, Window)>,
+    /// The last decoded frame's capture time (what the `trigger` signal's clip is named after).
+    decoded_name: Option<i64>,
     finishing: Vec<std::thread::JoinHandle<()>>,
+    /// What goes into the event log with the next decoded frame.
+    records: Vec<ClipRecord>,
+    /// When retention last looked at the directory.
+    retention_at: Option<std::time::Instant>,
+    /// The decoded frames' format (for snapshots).
+    video_info: Option<gst_video::VideoInfo>,
+    /// Live tracks and their best view (snapshots).
+    tracks: Book<Crop>,
+    /// Snapshots not made (a frame that cannot be mapped): warned once.
+    crop_warned: bool,
 }
+
+/// A track's best view: the box, in RGB.
+type Crop = (gst::Buffer, gst_video::VideoInfo);
 
 pub struct ClipRecorder {
     sinkpad: gst::Pad,
@@ -181,6 +224,24 @@ fn name_ns(b: &gst::BufferRef, key: i64) -> i64 {
     capture_time::reference_timestamp(b)
         .map(|t| t.nseconds() as i64)
         .unwrap_or(key)
+}
+
+/// The record of a trigger at `key` (captured at `name_key`) for a clip spanning `window`.
+fn trigger_record(
+    path: &std::path::Path,
+    window: &Window,
+    key: i64,
+    name_key: i64,
+    reason: &str,
+) -> ClipRecord {
+    ClipRecord {
+        kind: "trigger".into(),
+        path: path.display().to_string(),
+        first_capture_ns: Some(name_key.saturating_sub(key.saturating_sub(window.start_ns))),
+        last_capture_ns: Some(name_key.saturating_add(window.end_ns.saturating_sub(key))),
+        reason: reason.into(),
+        ..Default::default()
+    }
 }
 
 fn list(value: &glib::Value) -> Vec<String> {
@@ -233,6 +294,7 @@ impl ClipRecorder {
             };
             let mut st = self.state();
             st.decoded_key = Some(key);
+            st.decoded_name = Some(name_ns(&buffer, key));
             let warning = if reasons.is_empty() {
                 None
             } else {
@@ -246,11 +308,200 @@ impl ClipRecorder {
             };
             self.finish_if_complete(&mut st);
             self.prune(&mut st, &settings);
+            if settings.snapshots {
+                self.follow_tracks(&mut st, &settings, &buffer, key);
+            }
+            let retention_due = settings.limits().any()
+                && st
+                    .retention_at
+                    .is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
+            if retention_due {
+                st.retention_at = Some(std::time::Instant::now());
+            }
+            let records = std::mem::take(&mut st.records);
             drop(st);
             self.advanced.notify_all();
             self.post_warning(warning);
+            if retention_due {
+                self.apply_retention(&settings);
+            }
+            if !records.is_empty() {
+                let mut buffer = buffer;
+                detection::add_clip_records(buffer.make_mut(), &records);
+                return self.srcpad.push(buffer);
+            }
         }
         self.srcpad.push(buffer)
+    }
+
+    /// Snapshots: the tracks on this frame, their best view, and the JPEGs of those that ended.
+    fn follow_tracks(&self, st: &mut State, s: &Settings, buffer: &gst::BufferRef, key: i64) {
+        let Some(info) = st.video_info.clone() else {
+            return;
+        };
+        let seen: Vec<Seen> = detection::read_detections(buffer)
+            .into_iter()
+            .filter(|d| d.fresh && d.confidence.is_finite())
+            .filter_map(|d| {
+                Some(Seen {
+                    track_id: d.track_id?,
+                    label: d.label,
+                    confidence: d.confidence,
+                    rect: (d.x, d.y, d.w, d.h),
+                })
+            })
+            .collect();
+        let name_key = name_ns(buffer, key);
+        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
+        let mut crop_error = None;
+        let (new, ended) = st.tracks.frame(
+            key,
+            &seen,
+            |t| {
+                dir.join(format!(
+                    "{}-{name_key}-track{}.jpg",
+                    s.stream_id, t.track_id
+                ))
+            },
+            |t| match snapshot::crop(buffer, &info, t.rect) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crop_error = Some(e);
+                    None
+                }
+            },
+        );
+        if let Some(e) = crop_error
+            && !std::mem::replace(&mut st.crop_warned, true)
+        {
+            gst::warning!(CAT, imp = self, "no snapshot of a track: {e}");
+        }
+        for (t, path) in new {
+            st.records.push(ClipRecord {
+                kind: "snapshot".into(),
+                path: path.display().to_string(),
+                reason: t.label,
+                track_id: Some(t.track_id),
+                ..Default::default()
+            });
+        }
+        self.write_snapshots(st, ended);
+    }
+
+    /// Writes the snapshots of the tracks that ended, on a thread of their own (JPEG encoding
+    /// takes a few ms).
+    fn write_snapshots(&self, st: &mut State, ended: Vec<Live<Crop>>) {
+        let mut with_view = Vec::new();
+        for l in ended {
+            match l.best {
+                Some(b) => with_view.push((l.track_id, l.path, b.crop)),
+                // Its path is in the log already: say why there is no file.
+                None => {
+                    self.counts.lock().unwrap().snapshot_errors += 1;
+                    st.records.push(ClipRecord {
+                        kind: "failed".into(),
+                        path: l.path.display().to_string(),
+                        reason: "no view of the track could be cropped (frames not in system \
+                                 memory?)"
+                            .into(),
+                        track_id: Some(l.track_id),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let ended = with_view;
+        if ended.is_empty() {
+            return;
+        }
+        let weak = self.obj().downgrade();
+        let handle = std::thread::Builder::new()
+            .name("cliprecorder-snapshot".into())
+            .spawn(move || {
+                for (track_id, path, (crop, info)) in ended {
+                    let result = snapshot::write_jpeg(&crop, &info, &path);
+                    let Some(obj) = weak.upgrade() else {
+                        return;
+                    };
+                    let imp = obj.imp();
+                    match result {
+                        Ok(true) => {
+                            gst::debug!(CAT, obj = obj, "snapshot {}", path.display());
+                            imp.counts.lock().unwrap().snapshots += 1;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            imp.counts.lock().unwrap().snapshot_errors += 1;
+                            imp.state().records.push(ClipRecord {
+                                kind: "failed".into(),
+                                path: path.display().to_string(),
+                                reason: e.clone(),
+                                track_id: Some(track_id),
+                                ..Default::default()
+                            });
+                            gst::element_warning!(
+                                obj,
+                                gst::ResourceError::Write,
+                                ["snapshot {} not written: {e}", path.display()]
+                            );
+                        }
+                    }
+                }
+            });
+        self.keep_thread(st, handle);
+    }
+
+    /// Deletes this stream's oldest clips beyond max-size-bytes and max-age; each deletion
+    /// goes into the event log with the next frame.
+    fn apply_retention(&self, s: &Settings) {
+        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
+        let now = std::time::SystemTime::now();
+        let files = match retention::scan(&dir, &s.stream_id, now) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "retention cannot read {}: {e}",
+                    dir.display()
+                );
+                return;
+            }
+        };
+        let mut records = Vec::new();
+        for (file, limit) in retention::plan(files, s.limits(), now) {
+            match std::fs::remove_file(&file.path) {
+                Ok(()) => {
+                    gst::info!(CAT, imp = self, "{} deleted ({limit})", file.path.display());
+                    // A leftover .partial is its clip's; a snapshot is its track's.
+                    let (path, track_id) = match file.kind {
+                        Kind::Partial => (file.path.with_extension(""), None),
+                        Kind::Snapshot(id) => (file.path.clone(), Some(id)),
+                        Kind::Clip => (file.path.clone(), None),
+                    };
+                    records.push(ClipRecord {
+                        kind: "deleted".into(),
+                        path: path.display().to_string(),
+                        reason: format!("retention {limit}"),
+                        track_id,
+                        ..Default::default()
+                    });
+                }
+                // Deleted meanwhile by another reader of the camera: its record says so.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "retention cannot delete {}: {e}",
+                    file.path.display()
+                ),
+            }
+        }
+        if !records.is_empty() {
+            self.counts.lock().unwrap().deleted += records.len() as u64;
+            self.state().records.extend(records);
+        }
     }
 
     /// Drops what no clip can need any more: older than the pre-roll before the decoded
@@ -285,20 +536,34 @@ impl ClipRecorder {
     ) -> Option<String> {
         self.counts.lock().unwrap().triggers += 1;
         gst::debug!(CAT, imp = self, "trigger at {key}: {reason}");
-        let State { clip, ring, .. } = st;
+        let State {
+            clip,
+            ring,
+            records,
+            ..
+        } = st;
         if let Some(clip) = clip.as_mut() {
             if clip.window.extend(key, s.post_roll as i64) {
                 clip.catch_up(ring);
+                records.push(trigger_record(
+                    &clip.path,
+                    &clip.window,
+                    key,
+                    name_key,
+                    reason,
+                ));
                 return None;
             }
             // After its end (or at its longest): finished with what has arrived.
             self.finish_clip(st);
         }
-        if let Some(until) = st.skip_until
-            && key <= until
-        {
-            st.skip_until = Some(key.saturating_add(s.post_roll as i64));
-            return None;
+        if let Some((path, window)) = st.skipped.as_mut() {
+            if window.extend(key, s.post_roll as i64) {
+                let r = trigger_record(path, window, key, name_key, reason);
+                st.records.push(r);
+                return None;
+            }
+            st.skipped = None;
         }
         let start = st.ring.start_for(key.saturating_sub(s.pre_roll as i64));
         let (Some(start), Some(caps)) = (start, st.caps.clone()) else {
@@ -318,7 +583,8 @@ impl ClipRecorder {
             .expect("start_for gives an index in the ring")
             .key_ns;
         let name = format!("{}-{name_key}.mp4", s.stream_id);
-        let dir = PathBuf::from(&s.location);
+        // Absolute: the event log says where the clip is, whoever reads it from where.
+        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
         let path = dir.join(&name);
         let partial = PathBuf::from(format!("{}.partial", path.display()));
         let claimed = std::fs::create_dir_all(&dir)
@@ -344,7 +610,10 @@ impl ClipRecorder {
                 // Written (or being written) by an earlier run or another reader.
                 self.counts.lock().unwrap().clips_existing += 1;
                 gst::info!(CAT, imp = self, "{} exists: no second clip", path.display());
-                st.skip_until = Some(key.saturating_add(s.post_roll as i64));
+                let window = Window::new(start_key, key, s.post_roll as i64, s.max_duration as i64);
+                st.records
+                    .push(trigger_record(&path, &window, key, name_key, reason));
+                st.skipped = Some((path, window));
                 return None;
             }
             Ok(true) => Writer::start(&path, &caps),
@@ -371,10 +640,12 @@ impl ClipRecorder {
             c.last_clip = path.display().to_string();
         }
         gst::info!(CAT, imp = self, "clip {} for {reason}", path.display());
+        st.records
+            .push(trigger_record(&path, &window, key, name_key, reason));
         st.clip = Some(Clip {
             writer,
             window,
-            name,
+            path,
             last_written,
         });
         None
@@ -395,7 +666,7 @@ impl ClipRecorder {
             return;
         };
         let weak = self.obj().downgrade();
-        let name = clip.name;
+        let path = clip.path;
         let writer = clip.writer;
         let handle = std::thread::Builder::new()
             .name("cliprecorder-finish".into())
@@ -404,14 +675,38 @@ impl ClipRecorder {
                 let Some(obj) = weak.upgrade() else {
                     return;
                 };
+                let imp = obj.imp();
                 match result {
-                    Ok(path) => gst::info!(CAT, obj = obj, "clip {} written", path.display()),
+                    Ok(path) => {
+                        gst::info!(CAT, obj = obj, "clip {} written", path.display());
+                        let settings = imp.settings.lock().unwrap().clone();
+                        if settings.limits().any() {
+                            imp.apply_retention(&settings);
+                        }
+                    }
                     Err(e) => {
-                        obj.imp().counts.lock().unwrap().write_errors += 1;
-                        gst::element_warning!(obj, gst::ResourceError::Write, ["clip {name}: {e}"]);
+                        imp.counts.lock().unwrap().write_errors += 1;
+                        imp.state().records.push(ClipRecord {
+                            kind: "failed".into(),
+                            path: path.display().to_string(),
+                            first_capture_ns: None,
+                            last_capture_ns: None,
+                            reason: e.clone(),
+                            ..Default::default()
+                        });
+                        gst::element_warning!(
+                            obj,
+                            gst::ResourceError::Write,
+                            ["clip {} not written whole: {e}", path.display()]
+                        );
                     }
                 }
             });
+        self.keep_thread(st, handle);
+    }
+
+    /// Keeps a clip's or snapshots' thread, to be joined at EOS and stop.
+    fn keep_thread(&self, st: &mut State, handle: std::io::Result<std::thread::JoinHandle<()>>) {
         st.finishing.retain(|h| !h.is_finished());
         match handle {
             Ok(h) => st.finishing.push(h),
@@ -581,12 +876,30 @@ impl ClipRecorder {
                         .0;
                 }
                 self.finish_clip(&mut st);
+                let live = st.tracks.drain();
+                self.write_snapshots(&mut st, live);
                 drop(st);
                 self.join_finishing();
+                // What happened after the last frame has no frame to go into the log with.
+                let left = std::mem::take(&mut self.state().records);
+                if !left.is_empty() {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "{} clip records after the last frame are not in the event log: {:?}",
+                        left.len(),
+                        left.iter()
+                            .map(|r| format!("{} {} ({})", r.kind, r.path, r.reason))
+                            .collect::<Vec<_>>()
+                    );
+                }
             }
             gst::EventView::FlushStart(_) => {
                 self.state().sink_flushing = true;
                 self.advanced.notify_all();
+            }
+            gst::EventView::Caps(c) => {
+                self.state().video_info = gst_video::VideoInfo::from_caps(c.caps()).ok();
             }
             gst::EventView::FlushStop(_) => {
                 let mut st = self.state();
@@ -612,6 +925,9 @@ impl ClipRecorder {
             .field("clips-existing", c.clips_existing)
             .field("clips-missed", c.clips_missed)
             .field("write-errors", c.write_errors)
+            .field("deleted", c.deleted)
+            .field("snapshots", c.snapshots)
+            .field("snapshot-errors", c.snapshot_errors)
             .field("access-units", c.units)
             .field("before-keyframe", c.units_before_keyframe)
             .field("ring-units", st.ring.len() as u64)
@@ -635,7 +951,14 @@ impl ClipRecorder {
             );
             return;
         };
-        let warning = self.trigger(&mut st, &settings, key, key, &format!("signal {reason}"));
+        let name_key = st.decoded_name.unwrap_or(key);
+        let warning = self.trigger(
+            &mut st,
+            &settings,
+            key,
+            name_key,
+            &format!("signal {reason}"),
+        );
         drop(st);
         self.post_warning(warning);
     }
@@ -728,10 +1051,11 @@ impl ObjectImpl for ClipRecorder {
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
                     .blurb(
-                        "Directory the clips are written to (made if missing), one file per clip \
-                         named STREAM-TIME.mp4 (TIME: the triggering frame's capture time in ns, \
-                         the same for every reader of the camera; a file that exists already is \
-                         not written again). Default: clips",
+                        "Directory the clips and snapshots are written to (made if missing), one \
+                         file per clip named STREAM-TIME.mp4 (TIME: the triggering frame's capture \
+                         time in ns, the same for every reader of the camera; a file that exists \
+                         already is not written again). Each clip's absolute path goes into the \
+                         event log with the triggering frame (videoai-events clips). Default: clips",
                     )
                     .default_value(Some(DEFAULT_LOCATION))
                     .mutable_ready()
@@ -803,13 +1127,49 @@ impl ObjectImpl for ClipRecorder {
                     .default_value(DEFAULT_CONFIDENCE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-size-bytes")
+                    .nick("Maximum size")
+                    .blurb(
+                        "Most bytes this stream's files in location may take (its clips, \
+                         snapshots, and .partial clips left by a writer that died, once not \
+                         written for a minute): the oldest are deleted first, and each deletion \
+                         is stored in the event log with the next frame (clips kind 'deleted'). \
+                         The newest file is always kept. 0: no limit. Default: 0",
+                    )
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-age")
+                    .nick("Maximum age")
+                    .blurb(
+                        "This stream's files (clips, snapshots, leftover .partial clips) older \
+                         than this (ns, since written) are deleted, looked at after each clip and \
+                         every 5 s; each deletion is stored in the event log. The newest file is \
+                         always kept. 0: no limit. Default: 0",
+                    )
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("snapshots")
+                    .nick("Snapshots")
+                    .blurb(
+                        "For each confirmed objecttracker track, one JPEG of its most confident \
+                         fresh detection (the box only), written once when the track has not \
+                         been seen for 5 s, or when the stream ends, as \
+                         location/STREAM-TIME-trackID.jpg (TIME: the frame it was confirmed on). \
+                         Its path goes into the event log with that frame (videoai-events tracks \
+                         shows it). Default: true",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
                         "Read-only 'cliprecorder-stats': triggers, clips, clips-existing (not \
                          written again), clips-missed (a trigger before the first keyframe), \
-                         write-errors (a full disk, a directory that cannot be made), \
-                         access-units, before-keyframe, ring-units, ring-bytes, ring-ns, \
+                         write-errors (a full disk, a directory that cannot be made), deleted \
+                         (by retention), snapshots (written), snapshot-errors, access-units, before-keyframe, ring-units, ring-bytes, ring-ns, \
                          recording, last-clip",
                     )
                     .read_only()
@@ -865,6 +1225,9 @@ impl ObjectImpl for ClipRecorder {
             "trigger-confidence" => {
                 s.trigger_confidence = value.get().expect("type checked upstream")
             }
+            "max-size-bytes" => s.max_size_bytes = value.get().expect("type checked upstream"),
+            "max-age" => s.max_age = value.get().expect("type checked upstream"),
+            "snapshots" => s.snapshots = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -885,6 +1248,9 @@ impl ObjectImpl for ClipRecorder {
             "trigger-zones" => joined(&s.trigger_zones).to_value(),
             "trigger-labels" => joined(&s.trigger_labels).to_value(),
             "trigger-confidence" => s.trigger_confidence.to_value(),
+            "max-size-bytes" => s.max_size_bytes.to_value(),
+            "max-age" => s.max_age.to_value(),
+            "snapshots" => s.snapshots.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -901,8 +1267,10 @@ impl ElementImpl for ClipRecorder {
                 "Keeps a ring of the camera's encoded access units (link 'encoded' to \
                  resilientsrc encoded=true) and, when a line is crossed, a zone entered, a \
                  chosen label detected or the 'trigger' signal emitted, writes a fragmented MP4 \
-                 clip with pre-roll and post-roll, without re-encoding. Decoded frames pass \
-                 from sink to src untouched",
+                 clip with pre-roll and post-roll, without re-encoding; and a JPEG snapshot of \
+                 each track. Decoded frames pass from sink to src, with a videoai-clips meta \
+                 on those a clip was started, extended, deleted or failed on (raftsink stores \
+                 it with their events)",
                 "videoai developers",
             )
         });
@@ -974,6 +1342,8 @@ impl ElementImpl for ClipRecorder {
         if transition == gst::StateChange::PausedToReady {
             let mut st = self.state();
             self.finish_clip(&mut st);
+            let live = st.tracks.drain();
+            self.write_snapshots(&mut st, live);
             drop(st);
             self.join_finishing();
             let mut st = self.state();

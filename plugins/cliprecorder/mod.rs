@@ -3,7 +3,12 @@
 //! `resilientsrc encoded=true`, the same connection as the decoded frames) and, on a trigger (a
 //! line crossed, a zone entered, a label detected, the `trigger` action signal), one fragmented
 //! MP4 clip with `pre-roll` and `post-roll`, written without re-encoding. Triggers within a clip
-//! extend it, up to `max-duration`. Decoded frames pass from `sink` to `src` untouched.
+//! extend it, up to `max-duration`. Decoded frames pass from `sink` to `src` untouched, with a
+//! `videoai-clips` meta on the frames a clip was started or extended on (or deleted by
+//! `max-size-bytes` / `max-age` retention, or failed to write), which `raftsink` stores with
+//! their events (`videoai-events clips` lists them). With `snapshots` (the default), each
+//! confirmed track also gets one JPEG of its most confident detection, written when the track
+//! ends, its path stored with the track (`videoai-events tracks`).
 //!
 //! ```text
 //! gst-launch-1.0 -e resilientsrc name=cam uri=rtsp://cam/stream encoded=true \
@@ -18,7 +23,9 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+pub mod retention;
 pub mod ring;
+pub mod snapshot;
 mod writer;
 
 glib::wrapper! {

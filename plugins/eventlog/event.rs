@@ -25,6 +25,12 @@
 //! own, at or above [`LOCAL_KEY_BASE`], so it can never take a camera key). A `camera` event
 //! also carries `clock` ([`ClockMark`]): what another reader of the camera needs to continue its
 //! keys from this frame.
+//!
+//! Events of frames `cliprecorder` did something on carry `clips` ([`ClipRecord`]): the clip a
+//! trigger on this frame started or extended (its path, first and last capture time, the
+//! trigger), a clip deleted by retention, one that could not be written, or the snapshot path
+//! of a track confirmed on this frame. Like a crossing, a
+//! record is stored with the frame it happened on, so the frame's key stores it exactly once.
 
 use serde::{Deserialize, Serialize};
 
@@ -219,6 +225,33 @@ pub struct FrameEvent {
     /// Camera keys: the camera's clock at this frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<ClockMark>,
+    /// What `cliprecorder` did on this frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clips: Vec<ClipRecord>,
+}
+
+/// What `cliprecorder` did on a frame (`videoai-events clips` and `tracks` read them back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClipRecord {
+    /// `trigger` (a trigger on this frame started the clip or extended it), `deleted` (by
+    /// retention), `failed` (the clip or snapshot could not be written, e.g. a full disk),
+    /// `snapshot` (the track confirmed on this frame gets its snapshot at this path, a JPEG of
+    /// its most confident detection written when the track ends).
+    pub kind: String,
+    /// The clip's (or snapshot's) file (absolute).
+    pub path: String,
+    /// `trigger`: the clip's first and last capture time as planned by this trigger (ns; the
+    /// camera's clock when known, else the stream's time). A later trigger may extend it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_capture_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_capture_ns: Option<i64>,
+    /// `trigger`: what triggered it (`line door in`, `zone bay entry`, `label person 0.81`, or
+    /// the application's reason); `deleted`, `failed`: why; `snapshot`: the track's label.
+    pub reason: String,
+    /// `snapshot`: the track (objecttracker's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
 }
 
 fn current_schema() -> i64 {

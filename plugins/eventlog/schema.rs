@@ -3,7 +3,7 @@
 //! versions, the check that refuses a file that is no event log, and what SQLite's errors mean
 //! for a person ([`StoreError`]). The store itself ([`super::store`]) opens, reads and writes.
 //!
-//! Schema version 5 (`PRAGMA user_version`):
+//! Schema version 6 (`PRAGMA user_version`):
 //!
 //! ```sql
 //! events (id INTEGER PRIMARY KEY,            -- insertion order, for `follow`
@@ -13,6 +13,8 @@
 //!                                            -- acknowledged), 1 acknowledged by NATS
 //!         key_basis TEXT,                    -- what seq comes from (v4; NULL before)
 //!         clock TEXT,                        -- camera keys: the camera's clock (JSON, v4)
+//!         clips TEXT,                        -- what cliprecorder did on the frame (JSON
+//!                                            -- array of ClipRecord, v6; NULL: nothing)
 //!         UNIQUE (stream, seq))
 //! dead_letters (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER, reason TEXT,
 //!               event TEXT, parked_ns INTEGER,  -- events a target refused for good: NATS
@@ -36,7 +38,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode};
 
 /// The version of the SQLite schema (not of the event JSON, [`SCHEMA_VERSION`]).
-pub(crate) const STORE_VERSION: i64 = 5;
+pub(crate) const STORE_VERSION: i64 = 6;
 
 const CREATE_EVENTS: &str = "
 CREATE TABLE events (
@@ -97,6 +99,10 @@ CREATE TABLE deliveries (
 ) WITHOUT ROWID;
 ALTER TABLE dead_letters ADD COLUMN target TEXT;
 ";
+
+/// Version 5 to 6: the clips `cliprecorder` started, extended, deleted or failed to write on a
+/// frame.
+const MIGRATE_V5_V6: &str = "ALTER TABLE events ADD COLUMN clips TEXT;";
 
 /// Version 1 to 2: a rowid table (insertion order) with the outbox flag. Version 1 logs were
 /// local only, so their events count as forwarded.
@@ -195,13 +201,18 @@ impl StoreError {
 /// when it is there already.
 pub(crate) fn upgrade_script(version: i64) -> String {
     let script = match version {
-        0 => format!("{CREATE_EVENTS}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
-        1 => format!(
-            "{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"
+        0 => format!(
+            "{CREATE_EVENTS}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}{MIGRATE_V5_V6}"
         ),
-        2 => format!("{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
-        3 => format!("{MIGRATE_V3_V4}{MIGRATE_V4_V5}"),
-        4 => MIGRATE_V4_V5.to_string(),
+        1 => format!(
+            "{MIGRATE_V1_V2}{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}{MIGRATE_V5_V6}"
+        ),
+        2 => format!(
+            "{MIGRATE_V2_V3}{CREATE_V3_EXTRAS}{MIGRATE_V3_V4}{MIGRATE_V4_V5}{MIGRATE_V5_V6}"
+        ),
+        3 => format!("{MIGRATE_V3_V4}{MIGRATE_V4_V5}{MIGRATE_V5_V6}"),
+        4 => format!("{MIGRATE_V4_V5}{MIGRATE_V5_V6}"),
+        5 => MIGRATE_V5_V6.to_string(),
         _ => return String::new(),
     };
     format!("{script} PRAGMA user_version = {STORE_VERSION};")

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use crate::eventlog::event::{ClockMark, Detection, FrameEvent, KeyBasis, SCHEMA_VERSION};
+use crate::eventlog::event::{
+    ClipRecord, ClockMark, Detection, FrameEvent, KeyBasis, SCHEMA_VERSION,
+};
 pub use crate::eventlog::schema::StoreError;
 use crate::eventlog::schema::{self, cause, is_busy};
 
@@ -34,6 +36,8 @@ pub struct EncodedEvent {
     pub detections: String,
     pub key_basis: Option<KeyBasis>,
     pub clock: Option<ClockMark>,
+    /// What `cliprecorder` did on the frame: a JSON array of [`ClipRecord`] (None: nothing).
+    pub clips: Option<String>,
     /// Not stored: an event already under this key is the same frame when its capture time
     /// (position keys: its PTS) is at most this far from this one's; else they collide.
     pub same_frame_ns: i64,
@@ -52,6 +56,7 @@ impl EncodedEvent {
             detections: "[]".into(),
             key_basis: None,
             clock: None,
+            clips: None,
             same_frame_ns: 0,
         }
     }
@@ -68,6 +73,9 @@ impl EncodedEvent {
             detections: serde_json::to_string(&ev.detections).unwrap_or_else(|_| "[]".into()),
             key_basis: ev.key_basis,
             clock: ev.clock,
+            clips: (!ev.clips.is_empty())
+                .then(|| serde_json::to_string(&ev.clips).ok())
+                .flatten(),
             same_frame_ns: 0,
         }
     }
@@ -105,6 +113,13 @@ impl EncodedEvent {
         }
         if let Some(c) = &self.clock {
             v["clock"] = serde_json::to_value(c).unwrap_or_default();
+        }
+        if let Some(c) = self
+            .clips
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        {
+            v["clips"] = c;
         }
         v.to_string()
     }
@@ -222,10 +237,13 @@ pub struct EventStore {
 
 /// The columns every event read selects, in the order [`row_event`] takes them.
 const EVENT_COLUMNS: &str =
-    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock";
-/// The same from a file older than version 4 (no key basis, no clock).
+    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, clips";
+/// The same from a file of version 4 or 5 (no clips).
+const EVENT_COLUMNS_V5: &str =
+    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, NULL";
+/// The same from a file older than version 4 (no key basis, no clock, no clips).
 const EVENT_COLUMNS_V3: &str =
-    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, NULL, NULL";
+    "id, stream, seq, pts_ns, capture_ns, model, detections, schema, NULL, NULL, NULL";
 
 /// The device and inode of the file at `path`.
 fn identity_of(path: &Path) -> Option<(u64, u64)> {
@@ -253,6 +271,7 @@ fn event_json(
     schema: i64,
     key_basis: Option<&str>,
     clock: Option<&str>,
+    clips: Option<&str>,
 ) -> Result<String, String> {
     use std::fmt::Write;
     serde_json::from_str::<serde::de::IgnoredAny>(detections)
@@ -271,6 +290,9 @@ fn event_json(
     }
     if let Some(c) = clock.filter(|c| serde_json::from_str::<ClockMark>(c).is_ok()) {
         let _ = write!(out, ",\"clock\":{c}");
+    }
+    if let Some(c) = clips.filter(|c| serde_json::from_str::<Vec<ClipRecord>>(c).is_ok()) {
+        let _ = write!(out, ",\"clips\":{c}");
     }
     out.push('}');
     Ok(out)
@@ -304,6 +326,12 @@ fn row_event(
                 .ok()
                 .flatten()
                 .and_then(|c| serde_json::from_str(&c).ok()),
+            clips: row
+                .get::<_, Option<String>>(10)
+                .ok()
+                .flatten()
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default(),
         });
     Ok((id, stream, seq, event))
 }
@@ -483,12 +511,17 @@ impl EventStore {
         self.identity.is_some() && identity_of(&self.path) == self.identity
     }
 
+    /// The clips column, or NULL in a file older than version 6.
+    fn clips_column(&self) -> &'static str {
+        if self.version >= 6 { "clips" } else { "NULL" }
+    }
+
     /// The columns of an event read, for this file's version.
     fn event_columns(&self) -> &'static str {
-        if self.version >= 4 {
-            EVENT_COLUMNS
-        } else {
-            EVENT_COLUMNS_V3
+        match self.version {
+            6.. => EVENT_COLUMNS,
+            4 | 5 => EVENT_COLUMNS_V5,
+            _ => EVENT_COLUMNS_V3,
         }
     }
 
@@ -507,8 +540,8 @@ impl EventStore {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO events (stream, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, clips)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(fail)?;
             for ev in events {
@@ -526,7 +559,8 @@ impl EventStore {
                         ev.detections,
                         SCHEMA_VERSION,
                         ev.key_basis.map(KeyBasis::as_str),
-                        clock
+                        clock,
+                        ev.clips
                     ])
                     .map_err(fail)?;
                 if n == 1 {
@@ -926,8 +960,11 @@ impl EventStore {
     /// they were stored.
     pub fn unforwarded(&self, stream: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.outbox_rows(
-            "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
-             FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
+            &format!(
+                "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, {}
+                 FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
+                self.clips_column()
+            ),
             params![stream, limit as i64],
             stream,
         )
@@ -943,8 +980,11 @@ impl EventStore {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         // `+stream`: walk the rowids from the mark, never the stream's whole index.
         self.outbox_rows(
-            "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock
-             FROM events WHERE +stream = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            &format!(
+                "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, {}
+                 FROM events WHERE +stream = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                self.clips_column()
+            ),
             params![stream, after, limit as i64],
             stream,
         )
@@ -971,6 +1011,7 @@ impl EventStore {
                 let schema: i64 = r.get(6)?;
                 let key_basis: Option<String> = r.get(7)?;
                 let clock: Option<String> = r.get(8)?;
+                let clips: Option<String> = r.get(9)?;
                 let json = event_json(
                     stream,
                     seq,
@@ -981,6 +1022,7 @@ impl EventStore {
                     schema,
                     key_basis.as_deref(),
                     clock.as_deref(),
+                    clips.as_deref(),
                 );
                 Ok(OutboxRow {
                     id,
@@ -993,7 +1035,8 @@ impl EventStore {
                         .as_deref()
                         .and_then(|c| serde_json::from_str::<ClockMark>(c).ok())
                         .map(|c| c.period_ns),
-                    no_detections: detections.trim() == "[]",
+                    // A frame with clip records is delivered like one with detections.
+                    no_detections: detections.trim() == "[]" && clips.is_none(),
                     json,
                 })
             })

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Tracks and counts read back from stored events (`videoai-events tracks` and `counts`), no
-//! GStreamer in it: per (stream, track id) the track's life; per (stream, line, direction) the
+//! GStreamer in it: per (stream, track id) the track's life, its most confident fresh
+//! detection and its snapshot (`cliprecorder snapshots`); per (stream, line, direction) the
 //! crossings; per (stream, zone) the entries and exits. Each crossing is stored once with the
 //! frame it happened on (`objecttracker` puts it on that frame's detection), so summing the
 //! events gives exact counts however often the same frames were written.
@@ -19,11 +20,18 @@ struct Track {
     first_box: [u32; 4],
     last_box: [u32; 4],
     confidence_sum: f64,
+    /// The most confident fresh detection: confidence, box, capture time.
+    best: Option<(f64, [u32; 4], i64)>,
 }
 
 /// Tracks by (stream, id).
 #[derive(Default)]
-pub struct Tracks(BTreeMap<(String, u64), Track>);
+pub struct Tracks {
+    tracks: BTreeMap<(String, u64), Track>,
+    /// Snapshot paths by (stream, track id), and why one is not there (not written, deleted).
+    snapshots: BTreeMap<(String, u64), String>,
+    snapshot_failures: BTreeMap<String, String>,
+}
 
 impl Tracks {
     pub fn add(&mut self, e: &FrameEvent) {
@@ -31,7 +39,7 @@ impl Tracks {
             let Some(id) = d.track_id else { continue };
             let b = [d.x, d.y, d.w, d.h];
             let t = self
-                .0
+                .tracks
                 .entry((e.stream.clone(), id))
                 .or_insert_with(|| Track {
                     label: d.label.clone(),
@@ -41,7 +49,12 @@ impl Tracks {
                     first_box: b,
                     last_box: b,
                     confidence_sum: 0.0,
+                    best: None,
                 });
+            // The first of equal confidences: the one cliprecorder's snapshot shows.
+            if d.fresh && t.best.is_none_or(|(c, _, _)| d.confidence > c) {
+                t.best = Some((d.confidence, b, e.capture_ns));
+            }
             t.frames += 1;
             t.confidence_sum += d.confidence;
             if e.capture_ns < t.first_ns {
@@ -51,14 +64,27 @@ impl Tracks {
                 (t.last_ns, t.last_box) = (e.capture_ns, b);
             }
         }
+        for r in &e.clips {
+            match (r.kind.as_str(), r.track_id) {
+                ("snapshot", Some(id)) => {
+                    self.snapshots
+                        .insert((e.stream.clone(), id), r.path.clone());
+                }
+                ("failed", Some(_)) | ("deleted", Some(_)) => {
+                    self.snapshot_failures
+                        .insert(r.path.clone(), format!("{}: {}", r.kind, r.reason));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// One JSON object per track, by stream then id.
     pub fn rows(&self) -> Vec<Value> {
-        self.0
+        self.tracks
             .iter()
             .map(|((stream, id), t)| {
-                json!({
+                let mut v = json!({
                     "stream": stream,
                     "track_id": id,
                     "label": t.label,
@@ -68,7 +94,20 @@ impl Tracks {
                     "first_box": t.first_box,
                     "last_box": t.last_box,
                     "mean_confidence": t.confidence_sum / t.frames.max(1) as f64,
-                })
+                });
+                if let Some((c, b, at)) = t.best {
+                    v["best_confidence"] = c.into();
+                    v["best_box"] = json!(b);
+                    v["best_capture_ns"] = at.into();
+                }
+                if let Some(path) = self.snapshots.get(&(stream.clone(), *id)) {
+                    v["snapshot"] = path.as_str().into();
+                    // Not written (`failed: …`), or deleted by retention (`deleted: …`).
+                    if let Some(why) = self.snapshot_failures.get(path) {
+                        v["snapshot_gone"] = why.as_str().into();
+                    }
+                }
+                v
             })
             .collect()
     }
@@ -143,6 +182,7 @@ mod tests {
             schema: super::super::event::SCHEMA_VERSION,
             key_basis: None,
             clock: None,
+            clips: Vec::new(),
         }
     }
 

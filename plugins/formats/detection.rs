@@ -28,6 +28,10 @@
 //!   without detections still say which model looked at them: `model` (string), `fresh`
 //!   (boolean: false when the result was carried over from an earlier frame) and `detections`
 //!   (uint).
+//! * One `videoai-clips` custom meta on a frame `cliprecorder` did something on: `records`, a
+//!   JSON array of [`ClipRecord`] (the event schema's own type, stored as the event's `clips`):
+//!   a clip a trigger on this frame started or extended, one deleted by retention, one that
+//!   could not be written. See [`add_clip_records`] and [`clip_records`].
 //! * `onnxinfer model-type=raw`: a `videoai-tensors` custom meta whose structure has `model` and,
 //!   per output tensor, a field named after the output holding a `tensor` structure: `shape`
 //!   (array of int64), `type` ("f32") and `data` (a GstBuffer of little-endian values).
@@ -35,7 +39,7 @@
 use gst::prelude::*;
 
 use super::motion::is_motion_region;
-use crate::eventlog::event::{Classification, Crossing, Detection, ZoneEvent};
+use crate::eventlog::event::{Classification, ClipRecord, Crossing, Detection, ZoneEvent};
 
 /// Name of the param structure attached to each ROI meta.
 pub const DETECTION_PARAM: &str = "detection";
@@ -48,6 +52,8 @@ pub const TENSORS_META: &str = "videoai-tensors";
 /// Name of the per-frame analytics custom meta (`objecttracker`: line crossings, zone entries
 /// and exits, zone occupancy).
 pub const ANALYTICS_META: &str = "videoai-analytics";
+/// Name of the per-frame clip records custom meta (`cliprecorder`).
+pub const CLIPS_META: &str = "videoai-clips";
 
 /// Registers the custom meta once per process (called from plugin init and before first use).
 pub fn register_inference_meta() {
@@ -57,6 +63,7 @@ pub fn register_inference_meta() {
             INFERENCE_META,
             TENSORS_META,
             ANALYTICS_META,
+            CLIPS_META,
             super::motion::MOTION_META,
         ] {
             if !gst::meta::CustomMeta::is_registered(name) {
@@ -479,6 +486,31 @@ pub fn read_detections(buffer: &gst::BufferRef) -> Vec<Detection> {
         .filter(|m| !is_motion_region(m))
         .map(|meta| read_one(&meta))
         .collect()
+}
+
+/// Adds `records` to the frame's `videoai-clips` meta (after those it holds already).
+pub fn add_clip_records(buffer: &mut gst::BufferRef, records: &[ClipRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    register_inference_meta();
+    let mut all = clip_records(buffer);
+    all.extend_from_slice(records);
+    let json = serde_json::to_string(&all).unwrap_or_else(|_| "[]".into());
+    let mut meta = match gst::meta::CustomMeta::from_mut_buffer(buffer, CLIPS_META) {
+        Ok(m) => m,
+        Err(_) => gst::meta::CustomMeta::add(buffer, CLIPS_META).expect("registered above"),
+    };
+    meta.mut_structure().set("records", json);
+}
+
+/// The frame's clip records (`videoai-clips` meta), if any.
+pub fn clip_records(buffer: &gst::BufferRef) -> Vec<ClipRecord> {
+    gst::meta::CustomMeta::from_buffer(buffer, CLIPS_META)
+        .ok()
+        .and_then(|m| m.structure().get::<String>("records").ok())
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
 }
 
 /// The model named by the first ROI's `detection` param, if any.

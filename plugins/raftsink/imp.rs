@@ -93,6 +93,8 @@ struct Pending {
     pts: Option<gst::ClockTime>,
     model: String,
     detections: String,
+    /// The frame's clip records (JSON), if any.
+    clips: Option<String>,
 }
 
 impl Pending {
@@ -107,6 +109,7 @@ impl Pending {
             detections: p.detections,
             key_basis: Some(k.basis),
             clock: k.mark,
+            clips: p.clips,
             same_frame_ns: k.same_frame_ns,
         }
     }
@@ -1190,7 +1193,8 @@ impl RaftSink {
                 st.capture_wait,
             )
         };
-        if skip_empty && detections.is_empty() {
+        let clips = detection::clip_records(f.buffer);
+        if skip_empty && detections.is_empty() && clips.is_empty() {
             *self.skipped_empty.lock().unwrap() += 1;
             return Ok(gst::FlowSuccess::Ok);
         }
@@ -1257,6 +1261,9 @@ impl RaftSink {
                 pts: f.pts,
                 model,
                 detections,
+                clips: (!clips.is_empty())
+                    .then(|| serde_json::to_string(&clips).ok())
+                    .flatten(),
             },
         );
         let writer = st.writer.clone();

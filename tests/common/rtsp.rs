@@ -18,6 +18,8 @@ use super::free_port;
 const CHILD_ENV: &str = "VIDEOAI_TEST_RTSP_PORT";
 /// `user:password`: the child asks for these (RTSP basic authentication).
 const AUTH_ENV: &str = "VIDEOAI_TEST_RTSP_AUTH";
+/// The media to serve instead of [`LAUNCH`] (gst-rtsp-server launch syntax).
+const LAUNCH_ENV: &str = "VIDEOAI_TEST_RTSP_LAUNCH";
 
 /// The media served: a moving ball, 320×240 at 30 fps, H.264.
 pub const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
@@ -29,6 +31,7 @@ pub struct RtspCamera {
     entry: &'static str,
     child: Option<Child>,
     auth: Option<(String, String)>,
+    launch: Option<String>,
 }
 
 impl RtspCamera {
@@ -45,6 +48,25 @@ impl RtspCamera {
             entry,
             child: None,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            launch: None,
+        };
+        cam.restart();
+        cam
+    }
+
+    /// A camera that sends the H.264 of `mp4` once, in real time (RTP and RTCP as any
+    /// camera), then ends its stream.
+    pub fn start_file(entry: &'static str, mp4: &std::path::Path) -> RtspCamera {
+        let mut cam = RtspCamera {
+            port: free_port(),
+            entry,
+            child: None,
+            auth: None,
+            launch: Some(format!(
+                "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 \
+                 config-interval=-1 )",
+                mp4.display()
+            )),
         };
         cam.restart();
         cam
@@ -91,6 +113,9 @@ impl RtspCamera {
         if let Some((u, p)) = &self.auth {
             cmd.env(AUTH_ENV, format!("{u}:{p}"));
         }
+        if let Some(l) = &self.launch {
+            cmd.env(LAUNCH_ENV, l);
+        }
         let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -127,7 +152,7 @@ pub fn serve_if_child() {
     server.set_address("127.0.0.1");
     server.set_service(&port);
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(LAUNCH);
+    factory.set_launch(&std::env::var(LAUNCH_ENV).unwrap_or_else(|_| LAUNCH.to_string()));
     factory.set_shared(true);
     if let Some((user, password)) = std::env::var(AUTH_ENV).ok().and_then(|a| {
         a.split_once(':')

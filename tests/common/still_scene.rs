@@ -224,12 +224,17 @@ pub fn in_ignore_zone(r: (u32, u32, u32, u32)) -> bool {
 /// The scene's first `frames` frames (past the scene's end it starts again) as an H.264 MP4
 /// file at `path` (openh264enc, 4 Mb/s, a keyframe every 2 s), as a camera would record it.
 pub fn write_clip(path: &Path, frames: usize) {
+    write_clip_at(path, frames, 4_000_000, 2 * FPS);
+}
+
+/// [`write_clip`] with the encoder's target `bitrate` (bit/s; what it gives is somewhat less)
+/// and a keyframe every `gop` frames.
+pub fn write_clip_at(path: &Path, frames: usize, bitrate: u32, gop: u64) {
     let scene = Scene::new();
     let (p, src) = super::from_appsrc(
         &Scene::caps(),
         &format!(
-            "openh264enc bitrate=4000000 gop-size={} ! h264parse ! mp4mux ! filesink location=\"{}\"",
-            2 * FPS,
+            "openh264enc bitrate={bitrate} gop-size={gop} ! h264parse ! mp4mux ! filesink location=\"{}\"",
             path.display()
         ),
     );

@@ -288,7 +288,7 @@ fn version_1_logs_are_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5, "migrated to the current schema");
+    assert_eq!(version, 6, "migrated to the current schema");
 }
 
 #[test]
@@ -635,6 +635,7 @@ fn push_three(db: &Path) {
                 schema: 2,
                 key_basis: None,
                 clock: None,
+                clips: Vec::new(),
             })
         })
         .collect();
@@ -731,6 +732,7 @@ fn big_logs_are_read_in_constant_memory() {
                             .into(),
                     key_basis: None,
                     clock: None,
+                    clips: None,
                     same_frame_ns: 0,
                 })
                 .collect();
