@@ -23,7 +23,9 @@ struct Log {
     #[arg(long, value_name = "NAME", default_value = "VIDEOAI_EVENTS")]
     nats_stream: String,
     /// NATS: how long to wait for the stream to have a leader and take requests, in seconds (a
-    /// 3-node cluster whose stream leader was killed took 5 to 40 s here).
+    /// 3-node cluster whose stream leader was killed took 5 to 40 s here). A read that gets no
+    /// message for 5 s (its server froze, its leader changed) goes on from where it was on a new
+    /// connection, each event printed once, until this long has passed without progress.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WAIT_S, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     wait: u64,
 }
@@ -440,43 +442,45 @@ fn for_each(args: &Args, mut each: impl FnMut(FrameEvent) -> bool) -> Result<(),
     };
     if let Some(urls) = nats_urls(&args.location)? {
         let name = nats_name(args);
-        let deadline = deadline(args);
+        let mut give_up = deadline(args);
         // A cluster whose leader just died refuses connections and requests for a few
-        // seconds: try again until the deadline, as long as nothing was printed yet.
-        let mut printed = 0u64;
+        // seconds, and a read whose stream leader froze or changed stalls: try again on a new
+        // connection, from the message after the last one read, until --wait has passed
+        // without progress.
+        let mut next = 1u64;
         return nats::block_on(async {
             loop {
                 let tried = async {
                     let client =
                         nats::connect(&urls, "videoai-events", Duration::from_secs(5), false)
-                            .await?;
-                    nats::for_each_event(
+                            .await
+                            .map_err(|why| nats::Stopped { next, why })?;
+                    nats::for_each_event_from(
                         &async_nats::jetstream::new(client),
                         &name,
-                        deadline,
-                        |e| {
-                            if !want(&e) {
-                                return true;
-                            }
-                            printed += 1;
-                            each(e)
-                        },
+                        next,
+                        give_up,
+                        |e| if want(&e) { each(e) } else { true },
                         |seq, why| eprintln!("videoai-events: skipped stream message {seq}: {why}"),
                     )
                     .await
                 }
                 .await;
                 match tried {
-                    // A server without JetStream is not a cluster electing a leader: said at once.
-                    Err(e)
-                        if printed == 0
-                            && Instant::now() < deadline
-                            && !e.contains("has no JetStream") =>
-                    {
-                        eprintln!("videoai-events: {e}; trying again (--wait)");
+                    Ok(()) => return Ok(()),
+                    Err(stopped) => {
+                        if stopped.next > next {
+                            give_up = deadline(args);
+                        }
+                        next = stopped.next;
+                        // A server without JetStream is not a cluster electing a leader: said
+                        // at once.
+                        if Instant::now() >= give_up || stopped.why.contains("has no JetStream") {
+                            return Err(stopped.why);
+                        }
+                        eprintln!("videoai-events: {}; trying again (--wait)", stopped.why);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    other => return other,
                 }
             }
         });

@@ -439,50 +439,122 @@ pub async fn stream_with_leader(
     }
 }
 
+/// How long a read waits for the next message of a stream that has more before it gives up on
+/// its consumer: an ordered consumer whose stream leader froze or changed notices only after
+/// two missed heartbeats (2 × 15 s here) and then retries without end, so it is not waited for.
+const STALL: Duration = Duration::from_secs(5);
+
+/// Where a read of a stream stopped before its end, and why: call
+/// [`for_each_event_from`] again (on a new connection: the old one may be to a frozen server)
+/// from `next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub next: u64,
+    pub why: String,
+}
+
 /// Calls `each` with every event in the stream, in stream order (the order they were
 /// acknowledged), one at a time (constant memory); `each` returns false to stop. Messages that
 /// are not events go to `bad` with their stream sequence. Waits for a leader until `deadline`.
+/// One attempt on one connection: a stall ends it (see [`for_each_event_from`]).
 pub async fn for_each_event(
     js: &jetstream::Context,
     name: &str,
     deadline: std::time::Instant,
+    each: impl FnMut(FrameEvent) -> bool,
+    bad: impl FnMut(u64, String),
+) -> Result<(), String> {
+    for_each_event_from(js, name, 1, deadline, each, bad)
+        .await
+        .map_err(|s| s.why)
+}
+
+/// [`for_each_event`] from stream sequence `from` on (to the stream's last message when the
+/// read started). A read that gets no message for 5 s while the stream has more (its leader
+/// froze or changed), or whose consumer fails, stops with where it was ([`Stopped`]), so the
+/// caller can go on from there on a new connection: each message is handed over once.
+pub async fn for_each_event_from(
+    js: &jetstream::Context,
+    name: &str,
+    from: u64,
+    deadline: std::time::Instant,
     mut each: impl FnMut(FrameEvent) -> bool,
     mut bad: impl FnMut(u64, String),
-) -> Result<(), String> {
-    let mut stream = stream_with_leader(js, name, deadline).await?;
-    let last = stream
+) -> Result<(), Stopped> {
+    let from = from.max(1);
+    let stopped = |why: String| Stopped { next: from, why };
+    let mut stream = stream_with_leader(js, name, deadline)
+        .await
+        .map_err(stopped)?;
+    let state = stream
         .info()
         .await
-        .map_err(|e| format!("cannot read stream '{name}': {e}"))?
+        .map_err(|e| stopped(format!("cannot read stream '{name}': {e}")))?
         .state
-        .last_sequence;
-    if last == 0 {
+        .clone();
+    let last = state.last_sequence;
+    // An empty (purged) stream keeps its last sequence: nothing to wait for.
+    if state.messages == 0 || last < from {
         return Ok(());
     }
+    let from = from.max(state.first_sequence);
+    let deliver_policy = if from == 1 {
+        jetstream::consumer::DeliverPolicy::All
+    } else {
+        jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    };
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| format!("cannot read stream '{name}': {e}"))?;
+        .map_err(|e| stopped(format!("cannot read stream '{name}': {e}")))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| format!("cannot read stream '{name}': {e}"))?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| format!("reading stream '{name}': {e}"))?;
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(last);
+        .map_err(|e| stopped(format!("cannot read stream '{name}': {e}")))?;
+    let mut next = from;
+    loop {
+        let at = |why: String| Stopped { next, why };
+        let msg = match tokio::time::timeout(STALL, messages.next()).await {
+            Err(_) => {
+                return Err(at(format!(
+                    "no message of stream '{name}' for {} s at sequence {next} of {last} (its \
+                     leader froze or changed)",
+                    STALL.as_secs()
+                )));
+            }
+            Ok(None) => return Err(at(format!("the read of stream '{name}' ended at {next}"))),
+            Ok(Some(Err(e))) => return Err(at(format!("reading stream '{name}': {e}"))),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let seq = match msg.info() {
+            Ok(i) => i.stream_sequence,
+            Err(e) => {
+                return Err(at(format!(
+                    "a message of stream '{name}' without its sequence: {e}"
+                )));
+            }
+        };
+        if seq < next {
+            continue;
+        }
+        next = seq + 1;
         match serde_json::from_slice::<FrameEvent>(&msg.payload) {
             Ok(ev) => {
                 if !each(ev) {
-                    break;
+                    return Ok(());
                 }
             }
             Err(e) => bad(seq, format!("not an event: {e}")),
         }
         if seq >= last {
-            break;
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// Every event in the stream, in stream order (the order they were acknowledged).

@@ -69,7 +69,9 @@ impl NatsCluster {
         for i in 0..n {
             c.start_node(i);
         }
-        c.wait_ready(Duration::from_secs(30));
+        // 60 s: three nodes started on a loaded 2-core machine took more than 30 s to place a
+        // stream on all of them (once, with the fleet tests running beside).
+        c.wait_ready(Duration::from_secs(60));
         c
     }
 
@@ -160,6 +162,23 @@ impl NatsCluster {
         }
     }
 
+    /// Freezes node `i` (SIGSTOP): its connections stay open and say nothing, as a hung server's.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// Lets node `i` go on after [`Self::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(c) = &self.nodes[i].child {
+            // SAFETY: kill(2) with a pid this struct started and has not yet reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// Shuts every node down (SIGTERM, then waits for each to exit). Not SIGKILL: nats-server
     /// acknowledges a write before its file store has written it out (nats-server#7564), so
     /// killing every replica at once can lose writes that NATS already acknowledged, which no
@@ -167,8 +186,12 @@ impl NatsCluster {
     pub fn stop_all(&mut self) {
         for node in &mut self.nodes {
             if let Some(c) = &node.child {
-                // SAFETY: kill(2) with a pid this struct started and has not yet reaped.
-                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+                // SAFETY: kill(2) with a pid this struct started and has not yet reaped. A
+                // paused node is let go on first, or it would not hear the SIGTERM.
+                unsafe {
+                    libc::kill(c.id() as libc::pid_t, libc::SIGCONT);
+                    libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+                }
             }
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -190,6 +213,11 @@ impl NatsCluster {
                 self.start_node(i);
             }
         }
+    }
+
+    /// The index of the node named `name` (a server's `server_name`).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// The index of the node leading JetStream stream `stream`.
@@ -237,7 +265,11 @@ impl NatsCluster {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            while let Some(m) = messages.next().await {
+            // Bounded: a stalled consumer (a server that froze) is an error, retried.
+            while let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .map_err(|_| "no message for 5 s".to_string())?
+            {
                 let m = m.map_err(|e| e.to_string())?;
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
                 if let Ok(e) = serde_json::from_slice(&m.payload) {

@@ -224,8 +224,118 @@ fn whole_cluster_down_for_ten_seconds() {
         }
         nats.restart_stopped();
     });
+    // Read once every node has caught up: a node still catching up (or a leader changing)
+    // while the events are read only makes the read try again.
+    nats.wait_replicas_current("VIDEOAI_EVENTS");
     let events = nats.read_all("VIDEOAI_EVENTS");
     check_exactly_once_in_order(&events, &every_frame(&ids));
+}
+
+/// A reader whose server freezes in the middle of a read (SIGSTOP: its connections stay open
+/// and say nothing) is not left waiting for the client's pings (60 s and more) or the consumer's
+/// heartbeats: the read stops within seconds saying where it was, and goes on from there on a
+/// new connection to another node: every event once, in order, within the reader's wait.
+#[test]
+fn a_read_goes_on_from_where_it_was_when_its_server_freezes() {
+    common::init();
+    let nats = NatsCluster::start(3);
+    let dir = common::TempDir::new("natsfreeze");
+    let (ids, pipelines) = four_cameras(&nats.url(), &dir);
+    play_all(&pipelines, || {});
+    let urls: Vec<String> = nats.url().split(',').map(str::to_string).collect();
+    // Enough events that the reader's consumer asks the leader for more after it froze (an
+    // ordered consumer fetches 500 at a time).
+    const BULK: usize = 4400;
+    nats::block_on(async {
+        let client = nats::connect(&urls, "test", Duration::from_secs(5), false)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        for i in 0..BULK as i64 {
+            let ev = FrameEvent {
+                stream: "bulk".into(),
+                seq: i,
+                pts_ns: Some(i),
+                capture_ns: i,
+                model: String::new(),
+                detections: Vec::new(),
+                schema: gstvideoai::eventlog::event::SCHEMA_VERSION,
+                key_basis: None,
+                clock: None,
+                clips: Vec::new(),
+            };
+            let subject = format!("{}.bulk", nats::SUBJECT_PREFIX);
+            acks.push(
+                js.publish(subject, serde_json::to_vec(&ev).unwrap().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    });
+    nats.wait_replicas_current("VIDEOAI_EVENTS");
+    let mut frozen = None;
+    let mut events = Vec::new();
+    let mut attempts = 0;
+    // What videoai-events does: a new connection per attempt, from where the last one stopped.
+    let read = nats::block_on(async {
+        tokio::time::timeout(Duration::from_secs(90), async {
+            let mut next = 1;
+            let give_up = Instant::now() + Duration::from_secs(60);
+            loop {
+                attempts += 1;
+                let client = match nats::connect(&urls, "test", Duration::from_secs(5), false).await
+                {
+                    Ok(c) => c,
+                    Err(e) if Instant::now() < give_up => {
+                        eprintln!("connecting: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                // The first connection's server is the one that freezes.
+                let server = client.server_info().server_name;
+                let res = nats::for_each_event_from(
+                    &async_nats::jetstream::new(client),
+                    "VIDEOAI_EVENTS",
+                    next,
+                    give_up,
+                    |e| {
+                        events.push(e);
+                        if events.len() == 10 {
+                            let node = nats.index_of(&server).expect("a node of the cluster");
+                            nats.pause(node);
+                            frozen = Some(node);
+                        }
+                        true
+                    },
+                    |_, _| {},
+                )
+                .await;
+                match res {
+                    Ok(()) => return Ok(()),
+                    Err(s) if Instant::now() < give_up => {
+                        eprintln!("attempt {attempts}: {}", s.why);
+                        next = s.next;
+                    }
+                    Err(s) => return Err(s.why),
+                }
+            }
+        })
+        .await
+    });
+    let frozen = frozen.expect("a server was frozen");
+    nats.resume(frozen);
+    let read = read.expect("the read stalled for 90 s on the frozen server");
+    read.expect("the read ended with an error");
+    eprintln!("{} events in {attempts} attempts", events.len());
+    assert!(attempts >= 2, "the read did not notice the frozen leader");
+    let mut expected = every_frame(&ids);
+    expected.insert("bulk".to_string(), BULK);
+    check_exactly_once_in_order(&events, &expected);
 }
 
 #[test]
