@@ -558,3 +558,58 @@ fn an_event_larger_than_10_kib_goes_over_mqtt_3_1_1_too() {
         got[0].payload.len()
     );
 }
+
+#[test]
+fn a_frame_with_only_a_clip_record_is_delivered_like_one_with_detections() {
+    // cliprecorder records a deleted or failed clip with the next frame, which often has no
+    // detection: the broker gets it all the same (deliver-empty stays false).
+    let broker = Mosquitto::start(None);
+    let sub = Subscriber::start(broker.port, "videoai/rec/events", None);
+    let dir = common::TempDir::new("mqtt-clip-record");
+    let (p, src) = common::from_appsrc(
+        common::TRACKER_CAPS,
+        &format!(
+            "raftsink name=sink location=\"{}\" stream-id=rec mqtt-location={}",
+            dir.join("events.db").display(),
+            broker.url()
+        ),
+    );
+    for i in 0..3u64 {
+        let mut b = gst::Buffer::with_size(1).unwrap();
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(i * PERIOD_NS));
+            match i {
+                0 => detection::attach(
+                    b,
+                    &Detection::new("person", 0, 0.9, (10, 10, 20, 40)),
+                    "synthetic@0",
+                ),
+                1 => detection::add_clip_records(
+                    b,
+                    &[gstvideoai::eventlog::event::ClipRecord {
+                        kind: "deleted".into(),
+                        path: "/clips/rec-1.mp4".into(),
+                        reason: "retention max-age".into(),
+                        ..Default::default()
+                    }],
+                ),
+                // Nothing on it: not delivered.
+                _ => {}
+            }
+        }
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let out = common::run(&p, WAIT);
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    let got = sub.wait_for(Duration::from_secs(5), |g| g.len() >= 3);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let records: Vec<FrameEvent> = got
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .filter(|e: &FrameEvent| !e.clips.is_empty())
+        .collect();
+    assert_eq!(records.len(), 1, "{got:?}");
+    assert_eq!(records[0].clips[0].path, "/clips/rec-1.mp4");
+}
