@@ -31,7 +31,7 @@ use super::retention::{self, Kind, Limits};
 use super::ring::{Ring, Unit, Window};
 use super::snapshot::{self, Book, Live, Seen};
 use super::writer::Writer;
-use crate::eventlog::event::ClipRecord;
+use crate::eventlog::event::{ClipRecord, Detection};
 use crate::formats::{capture_time, detection};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -79,6 +79,12 @@ struct Settings {
 }
 
 impl Settings {
+    /// The clips' directory, absolute: the event log says where a clip is, whoever reads it
+    /// from where.
+    fn dir(&self) -> PathBuf {
+        std::path::absolute(&self.location).unwrap_or_else(|_| PathBuf::from(&self.location))
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_bytes: self.max_size_bytes,
@@ -259,10 +265,10 @@ fn matches(names: &[String], name: &str) -> bool {
     names.iter().any(|n| n == "*" || n == name)
 }
 
-/// What in this frame triggers a clip, as the clip's trigger says it.
-fn triggers(buffer: &gst::BufferRef, s: &Settings) -> Vec<String> {
+/// What in this frame's detections triggers a clip, as the clip's trigger says it.
+fn triggers(detections: &[Detection], s: &Settings) -> Vec<String> {
     let mut out = Vec::new();
-    for (d, _) in detection::read(buffer) {
+    for d in detections {
         for c in &d.crossings {
             if matches(&s.trigger_lines, &c.line) {
                 out.push(format!("line {} {}", c.line, c.direction));
@@ -287,29 +293,27 @@ impl ClipRecorder {
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         if let Some(key) = key_ns(&buffer) {
+            // Read once, for the triggers and the snapshots.
+            let detections = detection::read_detections(&buffer);
+            let name_key = name_ns(&buffer, key);
             let (settings, reasons) = {
                 let s = self.settings.lock().unwrap();
-                let r = triggers(&buffer, &s);
+                let r = triggers(&detections, &s);
                 (s.clone(), r)
             };
             let mut st = self.state();
             st.decoded_key = Some(key);
-            st.decoded_name = Some(name_ns(&buffer, key));
+            st.decoded_name = Some(name_key);
             let warning = if reasons.is_empty() {
                 None
             } else {
-                self.trigger(
-                    &mut st,
-                    &settings,
-                    key,
-                    name_ns(&buffer, key),
-                    &reasons.join(", "),
-                )
+                self.trigger(&mut st, &settings, key, name_key, &reasons.join(", "))
             };
             self.finish_if_complete(&mut st);
             self.prune(&mut st, &settings);
             if settings.snapshots {
-                self.follow_tracks(&mut st, &settings, &buffer, key);
+                let frame = (key, name_key);
+                self.follow_tracks(&mut st, &settings, &buffer, frame, detections);
             }
             let retention_due = settings.limits().any()
                 && st
@@ -335,11 +339,19 @@ impl ClipRecorder {
     }
 
     /// Snapshots: the tracks on this frame, their best view, and the JPEGs of those that ended.
-    fn follow_tracks(&self, st: &mut State, s: &Settings, buffer: &gst::BufferRef, key: i64) {
+    /// `frame`: the frame's key and capture time.
+    fn follow_tracks(
+        &self,
+        st: &mut State,
+        s: &Settings,
+        buffer: &gst::BufferRef,
+        (key, name_key): (i64, i64),
+        detections: Vec<Detection>,
+    ) {
         let Some(info) = st.video_info.clone() else {
             return;
         };
-        let seen: Vec<Seen> = detection::read_detections(buffer)
+        let seen: Vec<Seen> = detections
             .into_iter()
             .filter(|d| d.fresh && d.confidence.is_finite())
             .filter_map(|d| {
@@ -351,14 +363,13 @@ impl ClipRecorder {
                 })
             })
             .collect();
-        let name_key = name_ns(buffer, key);
-        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
         let mut crop_error = None;
         let (new, ended) = st.tracks.frame(
             key,
             &seen,
+            // Only for a track seen for the first time.
             |t| {
-                dir.join(format!(
+                s.dir().join(format!(
                     "{}-{name_key}-track{}.jpg",
                     s.stream_id, t.track_id
                 ))
@@ -454,7 +465,7 @@ impl ClipRecorder {
     /// Deletes this stream's oldest clips beyond max-size-bytes and max-age; each deletion
     /// goes into the event log with the next frame.
     fn apply_retention(&self, s: &Settings) {
-        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
+        let dir = s.dir();
         let now = std::time::SystemTime::now();
         let files = match retention::scan(&dir, &s.stream_id, now) {
             Ok(c) => c,
@@ -583,8 +594,7 @@ impl ClipRecorder {
             .expect("start_for gives an index in the ring")
             .key_ns;
         let name = format!("{}-{name_key}.mp4", s.stream_id);
-        // Absolute: the event log says where the clip is, whoever reads it from where.
-        let dir = std::path::absolute(&s.location).unwrap_or_else(|_| PathBuf::from(&s.location));
+        let dir = s.dir();
         let path = dir.join(&name);
         let partial = PathBuf::from(format!("{}.partial", path.display()));
         let claimed = std::fs::create_dir_all(&dir)
