@@ -1239,6 +1239,14 @@ impl RaftSink {
             framerate: (f.framerate.numer() > 0 && f.framerate.denom() > 0)
                 .then(|| (f.framerate.numer(), f.framerate.denom())),
         };
+        if new_stream {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "stream '{}': upstream live: {live}, keys: {policy:?}, continuing from {stored:?}, first frame {frame:?}",
+                f.stream
+            );
+        }
         let keys = st.keys.entry(f.stream.clone()).or_insert_with(|| {
             let mut k = StreamKeys::new(policy);
             if let Some((camera, local, other)) = stored {
@@ -1246,14 +1254,6 @@ impl RaftSink {
             }
             k
         });
-        if new_stream {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "stream '{}': upstream live: {live}, keys: {policy:?}",
-                f.stream
-            );
-        }
         let keyed = keys.offer(
             frame,
             Pending {
