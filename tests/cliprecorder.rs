@@ -30,10 +30,15 @@ fn scene_clip(dir: &common::TempDir) -> PathBuf {
 /// The detector, the tracker and the recorder on `uri` through resilientsrc's two outputs,
 /// into the event log of `clips` ([`log_of`]).
 fn pipeline(uri: &str, clips: &Path, recorder: &str) -> String {
+    pipeline_with(uri, clips, "", recorder)
+}
+
+/// [`pipeline`] with more objecttracker properties (`tracker`).
+fn pipeline_with(uri: &str, clips: &Path, tracker: &str, recorder: &str) -> String {
     format!(
         "resilientsrc name=cam uri=\"{uri}\" encoded=true \
          cam.src ! videoconvert ! onnxinfer model-location=\"{}\" labels-location=\"{}\" \
-         model-type=yolov5 iou-threshold=0.2 ! objecttracker lines=\"{}\" \
+         model-type=yolov5 iou-threshold=0.2 ! objecttracker lines=\"{}\" {tracker} \
          ! cliprecorder name=rec location=\"{}\" stream-id=cam {recorder} \
          ! raftsink location=\"{}\" stream-id=cam \
          cam.encoded ! queue ! rec.encoded",
@@ -53,15 +58,7 @@ fn record(clip: &Path, clips: &Path, recorder: &str) -> gst::Structure {
 /// [`record`], and what the pipeline said (it ends with EOS and no error).
 fn record_with(clip: &Path, clips: &Path, recorder: &str) -> (gst::Structure, common::Outcome) {
     let uri = glib::filename_to_uri(clip, None).unwrap();
-    let p = common::parse(&pipeline(&uri, clips, recorder));
-    let o = common::run(&p, Duration::from_secs(180));
-    assert!(o.eos && o.errors.is_empty(), "{o:?}");
-    let stats = p
-        .by_name("rec")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    eprintln!("{stats}");
-    (stats, o)
+    run_recorder(&common::parse(&pipeline(&uri, clips, recorder)))
 }
 
 /// The event log of the clips in `clips` (beside it).
@@ -347,6 +344,140 @@ fn retention_deletes_the_oldest_clips_first_and_the_log_says_so() {
     let newest = by_time.last().unwrap();
     assert_eq!(newest["file"], "complete", "{newest}");
     assert_eq!(newest["path"], left[0].to_str().unwrap(), "{newest}");
+}
+
+/// Runs the recorder's pipeline `p` to EOS (no error): the recorder's stats and what the
+/// pipeline said.
+fn run_recorder(p: &gst::Pipeline) -> (gst::Structure, common::Outcome) {
+    let o = common::run(p, Duration::from_secs(180));
+    assert!(o.eos && o.errors.is_empty(), "{o:?}");
+    let stats = p
+        .by_name("rec")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    eprintln!("{stats}");
+    (stats, o)
+}
+
+/// `videoai-events clips` of the log of `clips` with `args` (filters).
+fn clips_filtered(clips: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    events_json_with("clips", clips, args)
+}
+
+#[test]
+fn a_zone_entry_and_the_trigger_signal_each_make_a_clip_and_clips_filters_them() {
+    common::init();
+    let dir = common::TempDir::new("clip-zone-signal");
+    let clip = scene_clip(&dir);
+    let uri = glib::filename_to_uri(&clip, None).unwrap();
+    let clips = dir.join("clips");
+    // The motorbike drives right along the top; its centre enters the zone over the frame's
+    // top right at about 11 s (the cup on the table stays below it).
+    let zone = "zones=\"right:900,0,1280,0,1280,380,900,380\"";
+    let p = common::parse(&pipeline_with(
+        &uri,
+        &clips,
+        zone,
+        "pre-roll=1000000000 post-roll=1000000000 trigger-zones=right snapshots=false",
+    ));
+    let stats = run_recorder(&p).0;
+    assert_eq!(stats.get::<u64>("triggers"), Ok(1), "{stats}");
+    assert_eq!(stats.get::<u64>("clips"), Ok(1), "{stats}");
+    let logged = clips_in_log(&clips);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let zoned = logged[0].clone();
+    assert_eq!(
+        zoned["triggers"][0]["reason"], "zone right entry",
+        "{zoned}"
+    );
+    assert_eq!(zoned["file"], "complete", "{zoned}");
+
+    // Another camera (the same file under the stream id "door"), no trigger of its own: an
+    // application's `trigger` signal at 5 s makes a clip around it, in the same log. (Under
+    // "cam" its frames would be a replay, stored already.)
+    let p = common::parse(&pipeline_with(
+        &uri,
+        &clips,
+        zone,
+        "pre-roll=1000000000 post-roll=1000000000 snapshots=false",
+    ));
+    for e in p.iterate_recurse().into_iter().flatten() {
+        let factory = e.factory().map(|f| f.name().to_string());
+        if matches!(factory.as_deref(), Some("raftsink" | "cliprecorder")) {
+            e.set_property("stream-id", "door");
+        }
+    }
+    let rec = p.by_name("rec").unwrap();
+    let sent = Arc::new(Mutex::new(false));
+    let (rec_, sent_) = (rec.clone(), sent.clone());
+    rec.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let at = info.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+            let mut sent = sent_.lock().unwrap();
+            if at.is_some_and(|t| t >= 5 * S) && !*sent {
+                *sent = true;
+                rec_.emit_by_name::<()>("trigger", &[&"doorbell"]);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let stats = run_recorder(&p).0;
+    assert!(*sent.lock().unwrap(), "the signal was sent");
+    assert_eq!(stats.get::<u64>("triggers"), Ok(1), "{stats}");
+    assert_eq!(stats.get::<u64>("clips"), Ok(1), "{stats}");
+    let all = clips_in_log(&clips);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let signalled = all
+        .iter()
+        .find(|c| c["path"] != zoned["path"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        signalled["triggers"][0]["reason"], "signal doorbell",
+        "{signalled}"
+    );
+    let (first, last) = (
+        signalled["first_capture_ns"].as_i64().unwrap() as u64,
+        signalled["last_capture_ns"].as_i64().unwrap() as u64,
+    );
+    // Around the last frame before 5 s (the clip's name): from the keyframe before it − the
+    // pre-roll to it + the post-roll.
+    let path = signalled["path"].as_str().unwrap();
+    let at: u64 = path[path.rfind("door-").unwrap() + "door-".len()..path.len() - ".mp4".len()]
+        .parse()
+        .unwrap();
+    assert!((5 * S - 2 * FRAME_NS..5 * S).contains(&at), "{signalled}");
+    assert!(
+        first <= at - S && first + GOP_NS > at - S && last == at + S,
+        "{signalled}"
+    );
+
+    assert_eq!(signalled["stream"], "door", "{signalled}");
+    // Filters: by stream, and by time (a file's capture times are its PTS: seconds after
+    // the epoch). The signal's clip ends before 8 s, the zone's starts after it.
+    assert_eq!(
+        clips_filtered(&clips, &["--stream", "cam"]),
+        vec![zoned.clone()]
+    );
+    assert_eq!(
+        clips_filtered(&clips, &["--stream", "door"]),
+        vec![signalled.clone()]
+    );
+    assert!(clips_filtered(&clips, &["--stream", "other"]).is_empty());
+    let early = clips_filtered(&clips, &["--to", "1970-01-01T00:00:08Z"]);
+    assert_eq!(early, vec![signalled.clone()]);
+    let late = clips_filtered(&clips, &["--from", "1970-01-01T00:00:08Z"]);
+    assert_eq!(late, vec![zoned.clone()]);
+    let both = clips_filtered(
+        &clips,
+        &[
+            "--from",
+            "1970-01-01T00:00:05Z",
+            "--to",
+            "1970-01-01T00:00:11Z",
+        ],
+    );
+    assert_eq!(both.len(), 2, "{both:?}");
 }
 
 /// The RTSP camera's process (see `common::rtsp`).
@@ -704,8 +835,14 @@ fn difference(crop: &[u8], w: usize, frame: &[u8], frame_w: usize, x: usize, y: 
 
 /// `videoai-events SUBCOMMAND` on the log of `clips`, as JSON lines.
 fn events_json(subcommand: &str, clips: &Path) -> Vec<serde_json::Value> {
+    events_json_with(subcommand, clips, &[])
+}
+
+/// [`events_json`] with more arguments.
+fn events_json_with(subcommand: &str, clips: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_videoai-events"))
         .args([subcommand, log_of(clips).to_str().unwrap()])
+        .args(args)
         .output()
         .expect("videoai-events runs");
     assert!(out.status.success(), "{out:?}");
