@@ -24,8 +24,15 @@
 //! latency and the line counts of the cameras at that N (a camera whose trial covered the
 //! motorbike's crossing counts `out 1`, others `out 0`), and where one camera's CPU goes (a
 //! trial of one camera alone: process CPU time, and inference, preprocessing and motion detection
-//! from the elements' stats, which are CPU time there; the rest is decoding, parsing, tracking
+//! from the elements' stats, which are CPU time there; decoding from a trial of the same camera
+//! decoded alone, paced the same way, into a fakesink; the rest is parsing, tracking, conversion
 //! and GStreamer). Goal: (d) ≥ 4× the cameras of (a).
+//!
+//! The latency is measured by the benchmark's own pad probes, from the moment a frame leaves its
+//! camera's pacing to the end of the pipeline, rather than by videoaitrace, whose latency starts
+//! at the source element: here a `filesrc` that reads ahead of the pacing. Nothing in these
+//! pipelines drops a frame (no leaky queue); the frames missing at the end of a trial are those
+//! still on their way.
 //!
 //! Environment: `BENCH_SECONDS` (trial length), `BENCH_MAX` (cameras tried at most, default 16),
 //! `BENCH_CONFIGS` (letters, default `abcd`).
@@ -113,6 +120,28 @@ fn branch(i: usize, clip: &Path, model: &Path, config: Config) -> String {
         model.display(),
         still_scene::LINES
     )
+}
+
+/// CPU seconds of one camera's decoding alone over `seconds`: the same clip, paced the same way,
+/// decoded by the same `avdec_h264` into a fakesink.
+fn decode_alone(clip: &Path, seconds: u64) -> f64 {
+    let p = common::parse(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! identity sync=true ! queue ! avdec_h264 \
+         ! fakesink sync=false",
+        clip.display()
+    ));
+    let bus = p.bus().unwrap();
+    let cpu0 = cpu_seconds();
+    p.set_state(gst::State::Playing).unwrap();
+    if let Some(m) = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(seconds),
+        &[gst::MessageType::Error, gst::MessageType::Eos],
+    ) {
+        panic!("the decoding trial stopped early: {m:?}");
+    }
+    let cpu_s = cpu_seconds() - cpu0;
+    p.set_state(gst::State::Null).unwrap();
+    cpu_s
 }
 
 fn trial(n: usize, clip: &Path, model: &Path, config: Config, seconds: u64) -> Trial {
@@ -276,6 +305,7 @@ fn main() {
     if let Err(why) = &int8 {
         eprintln!("[density] no INT8 model: {why}");
     }
+    let decode_s = decode_alone(&clip, seconds);
     let mut rows: Vec<(Config, usize, Option<(Trial, Trial)>)> = Vec::new();
     for config in [
         Config::Fp32,
@@ -328,9 +358,9 @@ fn main() {
         seconds
     );
     println!(
-        "| configuration | cameras | vs (a) | frames inferred | p99 latency | line counts (each camera) | one camera's CPU | inference | preprocess | motion | the rest (decode, track, GStreamer) |"
+        "| configuration | cameras | vs (a) | frames inferred | p99 latency | line counts (each camera) | one camera's CPU | inference | preprocess | motion | decode | the rest (parse, convert, track, GStreamer) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let base = rows
         .iter()
         .find(|r| r.0 == Config::Fp32)
@@ -345,12 +375,12 @@ fn main() {
         match t {
             Some((t, a)) => {
                 let pct = |s: f64| format!("{:.0} %", 100.0 * s / a.cpu_s.max(1e-9));
-                let rest = a.cpu_s - a.inference_s - a.preprocess_s - a.motion_s;
+                let rest = a.cpu_s - a.inference_s - a.preprocess_s - a.motion_s - decode_s;
                 let mut counts = t.counts.clone();
                 counts.sort();
                 counts.dedup();
                 println!(
-                    "| {} | {n} | {ratio} | {:.0} % | {:.0} ms | {} | {:.0} % of a core | {} | {} | {} | {} |",
+                    "| {} | {n} | {ratio} | {:.0} % | {:.0} ms | {} | {:.0} % of a core | {} | {} | {} | {} | {} |",
                     config.name(),
                     100.0 * t.inferred as f64 / t.frames.max(1) as f64,
                     t.worst_p99_ms,
@@ -359,11 +389,12 @@ fn main() {
                     pct(a.inference_s),
                     pct(a.preprocess_s),
                     pct(a.motion_s),
+                    pct(decode_s),
                     pct(rest.max(0.0))
                 );
             }
             None => println!(
-                "| {} | {n} | {ratio} | - | - | - | - | - | - | - | - |",
+                "| {} | {n} | {ratio} | - | - | - | - | - | - | - | - | - |",
                 config.name()
             ),
         }
