@@ -98,6 +98,16 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// Camera `i`: its clip parsed, paced and decoded (what every configuration and the decoding
+/// trial share).
+fn decoded(i: usize, clip: &Path) -> String {
+    format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse name=parse{i} ! identity name=pace{i} sync=true \
+         ! queue ! avdec_h264",
+        clip.display()
+    )
+}
+
 fn branch(i: usize, clip: &Path, model: &Path, config: Config) -> String {
     let (motion, gate, interval) = match config {
         Config::Int8Gated => (
@@ -112,11 +122,10 @@ fn branch(i: usize, clip: &Path, model: &Path, config: Config) -> String {
         _ => (String::new(), "", 1),
     };
     format!(
-        "filesrc location=\"{}\" ! qtdemux ! h264parse name=parse{i} ! identity name=pace{i} sync=true ! queue \
-         ! avdec_h264 ! {motion}videoconvert ! onnxinfer name=i{i} model-location=\"{}\" \
+        "{} ! {motion}videoconvert ! onnxinfer name=i{i} model-location=\"{}\" \
          model-type=yolov5 iou-threshold=0.2 threads=1 interval={interval} {gate} \
          ! objecttracker name=t{i} lines=\"{}\" ! fakesink name=s{i} sync=false ",
-        clip.display(),
+        decoded(i, clip),
         model.display(),
         still_scene::LINES
     )
@@ -125,11 +134,7 @@ fn branch(i: usize, clip: &Path, model: &Path, config: Config) -> String {
 /// CPU seconds of one camera's decoding alone over `seconds`: the same clip, paced the same way,
 /// decoded by the same `avdec_h264` into a fakesink.
 fn decode_alone(clip: &Path, seconds: u64) -> f64 {
-    let p = common::parse(&format!(
-        "filesrc location=\"{}\" ! qtdemux ! h264parse ! identity sync=true ! queue ! avdec_h264 \
-         ! fakesink sync=false",
-        clip.display()
-    ));
+    let p = common::parse(&format!("{} ! fakesink sync=false", decoded(0, clip)));
     let bus = p.bus().unwrap();
     let cpu0 = cpu_seconds();
     p.set_state(gst::State::Playing).unwrap();
