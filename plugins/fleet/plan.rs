@@ -120,9 +120,76 @@ pub fn plan(v: &View) -> Plan {
     p
 }
 
+/// What a renewal refused by compare-and-set means, from the lease key's current value (read
+/// after the refusal: `None` when it aged out or was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The value is this worker's own: an update whose answer was lost, but which landed. The
+    /// lease is still held; go on from the newer revision.
+    OwnAnswerLost,
+    /// A taker of this worker's offer (it names this worker as `from`): run until it stored.
+    HandingOverTo(String),
+    /// Someone else took it (it aged out: this worker could not renew it for a TTL): run until
+    /// the new holder stored, then stop with EOS.
+    LostTo(String),
+    /// Nobody holds it: take it again.
+    Free,
+}
+
+/// Decides after a refused renewal (see [`Refused`]): the lease counts as lost only when
+/// another worker's value holds it, never because of this worker's own newer revision.
+pub fn refused_renewal(me: &str, current: Option<&super::registry::Lease>) -> Refused {
+    match current {
+        None => Refused::Free,
+        Some(lease) if lease.worker == me => Refused::OwnAnswerLost,
+        Some(lease) if lease.from.as_deref() == Some(me) => {
+            Refused::HandingOverTo(lease.worker.clone())
+        }
+        Some(lease) => Refused::LostTo(lease.worker.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::registry::Lease;
+
+    fn lease(worker: &str, from: Option<&str>) -> Lease {
+        Lease {
+            worker: worker.into(),
+            from: from.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_refused_renewal_of_a_lease_still_this_worker_s_keeps_the_camera() {
+        // The update timed out but landed: the key holds this worker's own value at a newer
+        // revision. Before, the worker took that for someone else's and stopped the pipeline
+        // (without EOS).
+        assert_eq!(
+            refused_renewal("w1", Some(&lease("w1", None))),
+            Refused::OwnAnswerLost
+        );
+        // Also while a handover from another worker to this one is in progress.
+        assert_eq!(
+            refused_renewal("w1", Some(&lease("w1", Some("w2")))),
+            Refused::OwnAnswerLost
+        );
+        assert_eq!(
+            refused_renewal("w1", Some(&lease("w2", Some("w1")))),
+            Refused::HandingOverTo("w2".into())
+        );
+        assert_eq!(
+            refused_renewal("w1", Some(&lease("w2", None))),
+            Refused::LostTo("w2".into())
+        );
+        assert_eq!(
+            refused_renewal("w1", Some(&lease("w2", Some("w3")))),
+            Refused::LostTo("w2".into())
+        );
+        assert_eq!(refused_renewal("w1", None), Refused::Free);
+    }
 
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -728,9 +728,9 @@ impl Worker {
                     serde_json::from_slice::<Lease>(&e.value).unwrap_or_default(),
                 )
             });
-        match current {
-            // This worker's own update landed though its answer was lost: go on from it.
-            Some((rev, lease)) if lease.worker == self.cfg.name => {
+        let revision = current.as_ref().map_or(0, |(rev, _)| *rev);
+        match plan::refused_renewal(&self.cfg.name, current.as_ref().map(|(_, l)| l)) {
+            plan::Refused::OwnAnswerLost => {
                 say(
                     &self.cfg.name,
                     &format!(
@@ -738,44 +738,38 @@ impl Worker {
                     ),
                 );
                 if let Some(run) = self.runs.get_mut(id) {
-                    run.revision = rev;
+                    run.revision = revision;
                     run.renewed = Instant::now();
                 }
             }
-            // A taker of this worker's offer: run until it stored.
-            Some((revision, lease)) if lease.from.as_deref() == Some(self.cfg.name.as_str()) => {
+            plan::Refused::HandingOverTo(taker) => {
                 if let Some(run) = self.runs.remove(id) {
                     say(
                         &self.cfg.name,
-                        &format!(
-                            "{id}: taken over by {}; running until it stored",
-                            lease.worker
-                        ),
+                        &format!("{id}: taken over by {taker}; running until it stored"),
                     );
                     self.handovers
-                        .insert(id.to_string(), Handover::new(run, lease.worker, revision));
+                        .insert(id.to_string(), Handover::new(run, taker, revision));
                 }
             }
-            // Someone else's (it took the lease after it aged out: this worker could not renew
-            // it for a TTL). Its pipeline still runs until the new holder stored, as in a
-            // handover: the frames in between may have reached only this one.
-            Some((revision, lease)) => {
+            // Its pipeline still runs until the new holder stored, as in a handover: the
+            // frames in between may have reached only this one.
+            plan::Refused::LostTo(holder) => {
                 say(
                     &self.cfg.name,
                     &format!(
-                        "{id}: the lease is {}'s now; running until it stored, then stopping (EOS)",
-                        lease.worker
+                        "{id}: the lease is {holder}'s now; running until it stored, then stopping (EOS)"
                     ),
                 );
                 self.metrics.lost.inc();
                 if let Some(run) = self.runs.remove(id) {
                     self.handovers
-                        .insert(id.to_string(), Handover::new(run, lease.worker, revision));
+                        .insert(id.to_string(), Handover::new(run, holder, revision));
                 }
             }
             // Aged out (NATS away longer than the TTL) or deleted, and not taken: take it
             // again.
-            None => {
+            plan::Refused::Free => {
                 let value: bytes::Bytes = serde_json::to_vec(&self.lease_of(&self.runs[id]))
                     .unwrap()
                     .into();

@@ -23,10 +23,13 @@
 //!   table; not held (another reader missed that frame), it is appended to the stream's
 //!   `.late` subject, with the same check and the same refusal rule there.
 //!
-//! Events keyed locally (`key_basis: local`) go to the `.local` subject. `Nats-Msg-Id` stays:
-//! the rule above alone let a key be appended twice when a publish whose acknowledgement was
-//! lost is sent again while the servers elect a leader (the first still in flight when the
-//! second is checked): 1-10 keys per camera in the 2-minute chaos test without it. An event is
+//! Events keyed locally (`key_basis: local`) go to the `.local` subject. To servers older than
+//! 2.11 publishes also carry `Nats-Msg-Id` ([`super::NatsMsgId`]): there the rule above alone
+//! let a key be appended twice when a publish whose acknowledgement was lost is sent again
+//! while the servers elect a leader (the first still in flight when the second is checked):
+//! 1-10 keys per camera in the 2-minute chaos test on 2.9.10 without it. 2.11 and later refuse
+//! the second themselves (the leader tracks the publishes in flight per subject), so the id,
+//! which costs every server a deduplication entry per event, is left out there. An event is
 //! marked forwarded only once NATS holds it.
 //!
 //! What JetStream refuses for good (a message larger than the stream allows, a permission
@@ -39,7 +42,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,7 @@ pub struct Config {
     pub stream: String,
     /// 0 = 3 when three or more servers are known, else 1.
     pub replicas: usize,
+    pub msg_id: super::NatsMsgId,
     pub outbox: PathBuf,
 }
 
@@ -72,6 +76,8 @@ pub struct Stats {
     pub dead_letters: u64,
     pub retries: u64,
     pub connected: bool,
+    /// Whether publishes carry `Nats-Msg-Id` (see [`super::NatsMsgId`]).
+    pub msg_id: bool,
     pub last_error: Option<String>,
     /// Publish to acknowledgement.
     pub ack_latency: Histogram,
@@ -91,6 +97,9 @@ struct State {
 struct Shared {
     id: u64,
     outbox: PathBuf,
+    /// Whether publishes carry `Nats-Msg-Id`: decided when connected, again each round (a
+    /// reconnection may reach a server of another version).
+    msg_id: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     wake: tokio::sync::Notify,
@@ -125,6 +134,10 @@ const SCAN_MARGIN_NS: i64 = 60_000_000_000;
 /// Appends refused in a row (other writers appending meanwhile) before a publish counts as a
 /// failure and backs off.
 const MAX_REFUSALS: u32 = 50;
+/// A publish refused because its subject is busy ([`nats::subject_busy`]) is sent again after
+/// this, at most [`MAX_BUSY`] times in a row before it counts as a failure and backs off.
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+const MAX_BUSY: u32 = 200;
 
 /// The streams each forwarder of the process writes, per outbox (who forwards what).
 type Claims = HashMap<PathBuf, BTreeMap<u64, HashSet<String>>>;
@@ -152,6 +165,7 @@ impl Forwarder {
         let shared = Arc::new(Shared {
             id,
             outbox,
+            msg_id: AtomicBool::new(true),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             wake: tokio::sync::Notify::new(),
@@ -589,7 +603,14 @@ async fn forward(
         if shutting_down(&shared) {
             return;
         }
-        let generation = shared.state.lock().unwrap().nudged_generation;
+        let generation = {
+            let msg_id = config.msg_id == super::NatsMsgId::Always
+                || !nats::refuses_in_flight_repeats(&client.server_info().version);
+            shared.msg_id.store(msg_id, Ordering::Relaxed);
+            let mut st = shared.state.lock().unwrap();
+            st.stats.msg_id = msg_id;
+            st.nudged_generation
+        };
         let pending = match blocking(&store, |s| s.pending_streams()).await {
             Ok(s) => s,
             Err(e) => {
@@ -841,7 +862,7 @@ async fn append(
     json: &str,
 ) -> Fate {
     let half = half_period(row);
-    let mut refusals = 0;
+    let (mut refusals, mut busy) = (0, 0);
     let (sorted, mut late) = match order {
         Order::Increasing(late) => (true, late),
         Order::Checked => (false, None),
@@ -918,6 +939,16 @@ async fn append(
                 view.last = None;
                 refusals += 1;
             }
+            Err(e) if nats::subject_busy(&e) => {
+                // Another publish of the subject is being applied (often this forwarder's own
+                // previous one) or a new leader is not ready: the same publish again shortly,
+                // with the same view (if the subject moved on, that try is refused with 10071).
+                busy += 1;
+                if busy >= MAX_BUSY {
+                    return Fate::Failed(format!("{name}: {e} ({busy} times in a row)"));
+                }
+                tokio::time::sleep(BUSY_PAUSE).await;
+            }
             Err(e) if refused_for_good(&e) => {
                 return Fate::Parked(format!(
                     "NATS refused event ({}, {}) of {} bytes for good: {e}",
@@ -947,7 +978,9 @@ async fn publish(
     expected: u64,
 ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", nats::msg_id(&row.stream, row.seq).as_str());
+    if shared.msg_id.load(Ordering::Relaxed) {
+        headers.insert("Nats-Msg-Id", nats::msg_id(&row.stream, row.seq).as_str());
+    }
     headers.insert(
         "Nats-Expected-Last-Subject-Sequence",
         expected.to_string().as_str(),

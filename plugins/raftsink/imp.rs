@@ -322,6 +322,7 @@ impl RaftSink {
             .field("dead-letters", f.dead_letters)
             .field("retries", f.retries)
             .field("nats-connected", f.connected)
+            .field("nats-msg-id", f.msg_id)
             .field("last-error", f.last_error.unwrap_or_default())
             .field("ack-latency-p50-ms", ms(f.ack_latency.percentile(0.5)))
             .field("ack-latency-p99-ms", ms(f.ack_latency.percentile(0.99)))
@@ -540,6 +541,7 @@ impl ObjectImpl for RaftSink {
                 s.nats_stream = string(value).unwrap_or_else(|| nats::DEFAULT_STREAM.into())
             }
             "replicas" => s.replicas = value.get().expect("type checked upstream"),
+            "nats-msg-id" => s.nats_msg_id = value.get().expect("type checked upstream"),
             "commit-interval" => s.commit_interval = nanos(value),
             "commit-max-events" => {
                 s.commit_max_events = value.get().expect("type checked upstream")
@@ -578,6 +580,7 @@ impl ObjectImpl for RaftSink {
                 .to_value(),
             "nats-stream" => s.nats_stream.to_value(),
             "replicas" => s.replicas.to_value(),
+            "nats-msg-id" => s.nats_msg_id.to_value(),
             "commit-interval" => (s.commit_interval.as_nanos() as u64).to_value(),
             "commit-max-events" => s.commit_max_events.to_value(),
             "eos-timeout" => (s.eos_timeout.as_nanos() as u64).to_value(),
@@ -704,6 +707,7 @@ impl BaseSinkImpl for RaftSink {
                     urls,
                     stream: settings.nats_stream.clone(),
                     replicas: settings.replicas as usize,
+                    msg_id: settings.nats_msg_id,
                     outbox: database.clone(),
                 },
                 forwarder::Reports {

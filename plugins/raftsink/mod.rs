@@ -34,12 +34,33 @@ static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|
     )
 });
 
+/// When NATS publishes carry `Nats-Msg-Id` (JetStream's deduplication id) beside the
+/// expected-sequence rule that keeps each key once.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRaftSinkNatsMsgId")]
+pub enum NatsMsgId {
+    #[default]
+    #[enum_value(
+        name = "Auto: only to servers older than 2.11, which need it (the connected server's version decides)",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(
+        name = "Always: also to 2.11 and later (a cluster being upgraded from an older version)",
+        nick = "always"
+    )]
+    Always = 1,
+}
+
 glib::wrapper! {
     pub struct RaftSink(ObjectSubclass<imp::RaftSink>)
         @extends gst_base::BaseSink, gst::Element, gst::Object;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    #[cfg(feature = "doc")]
+    NatsMsgId::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "raftsink",

@@ -18,20 +18,43 @@ struct Node {
 pub struct NatsCluster {
     _dir: super::TempDir,
     nodes: Vec<Node>,
+    binary: String,
 }
 
-pub fn server_binary() -> &'static str {
+/// The `nats-server` the tests and benchmarks run: `VIDEOAI_NATS_SERVER` when set (e.g.
+/// Debian's, `/usr/sbin/nats-server`), else the pinned one `make deps` unpacks into
+/// `.deps/nats-server` (NATS_SERVER_VERSION in scripts/versions.env).
+pub fn server_binary() -> String {
+    if let Ok(p) = std::env::var("VIDEOAI_NATS_SERVER") {
+        return p;
+    }
+    let pinned = concat!(env!("CARGO_MANIFEST_DIR"), "/.deps/nats-server/nats-server");
+    assert!(
+        std::path::Path::new(pinned).exists(),
+        "{pinned} is missing: `make deps` (scripts/setup.sh) unpacks the pinned nats-server there"
+    );
+    pinned.to_string()
+}
+
+/// Debian 12's `nats-server` (2.9.10).
+pub fn debian_server_binary() -> String {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if std::path::Path::new(p).exists() {
-            return p;
+            return p.to_string();
         }
     }
-    "nats-server"
+    "nats-server".to_string()
 }
 
 impl NatsCluster {
-    /// Starts `n` JetStream servers (a cluster when `n` > 1) and waits until JetStream answers.
+    /// Starts `n` JetStream servers (a cluster when `n` > 1) of [`server_binary`] and waits
+    /// until JetStream answers.
     pub fn start(n: usize) -> NatsCluster {
+        Self::start_with(n, &server_binary())
+    }
+
+    /// [`NatsCluster::start`] with the server `binary`.
+    pub fn start_with(n: usize, binary: &str) -> NatsCluster {
         let dir = super::TempDir::new("nats");
         let client: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
         let cluster: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
@@ -65,7 +88,11 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut c = NatsCluster { _dir: dir, nodes };
+        let mut c = NatsCluster {
+            _dir: dir,
+            nodes,
+            binary: binary.to_string(),
+        };
         for i in 0..n {
             c.start_node(i);
         }
@@ -77,7 +104,7 @@ impl NatsCluster {
 
     fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let child = Command::new(server_binary())
+        let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&node.conf)
             .stdout(Stdio::null())
@@ -239,6 +266,18 @@ impl NatsCluster {
     pub fn read_all(&self, stream: &str) -> Vec<gstvideoai::eventlog::event::FrameEvent> {
         self.retried(&format!("reading {stream}"), |js| async move {
             nats::read_all(&js, stream).await
+        })
+    }
+
+    /// The header names of the last message on `subject` of `stream`.
+    pub fn header_names_of_last(&self, stream: &str, subject: &str) -> Vec<String> {
+        self.retried(&format!("reading {subject}"), |js| async move {
+            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let m = s
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(m.headers.iter().map(|(k, _)| k.to_string()).collect())
         })
     }
 

@@ -169,6 +169,70 @@ fn single_server_round_trip_and_replay() {
 }
 
 #[test]
+fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
+    // Servers before 2.11 check Nats-Expected-Last-Subject-Sequence against applied messages
+    // only, so there every publish carries Nats-Msg-Id too (a repeat sent during a leader
+    // election is deduplicated). 2.11 and later refuse an in-flight repeat themselves and the id
+    // only costs them: left out, unless nats-msg-id=always (a cluster being upgraded).
+    common::init();
+    let dir = common::TempDir::new("natsmsgid");
+    let version = |binary: &str| {
+        let out = Command::new(binary).arg("--version").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (old, new) = (
+        common::nats::debian_server_binary(),
+        common::nats::server_binary(),
+    );
+    assert!(
+        !nats::refuses_in_flight_repeats(version(&old).trim_start_matches("nats-server: ")),
+        "{old}: {}",
+        version(&old)
+    );
+    assert!(
+        nats::refuses_in_flight_repeats(version(&new).trim_start_matches("nats-server: ")),
+        "{new}: {}",
+        version(&new)
+    );
+    for (binary, mode, with_id) in [
+        (&old, "auto", true),
+        (&new, "auto", false),
+        (&new, "always", true),
+    ] {
+        let server = NatsCluster::start_with(1, binary);
+        let p = common::parse(&format!(
+            "videotestsrc num-buffers=5 ! video/x-raw,width=32,height=24,framerate=10/1 \
+             ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam nats-msg-id={mode}",
+            server.url(),
+            dir.join(&format!("outbox-{mode}-{with_id}.db")).display()
+        ));
+        let sink = p.by_name("sink").unwrap();
+        let out = common::run(&p, Duration::from_secs(60));
+        assert!(out.eos && out.errors.is_empty(), "{out:?}");
+        let stats = sink.property::<gst::Structure>("stats");
+        let what = format!("{} with nats-msg-id={mode}", version(binary));
+        assert_eq!(stats.get::<u64>("forwarded").unwrap(), 5, "{what}: {stats}");
+        assert_eq!(
+            stats.get::<bool>("nats-msg-id").unwrap(),
+            with_id,
+            "{what}: {stats}"
+        );
+        let names = server.header_names_of_last(nats::DEFAULT_STREAM, &nats::subject("cam"));
+        assert_eq!(
+            names.iter().any(|n| n == "Nats-Msg-Id"),
+            with_id,
+            "{what}: headers {names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "Nats-Expected-Last-Subject-Sequence"),
+            "{what}: headers {names:?}"
+        );
+    }
+}
+
+#[test]
 fn leader_killed_while_four_pipelines_write() {
     common::init();
     let mut nats = NatsCluster::start(3);
