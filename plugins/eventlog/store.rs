@@ -956,16 +956,21 @@ impl EventStore {
             .map_err(|e| StoreError::sql(&self.path, e))
     }
 
-    /// Outbox: the oldest `limit` events of `stream` not yet acknowledged by NATS, in the order
-    /// they were stored.
-    pub fn unforwarded(&self, stream: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Outbox: the oldest `limit` events of `stream` stored after row `after` (0: from the
+    /// start) and not yet acknowledged by NATS, in the order they were stored.
+    pub fn unforwarded(
+        &self,
+        stream: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         self.outbox_rows(
             &format!(
                 "SELECT id, seq, pts_ns, capture_ns, model, detections, schema, key_basis, clock, {}
-                 FROM events WHERE stream = ?1 AND forwarded != 1 ORDER BY id LIMIT ?2",
+                 FROM events WHERE stream = ?1 AND forwarded != 1 AND id > ?2 ORDER BY id LIMIT ?3",
                 self.clips_column()
             ),
-            params![stream, limit as i64],
+            params![stream, after, limit as i64],
             stream,
         )
     }
@@ -1284,7 +1289,11 @@ mod tests {
             .map(|p| p.0)
             .collect();
         assert_eq!(streams, vec!["a", "b"]);
-        let rows = s.unforwarded("a", 10).unwrap();
+        let rows = s.unforwarded("a", 0, 10).unwrap();
+        assert_eq!(
+            s.unforwarded("a", rows[0].id, 10).unwrap()[0].id,
+            rows[1].id
+        );
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1]);
         let json: FrameEvent = serde_json::from_str(rows[0].json.as_ref().unwrap()).unwrap();
         assert_eq!((json.stream.as_str(), json.seq), ("a", 0));
@@ -1304,7 +1313,7 @@ mod tests {
         let path = temp("park-rowid");
         let mut s = EventStore::open_for_writing(&path).unwrap();
         s.insert_batch(&[event("a", 0), event("a", 1)]).unwrap();
-        let parked = s.unforwarded("a", 10).unwrap()[1].id;
+        let parked = s.unforwarded("a", 0, 10).unwrap()[1].id;
         // Another target delivered up to the newest row before NATS refused it.
         s.set_delivered("mqtt://broker", &[("a".into(), parked)])
             .unwrap();

@@ -474,8 +474,6 @@ struct Outcome {
     collided: Vec<(i64, Option<i64>)>,
     /// A transient failure ended the chunk early.
     failed: bool,
-    /// Rows the chunk read from the outbox.
-    rows: usize,
 }
 
 /// What a stream's chunks of one round left to report.
@@ -644,15 +642,48 @@ async fn forward(
             async move {
                 // Chunk after chunk until the stream has nothing left (bounded, so streams that
                 // appear meanwhile are picked up): no stream waits for the slowest one between
-                // chunks.
+                // chunks. While a chunk is published, the one before is marked forwarded and
+                // the one after is read (rows after the chunk's last), so the outbox's reads
+                // and commits are not in the way of the publishes; a chunk that fails drops
+                // the one read ahead, and the next round reads from the oldest again.
                 let mut settled = Settled::default();
+                let mut rows = read_chunk(shared, store, &name, 0).await;
+                let mut previous: Option<Outcome> = None;
                 for _ in 0..ROUND_CHUNKS {
-                    let outcome = forward_chunk(shared, store, js, stream, &name, &mut subs).await;
-                    let more = !outcome.failed && outcome.rows == CHUNK;
-                    settle(shared, store, &name, outcome, &mut settled).await;
+                    let Some(chunk) = rows.take() else {
+                        settled.failed = true;
+                        break;
+                    };
+                    let full = chunk.len() == CHUNK;
+                    let last_id = chunk.last().map_or(0, |r| r.id);
+                    let before = previous.take();
+                    let behind = async {
+                        if let Some(o) = before {
+                            settle(shared, store, &name, o, &mut settled).await;
+                        }
+                        if full {
+                            Some(read_chunk(shared, store, &name, last_id).await)
+                        } else {
+                            None
+                        }
+                    };
+                    let (outcome, ahead) = futures_util::join!(
+                        publish_chunk(shared, js, stream, &name, &mut subs, chunk),
+                        behind
+                    );
+                    let more = !outcome.failed && full;
+                    previous = Some(outcome);
                     if !more || shutting_down(shared) {
                         break;
                     }
+                    match ahead {
+                        Some(Some(next)) if next.is_empty() => break,
+                        Some(next) => rows = next,
+                        None => break,
+                    }
+                }
+                if let Some(o) = previous {
+                    settle(shared, store, &name, o, &mut settled).await;
                 }
                 (name, subs, settled)
             }
@@ -767,26 +798,34 @@ fn half_period(row: &OutboxRow) -> i64 {
     row.period_ns.map_or(1_000_000_000 / 60, |p| p / 2)
 }
 
-/// Publishes the next chunk of one video stream's pending events, in outbox order.
-async fn forward_chunk(
+/// The next [`CHUNK`] rows of stream `name` to forward, stored after row `after` (`None`, noted,
+/// when the outbox cannot be read).
+async fn read_chunk(
     shared: &Shared,
     store: &Arc<Mutex<EventStore>>,
+    name: &str,
+    after: i64,
+) -> Option<Vec<OutboxRow>> {
+    let n = name.to_string();
+    match blocking(store, move |s| s.unforwarded(&n, after, CHUNK)).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            note_error(shared, e.to_string());
+            None
+        }
+    }
+}
+
+/// Publishes `rows` of stream `name` in order; stops at the first transient failure.
+async fn publish_chunk(
+    shared: &Shared,
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     name: &str,
     subjects: &mut [(String, Subject)],
+    rows: Vec<OutboxRow>,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let n = name.to_string();
-    let rows: Vec<OutboxRow> = match blocking(store, move |s| s.unforwarded(&n, CHUNK)).await {
-        Ok(r) => r,
-        Err(e) => {
-            note_error(shared, e.to_string());
-            out.failed = true;
-            return out;
-        }
-    };
-    out.rows = rows.len();
     for row in rows {
         if shutting_down(shared) {
             return out;

@@ -233,6 +233,38 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
 }
 
 #[test]
+fn a_backlog_of_several_chunks_goes_out_once_and_in_order() {
+    // 1300 frames at once: the forwarder publishes chunk after chunk (512 rows), each marked
+    // forwarded and the next read while the following one is published.
+    common::init();
+    let server = NatsCluster::start(1);
+    let dir = common::TempDir::new("natschunks");
+    let p = common::parse(&format!(
+        "videotestsrc num-buffers=1300 ! video/x-raw,width=16,height=16,framerate=30/1 \
+         ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam",
+        server.url(),
+        dir.join("outbox.db").display()
+    ));
+    let sink = p.by_name("sink").unwrap();
+    let out = common::run(&p, Duration::from_secs(120));
+    assert!(out.eos && out.errors.is_empty(), "{out:?}");
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(
+        (
+            stats.get::<u64>("forwarded").unwrap(),
+            stats.get::<u64>("pending").unwrap()
+        ),
+        (1300, 0),
+        "{stats}"
+    );
+    let events = server.read_all(nats::DEFAULT_STREAM);
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..1300).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn leader_killed_while_four_pipelines_write() {
     common::init();
     let mut nats = NatsCluster::start(3);
