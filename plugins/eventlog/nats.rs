@@ -168,12 +168,27 @@ pub fn refuses_in_flight_repeats(version: &str) -> bool {
     }
 }
 
+/// Whether publishes must carry `Nats-Msg-Id`, given the version of the server a client is
+/// connected to: yes for a server older than 2.11 ([`refuses_in_flight_repeats`]), and from
+/// then on for the life of the process. A cluster being upgraded has old and new servers, and
+/// the stream leader, which makes the check, may be an old one while the client talks to a new
+/// one; a process that has seen an old server keeps the id.
+pub fn msg_id_needed(version: &str) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static OLD_SEEN: AtomicBool = AtomicBool::new(false);
+    if !refuses_in_flight_repeats(version) {
+        OLD_SEEN.store(true, Ordering::Relaxed);
+    }
+    OLD_SEEN.load(Ordering::Relaxed)
+}
+
 /// Whether a refused publish is worth sending again as it is, at once: servers from 2.11 refuse
 /// a publish with `Nats-Expected-Last-Subject-Sequence` while another publish of the subject is
 /// still being applied (10164, "wrong last sequence" without a number: often the writer's own
 /// previous one, whose acknowledgement can come first) and while a new stream leader cannot
-/// check yet (10163). Unlike 10071 ("wrong last sequence: N") neither says the subject moved
-/// on: when it did, the next try is refused with 10071.
+/// check yet (10163); with `Nats-Msg-Id`, while a publish with the same id is (10158).
+/// Unlike 10071 ("wrong last sequence: N") none says the subject moved on: the server answers
+/// them before comparing sequences.
 pub fn subject_busy(e: &jetstream::context::PublishError) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
@@ -182,6 +197,7 @@ pub fn subject_busy(e: &jetstream::context::PublishError) -> bool {
             let code = api.error_code();
             code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
                 || code == ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
+                || code == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
         })
 }
 

@@ -97,8 +97,8 @@ struct State {
 struct Shared {
     id: u64,
     outbox: PathBuf,
-    /// Whether publishes carry `Nats-Msg-Id`: decided when connected, again each round (a
-    /// reconnection may reach a server of another version).
+    /// Whether publishes carry `Nats-Msg-Id`: decided each round from the connected server's
+    /// version ([`nats::msg_id_needed`]: kept once an older server was seen).
     msg_id: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
@@ -602,8 +602,8 @@ async fn forward(
             return;
         }
         let generation = {
-            let msg_id = config.msg_id == super::NatsMsgId::Always
-                || !nats::refuses_in_flight_repeats(&client.server_info().version);
+            let msg_id = nats::msg_id_needed(&client.server_info().version)
+                || config.msg_id == super::NatsMsgId::Always;
             shared.msg_id.store(msg_id, Ordering::Relaxed);
             let mut st = shared.state.lock().unwrap();
             st.stats.msg_id = msg_id;
@@ -980,11 +980,15 @@ async fn append(
             }
             Err(e) if nats::subject_busy(&e) => {
                 // Another publish of the subject is being applied (often this forwarder's own
-                // previous one) or a new leader is not ready: the same publish again shortly,
-                // with the same view (if the subject moved on, that try is refused with 10071).
+                // previous one) or a new leader is not ready: the same publish again shortly.
+                // The server says so before comparing sequences, so every tenth time the view
+                // is read again (other writers may keep the subject busy).
                 busy += 1;
-                if busy >= MAX_BUSY {
+                if busy >= MAX_BUSY || shutting_down(shared) {
                     return Fate::Failed(format!("{name}: {e} ({busy} times in a row)"));
+                }
+                if busy % 10 == 0 {
+                    view.last = None;
                 }
                 tokio::time::sleep(BUSY_PAUSE).await;
             }

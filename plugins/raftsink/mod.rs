@@ -42,7 +42,7 @@ static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|
 pub enum NatsMsgId {
     #[default]
     #[enum_value(
-        name = "Auto: only to servers older than 2.11, which need it (the connected server's version decides)",
+        name = "Auto: only to servers older than 2.11, which need it (the connected server's version decides; once the process saw an older one, always)",
         nick = "auto"
     )]
     Auto = 0,

@@ -119,7 +119,7 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                 "NATS only: when publishes also carry Nats-Msg-Id (JetStream's deduplication \
                  id) beside Nats-Expected-Last-Subject-Sequence, which keeps each key once at \
                  any age. auto: only to servers older than 2.11 (the connected server's \
-                 version decides), whose stream leaders check the expected sequence against \
+                 version decides; once the process has seen an older one, from then on), whose stream leaders check the expected sequence against \
                  applied messages only, so a publish sent again during a leader election \
                  could be stored twice without it; 2.11 and later refuse it themselves, and \
                  the id costs every server a deduplication entry per event (with the expected \

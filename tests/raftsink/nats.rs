@@ -173,7 +173,8 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
     // Servers before 2.11 check Nats-Expected-Last-Subject-Sequence against applied messages
     // only, so there every publish carries Nats-Msg-Id too (a repeat sent during a leader
     // election is deduplicated). 2.11 and later refuse an in-flight repeat themselves and the id
-    // only costs them: left out, unless nats-msg-id=always (a cluster being upgraded).
+    // only costs them: left out, unless nats-msg-id=always, or once the process has seen an older
+    // server (a cluster being upgraded: the stream leader may be an old one).
     common::init();
     let dir = common::TempDir::new("natsmsgid");
     let version = |binary: &str| {
@@ -194,23 +195,27 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
         "{new}: {}",
         version(&new)
     );
-    for (binary, mode, with_id) in [
-        (&old, "auto", true),
+    for (i, (binary, mode, with_id)) in [
         (&new, "auto", false),
         (&new, "always", true),
-    ] {
+        (&old, "auto", true),
+        (&new, "auto", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let server = NatsCluster::start_with(1, binary);
         let p = common::parse(&format!(
             "videotestsrc num-buffers=5 ! video/x-raw,width=32,height=24,framerate=10/1 \
              ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam nats-msg-id={mode}",
             server.url(),
-            dir.join(&format!("outbox-{mode}-{with_id}.db")).display()
+            dir.join(&format!("outbox-{i}.db")).display()
         ));
         let sink = p.by_name("sink").unwrap();
         let out = common::run(&p, Duration::from_secs(60));
         assert!(out.eos && out.errors.is_empty(), "{out:?}");
         let stats = sink.property::<gst::Structure>("stats");
-        let what = format!("{} with nats-msg-id={mode}", version(binary));
+        let what = format!("run {i}: {} with nats-msg-id={mode}", version(binary));
         assert_eq!(stats.get::<u64>("forwarded").unwrap(), 5, "{what}: {stats}");
         assert_eq!(
             stats.get::<bool>("nats-msg-id").unwrap(),
@@ -234,28 +239,48 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
 
 #[test]
 fn a_backlog_of_several_chunks_goes_out_once_and_in_order() {
-    // 1300 frames at once: the forwarder publishes chunk after chunk (512 rows), each marked
-    // forwarded and the next read while the following one is published.
+    // 1300 frames stored while NATS is down stay in the outbox; once it is back, the next run
+    // with that outbox publishes them chunk after chunk (512 rows), each chunk marked forwarded
+    // and the next one read while the following one is published.
     common::init();
-    let server = NatsCluster::start(1);
+    let mut server = NatsCluster::start(1);
     let dir = common::TempDir::new("natschunks");
-    let p = common::parse(&format!(
-        "videotestsrc num-buffers=1300 ! video/x-raw,width=16,height=16,framerate=30/1 \
-         ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam",
-        server.url(),
-        dir.join("outbox.db").display()
-    ));
-    let sink = p.by_name("sink").unwrap();
-    let out = common::run(&p, Duration::from_secs(120));
-    assert!(out.eos && out.errors.is_empty(), "{out:?}");
-    let stats = sink.property::<gst::Structure>("stats");
+    let url = server.url();
+    let run = |eos_timeout_ns: u64| {
+        let p = common::parse(&format!(
+            "videotestsrc num-buffers=1300 ! video/x-raw,width=16,height=16,framerate=30/1 \
+             ! raftsink name=sink location=\"{}\" outbox-location=\"{}\" stream-id=cam \
+             eos-timeout={eos_timeout_ns}",
+            url,
+            dir.join("outbox.db").display()
+        ));
+        let sink = p.by_name("sink").unwrap();
+        let out = common::run(&p, Duration::from_secs(120));
+        assert!(out.eos && out.errors.is_empty(), "{out:?}");
+        sink.property::<gst::Structure>("stats")
+    };
+    server.stop_all();
+    let down = run(500_000_000);
     assert_eq!(
         (
-            stats.get::<u64>("forwarded").unwrap(),
-            stats.get::<u64>("pending").unwrap()
+            down.get::<u64>("written").unwrap(),
+            down.get::<u64>("forwarded").unwrap(),
+            down.get::<u64>("pending").unwrap()
         ),
-        (1300, 0),
-        "{stats}"
+        (1300, 0, 1300),
+        "{down}"
+    );
+    server.restart_stopped();
+    // The same frames again: nothing new locally; the backlog goes out.
+    let back = run(90_000_000_000);
+    assert_eq!(
+        (
+            back.get::<u64>("duplicates").unwrap(),
+            back.get::<u64>("forwarded").unwrap(),
+            back.get::<u64>("pending").unwrap()
+        ),
+        (1300, 1300, 0),
+        "{back}"
     );
     let events = server.read_all(nats::DEFAULT_STREAM);
     assert_eq!(
