@@ -483,14 +483,8 @@ fn main() {
     if parts.contains('2') {
         // 2. NATS, 3 nodes.
         let server = common::nats::server_binary();
-        let version = std::process::Command::new(&server)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        let with_msg_id = !gstvideoai::eventlog::nats::refuses_in_flight_repeats(
-            version.trim_start_matches("nats-server: "),
-        );
+        let version = common::nats::server_version(&server);
+        let with_msg_id = !gstvideoai::eventlog::nats::refuses_in_flight_repeats(&version);
         let cluster = NatsCluster::start(3);
         let url = cluster.url();
         let streams = env("BENCH_STREAMS", 8) as usize;
@@ -554,7 +548,7 @@ fn main() {
         println!(
             "## 2. NATS JetStream, 3 nodes on 127.0.0.1 (R3, file), {streams} streams x {per_stream} events"
         );
-        println!("{server}: {version}");
+        println!("{server}: nats-server {version}");
         println!("| | events/s | ack latency p50 | p99 |");
         println!("|---|---|---|---|");
         println!(

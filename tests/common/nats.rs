@@ -36,6 +36,19 @@ pub fn server_binary() -> String {
     pinned.to_string()
 }
 
+/// The version `binary --version` prints (`2.15.1` of `nats-server: v2.15.1`; empty when it
+/// cannot be run).
+pub fn server_version(binary: &str) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout);
+            out.trim().trim_start_matches("nats-server: v").to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// Debian 12's `nats-server` (2.9.10).
 pub fn debian_server_binary() -> String {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {

@@ -177,21 +177,18 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
     // server (a cluster being upgraded: the stream leader may be an old one).
     common::init();
     let dir = common::TempDir::new("natsmsgid");
-    let version = |binary: &str| {
-        let out = Command::new(binary).arg("--version").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let version = common::nats::server_version;
     let (old, new) = (
         common::nats::debian_server_binary(),
         common::nats::server_binary(),
     );
     assert!(
-        !nats::refuses_in_flight_repeats(version(&old).trim_start_matches("nats-server: ")),
+        !nats::refuses_in_flight_repeats(&version(&old)),
         "{old}: {}",
         version(&old)
     );
     assert!(
-        nats::refuses_in_flight_repeats(version(&new).trim_start_matches("nats-server: ")),
+        nats::refuses_in_flight_repeats(&version(&new)),
         "{new}: {}",
         version(&new)
     );
