@@ -402,3 +402,95 @@ fn first_error(p: &gst::Pipeline) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+    use std::net::TcpListener;
+
+    fn init() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            gst::init().unwrap();
+            crate::plugin_register_static().expect("videoai plugin registers");
+        });
+    }
+
+    fn filled(description: &str) -> Filled {
+        Filled {
+            description: description.to_string(),
+            bound: Vec::new(),
+        }
+    }
+
+    /// Polls `cond` every 20 ms, at most `limit`.
+    fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cond()
+    }
+
+    /// A pipeline stuck in its state change (resilientsrc asking an HTTP server that accepted
+    /// the connection and never answers) blocks none of what the worker's lease tick calls:
+    /// `start`, `snapshot` and `stop` return while it is stuck, and another camera's pipeline
+    /// started meanwhile runs. This is what keeps a slow start from letting the other leases
+    /// lapse; the process-level check is the fleet test
+    /// `slow_pipeline_starts_do_not_let_the_other_leases_lapse`.
+    #[test]
+    fn a_pipeline_stuck_starting_blocks_neither_the_caller_nor_other_cameras() {
+        init();
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        let uri = format!("http://{}/stream", silent.local_addr().unwrap());
+        let slow = CameraRun::start(
+            "slow",
+            filled(&format!(
+                "resilientsrc uri={uri} stall-timeout=3000000000 ! fakesink"
+            )),
+        );
+        // The probe connected: the slow camera's thread is inside its state change now, and
+        // stays there until the probe gives up (3 s) since the connection is never answered.
+        let mut held = None;
+        let connected = within(Duration::from_secs(10), || match silent.accept() {
+            Ok((c, _)) => {
+                held = Some(c);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        });
+        assert!(connected, "resilientsrc never asked {uri}");
+        assert_eq!(slow.snapshot().phase, Phase::Starting);
+
+        let good = CameraRun::start("good", filled("videotestsrc is-live=true ! fakesink"));
+        let running = within(Duration::from_secs(10), || {
+            good.snapshot().phase == Phase::Running && good.frames.count.load(Ordering::Relaxed) > 0
+        });
+        assert!(running, "good: {:?}", good.snapshot());
+        // Not asserted (a loaded machine may take longer than the probe's 3 s to start good):
+        // whether slow was still stuck when good ran.
+        eprintln!("slow when good ran: {:?}", slow.snapshot().phase);
+
+        // A stop asked while stuck returns at once and is obeyed once the state change is over.
+        slow.stop(Stop::Now);
+        good.stop(Stop::Drain);
+        assert!(
+            within(Duration::from_secs(20), || slow.finished()
+                && good.finished()),
+            "slow {:?}, good {:?}",
+            slow.snapshot(),
+            good.snapshot()
+        );
+        assert_eq!(slow.snapshot().phase, Phase::Ended);
+        assert_eq!(good.snapshot().phase, Phase::Ended);
+        drop(held);
+        slow.join();
+        good.join();
+    }
+}
