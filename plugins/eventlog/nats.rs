@@ -160,10 +160,22 @@ pub fn subject(stream_id: &str) -> String {
 /// stored, and only `Nats-Msg-Id` (deduplication, applied in order) keeps the second out. An
 /// unreadable version counts as an old one.
 pub fn refuses_in_flight_repeats(version: &str) -> bool {
+    at_least(version, (2, 11))
+}
+
+/// Whether a server of this version takes atomic batches (a subject's events in one proposal,
+/// all stored or none: 2.12.0 and later, on a stream that allows them, see [`ensure_stream`]).
+/// An unreadable version counts as an old one.
+pub fn takes_atomic_batches(version: &str) -> bool {
+    at_least(version, (2, 12))
+}
+
+/// Whether `version` (`2.15.1`, `v2.12.0-beta`) is at least `major.minor`.
+fn at_least(version: &str, want: (u32, u32)) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
     let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
     match (next(), next()) {
-        (Some(major), Some(minor)) => (major, minor) >= (2, 11),
+        (Some(major), Some(minor)) => (major, minor) >= want,
         _ => false,
     }
 }
@@ -199,6 +211,13 @@ pub fn subject_busy(e: &jetstream::context::PublishError) -> bool {
                 || code == ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
                 || code == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
         })
+}
+
+/// Whether a refused atomic batch was refused because its stream does not allow them (10174).
+pub fn atomic_batches_disabled(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| api.error_code().0 == 10174)
 }
 
 /// The JetStream deduplication id of an event.
@@ -267,18 +286,30 @@ pub async fn connect(
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", urls.join(",")))
 }
 
-/// Gets the event stream, creating it (file storage, `replicas` copies) if missing.
+/// Gets the event stream, creating it (file storage, `replicas` copies) if missing; created on a
+/// server from 2.12 it allows atomic batches (`allow_atomic`). A stream that exists is taken as
+/// it is: its configuration may hold what an operator set.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     replicas: usize,
 ) -> Result<jetstream::stream::Stream, String> {
+    let missing = match js.get_stream(name).await {
+        Ok(s) => return Ok(s),
+        Err(e) => e,
+    };
+    // A client that retries its first connection has no server's INFO until it is connected:
+    // the answer above came from a server, unless it failed for want of one.
+    let Some(server) = js.client().try_server_info() else {
+        return Err(format!("cannot get JetStream stream '{name}': {missing}"));
+    };
     js.get_or_create_stream(jetstream::stream::Config {
         name: name.to_string(),
         subjects: vec![format!("{SUBJECT_PREFIX}.>")],
         storage: jetstream::stream::StorageType::File,
         num_replicas: replicas.max(1),
         duplicate_window: Duration::from_secs(120),
+        allow_atomic_publish: takes_atomic_batches(&server.version),
         ..Default::default()
     })
     .await

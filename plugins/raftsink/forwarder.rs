@@ -23,6 +23,15 @@
 //!   table; not held (another reader missed that frame), it is appended to the stream's
 //!   `.late` subject, with the same check and the same refusal rule there.
 //!
+//! **Atomic batches.** On servers from 2.12 and a stream that allows them (`allow_atomic`, set
+//! when raftsink creates the stream there), the rows of a chunk from its first that can be
+//! appended as they are (keys increasing, all above the subject's last) go in one atomic batch,
+//! the first message expecting the subject's last: JetStream checks and stores the whole batch
+//! in one proposal, or refuses it whole, so the rule holds as for one event, with one round
+//! trip per chunk instead of one per event. A batch refused or not acknowledged is followed by
+//! the same rows one at a time, after the view is read again (those the batch stored are then
+//! found on the subject). Not with `Nats-Msg-Id`: the servers it is for are older.
+//!
 //! Events keyed locally (`key_basis: local`) go to the `.local` subject. To servers older than
 //! 2.11 publishes also carry `Nats-Msg-Id` ([`super::NatsMsgId`]): there the rule above alone
 //! let a key be appended twice when a publish whose acknowledgement was lost is sent again
@@ -78,6 +87,10 @@ pub struct Stats {
     pub connected: bool,
     /// Whether publishes carry `Nats-Msg-Id` (see [`super::NatsMsgId`]).
     pub msg_id: bool,
+    /// Atomic batches committed (several events of a subject in one publish round trip).
+    pub batches: u64,
+    /// Atomic batches refused or not acknowledged (their events then went one at a time).
+    pub batches_refused: u64,
     pub last_error: Option<String>,
     /// Publish to acknowledgement.
     pub ack_latency: Histogram,
@@ -100,6 +113,9 @@ struct Shared {
     /// Whether publishes carry `Nats-Msg-Id`: decided each round from the connected server's
     /// version ([`nats::msg_id_needed`]: kept once an older server was seen).
     msg_id: AtomicBool,
+    /// Set when the stream refused an atomic batch as not allowed (10174): one event at a time
+    /// from then on.
+    batches_refused: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     wake: tokio::sync::Notify,
@@ -138,6 +154,9 @@ const MAX_REFUSALS: u32 = 50;
 /// this, at most [`MAX_BUSY`] times in a row before it counts as a failure and backs off.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
 const MAX_BUSY: u32 = 200;
+/// Most events in one atomic batch: the servers' default limit (`max_batch_size`). A chunk
+/// ([`CHUNK`]) is smaller.
+const MAX_BATCH: usize = 1000;
 
 /// The streams each forwarder of the process writes, per outbox (who forwards what).
 type Claims = HashMap<PathBuf, BTreeMap<u64, HashSet<String>>>;
@@ -166,6 +185,7 @@ impl Forwarder {
             id,
             outbox,
             msg_id: AtomicBool::new(true),
+            batches_refused: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             wake: tokio::sync::Notify::new(),
@@ -590,6 +610,14 @@ async fn forward(
         }
     };
     shared.state.lock().unwrap().stats.connected = true;
+    let allows_batches = stream.cached_info().config.allow_atomic_publish;
+    if !allows_batches {
+        gst::info!(
+            super::CAT,
+            "stream '{}' does not allow atomic batches (allow_atomic): one event per publish round trip",
+            config.stream
+        );
+    }
 
     // Per video stream: when it may be tried again after a failure, and how many failures in a
     // row it has had.
@@ -597,14 +625,19 @@ async fn forward(
     let mut subjects: HashMap<String, Subject> = HashMap::new();
     let mut orphans: HashMap<String, (i64, Instant)> = HashMap::new();
     let (mut parked_reported, mut collision_reported) = (false, false);
+    let mut batching;
     loop {
         if shutting_down(&shared) {
             return;
         }
         let generation = {
-            let msg_id = nats::msg_id_needed(&client.server_info().version)
-                || config.msg_id == super::NatsMsgId::Always;
+            let version = client.server_info().version;
+            let msg_id = nats::msg_id_needed(&version) || config.msg_id == super::NatsMsgId::Always;
             shared.msg_id.store(msg_id, Ordering::Relaxed);
+            batching = allows_batches
+                && !msg_id
+                && nats::takes_atomic_batches(&version)
+                && !shared.batches_refused.load(Ordering::Relaxed);
             let mut st = shared.state.lock().unwrap();
             st.stats.msg_id = msg_id;
             st.nudged_generation
@@ -668,7 +701,7 @@ async fn forward(
                         }
                     };
                     let (outcome, ahead) = futures_util::join!(
-                        publish_chunk(shared, js, stream, &name, &mut subs, chunk),
+                        publish_chunk(shared, js, stream, &name, &mut subs, chunk, batching),
                         behind
                     );
                     let more = !outcome.failed && full;
@@ -816,7 +849,10 @@ async fn read_chunk(
     }
 }
 
-/// Publishes `rows` of stream `name` in order; stops at the first transient failure.
+/// Publishes `rows` of stream `name` in order; stops at the first transient failure. With
+/// `batching`, the rows from the first that can go to the main subject as they are go in one
+/// atomic batch ([`batch_from_start`]); the others, or all of them when the batch is refused,
+/// one at a time.
 async fn publish_chunk(
     shared: &Shared,
     js: &jetstream::Context,
@@ -824,9 +860,21 @@ async fn publish_chunk(
     name: &str,
     subjects: &mut [(String, Subject)],
     rows: Vec<OutboxRow>,
+    batching: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
-    for row in rows {
+    if batching {
+        match batch_from_start(shared, js, stream, &mut subjects[0], &rows).await {
+            Ok(n) => out.acked.extend(rows[..n].iter().map(|r| r.id)),
+            Err(e) => {
+                note_error(shared, format!("stream '{name}': {e}"));
+                out.failed = true;
+                return out;
+            }
+        }
+    }
+    let batched = out.acked.len();
+    for row in rows.into_iter().skip(batched) {
         if shutting_down(shared) {
             return out;
         }
@@ -879,6 +927,153 @@ async fn publish_chunk(
         }
     }
     out
+}
+
+/// How many rows from the first of `rows` an atomic batch can take: readable, keyed by the
+/// camera's clock or the file's position (the main subject), each key above the one before and
+/// the first above `last`, the subject's last key.
+fn batchable(rows: &[OutboxRow], last: Option<KeyOnSubject>) -> usize {
+    let mut above = last.map(|l| l.seq);
+    rows.iter()
+        .take(MAX_BATCH)
+        .take_while(|r| {
+            let fits = r.json.is_ok()
+                && r.key_basis != Some(KeyBasis::Local)
+                && above.is_none_or(|a| r.seq > a);
+            above = Some(r.seq);
+            fits
+        })
+        .count()
+}
+
+/// Publishes the rows from the first of `rows` that [`batchable`] allows as one atomic batch
+/// on the main subject (`subject`), the first expecting the subject's last message: JetStream
+/// stores all of them or none, so the rule of [`append`] (keys above the last one only, the
+/// view re-read when refused) holds for the batch as for one event, in one round trip instead
+/// of one per event. Returns how many rows are now in JetStream: 0 when fewer than two could
+/// go, or when the batch was refused or not acknowledged (the view is then read again and the
+/// caller publishes the rows one at a time, which finds those the batch stored, if it did).
+/// An error only when the subject's last message cannot be read.
+async fn batch_from_start(
+    shared: &Shared,
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    subject: &mut (String, Subject),
+    rows: &[OutboxRow],
+) -> Result<usize, String> {
+    let (name, view) = (&subject.0, &mut subject.1);
+    let last = match view.last {
+        Some(l) => l,
+        None => {
+            let l = nats::last_on_subject(stream, name).await?;
+            view.last = Some(l);
+            l
+        }
+    };
+    let n = batchable(rows, last);
+    if n < 2 {
+        return Ok(0);
+    }
+    let batch = &rows[..n];
+    let expected = last.map_or(0, |l| l.stream_seq);
+    let sent = Instant::now();
+    let ack = match send_batch(js, name, batch, expected).await {
+        Ok(ack) => ack,
+        Err(e) => {
+            if nats::atomic_batches_disabled(&e) {
+                shared.batches_refused.store(true, Ordering::Relaxed);
+                gst::info!(
+                    super::CAT,
+                    "{name}: the stream does not allow atomic batches: one event per publish from now on"
+                );
+            } else {
+                gst::debug!(
+                    super::CAT,
+                    "{name}: batch of {n} events not stored ({e}): one at a time"
+                );
+            }
+            view.last = None;
+            shared.state.lock().unwrap().stats.batches_refused += 1;
+            return Ok(0);
+        }
+    };
+    for r in batch {
+        view.held.insert(r.seq, (Some(r.capture_ns), r.pts_ns));
+    }
+    let top = &batch[n - 1];
+    view.last = Some(Some(KeyOnSubject {
+        stream_seq: ack.sequence,
+        seq: top.seq,
+        capture_ns: Some(top.capture_ns),
+        pts_ns: top.pts_ns,
+    }));
+    if let Some((lo, upto)) = view.covered
+        && upto >= expected
+    {
+        view.covered = Some((lo, ack.sequence));
+    }
+    let mut st = shared.state.lock().unwrap();
+    st.stats.forwarded += n as u64;
+    st.stats.batches += 1;
+    st.stats.ack_latency.record(sent.elapsed());
+    Ok(n)
+}
+
+/// Sends `rows` to `subject` as one atomic batch (ADR-50: `Nats-Batch-Id`, `Nats-Batch-Sequence`
+/// from 1, `Nats-Batch-Commit` on the last), the first with `Nats-Expected-Last-Subject-Sequence`
+/// `expected`, and waits for the commit's acknowledgement. The messages before the commit go
+/// without a reply subject (a refusal of one of them fails the commit), on the connection the
+/// commit goes on, so in order.
+async fn send_batch(
+    js: &jetstream::Context,
+    subject: &str,
+    rows: &[OutboxRow],
+    expected: u64,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    let id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let client = js.client();
+    let count = rows.len();
+    for (i, row) in rows.iter().enumerate() {
+        let json = row.json.as_deref().expect("batchable rows are readable");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_BATCH_ID, id.as_str());
+        headers.insert(
+            async_nats::header::NATS_BATCH_SEQUENCE,
+            (i + 1).to_string().as_str(),
+        );
+        if i == 0 {
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+        }
+        headers.insert(
+            nats::KEY_HEADER,
+            nats::key_header(row.seq, row.capture_ns, row.pts_ns).as_str(),
+        );
+        let payload = bytes::Bytes::copy_from_slice(json.as_bytes());
+        if i + 1 < count {
+            client
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+                .map_err(|e| PublishError::with_source(PublishErrorKind::Other, e))?;
+        } else {
+            headers.insert(async_nats::header::NATS_BATCH_COMMIT, "1");
+            let ack = js
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await?;
+            return match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                Ok(r) => r,
+                Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+            };
+        }
+    }
+    Err(PublishError::new(PublishErrorKind::Other))
 }
 
 /// How a subject's keys are kept.
@@ -1101,4 +1296,60 @@ async fn held_on(
         }
     }
     Ok(view.held.get(&k).copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, basis: KeyBasis, readable: bool) -> OutboxRow {
+        OutboxRow {
+            id: seq,
+            stream: "cam".into(),
+            seq,
+            capture_ns: seq * 40_000_000,
+            pts_ns: None,
+            key_basis: Some(basis),
+            period_ns: Some(40_000_000),
+            json: if readable {
+                Ok("{}".into())
+            } else {
+                Err("corrupt".into())
+            },
+            no_detections: true,
+        }
+    }
+
+    fn last(seq: i64) -> Option<KeyOnSubject> {
+        Some(KeyOnSubject {
+            stream_seq: 7,
+            seq,
+            capture_ns: None,
+            pts_ns: None,
+        })
+    }
+
+    #[test]
+    fn a_batch_takes_the_rows_above_the_last_key_up_to_the_first_that_cannot_go_as_it_is() {
+        let cam = |s| row(s, KeyBasis::Camera, true);
+        let rows: Vec<OutboxRow> = (10..20).map(cam).collect();
+        assert_eq!(batchable(&rows, None), 10);
+        assert_eq!(batchable(&rows, last(9)), 10);
+        // The first at or below the subject's last key: one at a time (it is looked for).
+        assert_eq!(batchable(&rows, last(10)), 0);
+        assert_eq!(batchable(&rows, last(30)), 0);
+        // A locally keyed row goes to its own subject; an unreadable one is parked; a key not
+        // above the one before (a replay in the outbox) is looked for: the batch stops there.
+        let mut mixed = vec![cam(1), cam(2), row(3, KeyBasis::Local, true), cam(4)];
+        assert_eq!(batchable(&mixed, None), 2);
+        mixed[2] = row(3, KeyBasis::Camera, false);
+        assert_eq!(batchable(&mixed, None), 2);
+        mixed[2] = cam(2);
+        assert_eq!(batchable(&mixed, None), 2);
+        let position: Vec<OutboxRow> = (0..3).map(|s| row(s, KeyBasis::Position, true)).collect();
+        assert_eq!(batchable(&position, None), 3);
+        // At most the servers' default batch size.
+        let many: Vec<OutboxRow> = (0..1500).map(cam).collect();
+        assert_eq!(batchable(&many, None), MAX_BATCH);
+    }
 }

@@ -323,6 +323,8 @@ impl RaftSink {
             .field("retries", f.retries)
             .field("nats-connected", f.connected)
             .field("nats-msg-id", f.msg_id)
+            .field("nats-batches", f.batches)
+            .field("nats-batches-refused", f.batches_refused)
             .field("last-error", f.last_error.unwrap_or_default())
             .field("ack-latency-p50-ms", ms(f.ack_latency.percentile(0.5)))
             .field("ack-latency-p99-ms", ms(f.ack_latency.percentile(0.99)))

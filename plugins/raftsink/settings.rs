@@ -314,7 +314,10 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
                  frame: kept in the outbox), pending (this element's events in the outbox \
                  not yet acknowledged), dead-letters (parked: refused by NATS for good), \
                  retries, nats-connected, nats-msg-id (whether publishes carry Nats-Msg-Id, see nats-msg-id), \
-                 last-error, ack-latency-p50-ms and -p99-ms; \
+                 nats-batches (atomic batches committed: a camera's events in one publish, \
+                 on servers from 2.12 and streams that allow them), nats-batches-refused \
+                 (refused whole, e.g. another writer appended: their events went one at a \
+                 time, each checked), last-error, ack-latency-p50-ms and -p99-ms; \
                  MQTT: mqtt-delivered (events the broker acknowledged, left-out ones \
                  included), mqtt-messages, mqtt-left-out (no detections), mqtt-pending \
                  (counted in the log; while events flow at most 250 ms old, exact after EOS), \

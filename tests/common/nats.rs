@@ -60,6 +60,11 @@ pub fn debian_server_binary() -> String {
 }
 
 impl NatsCluster {
+    /// The version of the servers' binary (see [`server_version`]).
+    pub fn version(&self) -> String {
+        server_version(&self.binary)
+    }
+
     /// Starts `n` JetStream servers (a cluster when `n` > 1) of [`server_binary`] and waits
     /// until JetStream answers.
     pub fn start(n: usize) -> NatsCluster {

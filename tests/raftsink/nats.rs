@@ -225,10 +225,15 @@ fn nats_msg_id_is_sent_only_to_servers_older_than_2_11() {
             with_id,
             "{what}: headers {names:?}"
         );
+        // A message published alone expects the subject's last; in an atomic batch (never
+        // with the id: the servers it is for are older than batches) only the first does.
+        let batched = names.iter().any(|n| n == "Nats-Batch-Id");
+        assert!(!(batched && with_id), "{what}: headers {names:?}");
         assert!(
-            names
-                .iter()
-                .any(|n| n == "Nats-Expected-Last-Subject-Sequence"),
+            batched
+                || names
+                    .iter()
+                    .any(|n| n == "Nats-Expected-Last-Subject-Sequence"),
             "{what}: headers {names:?}"
         );
     }
@@ -279,6 +284,13 @@ fn a_backlog_of_several_chunks_goes_out_once_and_in_order() {
         (1300, 1300, 0),
         "{back}"
     );
+    // From 2.12 every chunk goes in one atomic batch (512 + 512 + 276 rows).
+    let batches = back.get::<u64>("nats-batches").unwrap();
+    if nats::takes_atomic_batches(&server.version()) {
+        assert_eq!(batches, 3, "{back}");
+    } else {
+        assert_eq!(batches, 0, "{back}");
+    }
     let events = server.read_all(nats::DEFAULT_STREAM);
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -758,9 +770,10 @@ fn nats_locations_without_host_or_port_are_refused_at_start() {
 }
 
 /// A raftsink harness writing file frames (position keys, 25 fps) of stream `cam` to NATS at
-/// `url` through the outbox `outbox`.
-fn file_writer(url: &str, outbox: &std::path::Path) -> gst_check::Harness {
+/// `url` through the outbox `outbox`, committing them every `commit_interval_ns`.
+fn file_writer(url: &str, outbox: &std::path::Path, commit_interval_ns: u64) -> gst_check::Harness {
     let sink = gst::ElementFactory::make("raftsink")
+        .property("commit-interval", commit_interval_ns)
         .property("location", url)
         .property("outbox-location", outbox.display().to_string())
         .property("stream-id", "cam")
@@ -834,10 +847,10 @@ fn nats_refuses_a_key_republished_after_the_duplicate_window() {
             .await
             .unwrap();
     });
-    let mut b = file_writer(&nats.url(), &dir.join("outbox-b.db"));
+    let mut b = file_writer(&nats.url(), &dir.join("outbox-b.db"), 20_000_000);
     push_file_frames(&mut b, 0..5);
     wait_forwarded(&b, 5);
-    let mut a = file_writer(&nats.url(), &dir.join("outbox-a.db"));
+    let mut a = file_writer(&nats.url(), &dir.join("outbox-a.db"), 20_000_000);
     push_file_frames(&mut a, 0..10);
     assert!(a.push_event(gst::event::Eos::new()));
     drop(a);
@@ -859,6 +872,51 @@ fn nats_refuses_a_key_republished_after_the_duplicate_window() {
         (5, 5),
         "{stats}"
     );
+}
+
+#[test]
+fn a_stale_writer_s_batch_is_refused_whole_and_nothing_is_stored_twice() {
+    // Writer B stores frames 0-4; writer A (another outbox) stores 0-999. B then goes on with
+    // 5-999: its view of the subject is stale, so its first atomic batch is refused whole, and
+    // its events go one at a time, each found on the subject.
+    common::init();
+    let nats = NatsCluster::start(1);
+    if !nats::takes_atomic_batches(&nats.version()) {
+        eprintln!(
+            "nats-server {}: no atomic batches, nothing to test",
+            nats.version()
+        );
+        return;
+    }
+    let dir = common::TempDir::new("nats-stale-batch");
+    // B commits every 2 s (and at EOS): its 995 frames reach the outbox, and so its forwarder,
+    // together.
+    let mut b = file_writer(&nats.url(), &dir.join("outbox-b.db"), 2_000_000_000);
+    push_file_frames(&mut b, 0..5);
+    wait_forwarded(&b, 5);
+    let mut a = file_writer(&nats.url(), &dir.join("outbox-a.db"), 20_000_000);
+    push_file_frames(&mut a, 0..1000);
+    wait_forwarded(&a, 1000);
+    let from_a = a.element().unwrap().property::<gst::Structure>("stats");
+    assert!(a.push_event(gst::event::Eos::new()));
+    drop(a);
+    push_file_frames(&mut b, 5..1000);
+    assert!(b.push_event(gst::event::Eos::new()));
+    let stats = b.element().unwrap().property::<gst::Structure>("stats");
+    let seqs: Vec<i64> = nats
+        .read_all("VIDEOAI_EVENTS")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (0..1000).collect::<Vec<_>>(), "{stats}");
+    let get = |s: &gst::Structure, f: &str| s.get::<u64>(f).unwrap();
+    assert_eq!(
+        (get(&stats, "forwarded"), get(&stats, "already-in-nats")),
+        (5, 995),
+        "{stats}"
+    );
+    assert!(get(&from_a, "nats-batches") >= 1, "{from_a}");
+    assert!(get(&stats, "nats-batches-refused") >= 1, "{stats}");
 }
 
 #[test]
