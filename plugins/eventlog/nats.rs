@@ -213,11 +213,13 @@ pub fn subject_busy(e: &jetstream::context::PublishError) -> bool {
         })
 }
 
-/// Whether a refused atomic batch was refused because its stream does not allow them (10174).
-pub fn atomic_batches_disabled(e: &jetstream::context::PublishError) -> bool {
+/// Whether an atomic batch was refused in a way every later batch would be too: its stream
+/// does not allow them (10174), or the servers take smaller batches (10199, `max_batch_size`
+/// set lower than the default).
+pub fn atomic_batches_refused_for_good(e: &jetstream::context::PublishError) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|api| api.error_code().0 == 10174)
+        .is_some_and(|api| matches!(api.error_code().0, 10174 | 10199))
 }
 
 /// The JetStream deduplication id of an event.

@@ -157,6 +157,8 @@ const MAX_BUSY: u32 = 200;
 /// Most events in one atomic batch: the servers' default limit (`max_batch_size`). A chunk
 /// ([`CHUNK`]) is smaller.
 const MAX_BATCH: usize = 1000;
+/// An atomic batch may take [`ACK_TIMEOUT`] and this per event to be sent and acknowledged.
+const BATCH_TIME_PER_EVENT: Duration = Duration::from_millis(10);
 
 /// The streams each forwarder of the process writes, per outbox (who forwards what).
 type Claims = HashMap<PathBuf, BTreeMap<u64, HashSet<String>>>;
@@ -977,14 +979,47 @@ async fn batch_from_start(
     let batch = &rows[..n];
     let expected = last.map_or(0, |l| l.stream_seq);
     let sent = Instant::now();
-    let ack = match send_batch(js, name, batch, expected).await {
+    let id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    // Bounded as a whole: the messages before the commit wait for room in the client's queue,
+    // which is not drained while the connection is down.
+    let limit = ACK_TIMEOUT + BATCH_TIME_PER_EVENT * n as u32;
+    let sent_batch =
+        match tokio::time::timeout(limit, send_batch(js, name, &id, batch, expected)).await {
+            Ok(r) => r,
+            Err(_) => Err(jetstream::context::PublishError::new(
+                jetstream::context::PublishErrorKind::TimedOut,
+            )),
+        };
+    let ack = match sent_batch {
+        // A server that took the messages as a batch says so in the acknowledgement. Without
+        // that, the stream's leader is a server older than 2.12 that stored each message as a
+        // publish of its own, the ones after the first unchecked: no more batches in this
+        // process, and the rows go one at a time, which finds those it stored.
+        Ok(ack)
+            if ack.batch_id.as_deref() != Some(id.as_str()) || ack.batch_size != Some(n as u64) =>
+        {
+            shared.batches_refused.store(true, Ordering::Relaxed);
+            gst::warning!(
+                super::CAT,
+                "{name}: a batch of {n} events was acknowledged as a single publish (batch {:?}, count {:?}): the stream's leader takes no atomic batches; one event per publish from now on",
+                ack.batch_id,
+                ack.batch_size
+            );
+            view.last = None;
+            shared.state.lock().unwrap().stats.batches_refused += 1;
+            return Ok(0);
+        }
         Ok(ack) => ack,
         Err(e) => {
-            if nats::atomic_batches_disabled(&e) {
+            if nats::atomic_batches_refused_for_good(&e) {
                 shared.batches_refused.store(true, Ordering::Relaxed);
                 gst::info!(
                     super::CAT,
-                    "{name}: the stream does not allow atomic batches: one event per publish from now on"
+                    "{name}: atomic batch refused ({e}): one event per publish from now on"
                 );
             } else {
                 gst::debug!(
@@ -1027,21 +1062,17 @@ async fn batch_from_start(
 async fn send_batch(
     js: &jetstream::Context,
     subject: &str,
+    id: &str,
     rows: &[OutboxRow],
     expected: u64,
 ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
     use jetstream::context::{PublishError, PublishErrorKind};
-    let id = format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
     let client = js.client();
     let count = rows.len();
     for (i, row) in rows.iter().enumerate() {
         let json = row.json.as_deref().expect("batchable rows are readable");
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_BATCH_ID, id.as_str());
+        headers.insert(async_nats::header::NATS_BATCH_ID, id);
         headers.insert(
             async_nats::header::NATS_BATCH_SEQUENCE,
             (i + 1).to_string().as_str(),
