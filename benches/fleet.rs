@@ -18,7 +18,9 @@
 //!    for the camera's first RTCP sender report (2.0 to 2.7 s after connecting here): the time
 //!    is the lease TTL, the claim, the RTSP connection and that report. Run again with another
 //!    reader (gst-launch-1.0 rtspsrc) keeping the camera's session, whose SSRC the taker then
-//!    shares. Goal: TTL + 2 s.
+//!    shares, and with a camera that writes each frame's capture time into its RTP packets
+//!    (RFC 6051's NTP-64 header extension), which the taker reads from its first packet.
+//!    Goal: TTL + 2 s.
 //! 3. Coordination cost: one worker with N cameras (`BENCH_FLEET_CAMERAS`, default 1,10,25,50)
 //!    running a cheap pipeline (videotestsrc 320×240 ball at 15 fps into a fakesink). Over
 //!    `BENCH_FLEET_WINDOW_S` (10) seconds once all run: the worker's key-value requests per
@@ -39,7 +41,7 @@ use common::fleet::{
     Worker, add, rtsp_nats_pipeline, running_with_frames, status, try_status, wait_for,
 };
 use common::nats::NatsCluster;
-use common::rtsp::RtspCamera;
+use common::rtsp::{Clock, RtspCamera};
 
 const FRAME: &str = "video/x-raw,width=320,height=240,framerate=15/1";
 
@@ -162,12 +164,13 @@ fn last_capture_in_nats(urls: &[String], camera: &str) -> Option<i64> {
 }
 
 /// `other_reader`: a gst-launch-1.0 rtspsrc reads the camera throughout, so the camera's session
-/// (its SSRC and RTP origin) outlives each killed worker.
-fn resume(dir: &common::TempDir, kills: usize, other_reader: bool) {
+/// (its SSRC and RTP origin) outlives each killed worker. `clock`: how the camera says when
+/// its frames were captured (sender reports only, or RFC 6051's NTP-64 in every RTP packet).
+fn resume(dir: &common::TempDir, kills: usize, other_reader: bool, clock: Clock) {
     let cluster = NatsCluster::start(1);
     cluster.wait_ready(Duration::from_secs(30));
     let nats = cluster.url();
-    let cam = RtspCamera::start("rtsp_server_child");
+    let cam = RtspCamera::start_with_clock("rtsp_server_child", clock);
     let pipeline = rtsp_nats_pipeline(dir.path(), "resume.pipeline");
     let mut reader = other_reader.then(|| {
         Command::new("gst-launch-1.0")
@@ -230,10 +233,12 @@ fn resume(dir: &common::TempDir, kills: usize, other_reader: bool) {
     times.sort_by(f64::total_cmp);
     println!(
         "detections after a takeover (SIGKILL → an event captured after it stored in NATS), {}, {} kills, lease TTL 3 s: p50 {:.2} s, p99 {:.2} s, max {:.2} s (goal: TTL + 2 s = 5 s)",
-        if other_reader {
-            "another reader keeps the camera's RTP session"
-        } else {
-            "the worker is the camera's only reader (a new RTP session for the taker)"
+        match (other_reader, clock) {
+            (true, _) => "another reader keeps the camera's RTP session",
+            (false, Clock::Ntp64) =>
+                "the worker is the camera's only reader (a new RTP session for the taker), the camera writes capture times into its RTP packets (RFC 6051)",
+            (false, _) =>
+                "the worker is the camera's only reader (a new RTP session for the taker), sender reports only",
         },
         kills,
         percentile(&times, 0.5),
@@ -318,6 +323,7 @@ fn main() {
         .unwrap_or_else(|_| "1,10,25,50".into())
         .split(',')
         .filter_map(|x| x.trim().parse().ok())
+        .filter(|&n| n > 0)
         .collect();
     let dir = common::TempDir::new("bench-fleet");
 
@@ -326,8 +332,9 @@ fn main() {
         handover(&dir, kills);
     }
     if resume_kills > 0 {
-        resume(&dir, resume_kills, false);
-        resume(&dir, resume_kills, true);
+        resume(&dir, resume_kills, false, Clock::SenderReports);
+        resume(&dir, resume_kills, false, Clock::Ntp64);
+        resume(&dir, resume_kills, true, Clock::SenderReports);
     }
 
     println!(

@@ -582,6 +582,85 @@ fn two_readers(wait_ns: u64) -> Vec<(i64, i64)> {
     events
 }
 
+/// One reader of `cam` for `secs` into a log of its own, frames waiting at most
+/// `capture-time-wait` 1 s: raftsink's stats and the stored events.
+fn read_alone(
+    cam: &RtspCamera,
+    secs: u64,
+) -> (gst::Structure, Vec<gstvideoai::eventlog::event::FrameEvent>) {
+    use gst::prelude::*;
+    common::init();
+    let dir = common::TempDir::new("fleet-read-alone");
+    let db = dir.join("events.db");
+    let p = common::parse(&format!(
+        "resilientsrc uri={} ! raftsink name=sink location={} stream-id=cam capture-time-wait=1000000000",
+        cam.uri(),
+        db.display()
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    p.send_event(gst::event::Eos::new());
+    let msg = p.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(20),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    assert!(
+        msg.as_ref()
+            .is_some_and(|m| m.type_() == gst::MessageType::Eos),
+        "{msg:?}"
+    );
+    let stats = p
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    p.set_state(gst::State::Null).unwrap();
+    let store = gstvideoai::eventlog::store::EventStore::open_for_reading(&db).unwrap();
+    (stats, store.events(Some("cam")).unwrap())
+}
+
+#[test]
+fn a_camera_that_sends_capture_times_in_its_rtp_packets_is_keyed_from_its_first_frame() {
+    // A camera that writes each frame's capture time into its RTP packets (RFC 6051's NTP-64
+    // header extension, announced in its SDP) and sends no RTCP at all: every frame is placed
+    // on the camera's clock from the first, without a sender report; the same camera without
+    // the extension has its frames stored under local keys once capture-time-wait (1 s) is over.
+    use common::rtsp::Clock;
+    use gstvideoai::eventlog::event::KeyBasis;
+    let cam = RtspCamera::start_with_clock("rtsp_server_child", Clock::Ntp64WithoutRtcp);
+    let (stats, events) = read_alone(&cam, 3);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!(events.len() >= 45, "{} events: {stats}", events.len());
+    assert_eq!(stats.get::<u64>("local-keyed").unwrap(), 0, "{stats}");
+    for e in &events {
+        assert_eq!(e.key_basis, Some(KeyBasis::Camera), "{e:?}");
+        let age = now_ns - e.capture_ns;
+        assert!(
+            (0..30_000_000_000).contains(&age),
+            "capture time {} is {age} ns before now",
+            e.capture_ns
+        );
+    }
+    // Every frame once, one period apart.
+    const PERIOD: i64 = 1_000_000_000 / 30;
+    for w in events.windows(2) {
+        assert_eq!(w[1].seq - w[0].seq, 1, "{:?} {:?}", w[0], w[1]);
+        let step = w[1].capture_ns - w[0].capture_ns;
+        assert!((step - PERIOD).abs() < PERIOD / 4, "{step} ns apart");
+    }
+    drop(cam);
+    let plain = RtspCamera::start_with_clock("rtsp_server_child", Clock::Nothing);
+    let (stats, events) = read_alone(&plain, 3);
+    assert!(!events.is_empty(), "{stats}");
+    assert_eq!(
+        stats.get::<u64>("local-keyed").unwrap(),
+        events.len() as u64,
+        "{stats}"
+    );
+}
+
 #[test]
 fn two_readers_of_one_camera_store_each_frame_once() {
     // A handover's overlap: every frame from the first reader's first to the last one stored

@@ -20,6 +20,34 @@ const CHILD_ENV: &str = "VIDEOAI_TEST_RTSP_PORT";
 const AUTH_ENV: &str = "VIDEOAI_TEST_RTSP_AUTH";
 /// The media to serve instead of [`LAUNCH`] (gst-rtsp-server launch syntax).
 const LAUNCH_ENV: &str = "VIDEOAI_TEST_RTSP_LAUNCH";
+/// How the camera says when its frames were captured ([`Clock`]).
+const CLOCK_ENV: &str = "VIDEOAI_TEST_RTSP_CLOCK";
+
+/// How a test camera tells its clients when its frames were captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// RTCP sender reports only (the first one 1 to 3 s after a session starts), as most
+    /// cameras.
+    SenderReports,
+    /// Also the capture time in every RTP packet (RFC 6051's 64-bit NTP header extension,
+    /// `urn:ietf:params:rtp-hdrext:ntp-64`), so a client knows it from the first packet.
+    Ntp64,
+    /// The NTP-64 header extension and no RTCP at all: the first packet is the only way.
+    Ntp64WithoutRtcp,
+    /// Neither: no RTCP, no header extension (a camera whose frames cannot be placed).
+    Nothing,
+}
+
+impl Clock {
+    fn name(self) -> &'static str {
+        match self {
+            Clock::SenderReports => "sr",
+            Clock::Ntp64 => "ntp64",
+            Clock::Ntp64WithoutRtcp => "ntp64-no-rtcp",
+            Clock::Nothing => "nothing",
+        }
+    }
+}
 
 /// The media served: a moving ball, 320×240 at 30 fps, H.264.
 pub const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
@@ -32,6 +60,7 @@ pub struct RtspCamera {
     child: Option<Child>,
     auth: Option<(String, String)>,
     launch: Option<String>,
+    clock: Clock,
 }
 
 impl RtspCamera {
@@ -49,6 +78,21 @@ impl RtspCamera {
             child: None,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             launch: None,
+            clock: Clock::SenderReports,
+        };
+        cam.restart();
+        cam
+    }
+
+    /// A camera ([`RtspCamera::start`]) that says its frames' capture times as `clock` says.
+    pub fn start_with_clock(entry: &'static str, clock: Clock) -> RtspCamera {
+        let mut cam = RtspCamera {
+            port: free_port(),
+            entry,
+            child: None,
+            auth: None,
+            launch: None,
+            clock,
         };
         cam.restart();
         cam
@@ -67,6 +111,7 @@ impl RtspCamera {
                  config-interval=-1 )",
                 mp4.display()
             )),
+            clock: Clock::SenderReports,
         };
         cam.restart();
         cam
@@ -116,6 +161,7 @@ impl RtspCamera {
         if let Some(l) = &self.launch {
             cmd.env(LAUNCH_ENV, l);
         }
+        cmd.env(CLOCK_ENV, self.clock.name());
         let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -141,6 +187,63 @@ impl Drop for RtspCamera {
     }
 }
 
+// gstreamer-rtp (the crate) is not among this project's crates; its one function needed here,
+// from the library GStreamer's RTP payloaders live in.
+#[link(name = "gstrtp-1.0")]
+unsafe extern "C" {
+    fn gst_rtp_header_extension_set_id(ext: *mut gst::ffi::GstElement, ext_id: u32);
+}
+
+/// NTP's epoch (1900) to the Unix epoch, in seconds.
+const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+
+/// Makes `media`'s payloader write each frame's capture time (this machine's wall clock when
+/// the frame was taken, as NTP time) into every RTP packet: RFC 6051's NTP-64 header
+/// extension, which the payloader fills from a `timestamp/x-ntp` reference timestamp on the
+/// frame, put there by a probe; the SDP then announces it (`a=extmap`).
+fn send_capture_times(media: &gst_rtsp_server::RTSPMedia) {
+    use glib::translate::ToGlibPtr;
+    let bin = media
+        .element()
+        .downcast::<gst::Bin>()
+        .expect("the media is a bin");
+    let pay = bin.by_name("pay0").expect("the media has pay0");
+    let ext = gst::ElementFactory::make("rtphdrextntp64")
+        .property("every-packet", true)
+        .build()
+        .expect("rtphdrextntp64 (gst-plugins-good) is installed");
+    // SAFETY: `ext` is a live GstRTPHeaderExtension (rtphdrextntp64 derives from it) and the
+    // call only sets its id.
+    unsafe { gst_rtp_header_extension_set_id(ext.to_glib_none().0, 1) };
+    pay.emit_by_name::<()>("add-extension", &[&ext]);
+    let caps = gst::Caps::new_empty_simple("timestamp/x-ntp");
+    let sink = pay.static_pad("sink").expect("a payloader has a sink pad");
+    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(element) = pad.parent_element() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (Some(clock), Some(base), Some(pts)) =
+            (element.clock(), element.base_time(), buffer.pts())
+        else {
+            return gst::PadProbeReturn::Ok;
+        };
+        // The frame's running time on the pipeline's clock, then on the wall clock.
+        let now = clock.time();
+        let age = now.nseconds() as i128 - (base.nseconds() + pts.nseconds()) as i128;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        let ntp = wall - age + (NTP_UNIX_OFFSET_S as i128) * 1_000_000_000;
+        let b = buffer.make_mut();
+        gst::ReferenceTimestampMeta::add(b, &caps, gst::ClockTime::from_nseconds(ntp as u64), None);
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// In the child process: serves until killed or until the parent closes stdin. Returns at
 /// once in the parent.
 pub fn serve_if_child() {
@@ -154,6 +257,13 @@ pub fn serve_if_child() {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&std::env::var(LAUNCH_ENV).unwrap_or_else(|_| LAUNCH.to_string()));
     factory.set_shared(true);
+    let clock = std::env::var(CLOCK_ENV).unwrap_or_default();
+    if clock == Clock::Ntp64WithoutRtcp.name() || clock == Clock::Nothing.name() {
+        factory.set_enable_rtcp(false);
+    }
+    if clock == Clock::Ntp64.name() || clock == Clock::Ntp64WithoutRtcp.name() {
+        factory.connect_media_configure(|_, media| send_capture_times(media));
+    }
     if let Some((user, password)) = std::env::var(AUTH_ENV).ok().and_then(|a| {
         a.split_once(':')
             .map(|(u, p)| (u.to_string(), p.to_string()))
