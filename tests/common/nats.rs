@@ -12,6 +12,8 @@ struct Node {
     name: String,
     client_port: u16,
     conf: PathBuf,
+    /// The server's own log (its stderr), appended to at each start.
+    log: PathBuf,
     child: Option<Child>,
 }
 
@@ -72,10 +74,39 @@ impl NatsCluster {
     }
 
     /// [`NatsCluster::start`] with the server `binary`.
+    ///
+    /// The ports are free when chosen, but another socket of this machine (a client's outgoing
+    /// connection takes its local port from the same range) can take one before the server
+    /// binds it; that server then exits at once. Such a cluster is started again on other
+    /// ports, at most three times; any other failure is said with the servers' logs.
     pub fn start_with(n: usize, binary: &str) -> NatsCluster {
+        for attempt in 1.. {
+            let c = Self::configure(n, binary);
+            // 60 s: three nodes started on a loaded 2-core machine took more than 30 s to place
+            // a stream on all of them (once, with the fleet tests running beside).
+            match c.try_ready(Duration::from_secs(60)) {
+                Ok(()) => return c,
+                Err(why) if attempt < 3 && why.contains("address already in use") => {
+                    eprintln!("nats cluster, attempt {attempt}: {why}; again on other ports");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Writes the configuration of `n` servers on ports free now, and starts them.
+    fn configure(n: usize, binary: &str) -> NatsCluster {
         let dir = super::TempDir::new("nats");
-        let client: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
-        let cluster: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
+        // 2n distinct ports (two picks of a free port can give the same one).
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 2 * n {
+            let p = super::free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let (client, cluster) = ports.split_at(n);
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("n{i}");
@@ -100,6 +131,7 @@ impl NatsCluster {
             let path = dir.join(&format!("{name}.conf"));
             std::fs::write(&path, conf).unwrap();
             nodes.push(Node {
+                log: dir.join(&format!("{name}.log")),
                 name,
                 client_port: client[i],
                 conf: path,
@@ -114,19 +146,21 @@ impl NatsCluster {
         for i in 0..n {
             c.start_node(i);
         }
-        // 60 s: three nodes started on a loaded 2-core machine took more than 30 s to place a
-        // stream on all of them (once, with the fleet tests running beside).
-        c.wait_ready(Duration::from_secs(60));
         c
     }
 
     fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&node.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start nats-server ({e}); `make deps` installs it"));
         node.child = Some(child);
@@ -148,6 +182,37 @@ impl NatsCluster {
 
     /// Waits until a running server answers JetStream requests (a meta leader exists).
     pub fn wait_ready(&self, timeout: Duration) {
+        if let Err(why) = self.try_ready(timeout) {
+            panic!("{why}");
+        }
+    }
+
+    /// The nodes started and not stopped by this struct whose process has exited (a zombie
+    /// not yet reaped), with the end of their logs.
+    fn exited(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let pid = n.child.as_ref()?.id();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // The state follows the command name in parentheses.
+                let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                (state == 'Z').then(|| {
+                    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    format!(
+                        "{} (port {}) exited: {}",
+                        n.name,
+                        n.client_port,
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// [`Self::wait_ready`], saying why not: a node that exited (with its log), or the time.
+    fn try_ready(&self, timeout: Duration) -> Result<(), String> {
         let urls = self.urls();
         let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
         let deadline = Instant::now() + timeout;
@@ -189,12 +254,17 @@ impl NatsCluster {
                 placed
             });
             if ok {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "NATS JetStream not ready within {timeout:?} (a stream on all {running} running nodes could not be placed)"
-            );
+            let exited = self.exited();
+            if !exited.is_empty() {
+                return Err(format!("NATS not ready: {}", exited.join("; ")));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "NATS JetStream not ready within {timeout:?} (a stream on all {running} running nodes could not be placed)"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
