@@ -1478,3 +1478,41 @@ fn sighup_stops_a_worker_like_sigterm() {
     let s = status(&nats);
     assert!(s["cam"].worker.is_empty(), "{s:#?}");
 }
+
+#[test]
+fn a_camera_added_to_a_new_cluster_at_once_is_stored() {
+    // `videoai-fleet add` right after it created the registry's buckets on a new 3-node cluster
+    // once failed with "no stream found for given subject" (a loop run of this binary): a
+    // replicated stream is created before its leader is elected, and the server a client talks
+    // to learns where the leader listens a moment later. The buckets are handed out once each
+    // has its leader, and a put nobody answers yet is sent again (bounded).
+    use gstvideoai::fleet::kv;
+    common::init();
+    for round in 0..5 {
+        let cluster = NatsCluster::start(3);
+        let nats = cluster.url();
+        add(&nats, "cam", "test://", &[]);
+        let urls = gstvideoai::eventlog::nats::parse_location(&nats)
+            .unwrap()
+            .unwrap();
+        gstvideoai::eventlog::nats::block_on(async {
+            let client =
+                gstvideoai::eventlog::nats::connect(&urls, "test", Duration::from_secs(5), false)
+                    .await
+                    .unwrap();
+            let js = async_nats::jetstream::new(client);
+            for name in [kv::CAMERAS, kv::LEASES, kv::WORKERS, kv::STATUS] {
+                let info = js
+                    .get_stream(format!("KV_{name}"))
+                    .await
+                    .unwrap()
+                    .info()
+                    .await
+                    .unwrap()
+                    .clone();
+                let leader = info.cluster.and_then(|c| c.leader);
+                assert!(leader.is_some(), "round {round}: {name} has no leader");
+            }
+        });
+    }
+}

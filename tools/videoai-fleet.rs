@@ -80,8 +80,7 @@ fn main() {
                 registry::check_id(&camera_id).unwrap_or_else(|e| fail(&e));
                 let params = registry::parse_params(&params).unwrap_or_else(|e| fail(&e));
                 let c = Camera::new(&uri, params).unwrap_or_else(|e| fail(&e));
-                b.cameras
-                    .put(&camera_id, c.encode().into())
+                kv::put(&b.cameras, &camera_id, c.encode().into())
                     .await
                     .unwrap_or_else(|e| fail(&e.to_string()));
                 let _ = b.status.delete(&camera_id).await;

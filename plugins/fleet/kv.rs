@@ -65,9 +65,58 @@ async fn bucket(
             ));
         }
     }
+    // A replicated stream is created before its leader is elected; until then a put finds no
+    // one to answer ("no stream found for given subject"). Seen once in the fleet tests:
+    // `videoai-fleet add` right after it created the buckets of a new 3-node cluster.
+    let stream_name = format!("KV_{name}");
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        let led = match js.get_stream(&stream_name).await {
+            Ok(mut s) => s
+                .info()
+                .await
+                .is_ok_and(|i| i.cluster.as_ref().is_none_or(|c| c.leader.is_some())),
+            Err(_) => false,
+        };
+        if led {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the key-value bucket {name} ({replicas} replicas) has no leader {LEADER_WAIT:?} after it was created: are {replicas} NATS servers of the cluster running?"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     js.get_key_value(name)
         .await
         .map_err(|e| format!("cannot open the key-value bucket {name}: {e}"))
+}
+
+/// Longest a bucket just created may take to elect its leader.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+
+/// Puts `value` under `key`, sending it again for up to [`LEADER_WAIT`] while no server answers
+/// for the bucket's stream ("no stream found for given subject"): right after a replicated
+/// bucket is created, the server a client talks to may not yet know where its stream's
+/// leader listens.
+pub async fn put(store: &kv::Store, key: &str, value: bytes::Bytes) -> Result<u64, kv::PutError> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match store.put(key, value.clone()).await {
+            Err(e) if no_stream_answered(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+fn no_stream_answered(e: &kv::PutError) -> bool {
+    e.kind() == kv::PutErrorKind::Ack
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::context::PublishError>())
+            .is_some_and(|p| p.kind() == jetstream::context::PublishErrorKind::StreamNotFound)
 }
 
 /// Opens the four buckets, creating the missing ones (leases and workers with `ttl` as their
