@@ -1077,16 +1077,7 @@ async fn send_batch(
             async_nats::header::NATS_BATCH_SEQUENCE,
             (i + 1).to_string().as_str(),
         );
-        if i == 0 {
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                expected.to_string().as_str(),
-            );
-        }
-        headers.insert(
-            nats::KEY_HEADER,
-            nats::key_header(row.seq, row.capture_ns, row.pts_ns).as_str(),
-        );
+        insert_key_headers(&mut headers, row, (i == 0).then_some(expected));
         let payload = bytes::Bytes::copy_from_slice(json.as_bytes());
         if i + 1 < count {
             client
@@ -1105,6 +1096,22 @@ async fn send_batch(
         }
     }
     Err(PublishError::new(PublishErrorKind::Other))
+}
+
+/// Adds what every publish of an event carries: the subject's last message it expects
+/// (`Nats-Expected-Last-Subject-Sequence`, when given: in a batch only its first message) and
+/// the event's key and frame ([`nats::KEY_HEADER`]).
+fn insert_key_headers(headers: &mut async_nats::HeaderMap, row: &OutboxRow, expected: Option<u64>) {
+    if let Some(expected) = expected {
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expected.to_string().as_str(),
+        );
+    }
+    headers.insert(
+        nats::KEY_HEADER,
+        nats::key_header(row.seq, row.capture_ns, row.pts_ns).as_str(),
+    );
 }
 
 /// How a subject's keys are kept.
@@ -1250,14 +1257,7 @@ async fn publish(
     if shared.msg_id.load(Ordering::Relaxed) {
         headers.insert("Nats-Msg-Id", nats::msg_id(&row.stream, row.seq).as_str());
     }
-    headers.insert(
-        "Nats-Expected-Last-Subject-Sequence",
-        expected.to_string().as_str(),
-    );
-    headers.insert(
-        nats::KEY_HEADER,
-        nats::key_header(row.seq, row.capture_ns, row.pts_ns).as_str(),
-    );
+    insert_key_headers(&mut headers, row, Some(expected));
     let sent = Instant::now();
     let ack = js
         .publish_with_headers(subject.to_string(), headers, json.to_string().into())
