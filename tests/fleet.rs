@@ -32,6 +32,11 @@ struct Site {
 
 impl Site {
     fn start(tag: &str, cameras: usize, workers: usize) -> Site {
+        Self::start_with(tag, cameras, workers, &[])
+    }
+
+    /// With `extra` arguments for every worker.
+    fn start_with(tag: &str, cameras: usize, workers: usize, extra: &[&str]) -> Site {
         common::init();
         let dir = common::TempDir::new(tag);
         let cluster = NatsCluster::start(3);
@@ -41,12 +46,35 @@ impl Site {
             .map(|_| RtspCamera::start("rtsp_server_child"))
             .collect();
         let pipeline = rtsp_nats_pipeline(dir.path(), "camera.pipeline");
-        for (i, c) in cams.iter().enumerate() {
-            add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
+        let add_all = || {
+            for (i, c) in cams.iter().enumerate() {
+                add(&nats, &format!("cam-{i}"), &c.uri(), &[]);
+            }
+        };
+        // Workers that set the lease TTL start first: the first to open the buckets creates
+        // them with its TTL (videoai-fleet with the default).
+        let ttl_set = extra.contains(&"--lease-ttl");
+        if !ttl_set {
+            add_all();
         }
-        let workers = (0..workers)
-            .map(|i| Worker::start(dir.path(), &format!("w{i}"), &nats, &pipeline, 3))
+        let workers: Vec<Worker> = (0..workers)
+            .map(|i| Worker::start_with(dir.path(), &format!("w{i}"), &nats, &pipeline, 3, extra))
             .collect();
+        if ttl_set {
+            // Running: its buckets are open.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !workers
+                .iter()
+                .all(|w| w.log().contains(": running (capacity"))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "workers not running within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            add_all();
+        }
         Site {
             _dir: dir,
             cluster,
@@ -54,6 +82,17 @@ impl Site {
             _cams: cams,
             workers,
         }
+    }
+
+    /// Waits until each of two workers runs one of two cameras; the one w0 runs.
+    fn w0_s_camera(&self, within: Duration) -> String {
+        let (s, _) = wait_for(&self.nats, within, "one camera each", |s| {
+            s.len() == 2 && s.values().all(running_with_frames) && per_worker(s).len() == 2
+        });
+        s.iter()
+            .find(|(_, st)| st.worker == "w0")
+            .map(|(c, _)| c.clone())
+            .unwrap()
     }
 
     /// Stops every worker (SIGTERM: events durable) and reads every stored event, by camera:
@@ -850,15 +889,7 @@ fn a_camera_moved_for_a_fair_share_has_no_gap() {
 #[test]
 fn a_worker_stopped_with_sigterm_hands_its_cameras_over_without_a_gap() {
     let mut site = Site::start("fleet-sigterm-move", 2, 2);
-    let nats = site.nats.clone();
-    let (s, _) = wait_for(&nats, Duration::from_secs(45), "one camera each", |s| {
-        s.len() == 2 && s.values().all(running_with_frames) && per_worker(s).len() == 2
-    });
-    let cam = s
-        .iter()
-        .find(|(_, st)| st.worker == "w0")
-        .map(|(c, _)| c.clone())
-        .unwrap();
+    let cam = site.w0_s_camera(Duration::from_secs(45));
     moves_without_a_gap(&mut site, &cam, |site| {
         site.workers[0].signal(libc::SIGTERM);
         let (_, took) = wait_for(&site.nats, Duration::from_secs(30), "on w1", |s| {
@@ -1140,14 +1171,7 @@ fn a_frozen_worker_that_wakes_to_its_cameras_taken_stores_nothing_twice() {
     // chaos run).
     let mut site = Site::start("fleet-freeze", 2, 2);
     let nats = site.nats.clone();
-    let (s, _) = wait_for(&nats, Duration::from_secs(45), "one camera each", |s| {
-        s.len() == 2 && s.values().all(running_with_frames) && per_worker(s).len() == 2
-    });
-    let cam = s
-        .iter()
-        .find(|(_, st)| st.worker == "w0")
-        .map(|(c, _)| c.clone())
-        .unwrap();
+    let cam = site.w0_s_camera(Duration::from_secs(45));
     std::thread::sleep(Duration::from_secs(2));
     let frozen_ns = now_ns();
     site.workers[0].signal(libc::SIGSTOP);
@@ -1515,4 +1539,127 @@ fn a_camera_added_to_a_new_cluster_at_once_is_stored() {
             }
         });
     }
+}
+
+#[test]
+fn a_killed_worker_s_cameras_are_read_early_and_each_frame_stored_once() {
+    // Workers read early (the default): w0 is SIGKILLed; w1 starts reading its cameras once neither
+    // their leases nor w0's heartbeat were renewed for half the TTL, before the leases lapse,
+    // and keeps those pipelines when it claims the cameras. The overlap of nothing (w0 is dead)
+    // and the claim store each frame once, on the grid, with nothing missing once w1 stored.
+    let mut site = Site::start("fleet-early", 2, 2);
+    let nats = site.nats.clone();
+    let cam = site.w0_s_camera(Duration::from_secs(45));
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_ns = now_ns();
+    site.workers[0].kill();
+    let (_, took) = wait_for(&nats, Duration::from_secs(30), "on w1", |s| {
+        s.get(&cam)
+            .is_some_and(|st| st.worker == "w1" && running_with_frames(st))
+    });
+    let back_ns = now_ns();
+    std::thread::sleep(Duration::from_secs(4));
+    let end_ns = now_ns();
+    let log = site.workers[1].log();
+    let early = log
+        .find(&format!(
+            "{cam}: w0 silent for half the lease TTL: reading it early"
+        ))
+        .unwrap_or_else(|| panic!("w1 did not read {cam} early:\n{log}"));
+    // (w1 may have claimed the camera at the start and given it to w0 for a fair share.)
+    let claimed = early
+        + log[early..]
+            .find(&format!("{cam}: claimed"))
+            .unwrap_or_else(|| panic!("w1 did not claim {cam} after reading it early:\n{log}"));
+    assert!(
+        log[claimed..].contains(&format!("{cam}: read early for")) && log.contains("; going on"),
+        "the claim did not keep the early pipeline:\n{log}"
+    );
+    let by_cam = site.stop_and_read();
+    let t = Timeline::new(by_cam[&cam].clone(), PERIOD);
+    eprintln!(
+        "{cam}: on w1 {took:?} after the kill; {} frames missing between, {} after, {} stored twice, {} off the grid",
+        t.missing(killed_ns, back_ns),
+        t.missing(back_ns, end_ns),
+        t.stored_twice().len(),
+        t.off_grid().len()
+    );
+    assert!(t.stored_twice().is_empty(), "{:?}", t.stored_twice());
+    assert!(t.off_grid().is_empty(), "{:?}", t.off_grid());
+    assert_eq!(t.missing(back_ns, end_ns), 0, "{cam}\n{log}");
+}
+
+#[test]
+fn an_early_reader_stops_when_the_silent_holder_renews_after_all() {
+    // Lease TTL 9 s (renewals every 3 s): w0 is frozen (SIGSTOP) for 5 s, past half the TTL
+    // and short of the TTL. w1 reads w0's camera early; w0 wakes and renews; w1 stops its
+    // early pipeline (EOS) and the camera stays w0's. Both readers' frames: each stored once.
+    let mut site = Site::start_with("fleet-early-false-alarm", 2, 2, &["--lease-ttl", "9s"]);
+    let nats = site.nats.clone();
+    let cam = site.w0_s_camera(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    site.workers[0].signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(5));
+    site.workers[0].signal(libc::SIGCONT);
+    let stopped = format!("{cam}: read early for");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = site.workers[1].log();
+        if log.contains(&stopped) || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let early = log
+        .find(&format!(
+            "{cam}: w0 silent for half the lease TTL: reading it early"
+        ))
+        .unwrap_or_else(|| panic!("w1 did not read {cam} early:\n{log}"));
+    assert!(
+        log.contains(&stopped) && log.contains("w0 renewed or someone else took it"),
+        "w1's early pipeline of {cam} was not stopped:\n{log}"
+    );
+    assert!(!log[early..].contains(&format!("{cam}: claimed")), "{log}");
+    let s = status(&nats);
+    assert_eq!(s[&cam].worker, "w0", "{s:?}");
+    let by_cam = site.stop_and_read();
+    let t = Timeline::new(by_cam[&cam].clone(), PERIOD);
+    assert!(t.stored_twice().is_empty(), "{:?}", t.stored_twice());
+    assert!(t.off_grid().is_empty(), "{:?}", t.off_grid());
+}
+
+#[test]
+fn a_worker_uses_the_lease_ttl_of_the_bucket_it_finds() {
+    // videoai-fleet created the buckets with the default TTL (3 s); w0, started with
+    // --lease-ttl 9s, must renew every third of 3 s, not of 9 s: its leases and heartbeat went
+    // unrenewed for as long as the bucket keeps them, so to w1 (default TTL) every renewal
+    // came late: w1 read w0's camera early each time, or took it.
+    let mut site = Site::start("fleet-bucket-ttl", 1, 0);
+    let dir = common::TempDir::new("fleet-bucket-ttl-w");
+    let pipeline = rtsp_nats_pipeline(dir.path(), "camera.pipeline");
+    let nats = site.nats.clone();
+    site.workers.push(Worker::start_with(
+        dir.path(),
+        "w0",
+        &nats,
+        &pipeline,
+        3,
+        &["--lease-ttl", "9s"],
+    ));
+    wait_for(&nats, Duration::from_secs(45), "running", |s| {
+        s.get("cam-0").is_some_and(running_with_frames)
+    });
+    site.workers
+        .push(Worker::start(dir.path(), "w1", &nats, &pipeline, 3));
+    std::thread::sleep(Duration::from_secs(12));
+    let (w0, w1) = (site.workers[0].log(), site.workers[1].log());
+    assert!(
+        !w1.contains("cam-0: w0 silent") && !w1.contains("cam-0: claimed"),
+        "w1 took w0's renewals for late:\n{w1}\nw0:\n{w0}"
+    );
+    assert_eq!(status(&nats)["cam-0"].worker, "w0");
+    assert!(
+        w0.contains("the leases bucket has a TTL of 3s: using it"),
+        "{w0}"
+    );
 }

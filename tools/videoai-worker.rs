@@ -53,6 +53,14 @@ struct Args {
     /// Copies of the fleet's buckets when they are created (default: servers listed, at most 3).
     #[arg(long)]
     replicas: Option<usize>,
+    /// Read a dead worker's cameras before their leases lapse (true or false): a camera whose
+    /// holder renewed neither its lease nor its heartbeat for half the TTL is read at once by
+    /// one worker with room, without the lease (each frame is still stored once), and kept when
+    /// its lease lapses; stopped if the holder renews after all. Detections resume about half a
+    /// TTL sooner, and a camera that gives only RTCP sender reports sends its first one during
+    /// that time, not after. Costs one pipeline start per camera on a false alarm.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    early_start: bool,
 }
 
 fn main() {
@@ -129,6 +137,7 @@ fn main() {
         lease_ttl: args.lease_ttl,
         vars,
         replicas,
+        early_start: args.early_start,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -16,6 +16,7 @@ pub struct WorkerMetrics {
     pub releases: IntCounter,
     pub takeovers: IntCounter,
     pub lost: IntCounter,
+    pub early_reads: IntCounter,
     pub ticks: IntCounter,
     /// KV requests by operation (`create`, `update`, `delete`, `put`, `get`).
     pub kv_ops: IntCounterVec,
@@ -53,6 +54,10 @@ impl WorkerMetrics {
             lost: counter(
                 "videoai_worker_leases_lost_total",
                 "Leases found taken by someone else at renewal (their pipelines stopped at once)",
+            ),
+            early_reads: counter(
+                "videoai_worker_early_reads_total",
+                "Cameras this worker started reading before their silent holder's lease lapsed (--early-start)",
             ),
             ticks: counter(
                 "videoai_worker_ticks_total",
@@ -92,6 +97,7 @@ impl WorkerMetrics {
         registry.register(Box::new(self.releases.clone()))?;
         registry.register(Box::new(self.takeovers.clone()))?;
         registry.register(Box::new(self.lost.clone()))?;
+        registry.register(Box::new(self.early_reads.clone()))?;
         registry.register(Box::new(self.ticks.clone()))?;
         registry.register(Box::new(self.kv_ops.clone()))?;
         registry.register(Box::new(self.leases_held.clone()))?;

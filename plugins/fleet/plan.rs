@@ -15,10 +15,14 @@
 //! * Workers that are leaving (SIGTERM: they offer all their cameras) count for nothing.
 //! * Workers try free cameras in an order of their own (a hash of worker and camera), so that
 //!   several starting together do not all race for the same camera first.
+//! * Early reads (`videoai-worker --early-start`, [`early`]): a camera whose holder went silent
+//!   (neither its lease nor its heartbeat renewed for half the TTL) is read, before its lease
+//!   lapses, by one worker with room: the first in an order of the camera's own (rendezvous
+//!   hashing), so that each camera is read early once and a dead worker's cameras spread.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::util::hash::fnv1a;
+use crate::util::hash::{fnv1a, mix};
 
 /// What a worker sees.
 #[derive(Debug, Clone, Default)]
@@ -118,6 +122,30 @@ pub fn plan(v: &View) -> Plan {
         }
     }
     p
+}
+
+/// Early reads ([`crate::fleet::worker`]): of the cameras whose holder went silent, the ones
+/// `me` reads before their leases lapse. `spare` is the room of every live worker that may
+/// read (`me` included, silent workers left out). Each camera goes to the first worker with
+/// room left in the camera's own order of workers (a hash of worker and camera), the cameras
+/// taken in name order, so that every worker that sees the same decides the same.
+pub fn early(me: &str, silent: &BTreeSet<String>, spare: &BTreeMap<String, usize>) -> Vec<String> {
+    let mut room = spare.clone();
+    let mut mine = Vec::new();
+    for camera in silent {
+        let first = room
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .min_by_key(|(w, _)| mix(fnv1a(format!("{w}/{camera}").as_bytes())))
+            .map(|(w, _)| w.clone());
+        if let Some(w) = first {
+            *room.get_mut(&w).expect("listed") -= 1;
+            if w == me {
+                mine.push(camera.clone());
+            }
+        }
+    }
+    mine
 }
 
 /// What a renewal refused by compare-and-set means, from the lease key's current value (read
@@ -276,6 +304,39 @@ mod tests {
         let mut v = view(&["c1", "c2", "c3"], &["c1", "c2"], &[("w2", 0)], &["c3"]);
         v.offering = set(&["c2"]);
         assert_eq!(plan(&v).withdraw, vec!["c2".to_string()]);
+    }
+
+    #[test]
+    fn a_silent_holder_s_cameras_are_read_early_once_each_within_room() {
+        let silent = set(&["c1", "c2", "c3", "c4", "c5", "c6"]);
+        let spare = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+            pairs.iter().map(|(w, n)| (w.to_string(), *n)).collect()
+        };
+        let room = spare(&[("w1", 6), ("w2", 6), ("w3", 6)]);
+        let picks: Vec<Vec<String>> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|w| early(w, &silent, &room))
+            .collect();
+        // Each camera read early by exactly one worker, and spread over them.
+        let mut all: Vec<&String> = picks.iter().flatten().collect();
+        all.sort();
+        assert_eq!(all, silent.iter().collect::<Vec<_>>(), "{picks:?}");
+        assert!(
+            picks.iter().filter(|p| !p.is_empty()).count() >= 2,
+            "{picks:?}"
+        );
+        // Never beyond a worker's room: w1 with room for one reads one at most, and the one it
+        // leaves goes to another worker.
+        let room = spare(&[("w1", 1), ("w2", 6), ("w3", 6)]);
+        let picks: Vec<Vec<String>> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|w| early(w, &silent, &room))
+            .collect();
+        assert!(picks[0].len() <= 1, "{picks:?}");
+        assert_eq!(picks.iter().map(Vec::len).sum::<usize>(), 6, "{picks:?}");
+        // No room anywhere: nothing early; a worker not listed (silent itself) reads nothing.
+        assert!(early("w1", &silent, &spare(&[("w1", 0), ("w2", 0)])).is_empty());
+        assert!(early("w9", &silent, &room).is_empty());
     }
 
     #[test]

@@ -31,6 +31,18 @@
 //! the taker's lease says its pipeline `stored` an event. The overlap stores each frame once
 //! (raftsink keys frames by the camera's clock), and the camera has no gap.
 //!
+//! **Early reads** (`--early-start`, on by default). A holder that died is noticed only when
+//! its lease lapses (a TTL after its last renewal); a taker's pipeline then still waits for the
+//! camera's clock (its first RTCP sender report, seconds on a new RTP session) before it stores.
+//! With early reads, a camera whose holder went silent (neither its lease nor its heartbeat
+//! renewed for half the TTL, while the bucket answers this worker) is read at once by one
+//! worker with room ([`plan::early`]), without its lease: its pipeline stores as any second
+//! reader does (each frame once), and it is adopted by the claim when the lease lapses. A
+//! holder that was only slow renews; the early reader is then stopped (EOS), as it is when
+//! another worker claims the camera, or after two TTLs. The decision runs at the moment a lease
+//! becomes half a TTL old, not only on the tick. The price of a false alarm: one pipeline
+//! started and stopped.
+//!
 //! **SIGTERM** ([`Worker::shutdown`]): the worker says it is leaving, offers every camera and
 //! keeps renewing until takers stored (bounded); cameras no one took are then drained (EOS,
 //! bounded by their raftsinks' `eos-timeout`) while their leases are still renewed, and only
@@ -62,6 +74,8 @@ pub struct Config {
     /// Placeholder values for every camera (a camera's own parameters win).
     pub vars: BTreeMap<String, String>,
     pub replicas: usize,
+    /// Read a silent holder's cameras before their leases lapse (see the module's doc).
+    pub early_start: bool,
 }
 
 /// One camera this worker holds.
@@ -106,6 +120,13 @@ impl Handover {
     }
 }
 
+/// A camera read early: its holder went silent, its lease has not lapsed yet.
+struct Early {
+    pipeline: CameraRun,
+    holder: String,
+    since: Instant,
+}
+
 /// After this long a camera whose pipeline file failed is tried again.
 const FAILED_RETRY: Duration = Duration::from_secs(30);
 /// Longest a handed-over camera's pipeline waits for the taker's first stored frame.
@@ -119,6 +140,8 @@ pub struct Worker {
     workers: Mirror,
     runs: BTreeMap<String, Run>,
     handovers: BTreeMap<String, Handover>,
+    /// Cameras read early (`--early-start`), adopted by their claim.
+    early: BTreeMap<String, Early>,
     /// Pipelines being stopped (EOS on its way), joined at the end.
     stopping: Vec<CameraRun>,
     /// Cameras not to claim until then (pipeline file errors), with the reason.
@@ -149,7 +172,7 @@ pub struct Worker {
 
 impl Worker {
     /// Connects (retrying until NATS answers) and opens the buckets.
-    pub async fn connect(cfg: Config) -> Result<Worker, String> {
+    pub async fn connect(mut cfg: Config) -> Result<Worker, String> {
         let (urls, client_name) = (cfg.nats.clone(), format!("videoai-worker {}", cfg.name));
         // With retries on, the client is handed back at once and connects in the background: wait
         // for it, saying why not (once per reason, asked of TCP: the client itself only retries).
@@ -182,16 +205,20 @@ impl Worker {
                 }
             }
         };
+        // The bucket's TTL is the lease TTL: renewals, ticks and every judgement of age follow
+        // it (renewing every third of a longer --lease-ttl let every lease age out between two
+        // renewals).
         if let Some(ttl) = kv::lease_ttl(&buckets.leases).await
             && ttl != cfg.lease_ttl
         {
             say(
                 &cfg.name,
                 &format!(
-                    "the leases bucket has a TTL of {ttl:?} (--lease-ttl {:?} ignored: the first worker set it)",
+                    "the leases bucket has a TTL of {ttl:?}: using it (--lease-ttl {:?} is for a bucket this worker creates; the first worker or videoai-fleet created this one)",
                     cfg.lease_ttl
                 ),
             );
+            cfg.lease_ttl = ttl;
         }
         let instance = format!(
             "{}:{}:{}",
@@ -214,6 +241,7 @@ impl Worker {
             workers,
             runs: BTreeMap::new(),
             handovers: BTreeMap::new(),
+            early: BTreeMap::new(),
             stopping: Vec::new(),
             failed: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -246,8 +274,13 @@ impl Worker {
         let self_name = self.cfg.name.clone();
         tokio::pin!(stop);
         loop {
+            let early = tokio::time::Instant::from_std(self.early_due());
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
+                _ = tokio::time::sleep_until(early) => {
+                    let registry = self.valid_cameras();
+                    self.read_early(&registry);
+                }
                 _ = &mut stop => break,
             }
             if self.twin.is_some() {
@@ -289,6 +322,7 @@ impl Worker {
         }
         self.follow_handovers();
         let registry = self.registry().await;
+        self.read_early(&registry);
         let view = self.view(&registry);
         let p = plan::plan(&view);
         for id in &p.stop {
@@ -341,6 +375,149 @@ impl Worker {
             }
         }
         out
+    }
+
+    /// Valid registry entries, without reporting the invalid ones (done each tick).
+    fn valid_cameras(&self) -> BTreeMap<String, Camera> {
+        self.cameras
+            .snapshot()
+            .into_iter()
+            .filter_map(|(id, seen)| Camera::decode(&id, &seen.value).ok().map(|c| (id, c)))
+            .collect()
+    }
+
+    /// When the next lease or heartbeat turns half a TTL old unrenewed (an early-read decision
+    /// is due then); a tick from now when there is none, or early reads are off.
+    fn early_due(&self) -> Instant {
+        let now = Instant::now();
+        let later = now + self.tick_period();
+        if !self.cfg.early_start || self.leaving {
+            return later;
+        }
+        let half = self.cfg.lease_ttl / 2;
+        let (leases, workers) = (self.leases.snapshot(), self.workers.snapshot());
+        leases
+            .values()
+            .chain(workers.values())
+            // A little after: `at` is when this process heard of the renewal.
+            .map(|seen| seen.at + half + Duration::from_millis(10))
+            .filter(|due| *due > now)
+            .min()
+            .unwrap_or(later)
+            .min(later)
+    }
+
+    /// Early reads (see the module's doc): stops those no longer called for, starts those
+    /// [`plan::early`] gives this worker.
+    fn read_early(&mut self, registry: &BTreeMap<String, Camera>) {
+        if !self.cfg.early_start {
+            return;
+        }
+        let ttl = self.cfg.lease_ttl;
+        let half = ttl / 2;
+        let now = Instant::now();
+        let leases = self.leases.snapshot();
+        // Renewed since (by its holder or a new one), gone from the registry, or too long.
+        let ended: Vec<String> = self
+            .early
+            .iter()
+            .filter(|(id, e)| {
+                leases
+                    .get(*id)
+                    .is_some_and(|seen| now.duration_since(seen.at) < half)
+                    || !registry.contains_key(*id)
+                    || e.since.elapsed() >= ttl * 2
+                    || self.leaving
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            let e = self.early.remove(&id).expect("listed");
+            say(
+                &self.cfg.name,
+                &format!(
+                    "{id}: read early for {:?}; {} renewed or someone else took it: stopping (EOS)",
+                    e.since.elapsed(),
+                    e.holder
+                ),
+            );
+            self.drain(e.pipeline);
+        }
+        // Only while the bucket has answered this worker for a TTL: during and after an
+        // outage every lease looks silent.
+        let steady = !self.nats_down
+            && self
+                .leases_ok_since
+                .is_some_and(|since| now.duration_since(since) >= ttl);
+        if self.leaving || !steady {
+            return;
+        }
+        let workers = self.workers.snapshot();
+        let heard = |name: &str| {
+            workers
+                .get(name)
+                .is_some_and(|seen| now.duration_since(seen.at) < half)
+        };
+        let mut silent = BTreeMap::new();
+        for (id, seen) in &leases {
+            let age = now.duration_since(seen.at);
+            let Ok(lease) = serde_json::from_slice::<Lease>(&seen.value) else {
+                continue;
+            };
+            if lease.worker != self.cfg.name
+                && age >= half
+                && age < ttl
+                && !heard(&lease.worker)
+                && registry.contains_key(id)
+                && !self.runs.contains_key(id)
+                && !self.handovers.contains_key(id)
+                && !self.failed.contains_key(id)
+            {
+                silent.insert(id.clone(), lease.worker);
+            }
+        }
+        if silent.is_empty() {
+            return;
+        }
+        let mut spare = BTreeMap::new();
+        spare.insert(
+            self.cfg.name.clone(),
+            self.cfg.capacity.saturating_sub(self.runs.len()),
+        );
+        for (name, seen) in &workers {
+            if *name == self.cfg.name || now.duration_since(seen.at) >= half {
+                continue;
+            }
+            if let Ok(w) = serde_json::from_slice::<WorkerInfo>(&seen.value)
+                && !w.leaving
+            {
+                spare.insert(name.clone(), w.capacity.saturating_sub(w.cameras.len()));
+            }
+        }
+        let ids: BTreeSet<String> = silent.keys().cloned().collect();
+        for id in plan::early(&self.cfg.name, &ids, &spare) {
+            if self.early.contains_key(&id) {
+                continue;
+            }
+            let Ok((desc, _)) = self.description(&id, &registry[&id]) else {
+                // Said when claimed.
+                continue;
+            };
+            let holder = silent.remove(&id).expect("silent");
+            say(
+                &self.cfg.name,
+                &format!("{id}: {holder} silent for half the lease TTL: reading it early"),
+            );
+            self.metrics.early_reads.inc();
+            self.early.insert(
+                id.clone(),
+                Early {
+                    pipeline: CameraRun::start(&id, desc),
+                    holder,
+                    since: now,
+                },
+            );
+        }
     }
 
     fn view(&mut self, registry: &BTreeMap<String, Camera>) -> View {
@@ -550,9 +727,19 @@ impl Worker {
                     say(&self.cfg.name, &format!("{id}: {note}"));
                     note
                 };
+                let pipeline = match self.early.remove(id) {
+                    Some(e) => {
+                        say(
+                            &self.cfg.name,
+                            &format!("{id}: read early for {:?}; going on", e.since.elapsed()),
+                        );
+                        e.pipeline
+                    }
+                    None => CameraRun::start(id, desc),
+                };
                 let run = Run {
                     note,
-                    pipeline: CameraRun::start(id, desc),
+                    pipeline,
                     revision,
                     renewed: Instant::now(),
                     since_ms: now_ms(),
@@ -564,7 +751,12 @@ impl Worker {
                 self.clear_status(id).await;
                 self.runs.insert(id.to_string(), run);
             }
-            Err(why) => self.refuse(id, revision, why).await,
+            Err(why) => {
+                if let Some(e) = self.early.remove(id) {
+                    self.drain(e.pipeline);
+                }
+                self.refuse(id, revision, why).await
+            }
         }
     }
 
@@ -1003,6 +1195,9 @@ impl Worker {
     /// leases back; waits for every pipeline to end.
     pub async fn shutdown(mut self) {
         self.leaving = true;
+        for (_, e) in std::mem::take(&mut self.early) {
+            self.drain(e.pipeline);
+        }
         for run in self.runs.values_mut() {
             run.offered = true;
         }

@@ -14,6 +14,17 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         .fold(OFFSET, |h, &b| (h ^ b as u64).wrapping_mul(PRIME))
 }
 
+/// MurmurHash3's 64-bit finalizer: every input bit moves every output bit. FNV-1a alone
+/// orders strings that differ only in their last bytes mostly by their common prefix, which
+/// an order of keys (rendezvous hashing) must not.
+pub fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// A content fingerprint for large files (model versions): FNV-1a's steps over 8-byte words
 /// instead of bytes (eight times faster on a 100 MB model), then the length mixed in.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
